@@ -1,0 +1,60 @@
+//! Entry point: parse the command line, set up output, dispatch, map the result to an exit code.
+
+pub mod args;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use args::{Cli, Command, DrvCommand, JournalCommand};
+
+use crate::error::{Error, Exit};
+use crate::output::Output;
+
+pub fn main() -> ExitCode {
+    // clap exits 2 on usage errors itself (and 0 for --help/--version).
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let mut out = Output::new(cli.json);
+    let result = run(&cli, &mut out);
+    match result {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(e) => {
+            out.error(&e);
+            ExitCode::from(e.exit() as u8)
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEPWISE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Dispatch one command. Returns the exit code of a successful command (a finished unwind is 1 for
+/// `upgrade`, 0 for `unwind`).
+pub fn run(cli: &Cli, _out: &mut Output) -> Result<Exit, Error> {
+    match &cli.command {
+        Command::Plan(_) => Err(Error::NotYet("stepwise plan")),
+        Command::Upgrade(_) => Err(Error::NotYet("stepwise upgrade")),
+        Command::Resume => Err(Error::NotYet("stepwise resume")),
+        Command::Unwind => Err(Error::NotYet("stepwise unwind")),
+        Command::Status => Err(Error::NotYet("stepwise status")),
+        Command::Journal(_) => Err(Error::NotYet("stepwise journal")),
+        Command::Drv(_) => Err(Error::NotYet("stepwise drv inspect")),
+    }
+}

@@ -1,0 +1,1 @@
+//! Filesystem effects: free space (statvfs), the reserve file, atomic symlink flips.

@@ -1,0 +1,1 @@
+//! The crash-safe write-ahead journal (redb). On-disk format: `journal-format.md`.

@@ -1,0 +1,1 @@
+//! The real store: Nix's command-line tools driven with argument vectors.

@@ -1,0 +1,1 @@
+//! Planning: the closure diff of G0 against the target, upgrade units, masks, and the step order.
