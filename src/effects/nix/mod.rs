@@ -1,1 +1,2 @@
 //! The real store: Nix's command-line tools driven with argument vectors.
+pub mod argv;
