@@ -4,7 +4,10 @@
 #
 #   nix-instantiate --eval --strict --json nix/module-eval.nix \
 #     --arg lib 'import /path/to/nixpkgs-lib/lib' --argstr settings '{"enable":true,...}'
-{ lib, settings }:
+#
+# `module` (default: module.nix) lets flake-eval.nix pass the flake's wrapper of it, or the VM
+# test's machine with `extraModules` stubbing what that sets.
+{ lib, settings, module ? ./module.nix, pkgsExtra ? { }, extraModules ? [ ] }:
 
 let
   inherit (lib) mkOption types;
@@ -45,15 +48,16 @@ let
         xz = { bin = fakePackage "xz-5.4.6-bin"; };
         gzip = fakePackage "gzip-1.13";
         gitMinimal = fakePackage "git-minimal-2.44.0";
-      };
+      } // pkgsExtra;
     };
   };
   evaluated = lib.evalModules {
-    modules = [ stubs ./module.nix { services.stepwise = builtins.fromJSON settings; } ];
+    modules = [ stubs module { services.stepwise = builtins.fromJSON settings; } ] ++ extraModules;
   };
   c = evaluated.config;
 in
 {
+  virtualisation = c.virtualisation or null;
   failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
   services = c.systemd.services;
   timers = c.systemd.timers;

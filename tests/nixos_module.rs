@@ -365,3 +365,142 @@ fn example_config_parses_with_stepwise() {
         })
     );
 }
+
+/// flake.nix's outputs, with nixpkgs' lib and stand-ins for the rest of nixpkgs
+/// (nix/flake-eval.nix): its shape, the package's build settings, the module's wiring to the
+/// flake's package, and the VM test's machine and script.
+#[test]
+fn flake_outputs_evaluate() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let nix = PrivateNix::new();
+    let out = nix.instantiate(&[
+        "--eval",
+        "--strict",
+        "--json",
+        repo().join("nix/flake-eval.nix").to_str().unwrap(),
+        "--arg",
+        "lib",
+        &format!("import {}", lib.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    assert_eq!(
+        f["outputNames"],
+        json!([
+            "checks",
+            "devShells",
+            "nixosModules",
+            "overlays",
+            "packages"
+        ])
+    );
+    assert_eq!(f["systems"], json!(["aarch64-linux", "x86_64-linux"]));
+    assert_eq!(f["packageNames"], json!(["default", "stepwise"]));
+    assert_eq!(f["checkNames"], json!(["package", "vm-test"]));
+
+    let p = &f["package"];
+    assert_eq!(p["pname"], "stepwise");
+    assert_eq!(p["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(p["meta"]["mainProgram"], "stepwise");
+    assert_eq!(p["cargoBuildFlags"], json!(["--package", "stepwise"]));
+    // Every test the package build runs exists, and needs neither root nor Nix.
+    let test_flags: Vec<&str> = p["cargoTestFlags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for pair in test_flags.windows(2) {
+        if pair[0] == "--test" {
+            assert!(repo()
+                .join("tests")
+                .join(format!("{}.rs", pair[1]))
+                .is_file());
+        }
+    }
+    // Every generated doc the package installs is checked in.
+    let post_install = p["postInstall"].as_str().unwrap();
+    for word in post_install
+        .split_whitespace()
+        .filter(|w| w.starts_with("doc/"))
+    {
+        if let Some(dir) = word.strip_suffix("/*.1") {
+            let pages = std::fs::read_dir(repo().join(dir)).unwrap().count();
+            assert!(pages > 0, "no man pages in {dir}");
+        } else {
+            assert!(
+                repo().join(word).is_file(),
+                "{word} is installed but missing"
+            );
+        }
+    }
+
+    assert_eq!(f["overlayPackage"], "stepwise-0.1.0-x86_64-linux");
+    // nixosModules.default runs the flake's own package.
+    assert!(f["moduleExecStart"].as_str().unwrap().starts_with(
+        "\"/nix/store/00000000000000000000000000000000-stepwise-0.1.0-x86_64-linux/bin/stepwise\""
+    ));
+
+    let vm = &f["vmTest"];
+    assert_eq!(vm["name"], "stepwise");
+    let m = &vm["machine"];
+    assert_eq!(m["failedAssertions"], json!([]));
+    let drv = "/nix/store/22222222222222222222222222222222-nixos-system-machine.drv";
+    assert_eq!(m["additionalPaths"], json!([drv]));
+    let c = Config::parse(
+        m["etc"]["stepwise/config.toml"].as_str().unwrap(),
+        Path::new("vm-test"),
+    )
+    .unwrap();
+    assert_eq!(c.upgrade.reserve, Some(Size(8 << 20)));
+
+    let script = vm["testScript"].as_str().unwrap();
+    for needed in [
+        "systemctl start stepwise-upgrade.service",
+        "wait_for_unit(\"stepwise-resume.service\")",
+        &format!("target = \\\"{drv}\\\""),
+        "stepwise status",
+        "stepwise journal verify",
+    ] {
+        assert!(
+            script.contains(needed),
+            "{needed} not in the VM test script"
+        );
+    }
+    python_compiles(script);
+}
+
+/// The VM test's script is Python run by the NixOS test driver: at least its syntax is checked
+/// here (where python3 exists).
+fn python_compiles(script: &str) {
+    use std::io::Write;
+    let child = Command::new("python3")
+        .args([
+            "-c",
+            "import sys; compile(sys.stdin.read(), 'testScript', 'exec')",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("SKIPPED the VM test script's Python syntax check: no python3");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the VM test script is not valid Python:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
