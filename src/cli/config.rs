@@ -111,6 +111,18 @@ impl ClockTime {
         }
         Ok(ClockTime(h * 60 + m))
     }
+
+    /// The local time of day now (the machine's time zone, as `date +%H:%M` says), for
+    /// [`RebootWindow::contains`].
+    pub fn now_local() -> std::io::Result<Self> {
+        // SAFETY: `time(NULL)` only reads the clock; `localtime_r` writes into the `tm` we own.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        let t = unsafe { libc::time(std::ptr::null_mut()) };
+        if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(ClockTime((tm.tm_hour * 60 + tm.tm_min) as u16))
+    }
 }
 
 impl fmt::Display for ClockTime {
@@ -379,7 +391,7 @@ fn set<T: Clone>(field: &mut T, from_file: &Option<T>, m: &ArgMatches, id: &str)
 fn bad_file(origin: &Path, at: &str, what: &str) -> Error {
     Error::bad_input(
         format!("config file {}{at}: {what}", origin.display()),
-        "fix the file (its keys are the long flags of `stepwise upgrade`, see stepwise(1)), or point --config elsewhere; nothing was changed",
+        "fix the file (its keys are the long flags of `stepwise upgrade`, see stepwise(1)), or point --config elsewhere (--config /dev/null reads none); nothing was changed",
     )
 }
 
@@ -618,5 +630,6 @@ reboot-window = { lower = "23:00", upper = "05:00" }
         assert!(RebootWindow::parse("01:00").is_err());
         assert!(RebootWindow::parse("03:00-03:00").is_err());
         assert_eq!(night.to_string(), "23:00-02:00");
+        assert!(ClockTime::now_local().unwrap().0 < 24 * 60);
     }
 }
