@@ -246,7 +246,7 @@ in
       description = "stepwise: upgrade NixOS within the disk it has";
       documentation = [ "man:stepwise(1)" ];
       # switch-to-configuration runs from inside this unit: restarting or stopping it there would
-      # kill the run that is switching.
+      # kill the run that is switching. (stopIfChanged only matters for units that get restarted.)
       restartIfChanged = false;
       unitConfig.X-StopOnRemoval = false;
       wants = [ "network-online.target" ];
