@@ -103,6 +103,7 @@ impl Bed {
             bed.root.join("run"),
             bed.state_dir().join("profiles"),
             bed.state_dir().join("gcroots"),
+            bed.nix_dir().join("var/lib/stepwise"),
         ] {
             fs::create_dir_all(&d)
                 .map_err(|e| BedError::io(format!("creating {}", d.display()), e))?;
@@ -179,6 +180,25 @@ impl Bed {
     /// The file where the fixture's `switch-to-configuration` appends `ACTION TOPLEVEL` lines.
     pub fn activation_log(&self) -> PathBuf {
         self.root.join("run/activations.log")
+    }
+
+    /// Where a stepwise journal belongs in this bed: on the store's disk, as /var/lib is on a VPS
+    /// (`<root>/nix/var/lib/stepwise/journal.redb`; the directory exists).
+    pub fn journal_path(&self) -> PathBuf {
+        self.nix_dir().join("var/lib/stepwise/journal.redb")
+    }
+
+    /// `--profile P --current-system C --booted-system B` for the stepwise binary (the SYSTEM
+    /// arguments of the command contract), pointing into this bed.
+    pub fn system_args(&self) -> Vec<OsString> {
+        vec![
+            "--profile".into(),
+            self.profile().into_os_string(),
+            "--current-system".into(),
+            self.current_system_link().into_os_string(),
+            "--booted-system".into(),
+            self.booted_system_link().into_os_string(),
+        ]
     }
 
     /// The attached binary cache directory, if any.
