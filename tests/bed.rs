@@ -306,3 +306,53 @@ fn a_plain_bed_builds_without_a_cache() {
     assert!(bed.nar_size(&out).unwrap() > 0);
     let _ = Fixture::mib(0);
 }
+
+#[test]
+fn prepared_beds_in_parallel_get_their_own_directories() {
+    let spec = FixtureSpec::two_big(1);
+    let (a, fa) = Bed::prepared_with(&spec, |_| Disk::Unlimited);
+    let (b, fb) = Bed::prepared_with(&spec, |_| Disk::Unlimited);
+    assert_ne!(a.root(), b.root());
+    assert_ne!(
+        fa.old.out, fb.old.out,
+        "different store dirs, different paths"
+    );
+    let threads = [(a, fa), (b, fb)].map(|(bed, fx)| {
+        std::thread::spawn(move || {
+            let g0 = bed.install(&fx.old.drv).unwrap();
+            assert_eq!(bed.current_system(), Some(g0));
+        })
+    });
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn nix_reads_only_the_beds_configuration() {
+    let spec = FixtureSpec::two_big(1);
+    let (bed, fx) = Bed::prepared_with(&spec, |_| Disk::Unlimited);
+    let out = bed.command("nix").args(["show-config"]).output().unwrap();
+    assert!(out.status.success());
+    let config = String::from_utf8(out.stdout).unwrap();
+    let cache = bed.cache_dir().unwrap().display().to_string();
+    assert!(
+        config.contains(&format!("substituters = file://{cache}\n")),
+        "{config}"
+    );
+    assert!(config.contains("sandbox = false\n"));
+    assert!(config.contains("require-sigs = false\n"));
+    assert!(fx.store_dir == bed.store_dir());
+    // The new packages come from the cache (substituted, not built).
+    let a2 = fx.package("big-a").new.as_ref().unwrap();
+    let out = bed
+        .command("nix-store")
+        .args(["--realise", &a2.drv])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && log.contains("copying path") && !log.contains("building"),
+        "{log}"
+    );
+}

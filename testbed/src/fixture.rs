@@ -578,3 +578,49 @@ impl Fixture {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nix_strings_are_escaped() {
+        assert_eq!(nix_str("a\"b\\c\nd${e}$f"), r#""a\"b\\c\nd\${e}$f""#);
+    }
+
+    #[test]
+    fn keys_follow_the_spec_and_nothing_else() {
+        assert_eq!(FixtureSpec::standard().key(), FixtureSpec::standard().key());
+        assert_ne!(FixtureSpec::standard().key(), FixtureSpec::two_big(1).key());
+        assert_ne!(FixtureSpec::two_big(1).key(), FixtureSpec::two_big(2).key());
+        let failing = FixtureSpec::new("vps").package(PackageSpec::changed("a", 1, 1).new_fails());
+        let fine = FixtureSpec::new("vps").package(PackageSpec::changed("a", 1, 1));
+        assert_ne!(failing.key(), fine.key());
+    }
+
+    #[test]
+    fn links_are_baked_as_plain_strings() {
+        let links = Links::for_root(Path::new("/bed/x"));
+        let text = FixtureSpec::two_big(1).nix_text(&links);
+        assert!(text.contains("/bed/x/run/current-system"));
+        assert!(text.contains("preferLocalBuild = true"));
+    }
+
+    #[test]
+    fn builders_name_their_version_and_failures_fail() {
+        let p = PackageSpec::changed("big-a", 1, 1).with_output("man");
+        let s = build_script(&p, p.old.as_ref().unwrap());
+        assert!(s.contains("echo 'big-a-1.0'") && s.contains("head -c 1048576 /dev/zero"));
+        assert!(s.contains("$man/share/man/man1/big-a.1"));
+        let f = p.clone().new_fails();
+        assert!(build_script(&f, f.new.as_ref().unwrap()).contains("exit 1"));
+    }
+
+    #[test]
+    #[should_panic(expected = "fixture names")]
+    fn odd_names_are_refused() {
+        FixtureSpec::new("vps")
+            .package(PackageSpec::changed("a b", 1, 1))
+            .nix_text(&Links::placeholder());
+    }
+}
