@@ -9,13 +9,6 @@ use stepwise_testbed::{is_mount_point, require_root, Bed, Disk, Fixture, Fixture
 
 const MIB: u64 = 1024 * 1024;
 
-/// Generous room for Nix's SQLite database, its WAL and the `.drv` files next to the store.
-const STATE_MIB: u64 = 16;
-
-fn mib_ceil(bytes: u64) -> u64 {
-    bytes.div_ceil(MIB)
-}
-
 #[test]
 fn old_generation_realises_and_switches() {
     let spec = FixtureSpec::standard();
@@ -131,7 +124,7 @@ fn plain_upgrade_runs_out_of_space_between_old_and_union() {
     let mut disk = 0;
     let (bed, fx) = Bed::prepared_with(&spec, |fx| {
         // Room for G0 and the state, but not for the new packages beside the old ones.
-        disk = mib_ceil(fx.old_bytes) + STATE_MIB + mib_ceil(fx.union_bytes - fx.old_bytes) / 3;
+        disk = fx.tight_disk_mib();
         Disk::TmpfsMib(disk)
     });
     assert!(
@@ -161,9 +154,7 @@ fn plain_upgrade_succeeds_on_a_large_tmpfs() {
         return;
     }
     let spec = FixtureSpec::standard();
-    let (bed, fx) = Bed::prepared_with(&spec, |fx| {
-        Disk::TmpfsMib(mib_ceil(fx.union_bytes) + 2 * STATE_MIB)
-    });
+    let (bed, fx) = Bed::prepared_with(&spec, |fx| Disk::TmpfsMib(fx.roomy_disk_mib()));
     bed.install(&fx.old.drv).expect("G0");
     let t = bed.realise(&[&fx.new.drv]).expect("the plain upgrade fits");
     assert_eq!(t, vec![fx.new.out.clone()]);

@@ -12,6 +12,10 @@ use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
 
+/// Room to allow for Nix's own state on a bed's disk (its SQLite database and WAL, `.drv` files):
+/// measured at about 8 MiB on Nix 2.8 with the standard fixture; twice that to be safe.
+pub const NIX_STATE_ALLOWANCE_MIB: u64 = 16;
+
 /// What a package stands for in the system (where the toplevel links it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
@@ -566,6 +570,23 @@ impl Fixture {
     /// Bytes in MiB, for messages and tmpfs sizes.
     pub fn mib(bytes: u64) -> f64 {
         bytes as f64 / MIB as f64
+    }
+
+    /// A tmpfs size (MiB) on which G0 and Nix's state fit but the plain upgrade does not: |old| +
+    /// `NIX_STATE_ALLOWANCE_MIB` + a third of what the new generation adds. The demo's disk.
+    pub fn tight_disk_mib(&self) -> u64 {
+        self.old_bytes.div_ceil(MIB)
+            + NIX_STATE_ALLOWANCE_MIB
+            + self
+                .union_bytes
+                .saturating_sub(self.old_bytes)
+                .div_ceil(MIB)
+                / 3
+    }
+
+    /// A tmpfs size (MiB) on which the plain upgrade fits: |old ∪ new| + twice the allowance.
+    pub fn roomy_disk_mib(&self) -> u64 {
+        self.union_bytes.div_ceil(MIB) + 2 * NIX_STATE_ALLOWANCE_MIB
     }
 
     /// A one-line summary of the sizes.

@@ -24,7 +24,7 @@ pub use bed::{base_dir, Bed, Disk};
 pub use error::{is_out_of_space_message, BedError, Result};
 pub use fixture::{
     nix_str, Fixture, FixtureSpec, GenerationInfo, Links, PackageInfo, PackageSpec,
-    PackageVersionInfo, Role, VersionSpec,
+    PackageVersionInfo, Role, VersionSpec, NIX_STATE_ALLOWANCE_MIB,
 };
 pub use guard::{is_root, require_root, root_tests_required, REQUIRE_ROOT_ENV};
 pub use mount::{is_mount_point, TmpfsMount};
