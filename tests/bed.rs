@@ -79,22 +79,27 @@ fn fixture_sizes_add_up() {
     eprintln!("standard fixture: {}", fx.sizes_line());
     assert!(fx.new_builds);
     // Every package is at least its payload; the union exceeds both sides by the changed packages.
-    for p in &fx.packages {
-        for (v, s) in [(
-            &p.old,
-            &spec
-                .packages
-                .iter()
-                .find(|s| s.pname == p.pname)
-                .unwrap()
-                .old,
-        )] {
-            if let (Some(v), Some(s)) = (v, s) {
-                assert!(
-                    v.bytes() >= s.kib * 1024,
-                    "{} is smaller than its payload",
-                    v.name
-                );
+    for (p, s) in fx.packages.iter().zip(&spec.packages) {
+        assert_eq!(p.pname, s.pname, "packages in the spec's order");
+        for (v, sv) in [(&p.old, &s.old), (&p.new, &s.new)] {
+            match (v, sv) {
+                (Some(v), Some(sv)) => {
+                    assert!(
+                        v.bytes() >= sv.kib * 1024,
+                        "{} is smaller than its payload",
+                        v.name
+                    );
+                    assert!(
+                        v.bytes() < sv.kib * 1024 + 64 * 1024,
+                        "{} is much larger",
+                        v.name
+                    );
+                }
+                (None, None) => {}
+                _ => panic!(
+                    "{}: a version the spec does not have, or lacks one it has",
+                    p.pname
+                ),
             }
         }
     }
