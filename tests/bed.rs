@@ -347,3 +347,58 @@ fn nix_reads_only_the_beds_configuration() {
         "{log}"
     );
 }
+
+#[test]
+fn killing_a_group_kills_its_children() {
+    let bed = Bed::new().unwrap();
+    let pidfile = bed.root().join("grandchild.pid");
+    // A shell that starts a background sleeper, records its pid, then waits.
+    let mut cmd = bed.command("/bin/sh");
+    cmd.arg("-c")
+        .arg("sleep 1000 & echo $! > \"$1\"; wait")
+        .arg("sh")
+        .arg(&pidfile)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = stepwise_testbed::spawn_own_group(&mut cmd).unwrap();
+    // Wait for the pid file by polling the child's state, not by sleeping a fixed time.
+    let grandchild: i32 = loop {
+        if let Some(p) = fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the shell exited early"
+        );
+        std::thread::yield_now();
+    };
+    // Should the group kill miss it, the sleeper must not outlive the test.
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _reap = Reap(grandchild);
+    let status = stepwise_testbed::kill_group(&mut child).unwrap();
+    assert!(!status.success());
+    // The grandchild dies too (SIGKILL is delivered at once; its exit may take a moment to show
+    // in /proc): gone, or a zombie left for init to reap.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let state = fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+        if state.is_empty() || state.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the grandchild survived: {state}"
+        );
+        std::thread::yield_now();
+    }
+}

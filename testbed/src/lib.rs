@@ -18,6 +18,7 @@ mod fixture;
 mod guard;
 mod mount;
 mod prepared;
+mod process;
 mod util;
 
 pub use bed::{base_dir, Bed, Disk};
@@ -29,4 +30,5 @@ pub use fixture::{
 pub use guard::{is_root, require_root, root_tests_required, REQUIRE_ROOT_ENV};
 pub use mount::{is_mount_point, TmpfsMount};
 pub use prepared::SlotLock;
+pub use process::{kill_group, spawn_own_group};
 pub use util::{force_remove, replace_symlink};
