@@ -376,15 +376,18 @@ fn killing_a_group_kills_its_children() {
         std::thread::yield_now();
     };
     // Should the group kill miss it, the sleeper must not outlive the test.
-    struct Reap(i32);
+    // (Disarmed once it is seen gone, so a reused pid is never hit.)
+    struct Reap(Option<i32>);
     impl Drop for Reap {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &self.0.to_string()])
-                .status();
+            if let Some(pid) = self.0 {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
         }
     }
-    let _reap = Reap(grandchild);
+    let mut reap = Reap(Some(grandchild));
     let status = stepwise_testbed::kill_group(&mut child).unwrap();
     assert!(!status.success());
     // The grandchild dies too (SIGKILL is delivered at once; its exit may take a moment to show
