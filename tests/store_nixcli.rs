@@ -179,3 +179,17 @@ fn reserve_is_refused_on_a_full_disk_and_released_to_make_room() {
     reserve.take().unwrap();
     assert_eq!(s.space().unwrap().free, with_reserve);
 }
+
+#[test]
+fn cancelled_commands_are_refused_with_a_clear_error() {
+    let bed = Bed::new().unwrap();
+    let s = cli(&bed);
+    s.space().unwrap();
+    s.live_paths().unwrap();
+    s.cancel_token().cancel();
+    let e = s.live_paths().unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Spawn { why, .. } if why.contains("cancelled")),
+        "{e}"
+    );
+}

@@ -110,6 +110,22 @@ impl NixCommands {
         ])
     }
 
+    /// `nix config show --json`: the name of `show-config` from Nix 2.20 on (the old name
+    /// remains a deprecated alias there).
+    pub fn config_show(bin_dir: Option<&Path>) -> Invocation {
+        match bin_dir {
+            Some(d) => Invocation::new(d.join("nix")),
+            None => Invocation::new("nix"),
+        }
+        .args([
+            "--extra-experimental-features",
+            NIX_COMMAND,
+            "config",
+            "show",
+            "--json",
+        ])
+    }
+
     /// `nix eval --raw REF#nixosConfigurations."HOST".config.system.build.toplevel.drvPath`
     pub fn eval_flake_toplevel(&self, reference: &str, host: &str) -> Invocation {
         let host = if host
@@ -337,6 +353,38 @@ mod tests {
             ]
         );
         assert_eq!(argv(&c.print_live()), ["nix-store", "--gc", "--print-live"]);
+        assert_eq!(
+            argv(&NixCommands::show_config(None)),
+            [
+                "nix",
+                "--extra-experimental-features",
+                "nix-command",
+                "show-config",
+                "--json"
+            ]
+        );
+        assert_eq!(
+            argv(&NixCommands::config_show(None))[3..],
+            ["config", "show", "--json"]
+        );
+        assert_eq!(
+            argv(&NixCommands::store_dir_query(None)),
+            [
+                "nix-instantiate",
+                "--eval",
+                "--json",
+                "--expr",
+                "builtins.storeDir"
+            ]
+        );
+        assert_eq!(
+            argv(&c.read_log(&sp(DRV))),
+            [
+                "nix-store",
+                "--read-log",
+                "/nix/store/z2sqiy653rcwpjnmd0ncyciv7s0aah1q-b-1.0.drv"
+            ]
+        );
     }
 
     #[test]
