@@ -404,8 +404,12 @@ impl Store for NixCli {
         if let Some(dir) = link.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
-        // Realising a valid path is a no-op that registers the indirect root.
-        self.query(&self.cmds.realise(path, link))?;
+        if path.is_derivation() {
+            self.query(&self.cmds.add_drv_root(path, link))?;
+        } else {
+            // Realising a valid output is a no-op that registers the indirect root.
+            self.query(&self.cmds.realise(path, link))?;
+        }
         Ok(())
     }
 
