@@ -112,6 +112,63 @@ fn main() {
         med,
     );
 
+    // A bigger closure: text objects made at evaluation time (no builds), each referencing the
+    // previous one and up to two earlier ones.
+    let n = std::env::var("STEPWISE_BENCH_PATHS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000u32);
+    let expr = format!(
+        "let nodes = builtins.genList (i: builtins.toFile \"node-${{toString i}}\" (\"node ${{toString i}}\" + (if i >= 1 then \" \" + builtins.elemAt nodes (i - 1) else \"\") + (if i >= 7 then \" \" + builtins.elemAt nodes (i - 7) else \"\") + (if i >= 31 then \" \" + builtins.elemAt nodes (i / 2) else \"\"))) {n}; in builtins.elemAt nodes {}",
+        n - 1
+    );
+    let made = bed
+        .command("nix-instantiate")
+        .args(["--eval", "--json", "--read-write-mode", "--expr", &expr])
+        .output()
+        .expect("running nix-instantiate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let last: String = serde_json::from_slice(&made.stdout).unwrap();
+    let big_roots = [sd.parse(&last).unwrap()];
+    let (big, min, med) = time(runs, || cli.closure_infos(&big_roots).unwrap());
+    let big_bytes: u64 = big.values().map(|i| i.nar_size).sum();
+    row(
+        "NixCli closure_infos, synthetic closure",
+        big.len(),
+        big_bytes,
+        min,
+        med,
+    );
+    let (big2, min, med) = time(runs, || {
+        let c: Vec<StorePath> = cli.closure(&big_roots).unwrap().into_iter().collect();
+        cli.path_infos(&c).unwrap()
+    });
+    assert_eq!(big2.len(), big.len());
+    row(
+        "NixCli closure + path_infos, synthetic closure",
+        big2.len(),
+        big_bytes,
+        min,
+        med,
+    );
+    let bigmodel = ModelStore::new(sd.clone(), 1 << 40);
+    for i in big.values() {
+        let refs: Vec<StorePath> = i.references.iter().cloned().collect();
+        bigmodel.add_valid(&i.path, i.nar_size, &refs);
+    }
+    let (m, min, med) = time(runs, || bigmodel.closure_infos(&big_roots).unwrap());
+    row(
+        "ModelStore closure_infos, synthetic closure",
+        m.len(),
+        big_bytes,
+        min,
+        med,
+    );
+
     // The same closure in the model.
     let model = ModelStore::new(sd.clone(), 1 << 40);
     for i in infos.values() {
