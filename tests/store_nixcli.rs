@@ -117,6 +117,30 @@ fn file_target_that_is_neither_a_derivation_nor_a_system() {
 }
 
 #[test]
+fn a_link_to_a_drv_names_it() {
+    let bed = Bed::new().unwrap();
+    let f = bed.root().join("t.nix");
+    std::fs::write(
+        &f,
+        "derivation { name = \"t-1\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; }\n",
+    )
+    .unwrap();
+    let drv = bed.instantiate(&f, None).unwrap();
+    let link = bed.root().join("t.drv");
+    std::os::unix::fs::symlink(drv.trim(), &link).unwrap();
+    let s = cli(&bed);
+    let p = s.resolve_target(&TargetSpec::Drv(link)).unwrap();
+    assert_eq!(s.store_dir().display(&p), drv.trim());
+    let e = s
+        .resolve_target(&TargetSpec::Drv(bed.root().join("t.nix")))
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Target(m) if m.contains("t.nix")),
+        "{e}"
+    );
+}
+
+#[test]
 fn detection_failure_names_the_command() {
     let e = NixCli::new(NixCliConfig {
         bin_dir: Some(PathBuf::from("/nonexistent/bin")),

@@ -227,7 +227,14 @@ impl Store for NixCli {
         let drv = match target {
             TargetSpec::Drv(path) => {
                 let shown = path.display().to_string();
-                let drv = self.parse_user_drv(&shown, &shown)?;
+                // A link to the .drv (a GC root, `./system.drv`) names it too.
+                let inside = match std::fs::canonicalize(path) {
+                    Ok(real) if !shown.starts_with(self.store_dir().as_str()) => {
+                        real.display().to_string()
+                    }
+                    _ => shown.clone(),
+                };
+                let drv = self.parse_user_drv(&shown, &inside)?;
                 if self.valid_paths(std::slice::from_ref(&drv))?.is_empty() {
                     return Err(StoreError::Target(format!(
                         "{shown} is not a valid path in the store\n  hint: instantiate it first (`nix-instantiate`), or pass --flake / --file"
