@@ -14,10 +14,15 @@ use crate::error::{Error, Exit};
 use crate::output::Output;
 
 pub fn main() -> ExitCode {
-    // clap exits 2 on usage errors itself (and 0 for --help/--version).
     // The settings file may supply plan's and upgrade's target, so those are checked after merging.
-    let matches = config::command().get_matches();
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let matches = match config::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     init_tracing(&cli);
     let mut out = Output::new(cli.json);
     let result = config::apply_config_file(&mut cli, &matches).and_then(|()| run(&cli, &mut out));
@@ -28,6 +33,27 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit() as u8)
         }
     }
+}
+
+/// clap's usage errors exit 2 with clap's message (--help and --version exit 0). A `--json`
+/// caller also gets them as the versioned error event on stdout, as for every other error.
+fn usage_error(e: clap::Error) -> ExitCode {
+    // use_stderr: an error, not the help or version text asked for.
+    if e.use_stderr() && json_requested(std::env::args_os()) {
+        let message = e.render().to_string();
+        Output::new(true).usage_error(message.trim_end(), Exit::BadInput);
+    }
+    let _ = e.print();
+    // clap's own codes: 0 for --help/--version, 2 (Exit::BadInput) for usage errors.
+    ExitCode::from(e.exit_code() as u8)
+}
+
+/// Whether `--json` is among the arguments (before a `--`), when clap could not parse them.
+fn json_requested(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
 }
 
 fn init_tracing(cli: &Cli) {

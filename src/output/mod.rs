@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Error, Exit};
 
 /// Version of the `--json` line format. Bump on any incompatible change.
 pub const JSON_FORMAT_VERSION: u32 = 1;
@@ -46,6 +46,18 @@ impl Output {
         }
         serde_json::to_writer(&mut *w, value)?;
         writeln!(w)
+    }
+
+    /// A usage error clap found: the error event only (clap prints its own message on stderr).
+    pub fn usage_error(&mut self, message: &str, exit: Exit) {
+        if self.json {
+            let line = serde_json::json!({
+                "event": "error",
+                "exit": exit as u8,
+                "message": message,
+            });
+            let _ = self.json_line(&mut std::io::stdout().lock(), &line);
+        }
     }
 
     pub fn error(&mut self, e: &Error) {
