@@ -1,6 +1,7 @@
 //! Entry point: parse the command line, set up output, dispatch, map the result to an exit code.
 
 pub mod args;
+pub mod checks;
 pub mod config;
 pub mod drv_inspect;
 
@@ -25,7 +26,9 @@ pub fn main() -> ExitCode {
     };
     init_tracing(&cli);
     let mut out = Output::new(cli.json);
-    let result = config::apply_config_file(&mut cli, &matches).and_then(|()| run(&cli, &mut out));
+    let result = config::apply_config_file(&mut cli, &matches)
+        .and_then(|()| checks::before_run(&cli))
+        .and_then(|()| run(&cli, &mut out));
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {
