@@ -586,6 +586,7 @@ fn a_bad_target_is_refused_naming_it() {
     let bytes = fs::read(&malformed).unwrap();
     fs::write(&malformed, &bytes[..bytes.len() / 2]).unwrap();
     assert!(env.bed.is_valid(&malformed).unwrap());
+    let not_a_system = small_drv(&env, "hello-2.12");
 
     for command in ["plan", "upgrade"] {
         env.refused_system(&[
@@ -606,6 +607,13 @@ fn a_bad_target_is_refused_naming_it() {
         let name = Path::new(&malformed).file_name().unwrap().to_str().unwrap();
         env.refused_system(&[command, "--target", &malformed])
             .says(&[name, "byte"]);
+        // A valid .drv that is not a NixOS system.
+        env.refused_system(&[command, "--target", &not_a_system])
+            .says(&[Path::new(&not_a_system)
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()]);
         // A --json caller gets the same as an event.
         let run = env.refused_system(&[
             OsStr::new(command),
@@ -736,4 +744,119 @@ fn a_journal_locked_by_another_run_exits_4_naming_the_holder() {
         Some(fx.old.out.as_str())
     );
     drop(held);
+}
+
+// ---- drv inspect: the §7 shapes -----------------------------------------------------------------
+
+#[test]
+fn drv_inspect_json_and_aterm() {
+    let env = Env::empty();
+    let drv = small_drv(&env, "shape");
+    let run = env.run(&["--json", "drv", "inspect", &drv]);
+    run.expect_code(0);
+    let lines = json_lines(&run.stdout);
+    assert_eq!(lines.len(), 2, "{run:#?}");
+    assert_eq!(lines[0]["stepwise"], "events");
+    assert_eq!(lines[0]["version"], stepwise::output::JSON_FORMAT_VERSION);
+    let d = &lines[1];
+    assert_eq!(d["drvPath"], drv.as_str());
+    assert_eq!(d["name"], "shape");
+    let out = &d["outputs"]["out"];
+    assert!(out["path"].as_str().unwrap().ends_with("-shape"), "{d}");
+    assert_eq!(out["path"], out["computedPath"], "{d}");
+    for key in ["inputDrvs", "inputSrcs", "env", "builder", "args", "system"] {
+        assert!(d.get(key).is_some(), "{key} missing from {d}");
+    }
+    assert_eq!(d["env"]["PATH"], "/usr/bin:/bin");
+
+    // --aterm: the canonical bytes, which for a .drv Nix wrote are the file itself.
+    let mut cmd = env.bed.command(BIN);
+    let out = cmd
+        .env("STEPWISE_CONFIG", &env.config)
+        .args(["drv", "inspect", "--aterm", &drv])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, fs::read(&drv).unwrap());
+
+    // --aterm and --json exclude each other.
+    env.refused(&["--json", "drv", "inspect", "--aterm", &drv])
+        .says(&["--aterm", "--json"]);
+    env.refused(&["drv", "inspect", "--aterm", &drv, "--json"])
+        .says(&["--aterm", "--json"]);
+    env.refused(&["drv", "inspect", "--json", "--aterm", &drv])
+        .says(&["--aterm", "--json"]);
+}
+
+// ---- --json: one versioned stream ----------------------------------------------------------------
+
+/// Every stdout line is JSON, the first is the one version header, none repeats it.
+fn assert_one_stream(run: &Run) -> Vec<serde_json::Value> {
+    let lines = json_lines(&run.stdout);
+    assert!(!lines.is_empty(), "{run:#?}");
+    assert_eq!(
+        lines[0]["version"],
+        stepwise::output::JSON_FORMAT_VERSION,
+        "{run:#?}"
+    );
+    let headers = lines.iter().filter(|l| l.get("version").is_some()).count();
+    assert_eq!(headers, 1, "one version header: {run:#?}");
+    lines
+}
+
+#[test]
+#[ignore = "needs the engine branch (stepwise upgrade)"]
+fn json_upgrade_is_one_versioned_stream_ending_with_the_outcome() {
+    let (env, fx) = installed();
+    let run = env.run_system(&["upgrade", "--json", "--target", &fx.new.drv]);
+    run.expect_code(0);
+    let lines = assert_one_stream(&run);
+    assert_eq!(lines.last().unwrap()["event"], "finished", "{run:#?}");
+    assert_eq!(
+        env.bed.current_system().as_deref(),
+        Some(fx.new.out.as_str())
+    );
+}
+
+#[test]
+#[ignore = "needs the engine branch (stepwise upgrade)"]
+fn json_failed_upgrade_is_one_versioned_stream_ending_with_the_error() {
+    let spec = FixtureSpec::standard()
+        .package(stepwise_testbed::PackageSpec::changed("broken", 1, 1).new_fails());
+    let (bed, fx) = Bed::prepared_with(&spec, |_| Disk::Unlimited);
+    bed.install(&fx.old.drv).expect("installing G0");
+    let env = Env::new(bed);
+    let run = env.run_system(&["upgrade", "--json", "--target", &fx.new.drv]);
+    run.expect_code(1);
+    let lines = assert_one_stream(&run);
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "error", "{run:#?}");
+    assert_eq!(last["exit"], 1, "{run:#?}");
+    assert_eq!(
+        env.bed.current_system().as_deref(),
+        Some(fx.old.out.as_str()),
+        "unwound to G0"
+    );
+}
+
+// ---- commands that read the journal, without one ---------------------------------------------------
+
+#[test]
+#[ignore = "needs the engine and journal branches"]
+fn without_a_journal_resume_and_unwind_are_bad_input_and_create_nothing() {
+    let (env, _fx) = installed();
+    let j = env.journal();
+    for command in [&["resume"][..], &["unwind"], &["journal", "verify"]] {
+        let mut args = vec![OsStr::new("--journal"), j.as_os_str()];
+        args.extend(command.iter().map(OsStr::new));
+        env.refused(&args).says(&[&j.display().to_string()]);
+    }
+    for command in [&["status"][..], &["journal", "show"]] {
+        let before = env.snapshot();
+        let mut args = vec![OsStr::new("--journal"), j.as_os_str()];
+        args.extend(command.iter().map(OsStr::new));
+        let run = env.run(&args);
+        run.expect_code(0);
+        env.unchanged(&before, &run);
+    }
 }

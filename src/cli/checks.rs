@@ -1,10 +1,11 @@
-//! Checks of the SYSTEM arguments (`--profile`, `--current-system`) before `plan` or `upgrade`
-//! does anything: a mistyped path is bad input (exit 2), never a new profile that nothing boots
-//! from, and nothing on disk changes.
+//! Checks of the command line clap cannot make, before any command does anything: the SYSTEM
+//! arguments (`--profile`, `--current-system`) of `plan` and `upgrade` — a mistyped path is bad
+//! input (exit 2), never a new profile that nothing boots from — and flag combinations across
+//! the global flags. Nothing on disk changes.
 
 use std::path::Path;
 
-use super::args::{Cli, Command, SystemArgs};
+use super::args::{Cli, Command, DrvCommand, SystemArgs};
 use crate::error::Error;
 
 /// Run the checks the command needs.
@@ -12,6 +13,11 @@ pub fn before_run(cli: &Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Plan(a) => system_args(&a.system),
         Command::Upgrade(a) => system_args(&a.system),
+        // clap checks `conflicts_with` of a global flag only when it follows the subcommand.
+        Command::Drv(DrvCommand::Inspect { aterm: true, .. }) if cli.json => Err(Error::bad_input(
+            "--aterm cannot be used with --json: --aterm prints the derivation's raw bytes",
+            "drop one of them: --json for the parsed derivation as JSON, --aterm for its canonical bytes",
+        )),
         _ => Ok(()),
     }
 }
