@@ -588,7 +588,7 @@ fn a_bad_target_is_refused_naming_it() {
     assert!(env.bed.is_valid(&malformed).unwrap());
     let not_a_system = small_drv(&env, "hello-2.12");
 
-    for command in ["plan", "upgrade"] {
+    for command in ["upgrade", "plan"] {
         env.refused_system(&[
             OsStr::new(command),
             "--target".as_ref(),
