@@ -642,6 +642,23 @@ fn a_nix_file_with_a_syntax_error_is_refused_with_nixs_message() {
         env.refused_system(&[OsStr::new(command), "--file".as_ref(), file.as_os_str()])
             // Nix's own words, with the place, reach the user.
             .says(&["broken.nix", "syntax error"]);
+        // An attribute the file does not have: Nix says which.
+        let file_ok = env.bed.root().join("fine.nix");
+        fs::write(&file_ok, "{ web = { }; }\n").unwrap();
+        env.refused_system(&[
+            OsStr::new(command),
+            "--file".as_ref(),
+            file_ok.as_os_str(),
+            "--attr".as_ref(),
+            "dbserver".as_ref(),
+        ])
+        .says(&["dbserver"]);
+        // A flake that is not there.
+        let no_flake = env.bed.root().join("no-flake");
+        let mut flake = no_flake.clone().into_os_string();
+        flake.push("#web");
+        env.refused_system(&[OsStr::new(command), "--flake".as_ref(), &flake])
+            .says(&[&no_flake.display().to_string()]);
         let missing = env.bed.root().join("nowhere.nix");
         env.refused_system(&[OsStr::new(command), "--file".as_ref(), missing.as_os_str()])
             .says(&["nowhere.nix"]);
@@ -866,4 +883,48 @@ fn without_a_journal_resume_and_unwind_are_bad_input_and_create_nothing() {
         run.expect_code(0);
         env.unchanged(&before, &run);
     }
+}
+
+// ---- the settings file ------------------------------------------------------------------------------
+
+#[test]
+fn a_bad_settings_file_is_refused_naming_file_line_and_column() {
+    let env = Env::empty();
+    let j = env.journal().display().to_string();
+    let dir = env.bed.root();
+    let cases = [
+        (
+            "syntax.toml",
+            "[upgrade]\naction = \n",
+            "syntax.toml, line 2",
+        ),
+        ("unknown.toml", "[upgrade]\nacton = \"switch\"\n", "acton"),
+        ("value.toml", "[upgrade]\naction = \"swich\"\n", "swich"),
+        ("size.toml", "[upgrade]\nreserve = \"12Q\"\n", "12Q"),
+    ];
+    for (name, text, mention) in cases {
+        let file = dir.join(name);
+        fs::write(&file, text).unwrap();
+        let file = file.display().to_string();
+        for command in [&["plan", "--flake", "."][..], &["upgrade", "--flake", "."]] {
+            let mut args = vec!["--journal", &j, "--config", &file];
+            args.extend_from_slice(command);
+            env.refused(&args).says(&[mention, "nothing was changed"]);
+        }
+    }
+    let missing = dir.join("missing.toml").display().to_string();
+    env.refused(&[
+        "--journal",
+        &j,
+        "--config",
+        &missing,
+        "plan",
+        "--flake",
+        ".",
+    ])
+    .says(&[&missing, "--config"]);
+    // With --json, the same as a versioned error event.
+    let file = dir.join("syntax.toml").display().to_string();
+    let run = env.refused(&["--json", "--config", &file, "plan", "--flake", "."]);
+    assert_json_error(&run, 2, "syntax.toml, line 2");
 }
