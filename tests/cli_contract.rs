@@ -444,6 +444,11 @@ fn usage_errors_exit_2_naming_the_problem_and_the_way_out() {
             &["plan", "--flake", ".", "--attr", "x"],
             &["--attr", "--flake"],
         ),
+        (
+            &["upgrade", "--target", "/a.drv", "--attr", "x"],
+            &["--attr", "--target"],
+        ),
+        (&["plan", "--attr", "x"], &["--attr", "--file"]),
         // A missing target: what is missing and how to give it.
         (&["plan"], &["target", "--target", "--flake", "--file"]),
         (&["upgrade"], &["target", "--target", "--flake", "--file"]),

@@ -98,8 +98,16 @@ pub enum DrvCommand {
 }
 
 /// Which system to upgrade to. Exactly one of --target, --flake, --file.
+// Not a struct-level `#[group]`: derive puts every field in that group, --attr too, which then
+// excluded --file.
 #[derive(Debug, Clone, Args)]
-#[group(id = "target_spec", required = true, multiple = false, args = ["target", "flake", "file"])]
+#[group(skip)]
+#[command(group(
+    clap::ArgGroup::new("target_spec")
+        .required(true)
+        .multiple(false)
+        .args(["target", "flake", "file"])
+))]
 pub struct TargetArgs {
     /// The target toplevel derivation (`/nix/store/…-nixos-system-….drv`).
     #[arg(long, value_name = "PATH.drv")]
@@ -111,7 +119,8 @@ pub struct TargetArgs {
     #[arg(long, value_name = "F.nix")]
     pub file: Option<PathBuf>,
     /// Attribute of --file to evaluate.
-    #[arg(long, value_name = "A", requires = "file")]
+    // conflicts_with too: clap drops `requires` of an argument that conflicts with one given.
+    #[arg(long, value_name = "A", requires = "file", conflicts_with_all = ["target", "flake"])]
     pub attr: Option<String>,
 }
 
@@ -303,6 +312,22 @@ mod tests {
         assert!(
             Cli::try_parse_from(["stepwise", "plan", "--target", "/a.drv", "--flake", "."])
                 .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["stepwise", "plan", "--flake", ".", "--attr", "x"]).is_err(),
+            "--attr only with --file"
+        );
+        let c = Cli::try_parse_from(["stepwise", "upgrade", "--file", "f.nix", "--attr", "web"])
+            .unwrap();
+        let Command::Upgrade(u) = c.command else {
+            panic!()
+        };
+        assert_eq!(
+            u.target.spec(),
+            TargetSpec::File {
+                file: "f.nix".into(),
+                attr: Some("web".into())
+            }
         );
         let c = Cli::try_parse_from(["stepwise", "plan", "--flake", "/etc/nixos#web"]).unwrap();
         let Command::Plan(p) = c.command else {
