@@ -453,6 +453,7 @@ fn usage_errors_exit_2_naming_the_problem_and_the_way_out() {
         (&["plan"], &["target", "--target", "--flake", "--file"]),
         (&["upgrade"], &["target", "--target", "--flake", "--file"]),
         // Missing pieces of other commands.
+        (&["-v", "-q", "status"], &["--verbose", "--quiet"]),
         (&["drv", "inspect"], &["<FILE>"]),
         (&["journal"], &["show", "verify", "export"]),
         (
@@ -932,4 +933,36 @@ fn a_bad_settings_file_is_refused_naming_file_line_and_column() {
     let file = dir.join("syntax.toml").display().to_string();
     let run = env.refused(&["--json", "--config", &file, "plan", "--flake", "."]);
     assert_json_error(&run, 2, "syntax.toml, line 2");
+}
+
+#[test]
+#[ignore = "needs the engine branch (stepwise upgrade)"]
+fn a_journal_that_cannot_be_created_stops_the_upgrade_before_any_change() {
+    let (env, fx) = installed();
+    let journal = env.bed.root().join("no-such-dir/journal.redb");
+    let before = env.snapshot();
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--journal".into(),
+        journal.clone().into(),
+        "upgrade".into(),
+        "--target".into(),
+        fx.new.drv.clone().into(),
+    ];
+    args.extend(env.bed.system_args());
+    let run = env.run(&args);
+    assert!(
+        run.code == 2 || run.code == 4,
+        "bad input or an unusable journal: {run:#?}"
+    );
+    run.says(&[&journal.display().to_string()]);
+    let after = env.snapshot();
+    assert!(
+        before == after,
+        "changed: {}\n{run:#?}",
+        before.diff(&after)
+    );
+    assert_eq!(
+        env.bed.current_system().as_deref(),
+        Some(fx.old.out.as_str())
+    );
 }
