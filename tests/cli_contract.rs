@@ -939,7 +939,10 @@ fn a_bad_settings_file_is_refused_naming_file_line_and_column() {
 #[ignore = "needs the engine branch (stepwise upgrade)"]
 fn a_journal_that_cannot_be_created_stops_the_upgrade_before_any_change() {
     let (env, fx) = installed();
-    let journal = env.bed.root().join("no-such-dir/journal.redb");
+    // Under a regular file: no directory can be made there (a missing directory is created).
+    let file = env.bed.root().join("a-file");
+    fs::write(&file, b"").unwrap();
+    let journal = file.join("journal.redb");
     let before = env.snapshot();
     let mut args: Vec<std::ffi::OsString> = vec![
         "--journal".into(),
