@@ -59,9 +59,18 @@ pub struct NoFit {
 
 /// Compute the order.
 pub fn order(p: &SpaceProblem) -> Result<Order, NoFit> {
-    let seq = match greedy(p, p.ceiling, p.reboot_allowed) {
+    let seq = match greedy(p, p.ceiling, p.reboot_allowed, false) {
         Ok(seq) => seq,
-        Err(stuck) => return Err(explain(p, stuck)),
+        // The greedy does not look ahead: moving a non-vital job early can block a bigger one
+        // that stubbing would have let through. Then do what a user does by hand: stub every
+        // non-vital job first, bring them back at the end.
+        Err(stuck) => match p.jobs.iter().any(|j| j.stub.is_some()) {
+            true => match greedy(p, p.ceiling, p.reboot_allowed, true) {
+                Ok(seq) => seq,
+                Err(_) => return Err(explain(p, stuck)),
+            },
+            false => return Err(explain(p, stuck)),
+        },
     };
     let pstar = sequential_peak(p, &seq);
     let mut order = merge(p, &seq, pstar);
@@ -86,11 +95,12 @@ struct Stuck {
 }
 
 fn explain(p: &SpaceProblem, stuck: Stuck) -> NoFit {
-    let unconstrained = greedy(p, u64::MAX, false)
+    let unconstrained = greedy(p, u64::MAX, false, false)
         .ok()
         .map(|seq| sequential_peak(p, &seq))
         .unwrap_or(u64::MAX);
-    let fits_with_reboot = !p.reboot_allowed && greedy(p, p.ceiling, true).is_ok();
+    let fits_with_reboot = !p.reboot_allowed
+        && (greedy(p, p.ceiling, true, false).is_ok() || greedy(p, p.ceiling, true, true).is_ok());
     NoFit {
         moves_done: stuck.moves_done,
         missing_next: stuck.missing_next,
@@ -443,8 +453,14 @@ impl<'a> Greedy<'a> {
     }
 }
 
-/// The greedy sequence under `ceiling`.
-fn greedy(p: &SpaceProblem, ceiling: u64, reboot_allowed: bool) -> Result<Vec<Entry>, Stuck> {
+/// The greedy sequence under `ceiling`. `stub_first`: every non-vital job is stubbed in the
+/// first step and returns only once every other job has moved.
+fn greedy(
+    p: &SpaceProblem,
+    ceiling: u64,
+    reboot_allowed: bool,
+    stub_first: bool,
+) -> Result<Vec<Entry>, Stuck> {
     let mut g = Greedy::new(p);
     let mut seq = Vec::new();
     let mut remaining = p.jobs.len();
@@ -455,7 +471,7 @@ fn greedy(p: &SpaceProblem, ceiling: u64, reboot_allowed: bool) -> Result<Vec<En
         .jobs
         .iter()
         .enumerate()
-        .filter(|(_, j)| !j.maskable)
+        .filter(|(_, j)| !j.maskable || (stub_first && j.stub.is_some()))
         .map(|(i, j)| Move {
             job: i as u32,
             // A stub only saves room when the new version is not on disk already.
@@ -492,7 +508,9 @@ fn greedy(p: &SpaceProblem, ceiling: u64, reboot_allowed: bool) -> Result<Vec<En
             Some(Entry::Moves(ms)) => Some(ms.as_slice()),
             _ => None,
         };
-        match pick(&g, ceiling, last) {
+        // Stubbed jobs wait for the others when stubbing first.
+        let allow_return = !stub_first || (0..p.jobs.len()).all(|j| g.side[j] != Side::Old);
+        match pick(&g, ceiling, last, allow_return) {
             Some(m) => {
                 let free_ride = g.adds[m.job as usize][m.to.index()] == 0;
                 match seq.last_mut() {
@@ -570,7 +588,7 @@ fn greedy(p: &SpaceProblem, ceiling: u64, reboot_allowed: bool) -> Result<Vec<En
 }
 
 /// The next move by the rules in the module's comment, or None when nothing fits.
-fn pick(g: &Greedy, ceiling: u64, last: Option<&[Move]>) -> Option<Move> {
+fn pick(g: &Greedy, ceiling: u64, last: Option<&[Move]>, allow_return: bool) -> Option<Move> {
     // (class, key1, key2, job): lowest wins.
     let mut best: Option<((u8, u64, u64, u32), Move)> = None;
     let mut consider = |key: (u8, u64, u64, u32), m: Move| {
@@ -581,7 +599,7 @@ fn pick(g: &Greedy, ceiling: u64, last: Option<&[Move]>) -> Option<Move> {
     let glue = g.p.step_glue;
     for (j, job) in g.p.jobs.iter().enumerate() {
         let s = g.side[j];
-        if s == Side::New {
+        if s == Side::New || (s == Side::Stub && !allow_return) {
             continue;
         }
         let (a, f) = (g.adds[j][Side::New.index()], g.frees[j][Side::New.index()]);

@@ -229,23 +229,28 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         out
     };
 
-    let mut base: Vec<PathIdx> = Vec::new();
-    let mut base_old: Vec<PathIdx> = Vec::new();
-    for u in &units.units {
-        match u.change {
-            Change::Unchanged => base.extend(closure(&mut u.new.values())),
-            Change::Removed => base_old.extend(closure(&mut u.old.values())),
-            _ => {}
-        }
-    }
-    // The target's glue takes sources (`inputSrcs`) too: every generation holds them.
-    let srcs: BTreeSet<&StorePath> = input
+    // Unchanged packages and the target glue's sources (`inputSrcs`): every generation holds
+    // them. Removed packages: only G0. One walk each.
+    let srcs = input
         .target
         .glue
         .iter()
-        .flat_map(|d| input.target.drvs[d].input_srcs.iter())
-        .collect();
-    base.extend(closure(&mut srcs.into_iter()));
+        .flat_map(|d| input.target.drvs[d].input_srcs.iter());
+    let mut base: Vec<PathIdx> = closure(
+        &mut units
+            .units
+            .iter()
+            .filter(|u| u.change == Change::Unchanged)
+            .flat_map(|u| u.new.values())
+            .chain(srcs),
+    );
+    let mut base_old: Vec<PathIdx> = closure(
+        &mut units
+            .units
+            .iter()
+            .filter(|u| u.change == Change::Removed)
+            .flat_map(|u| u.old.values()),
+    );
     base_old.extend(g0.glue.iter().filter_map(|p| idx.get(p).copied()));
     base.sort_unstable();
     base.dedup();

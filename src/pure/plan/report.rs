@@ -23,7 +23,12 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    format!("{v:.1} {}", UNITS[u])
+    // GiB and up: two decimals, so steps on a 10 GiB disk still differ visibly.
+    if u >= 3 {
+        format!("{v:.2} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn signed_bytes(d: i64) -> String {
@@ -354,5 +359,6 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(64 << 20), "64.0 MiB");
         assert_eq!(signed_bytes(-2048), "-2.0 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.00 GiB");
     }
 }
