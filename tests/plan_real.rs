@@ -290,10 +290,24 @@ fn every_step_realises_with_the_versions_the_plan_says() {
 }
 
 #[test]
-fn estimated_peak_holds_on_a_tight_tmpfs() {
-    if !require_root("estimated_peak_holds_on_a_tight_tmpfs") {
+fn estimated_peak_holds_on_a_tight_tmpfs_with_reboots() {
+    if !require_root("estimated_peak_holds_on_a_tight_tmpfs_with_reboots") {
         return;
     }
+    tight_tmpfs(true);
+}
+
+#[test]
+fn estimated_peak_holds_on_a_tight_tmpfs_without_a_booted_pin() {
+    if !require_root("estimated_peak_holds_on_a_tight_tmpfs_without_a_booted_pin") {
+        return;
+    }
+    tight_tmpfs(false);
+}
+
+/// `booted`: G0 is the booted system (its paths go only after a reboot, which the plan may
+/// ask for); otherwise there is no booted-system link.
+fn tight_tmpfs(booted: bool) {
     const STATE_MIB: u64 = 16;
     let reserve = 4 * MIB;
     let spec = FixtureSpec::standard();
@@ -309,6 +323,9 @@ fn estimated_peak_holds_on_a_tight_tmpfs() {
         fx.sizes_line()
     );
     bed.install(&fx.old.drv).expect("G0 fits");
+    if !booted {
+        fs::remove_file(bed.booted_system_link()).unwrap();
+    }
     let nix = nix_for(&bed);
     let (input, planned) = gather_and_plan(
         &bed,
@@ -316,7 +333,7 @@ fn estimated_peak_holds_on_a_tight_tmpfs() {
         &fx,
         Reserve::Bytes(reserve),
         PlanOptions {
-            reboot_allowed: true,
+            reboot_allowed: booted,
             ..Default::default()
         },
     );
@@ -327,8 +344,13 @@ fn estimated_peak_holds_on_a_tight_tmpfs() {
     );
     let plan = planned.outcome.as_ref().expect("a plan fits");
     let measured = execute(&bed, &nix, &fx, &input, &planned);
+    assert_eq!(
+        plan.steps.iter().any(|s| s.reboot_after),
+        booted,
+        "reboots exactly when the booted system pins G0"
+    );
     eprintln!(
-        "tmpfs {disk} MiB; plain upgrade needs {:.1} MiB; lower bound {:.1} MiB; plan peak {:.1} MiB",
+        "booted pin: {booted}; tmpfs {disk} MiB; plain upgrade needs {:.1} MiB; lower bound {:.1} MiB; plan peak {:.1} MiB",
         planned.frame.plain_peak as f64 / MIB as f64,
         planned.frame.lower_bound as f64 / MIB as f64,
         plan.peak as f64 / MIB as f64

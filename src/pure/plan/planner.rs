@@ -96,7 +96,7 @@ pub struct Plan {
 }
 
 /// Sizes that frame the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     pub used: u64,
     pub free: u64,
@@ -114,6 +114,10 @@ pub struct Frame {
     pub plain_fits: bool,
     /// Bytes of the target's closure that are estimates (to be built, no counterpart size).
     pub estimated: u64,
+    /// The largest job: what its new version adds on its own, and its name. Its old and new
+    /// versions are on disk together at some point of any plan.
+    pub largest_move: u64,
+    pub largest_move_name: String,
 }
 
 /// Why no plan fits, in the user's words.
@@ -320,6 +324,20 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         .filter(|f| f.source == SizeSource::Estimate && !f.present)
         .map(|f| f.size)
         .sum();
+    let (largest_move, largest_move_name) = problem
+        .jobs
+        .iter()
+        .map(|j| {
+            let add: u64 = j
+                .new
+                .iter()
+                .filter(|&&x| !problem.present[x as usize])
+                .map(|&x| problem.sizes[x as usize])
+                .sum();
+            (add, j.name.clone())
+        })
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+        .unwrap_or_default();
     let frame = Frame {
         used: input.used,
         free: input.free,
@@ -331,6 +349,8 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         plain_peak,
         plain_fits: plain_peak <= ceiling,
         estimated,
+        largest_move,
+        largest_move_name,
     };
 
     let mut notes = Vec::new();

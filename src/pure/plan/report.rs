@@ -217,6 +217,14 @@ fn write_frame(w: &mut dyn Write, f: &Frame, peak: Option<u64>) -> io::Result<()
         "  lower bound         {:>11}  (used − |G0| + max(|G0|, |target|))",
         human_bytes(f.lower_bound)
     )?;
+    if f.largest_move > 0 {
+        writeln!(
+            w,
+            "  largest package     {:>11}  ({}: old and new side by side once)",
+            format!("+{}", human_bytes(f.largest_move)),
+            f.largest_move_name
+        )?;
+    }
     if let Some(p) = peak {
         writeln!(w, "  this plan's peak    {:>11}", human_bytes(p))?;
     }
