@@ -33,7 +33,7 @@ pub fn run_with(
     };
     let options = PlanOptions {
         non_vital: args.room.non_vital.clone(),
-        together: args.room.together_groups(),
+        together: args.room.together.clone(),
         reboot_allowed: args.room.reboot == RebootPolicy::WhenNeeded,
     };
     let input = gather(store, system, &target, &links, args.room.reserve, options)?;

@@ -103,6 +103,7 @@ impl Bed {
             bed.root.join("run"),
             bed.state_dir().join("profiles"),
             bed.state_dir().join("gcroots"),
+            bed.nix_dir().join("var/lib/stepwise"),
         ] {
             fs::create_dir_all(&d)
                 .map_err(|e| BedError::io(format!("creating {}", d.display()), e))?;
@@ -179,6 +180,25 @@ impl Bed {
     /// The file where the fixture's `switch-to-configuration` appends `ACTION TOPLEVEL` lines.
     pub fn activation_log(&self) -> PathBuf {
         self.root.join("run/activations.log")
+    }
+
+    /// Where a stepwise journal belongs in this bed: on the store's disk, as /var/lib is on a VPS
+    /// (`<root>/nix/var/lib/stepwise/journal.redb`; the directory exists).
+    pub fn journal_path(&self) -> PathBuf {
+        self.nix_dir().join("var/lib/stepwise/journal.redb")
+    }
+
+    /// `--profile P --current-system C --booted-system B` for the stepwise binary (the SYSTEM
+    /// arguments of the command contract), pointing into this bed.
+    pub fn system_args(&self) -> Vec<OsString> {
+        vec![
+            "--profile".into(),
+            self.profile().into_os_string(),
+            "--current-system".into(),
+            self.current_system_link().into_os_string(),
+            "--booted-system".into(),
+            self.booted_system_link().into_os_string(),
+        ]
     }
 
     /// The attached binary cache directory, if any.
@@ -493,11 +513,12 @@ fn lines(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// Where beds live: `$STEPWISE_TESTBED_DIR`, or `<tmp>/stepwise-testbed`.
+/// Where beds live: `$STEPWISE_TESTBED_DIR`, or `<tmp>/stepwise-testbed-<uid>` (one per user, as
+/// one user cannot remove another's read-only store paths).
 pub fn base_dir() -> PathBuf {
     match std::env::var_os("STEPWISE_TESTBED_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => std::env::temp_dir().join("stepwise-testbed"),
+        _ => std::env::temp_dir().join(format!("stepwise-testbed-{}", nix::unistd::geteuid())),
     }
 }
 
