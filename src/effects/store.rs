@@ -225,7 +225,7 @@ pub trait Store {
     ) -> Result<BTreeMap<String, StorePath>, RealiseError>;
 
     /// Add an indirect GC root `link` → `path` (replacing `link` if it exists). `path` must be
-    /// valid.
+    /// valid; a `.drv` is rooted as it is, never built.
     fn add_root(&self, link: &Path, path: &StorePath) -> Result<()>;
     /// Remove a root link stepwise owns (no error if already gone).
     fn remove_root(&self, link: &Path) -> Result<()>;

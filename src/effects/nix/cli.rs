@@ -10,11 +10,11 @@ use std::time::Duration;
 use super::argv::Invocation;
 use super::commands::NixCommands;
 use super::parse::{self, FailureKind};
-use super::runner::{tail_lines, RunOptions, Runner};
+use super::runner::{tail_lines, CancelToken, RunOptions, Runner};
 use crate::drv::{StoreDir, StorePath};
 use crate::effects::store::{
-    Action, Generation, NixInfo, PathInfo, RealiseError, RealiseEvent, Result, Space, Store,
-    StoreError, SubstituteInfo, System, TargetSpec,
+    Action, Generation, NixImplementation, NixInfo, PathInfo, RealiseError, RealiseEvent, Result,
+    Space, Store, StoreError, SubstituteInfo, System, TargetSpec,
 };
 
 /// How many paths one command line carries (argument lists have limits).
@@ -42,6 +42,7 @@ pub struct NixCli {
     info: NixInfo,
     substituters: Vec<String>,
     query_timeout: Option<Duration>,
+    cancel: CancelToken,
 }
 
 fn output_err(inv: &Invocation, why: impl Into<String>) -> StoreError {
@@ -80,8 +81,22 @@ impl NixCli {
         let substituters = match config.substituters {
             Some(s) => s,
             None => {
-                let inv = NixCommands::show_config(bin);
-                let out = runner.run_ok(&inv)?;
+                // `config show` from Nix 2.20; `show-config` before (and in Lix, forked from
+                // 2.18). Try the likely name first, then the other.
+                let new_name =
+                    info.implementation == NixImplementation::Nix && info.at_least(2, 20);
+                let (first, second) = if new_name {
+                    (NixCommands::config_show(bin), NixCommands::show_config(bin))
+                } else {
+                    (NixCommands::show_config(bin), NixCommands::config_show(bin))
+                };
+                let (inv, out) = match runner.run_ok(&first) {
+                    Ok(o) => (first, o),
+                    Err(_) => {
+                        let o = runner.run_ok(&second)?;
+                        (second, o)
+                    }
+                };
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout)
                     .map_err(|e| output_err(&inv, e.to_string()))?;
                 v.get("substituters")
@@ -102,7 +117,22 @@ impl NixCli {
             info,
             substituters,
             query_timeout: config.query_timeout,
+            cancel: CancelToken::new(),
         })
+    }
+
+    /// Cancelling this token kills whatever Nix command runs (its whole process group) and
+    /// refuses every later one: for a second SIGTERM, not the first (the first lets the current
+    /// transition finish).
+    pub fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+
+    fn opts(&self) -> RunOptions<'_> {
+        RunOptions {
+            cancel: Some(&self.cancel),
+            ..Default::default()
+        }
     }
 
     pub fn commands(&self) -> &NixCommands {
@@ -116,7 +146,7 @@ impl NixCli {
     fn query(&self, inv: &Invocation) -> Result<super::runner::Output> {
         let opts = RunOptions {
             timeout: self.query_timeout,
-            ..Default::default()
+            ..self.opts()
         };
         self.runner.run(inv, opts)?.check()
     }
@@ -141,14 +171,17 @@ impl NixCli {
         Ok(p)
     }
 
-    /// The name of the output `path` of derivation `drv` (`NAME` → out, `NAME-dev` → dev).
-    fn output_name(drv: &StorePath, path: &StorePath) -> String {
-        let name = drv.derivation_name().unwrap_or(drv.name());
-        match path.name().strip_prefix(name) {
-            Some("") => "out".to_string(),
-            Some(rest) if rest.starts_with('-') => rest[1..].to_string(),
-            _ => path.name().to_string(),
-        }
+    /// Output name → path, from the `.drv` itself.
+    fn drv_outputs(&self, drv: &StorePath) -> Result<BTreeMap<String, StorePath>> {
+        let text = self.read_file(drv)?;
+        let d = crate::drv::parse(&text, self.store_dir()).map_err(|e| StoreError::Output {
+            command: format!("reading {}", self.store_dir().display(drv)),
+            why: e.to_string(),
+        })?;
+        Ok(d.outputs
+            .into_iter()
+            .filter_map(|(n, o)| o.path.map(|p| (n, p)))
+            .collect())
     }
 
     fn log_tail(&self, drv: &StorePath, stderr: &str) -> String {
@@ -194,7 +227,14 @@ impl Store for NixCli {
         let drv = match target {
             TargetSpec::Drv(path) => {
                 let shown = path.display().to_string();
-                let drv = self.parse_user_drv(&shown, &shown)?;
+                // A link to the .drv (a GC root, `./system.drv`) names it too.
+                let inside = match std::fs::canonicalize(path) {
+                    Ok(real) if !shown.starts_with(self.store_dir().as_str()) => {
+                        real.display().to_string()
+                    }
+                    _ => shown.clone(),
+                };
+                let drv = self.parse_user_drv(&shown, &inside)?;
                 if self.valid_paths(std::slice::from_ref(&drv))?.is_empty() {
                     return Err(StoreError::Target(format!(
                         "{shown} is not a valid path in the store\n  hint: instantiate it first (`nix-instantiate`), or pass --flake / --file"
@@ -215,7 +255,7 @@ impl Store for NixCli {
                         .into_owned(),
                 };
                 let inv = self.cmds.eval_flake_toplevel(reference, &host);
-                let out = self.runner.run(&inv, RunOptions::default())?;
+                let out = self.runner.run(&inv, self.opts())?;
                 if !out.success() {
                     return Err(StoreError::Target(format!(
                         "evaluating --flake {reference}#{host} failed:\n{}",
@@ -229,7 +269,7 @@ impl Store for NixCli {
                 let abs = std::fs::canonicalize(file)
                     .map_err(|e| StoreError::Target(format!("--file {}: {e}", file.display())))?;
                 let inv = self.cmds.eval_file_target(&abs, attr.as_deref());
-                let out = self.runner.run(&inv, RunOptions::default())?;
+                let out = self.runner.run(&inv, self.opts())?;
                 let shown = match attr {
                     Some(a) => format!("--file {} --attr {a}", file.display()),
                     None => format!("--file {}", file.display()),
@@ -342,7 +382,7 @@ impl Store for NixCli {
                 &inv,
                 RunOptions {
                     on_stderr_line: Some(&mut on_line),
-                    ..Default::default()
+                    ..self.opts()
                 },
             )
             .map_err(StoreError::from)?;
@@ -357,12 +397,8 @@ impl Store for NixCli {
                 FailureKind::Other => RealiseError::Other(out.to_error()),
             });
         }
-        let paths = parse::parse_path_lines(self.store_dir(), &out.stdout_str())
-            .map_err(|e| output_err(&inv, e))?;
-        Ok(paths
-            .into_iter()
-            .map(|p| (Self::output_name(drv, &p), p))
-            .collect())
+        // With --add-root Nix prints the root links, not the outputs: read them from the .drv.
+        self.drv_outputs(drv).map_err(RealiseError::Other)
     }
 
     fn add_root(&self, link: &Path, path: &StorePath) -> Result<()> {
@@ -375,8 +411,12 @@ impl Store for NixCli {
         if let Some(dir) = link.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
-        // Realising a valid path is a no-op that registers the indirect root.
-        self.query(&self.cmds.realise(path, link))?;
+        if path.is_derivation() {
+            self.query(&self.cmds.add_drv_root(path, link))?;
+        } else {
+            // Realising a valid output is a no-op that registers the indirect root.
+            self.query(&self.cmds.realise(path, link))?;
+        }
         Ok(())
     }
 
@@ -426,9 +466,7 @@ impl Store for NixCli {
                 }
             }
         }
-        let out = self
-            .runner
-            .run(&self.cmds.delete(paths), RunOptions::default())?;
+        let out = self.runner.run(&self.cmds.delete(paths), self.opts())?;
         if out.success() {
             return Ok(());
         }
@@ -590,7 +628,7 @@ impl System for NixCli {
     fn activate(&self, toplevel: &StorePath, action: Action) -> Result<()> {
         check_looks_like_system(self.store_dir(), toplevel)?;
         self.runner
-            .run(&self.cmds.activate(toplevel, action), RunOptions::default())?
+            .run(&self.cmds.activate(toplevel, action), self.opts())?
             .check()?;
         Ok(())
     }
@@ -600,7 +638,73 @@ impl System for NixCli {
             .split_first()
             .ok_or_else(|| StoreError::Refused("empty reboot command".into()))?;
         let inv = Invocation::new(prog).args(args);
-        self.runner.run(&inv, RunOptions::default())?.check()?;
+        self.runner.run(&inv, self.opts())?.check()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const TOP: &str = "d1law87hm3mh8j449pm0gy6pmazsg3xi-nixos-system-vps-1";
+
+    #[test]
+    fn system_links_are_followed_through_profiles() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        std::fs::create_dir_all(store.join(TOP).join("bin")).unwrap();
+        let sd = StoreDir::new(store.to_string_lossy().into_owned()).unwrap();
+        let top = StorePath::from_base_name(TOP).unwrap();
+        let profiles = d.path().join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        let profile = profiles.join("system");
+        assert_eq!(generation_link(&profile, 3), profiles.join("system-3-link"));
+        // As nix-env makes them: relative `system -> system-3-link`, absolute into the store.
+        symlink(sd.to_path(&top), profiles.join("system-3-link")).unwrap();
+        symlink("system-3-link", &profile).unwrap();
+        let current = d.path().join("current-system");
+        symlink(&profile, &current).unwrap();
+        assert_eq!(
+            resolve_system_link(&sd, &current).unwrap(),
+            Some(top.clone())
+        );
+        assert_eq!(
+            resolve_system_link(&sd, &profile).unwrap(),
+            Some(top.clone())
+        );
+        assert_eq!(
+            resolve_system_link(&sd, &d.path().join("absent")).unwrap(),
+            None
+        );
+        let plain = d.path().join("plain-file");
+        std::fs::write(&plain, "x").unwrap();
+        assert!(resolve_system_link(&sd, &plain).is_err());
+
+        // Roots: only links into the store count.
+        let roots = d.path().join("roots");
+        std::fs::create_dir_all(&roots).unwrap();
+        symlink(sd.to_path(&top), roots.join("step-1")).unwrap();
+        symlink("/etc/passwd", roots.join("other")).unwrap();
+        assert_eq!(
+            roots_in(&sd, &roots).unwrap(),
+            BTreeMap::from([(roots.join("step-1"), top.clone())])
+        );
+        assert!(roots_in(&sd, &d.path().join("none")).unwrap().is_empty());
+
+        // A system has an executable bin/switch-to-configuration.
+        assert!(matches!(
+            check_looks_like_system(&sd, &top),
+            Err(StoreError::Refused(_))
+        ));
+        let stc = store.join(TOP).join("bin/switch-to-configuration");
+        std::fs::write(&stc, "#!/bin/sh\n").unwrap();
+        assert!(
+            check_looks_like_system(&sd, &top).is_err(),
+            "not executable yet"
+        );
+        std::fs::set_permissions(&stc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        check_looks_like_system(&sd, &top).unwrap();
     }
 }

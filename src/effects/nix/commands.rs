@@ -40,6 +40,9 @@ builtins.toFile name (builtins.appendContext (builtins.readFile file)
     (builtins.filter (r: builtins.isString r && r != "") (builtins.split " " refs)))))
 "#;
 
+/// Evaluates to the derivation stored at `drv` (a `.drv` path), for rooting it.
+pub const DRV_ROOT_EXPR: &str = "{ drv }: import drv";
+
 /// Builds command lines. `bin_dir`, when set, is where the Nix tools live; otherwise `PATH` finds
 /// them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +109,22 @@ impl NixCommands {
             "--extra-experimental-features",
             NIX_COMMAND,
             "show-config",
+            "--json",
+        ])
+    }
+
+    /// `nix config show --json`: the name of `show-config` from Nix 2.20 on (the old name
+    /// remains a deprecated alias there).
+    pub fn config_show(bin_dir: Option<&Path>) -> Invocation {
+        match bin_dir {
+            Some(d) => Invocation::new(d.join("nix")),
+            None => Invocation::new("nix"),
+        }
+        .args([
+            "--extra-experimental-features",
+            NIX_COMMAND,
+            "config",
+            "show",
             "--json",
         ])
     }
@@ -191,6 +210,17 @@ impl NixCommands {
             .arg(self.store_dir.display(path))
             .arg("--add-root")
             .arg(root)
+    }
+
+    /// Register `root` as an indirect GC root to the derivation `drv` without building it:
+    /// `import` of a `.drv` gives the derivation back, and `nix-instantiate --add-root` roots
+    /// its `.drv` (`nix-store --realise --add-root` would build the outputs).
+    pub fn add_drv_root(&self, drv: &StorePath, root: &Path) -> Invocation {
+        self.tool("nix-instantiate")
+            .arg("--add-root")
+            .arg(root)
+            .args(["--expr", DRV_ROOT_EXPR, "--argstr", "drv"])
+            .arg(self.store_dir.display(drv))
     }
 
     /// A build's log (`nix-store --read-log`, every version).
@@ -337,6 +367,38 @@ mod tests {
             ]
         );
         assert_eq!(argv(&c.print_live()), ["nix-store", "--gc", "--print-live"]);
+        assert_eq!(
+            argv(&NixCommands::show_config(None)),
+            [
+                "nix",
+                "--extra-experimental-features",
+                "nix-command",
+                "show-config",
+                "--json"
+            ]
+        );
+        assert_eq!(
+            argv(&NixCommands::config_show(None))[3..],
+            ["config", "show", "--json"]
+        );
+        assert_eq!(
+            argv(&NixCommands::store_dir_query(None)),
+            [
+                "nix-instantiate",
+                "--eval",
+                "--json",
+                "--expr",
+                "builtins.storeDir"
+            ]
+        );
+        assert_eq!(
+            argv(&c.read_log(&sp(DRV))),
+            [
+                "nix-store",
+                "--read-log",
+                "/nix/store/z2sqiy653rcwpjnmd0ncyciv7s0aah1q-b-1.0.drv"
+            ]
+        );
     }
 
     #[test]
@@ -350,6 +412,19 @@ mod tests {
                 "/nix/store/z2sqiy653rcwpjnmd0ncyciv7s0aah1q-b-1.0.drv",
                 "--add-root",
                 "/var/lib/stepwise/gcroots/step-1"
+            ]
+        );
+        assert_eq!(
+            argv(&c.add_drv_root(&sp(DRV), Path::new("/var/lib/stepwise/gcroots/g0-drv"))),
+            [
+                "/run/current-system/sw/bin/nix-instantiate",
+                "--add-root",
+                "/var/lib/stepwise/gcroots/g0-drv",
+                "--expr",
+                "{ drv }: import drv",
+                "--argstr",
+                "drv",
+                "/nix/store/z2sqiy653rcwpjnmd0ncyciv7s0aah1q-b-1.0.drv"
             ]
         );
         assert_eq!(
