@@ -145,6 +145,7 @@ fn execute(
     // Stubs, as the engine makes them: an empty directory added to the store.
     let stubs = planned.stubs(nix.store_dir());
     let tmp = tempfile::tempdir().unwrap();
+    let root = bed.state_dir().join("gcroots").join("stepwise-step");
     for step in &plan.steps {
         for stub in &stubs {
             if step.mask.0.values().any(|r| r == &stub.path) {
@@ -178,11 +179,10 @@ fn execute(
                 .expect("writing a step's .drv");
             assert_eq!(written, d.path, "Nix agrees on the .drv path of {}", d.name);
         }
-        // (bed.realise: NixCli::realise with --add-root currently misreads Nix's output.)
-        let outs = bed
-            .realise(&[nix.store_dir().display(&m.toplevel_drv)])
+        let outs = nix
+            .realise(&m.toplevel_drv, &root, &mut |_| {})
             .unwrap_or_else(|e| panic!("step {} does not realise: {e}", step.index));
-        assert_eq!(outs, vec![nix.store_dir().display(&m.toplevel_out)]);
+        assert_eq!(outs["out"], m.toplevel_out);
         measured.push(bed.used_bytes());
         upgraded.extend(step.upgraded.iter().cloned());
         stubbed.extend(step.stubbed.iter().cloned());
@@ -205,6 +205,7 @@ fn execute(
             .map(|g| g.number)
             .collect();
         nix.delete_generations(&bed.profile(), &old).unwrap();
+        nix.remove_root(&root).unwrap();
         if step.reboot_after {
             bed.set_booted(&out).unwrap();
         }
