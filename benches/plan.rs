@@ -66,7 +66,7 @@ fn main() {
         None => &[1_000, 10_000, 100_000],
     };
     println!(
-        "{:>8} {:>6} {:>8} {:>8} {:>10} {:>12} {:>10} {:>12} {:>12}",
+        "{:>8} {:>6} {:>8} {:>8} {:>10} {:>12} {:>10} {:>12} {:>6} {:>10}",
         "paths",
         "units",
         "changed",
@@ -75,7 +75,8 @@ fn main() {
         "plan MiB",
         "input MiB",
         "step-1 ms",
-        "fits"
+        "fits",
+        "steps@50%"
     );
     for &n in sizes {
         let units = (n / 4).max(10);
@@ -97,6 +98,14 @@ fn main() {
         let plan_ms = t.elapsed().as_secs_f64() * 1e3;
         let plan_peak = PEAK.load(Relaxed) - base;
         let steps = planned.outcome.as_ref().map(|p| p.steps.len()).unwrap_or(0);
+        // The same with steps merged into half the room above the lowest peak.
+        let mut roomy = s.input.clone();
+        roomy.options.merge_headroom_percent = 50;
+        let merged_steps = plan(&roomy)
+            .ok()
+            .and_then(|p| p.outcome.ok())
+            .map(|p| p.steps.len())
+            .unwrap_or(0);
         let t = Instant::now();
         if let Ok(p) = &planned.outcome {
             let mut m = Materialiser::new(&s.input.target, &s.drvs);
@@ -105,7 +114,7 @@ fn main() {
         }
         let step_ms = t.elapsed().as_secs_f64() * 1e3;
         println!(
-            "{:>8} {:>6} {:>8} {:>8} {:>10.1} {:>12.1} {:>10.1} {:>12.1} {:>12}",
+            "{:>8} {:>6} {:>8} {:>8} {:>10.1} {:>12.1} {:>10.1} {:>12.1} {:>6} {:>10}",
             n,
             units,
             changed,
@@ -114,7 +123,8 @@ fn main() {
             mib(plan_peak),
             mib(input_bytes),
             step_ms,
-            planned.outcome.is_ok()
+            planned.outcome.is_ok(),
+            merged_steps
         );
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use stepwise::plan::order::{order, Order};
+use stepwise::plan::order::{order, order_with, Order};
 use stepwise::plan::space::{Job, Side, SpaceProblem, StepSpace};
 
 /// The naive model: a generation is a set of paths; each step's glue is a fresh path.
@@ -314,6 +314,19 @@ proptest! {
                 let o = order(&roomy).expect("an unconstrained plan always exists");
                 prop_assert!(o.sequence_peak > p.ceiling, "a plan with peak {} existed under {}", o.sequence_peak, p.ceiling);
             }
+        }
+    }
+
+    #[test]
+    fn merging_into_the_headroom_stays_under_the_ceiling(g in gen(), pct in 0u8..=100) {
+        let p = build(&g);
+        if let (Ok(low), Ok(few)) = (order(&p), order_with(&p, pct)) {
+            prop_assert!(few.peak <= p.ceiling);
+            let model = replay(&p, &few);
+            let ours: Vec<StepSpace> = few.steps.iter().map(|s| s.space).collect();
+            prop_assert_eq!(model, ours);
+            let moves = |o: &Order| o.steps.iter().map(|s| s.moves.len()).sum::<usize>();
+            prop_assert_eq!(moves(&low), moves(&few));
         }
     }
 

@@ -35,6 +35,7 @@ pub fn run_with(
         non_vital: args.room.non_vital.clone(),
         together: args.room.together.clone(),
         reboot_allowed: args.room.reboot == RebootPolicy::WhenNeeded,
+        merge_headroom_percent: 0,
     };
     let input = gather(store, system, &target, &links, args.room.reserve, options)?;
     let planned = plan(&input)?;

@@ -59,6 +59,13 @@ pub struct NoFit {
 
 /// Compute the order.
 pub fn order(p: &SpaceProblem) -> Result<Order, NoFit> {
+    order_with(p, 0)
+}
+
+/// As [`order`], trading peak for fewer steps: consecutive moves merge while the step's peak
+/// stays within the sequence's peak plus `headroom_percent` of the room left above it (0: the
+/// lowest peak; 100: up to the ceiling).
+pub fn order_with(p: &SpaceProblem, headroom_percent: u8) -> Result<Order, NoFit> {
     let seq = match greedy(p, p.ceiling, p.reboot_allowed, false) {
         Ok(seq) => seq,
         // The greedy does not look ahead: moving a non-vital job early can block a bigger one
@@ -73,8 +80,10 @@ pub fn order(p: &SpaceProblem) -> Result<Order, NoFit> {
         },
     };
     let pstar = sequential_peak(p, &seq);
-    let mut order = merge(p, &seq, pstar);
-    debug_assert!(order.peak <= pstar);
+    let pct = u64::from(headroom_percent.min(100));
+    let limit = pstar + (p.ceiling.saturating_sub(pstar) as u128 * pct as u128 / 100) as u64;
+    let mut order = merge(p, &seq, limit);
+    debug_assert!(order.peak <= limit.max(pstar));
     order.sequence_peak = pstar;
     Ok(order)
 }

@@ -7,7 +7,7 @@ use thiserror::Error;
 
 use super::diff::{diff, Diff};
 use super::mask::{Mask, Stub};
-use super::order::{order, NoFit};
+use super::order::{order_with, NoFit};
 use super::space::{Job, PathIdx, Side, SpaceProblem, StepSpace};
 use super::units::{
     match_units, read_g0, together_groups, Change, G0Reading, G0Side, TargetGraph, Units,
@@ -43,6 +43,10 @@ pub struct PlanOptions {
     /// Extra groups of pnames that move together.
     pub together: Vec<Vec<String>>,
     pub reboot_allowed: bool,
+    /// 0: the lowest peak (default); up to 100: merge steps into the room above it, for fewer
+    /// generations (see `order::order_with`).
+    #[serde(default)]
+    pub merge_headroom_percent: u8,
 }
 
 /// Everything the plan is computed from (gathered by `engine::plan_inputs`).
@@ -400,7 +404,7 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         v.dedup();
         v
     };
-    let outcome = match order(&problem) {
+    let outcome = match order_with(&problem, input.options.merge_headroom_percent) {
         Ok(o) => {
             let mut sides = vec![Side::Old; problem.jobs.len()];
             let mut steps = Vec::new();
