@@ -189,3 +189,70 @@ fn materialising_twice_gives_the_same_bytes() {
     let y = b.materialise(&first.mask).unwrap();
     assert_eq!(x, y);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whole plans on random small systems: each changed package is upgraded once, every step
+    /// before the last masks exactly the packages not yet upgraded (to their G0 version or a
+    /// stub), the last step is the target, and every step materialises.
+    #[test]
+    fn plans_mask_exactly_what_is_not_upgraded_yet(
+        seed in 0u64..1_000_000,
+        changed in 1usize..12,
+        free_mib in 1u64..60,
+        booted in proptest::bool::ANY,
+        non_vital in proptest::option::of(0usize..12),
+    ) {
+        let mut s = system(&Params {
+            paths: 120,
+            units: 14,
+            changed,
+            dep_change_per_mille: 80,
+            seed,
+            booted,
+            free: free_mib << 20,
+        });
+        s.input.reserve = 0;
+        s.input.options.reboot_allowed = booted;
+        if let Some(n) = non_vital {
+            // A changing package (pkg0..pkg{changed-1} change).
+            s.input.options.non_vital = vec![format!("pkg{}", n % changed)];
+        }
+        let planned = plan(&s.input).unwrap();
+        let Ok(p) = &planned.outcome else { return Ok(()) };
+        let sd = store_dir();
+        let mut upgraded: BTreeSet<String> = BTreeSet::new();
+        let mut stubbed: BTreeSet<String> = BTreeSet::new();
+        let mut m = Materialiser::new(&s.input.target, &s.drvs);
+        for (k, step) in p.steps.iter().enumerate() {
+            proptest::prop_assert!(step.space.peak <= s.input.used + s.input.free);
+            for u in &step.upgraded {
+                proptest::prop_assert!(upgraded.insert(u.clone()), "{} upgraded twice", u);
+            }
+            stubbed.extend(step.stubbed.iter().cloned());
+            for (pname, (old, new)) in &s.units {
+                let changes = old != new;
+                let masked = step.mask.0.get(new);
+                if !changes || upgraded.contains(pname) {
+                    proptest::prop_assert!(masked.is_none(), "step {}: {} masked after its upgrade", k + 1, pname);
+                } else if stubbed.contains(pname) {
+                    let stub = stepwise::plan::Stub::for_package(&sd, pname);
+                    proptest::prop_assert_eq!(masked, Some(&stub.path));
+                } else {
+                    proptest::prop_assert_eq!(masked, Some(old), "step {}: {} should stay old", k + 1, pname);
+                }
+            }
+            let r = m.materialise(&step.mask).unwrap();
+            proptest::prop_assert_eq!(r.drvs.is_empty(), step.mask.is_empty());
+        }
+        proptest::prop_assert!(p.steps.last().unwrap().mask.is_empty(), "the last step is the target");
+        let all_changed: BTreeSet<String> = s
+            .units
+            .iter()
+            .filter(|(_, (o, n))| o != n)
+            .map(|(k, _)| k.clone())
+            .collect();
+        proptest::prop_assert_eq!(upgraded, all_changed);
+    }
+}
