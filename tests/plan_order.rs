@@ -466,4 +466,18 @@ fn non_vital_is_stubbed_and_returns() {
         .collect();
     assert_eq!(moves, vec![(1, Side::Stub), (0, Side::New), (1, Side::New)]);
     assert!(o.peak <= 250);
+
+    // Without the stub nothing fits, and the shortfall says which non-vital names would help.
+    // (Sizes in KiB here: a real stub is a 112-byte NAR.)
+    let mut q = p.clone();
+    q.jobs[1].stub = None;
+    for s in q.sizes.iter_mut() {
+        *s *= 1024;
+    }
+    q.used *= 1024;
+    q.ceiling *= 1024;
+    let e = order(&q).unwrap_err();
+    assert_eq!(e.missing_next, 50 * 1024);
+    assert_eq!(e.fits_with_non_vital.len(), 1, "{e:?}");
+    assert!(e.stub_candidates.iter().any(|c| c.1 == 100 * 1024));
 }

@@ -55,6 +55,9 @@ pub struct NoFit {
     pub reboot_would_free: u64,
     /// Whether allowing reboots makes the plan fit.
     pub fits_with_reboot: bool,
+    /// The fewest of `stub_candidates` (largest first) that, marked non-vital, make the plan
+    /// fit; empty when none do.
+    pub fits_with_non_vital: Vec<u32>,
 }
 
 /// Compute the order.
@@ -108,9 +111,27 @@ fn explain(p: &SpaceProblem, stuck: Stuck) -> NoFit {
         .ok()
         .map(|seq| sequential_peak(p, &seq))
         .unwrap_or(u64::MAX);
-    let fits_with_reboot = !p.reboot_allowed
-        && (greedy(p, p.ceiling, true, false).is_ok() || greedy(p, p.ceiling, true, true).is_ok());
+    let fits = |q: &SpaceProblem, reboot: bool| {
+        greedy(q, q.ceiling, reboot, false).is_ok() || greedy(q, q.ceiling, reboot, true).is_ok()
+    };
+    let fits_with_reboot = !p.reboot_allowed && fits(p, true);
+    let mut fits_with_non_vital = Vec::new();
+    for k in 1..=stuck.stub_candidates.len() {
+        let mut q = p.clone();
+        for &(j, _) in &stuck.stub_candidates[..k] {
+            q.sizes.push(super::mask::empty_dir_nar().len() as u64);
+            q.present.push(false);
+            q.keep.push(false);
+            q.booted.push(false);
+            q.jobs[j as usize].stub = Some((q.sizes.len() - 1) as PathIdx);
+        }
+        if fits(&q, p.reboot_allowed) {
+            fits_with_non_vital = stuck.stub_candidates[..k].iter().map(|c| c.0).collect();
+            break;
+        }
+    }
     NoFit {
+        fits_with_non_vital,
         moves_done: stuck.moves_done,
         missing_next: stuck.missing_next,
         missing_total: unconstrained

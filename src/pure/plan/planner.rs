@@ -135,6 +135,8 @@ pub struct Shortfall {
     pub non_vital_candidates: Vec<(String, u64)>,
     pub reboot_would_free: u64,
     pub fits_with_reboot: bool,
+    /// Names that, marked non-vital, make the plan fit (empty: none found).
+    pub non_vital_that_fits: Vec<String>,
     pub steps_done: usize,
 }
 
@@ -461,7 +463,12 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
             stub_candidates,
             reboot_would_free,
             fits_with_reboot,
+            fits_with_non_vital,
         }) => Err(Shortfall {
+            non_vital_that_fits: fits_with_non_vital
+                .into_iter()
+                .flat_map(job_names)
+                .collect(),
             missing_next,
             missing_total,
             bottleneck: bottleneck.map(job_names).unwrap_or_default(),

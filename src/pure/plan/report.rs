@@ -259,6 +259,14 @@ fn write_shortfall(w: &mut dyn Write, s: &Shortfall, f: &Frame) -> io::Result<()
             human_bytes(*b)
         )?;
     }
+    if !s.non_vital_that_fits.is_empty() {
+        let flags: Vec<String> = s
+            .non_vital_that_fits
+            .iter()
+            .map(|n| format!("--non-vital {n}"))
+            .collect();
+        writeln!(w, "  - {}: with this the plan fits", flags.join(" "))?;
+    }
     if s.reboot_would_free > 0 || s.fits_with_reboot {
         writeln!(
             w,
