@@ -58,7 +58,6 @@ fn main() {
     // that quick.
     let quick =
         !std::env::args().any(|a| a == "--bench") || std::env::var("PLAN_BENCH_QUICK").is_ok();
-    std::env::args().any(|a| a == "--test") || std::env::var("PLAN_BENCH_QUICK").is_ok();
     let chosen: Option<Vec<usize>> = std::env::var("PLAN_BENCH_SIZES")
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect());
