@@ -316,13 +316,13 @@ impl<'a> Parser<'a> {
             first = false;
             self.expect(b"(", "`(` (an input derivation)")?;
             let (path, at) = self.text("input derivation path")?;
+            let sp = self.store_path(&path, at, "input derivation")?;
             self.check_order(
                 prev.as_deref().map(str::as_bytes),
                 path.as_bytes(),
                 at,
                 "input derivation",
             )?;
-            let sp = self.store_path(&path, at, "input derivation")?;
             self.expect(b",[", "`,[` (the input derivation's outputs)")?;
             let mut outs = BTreeSet::new();
             let mut first_out = true;
@@ -351,14 +351,14 @@ impl<'a> Parser<'a> {
         while !self.list_next(first, "an input source or `]`")? {
             first = false;
             let (path, at) = self.text("input source path")?;
+            let sp = self.store_path(&path, at, "input source")?;
             self.check_order(
                 prev.as_deref().map(str::as_bytes),
                 path.as_bytes(),
                 at,
                 "input source",
             )?;
-            drv.input_srcs
-                .insert(self.store_path(&path, at, "input source")?);
+            drv.input_srcs.insert(sp);
             prev = Some(path);
         }
 
