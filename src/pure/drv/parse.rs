@@ -157,6 +157,14 @@ impl<'a> Parser<'a> {
         self.expect(b"\"", "`\"` (start of a string)")?;
         let mut out = Vec::new();
         loop {
+            // Copy the run of ordinary bytes at once; stop at anything that needs a decision.
+            let rest = &self.b[self.pos..];
+            let run = rest
+                .iter()
+                .position(|&c| matches!(c, b'"' | b'\\' | b'\n' | b'\r' | b'\t'))
+                .unwrap_or(rest.len());
+            out.extend_from_slice(&rest[..run]);
+            self.pos += run;
             let at = self.pos;
             let Some(c) = self.peek() else {
                 return Err(self.err(ParseErrorKind::Truncated {
