@@ -69,7 +69,10 @@ impl Lcg {
     }
 }
 
-fn generate(sd: &StoreDir, n: usize) -> (HashMap<StorePath, Vec<u8>>, Vec<(StorePath, String)>) {
+/// The files by path, and (path, name) in the order they were made (inputs first).
+type Graph = (HashMap<StorePath, Vec<u8>>, Vec<(StorePath, String)>);
+
+fn generate(sd: &StoreDir, n: usize) -> Graph {
     let mut rng = Lcg(42);
     let mut files = HashMap::new();
     let mut made: Vec<(StorePath, Derivation)> = Vec::with_capacity(n);
