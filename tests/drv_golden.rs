@@ -129,6 +129,12 @@ fn check_shapes_cover_what_they_claim(
     let ha = hasher.path_hash(&a.drv_path).unwrap().clone();
     let hb = hasher.path_hash(&b.drv_path).unwrap().clone();
     assert_eq!(ha, hb);
+    // A derivation remembered in memory hashes like the one read from the source.
+    let mut fresh = Hasher::new(store_dir.clone(), std::collections::HashMap::new());
+    let remembered = fresh
+        .remember(a.drv_path.clone(), &all[&a.drv_path])
+        .unwrap();
+    assert_eq!(remembered, &ha);
     let twins = get("twins");
     let keys: BTreeSet<&StorePath> = twins.input_drvs.keys().collect();
     assert_eq!(keys, BTreeSet::from([&a.drv_path, &b.drv_path]));
