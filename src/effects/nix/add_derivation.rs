@@ -2,15 +2,19 @@
 //! a driver that runs them through a caller's runner and checks the path Nix reports.
 //!
 //! Two routes:
-//! - **text object** (every Nix, including 2.8): the ATerm bytes on stdin, written by
-//!   `builtins.toFile` with a string context naming each reference, evaluated by
-//!   `nix-instantiate --eval --read-write-mode`. The expression is a constant; the name and the
-//!   references come in through `--argstr`, so nothing is ever quoted into Nix source.
+//! - **text object** (every Nix, including 2.8): the ATerm bytes in a temporary file, read and
+//!   written by `builtins.toFile` with a string context naming each reference, evaluated by
+//!   `nix-instantiate --eval --read-write-mode`. The expression is a constant; the name, the file
+//!   and the references come in through `--argstr`, so nothing is ever quoted into Nix source.
+//!   (Not stdin: newer Nix resolves `/dev/stdin`'s symlinks to a `pipe:[…]` that does not exist.)
 //! - **`nix derivation add`** (Nix 2.15+, Lix): the derivation as JSON on stdin, in the shape of
 //!   the running version (it changed at 2.18, 2.23, 2.30/2.31, 2.32 and 2.33; Lix keeps 2.18's).
 //!
 //! Either way Nix recomputes and checks the output paths when it registers a `.drv`; we also
 //! compare the `.drv` path it reports with the one computed from the bytes, and refuse otherwise.
+
+use std::io::Write;
+use std::path::Path;
 
 use serde_json::{json, Map, Value};
 use thiserror::Error;
@@ -87,6 +91,8 @@ pub enum WriteError<E> {
     NotRepresentable { name: String, why: String },
     #[error("{name}.drv has {bytes} bytes of references, more than one command line carries")]
     TooManyReferences { name: String, bytes: usize },
+    #[error("cannot write the derivation to a temporary file: {0}")]
+    TempFile(std::io::Error),
 }
 
 /// The route for this Nix and this derivation: `nix derivation add` where it exists and the
@@ -121,17 +127,33 @@ pub fn write_derivation_via<E>(
 ) -> Result<StorePath, WriteError<E>> {
     let aterm = drv::to_aterm(drv, store_dir);
     let expected = drv::hash::drv_path_of_aterm(store_dir, name, drv, &aterm);
+    // Lives until Nix has read it.
+    let mut scratch = None;
     let inv = match route {
         Route::TextObject => {
-            text_object_invocation(store_dir, &format!("{name}.drv"), aterm, &drv.references())
-                .ok_or_else(|| WriteError::TooManyReferences {
-                    name: name.to_string(),
-                    bytes: drv
-                        .references()
-                        .iter()
-                        .map(|r| store_dir.display(r).len() + 1)
-                        .sum(),
-                })?
+            let mut f = tempfile::Builder::new()
+                .prefix("stepwise-drv-")
+                .tempfile()
+                .map_err(WriteError::TempFile)?;
+            f.write_all(&aterm)
+                .and_then(|_| f.flush())
+                .map_err(WriteError::TempFile)?;
+            let inv = text_object_invocation(
+                store_dir,
+                &format!("{name}.drv"),
+                f.path(),
+                &drv.references(),
+            )
+            .ok_or_else(|| WriteError::TooManyReferences {
+                name: name.to_string(),
+                bytes: drv
+                    .references()
+                    .iter()
+                    .map(|r| store_dir.display(r).len() + 1)
+                    .sum(),
+            })?;
+            scratch = Some(f);
+            inv
         }
         Route::DerivationAdd(shape) => {
             let json = derivation_json(shape, store_dir, name, drv).map_err(|why| {
@@ -144,6 +166,7 @@ pub fn write_derivation_via<E>(
         }
     };
     let stdout = run(&inv).map_err(WriteError::Run)?;
+    drop(scratch);
     let reported = match route {
         Route::TextObject => parse_eval_path(store_dir, &stdout),
         Route::DerivationAdd(_) => parse_printed_path(store_dir, &stdout),
@@ -168,22 +191,22 @@ pub fn text_object_expression() -> String {
         .collect();
     let concat: Vec<String> = (0..REFS_CHUNKS).map(|i| format!("refs{i}")).collect();
     format!(
-        "{{ name, {} }}: let refs = builtins.filter (r: builtins.isString r && r != \"\") \
+        "{{ name, file, {} }}: let refs = builtins.filter (r: builtins.isString r && r != \"\") \
          (builtins.split \" \" (builtins.concatStringsSep \" \" [ {} ])); in \
-         builtins.toFile name (builtins.appendContext (builtins.readFile \"/dev/stdin\") \
+         builtins.toFile name (builtins.appendContext (builtins.readFile file) \
          (builtins.listToAttrs (map (r: {{ name = r; value = {{ path = true; }}; }}) refs)))",
         formals.join(", "),
         concat.join(" ")
     )
 }
 
-/// `nix-instantiate --eval --read-write-mode --json -E EXPR --argstr name NAME --argstr refs0 …`
-/// with `contents` on stdin: adds a text store object `name` with these references. `None` when
-/// the references do not fit on a command line.
+/// `nix-instantiate --eval --read-write-mode --json -E EXPR --argstr name NAME --argstr file FILE
+/// --argstr refs0 …`: adds a text store object `name` holding FILE's bytes, with these
+/// references. `None` when the references do not fit on a command line.
 pub fn text_object_invocation<'a>(
     store_dir: &StoreDir,
     name: &str,
-    contents: Vec<u8>,
+    contents_file: &Path,
     references: impl IntoIterator<Item = &'a StorePath>,
 ) -> Option<Invocation> {
     let mut chunks: Vec<String> = Vec::new();
@@ -207,11 +230,16 @@ pub fn text_object_invocation<'a>(
     let mut inv = Invocation::new("nix-instantiate")
         .args(["--eval", "--read-write-mode", "--json", "-E"])
         .arg(text_object_expression())
-        .args(["--argstr", "name", name]);
+        .args(["--argstr", "name", name])
+        .args([
+            "--argstr".as_ref(),
+            "file".as_ref(),
+            contents_file.as_os_str(),
+        ]);
     for (i, c) in chunks.into_iter().enumerate() {
         inv = inv.arg("--argstr").arg(format!("refs{i}")).arg(c);
     }
-    Some(inv.stdin(contents))
+    Some(inv)
 }
 
 /// `nix derivation add` with the JSON on stdin.
@@ -494,7 +522,7 @@ mod tests {
         let a = sd
             .parse("/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-hello.drv")
             .unwrap();
-        let inv = text_object_invocation(&sd, "x.drv", b"Derive()".to_vec(), [&a]).unwrap();
+        let inv = text_object_invocation(&sd, "x.drv", Path::new("/tmp/a b\"${x}"), [&a]).unwrap();
         assert_eq!(inv.program, "nix-instantiate");
         let args: Vec<_> = inv.args.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(&args[..4], ["--eval", "--read-write-mode", "--json", "-E"]);
@@ -505,11 +533,14 @@ mod tests {
                 "name",
                 "x.drv",
                 "--argstr",
+                "file",
+                "/tmp/a b\"${x}",
+                "--argstr",
                 "refs0",
                 "/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-hello.drv"
             ]
         );
-        assert_eq!(inv.stdin.as_deref(), Some(&b"Derive()"[..]));
+        assert_eq!(inv.stdin, None);
     }
 
     #[test]
@@ -518,7 +549,7 @@ mod tests {
         let paths: Vec<StorePath> = (0..3000u32)
             .map(|i| sd.make_store_path("text", &[(i % 251) as u8; 32], &format!("p{i}")))
             .collect();
-        let inv = text_object_invocation(&sd, "x.drv", Vec::new(), &paths).unwrap();
+        let inv = text_object_invocation(&sd, "x.drv", Path::new("/f"), &paths).unwrap();
         let refs: Vec<String> = inv
             .args
             .windows(3)
