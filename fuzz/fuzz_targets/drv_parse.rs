@@ -1,5 +1,9 @@
 //! The `.drv` parser on arbitrary bytes: never panics, and whatever parses writes back to the
 //! same bytes. Hashing, validation and JSON of what parses must not panic either.
+//!
+//! Seed corpus: the golden fixtures with their store dir turned into /nix/store:
+//! `mkdir -p corpus/drv_parse && for f in ../tests/fixtures/drv/golden/*.drv; do
+//!  sed 's|/tmp/stepwise-drv-fixtures/store|/nix/store|g' $f > corpus/drv_parse/$(basename $f); done`
 #![no_main]
 
 use std::collections::HashMap;
