@@ -48,6 +48,18 @@ impl DrvSource for Bytes<'_> {
     }
 }
 
+/// User + system CPU seconds of this process (from /proc/self/stat; 100 ticks a second): the
+/// figure that does not depend on how busy the machine is.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
 /// The generator's own derivations, growing while it hashes them.
 struct Shared(RefCell<HashMap<StorePath, Derivation>>);
 
@@ -176,11 +188,13 @@ fn main() {
 
     // Parse only.
     let t = Instant::now();
+    let cpu = cpu_seconds();
     let mut parsed = 0usize;
     for b in files.values() {
         parsed += drv::parse(b, &sd).unwrap().outputs.len();
     }
     let parse_time = t.elapsed();
+    let parse_cpu = cpu_seconds() - cpu;
     assert!(parsed >= n);
 
     // Parse + hash modulo of every derivation (each read once through the memo) + recompute
@@ -188,6 +202,7 @@ fn main() {
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let t = Instant::now();
+    let cpu = cpu_seconds();
     let source = Bytes {
         sd: &sd,
         files: &files,
@@ -204,6 +219,7 @@ fn main() {
         hasher.path_hash(p).unwrap();
     }
     let hash_time = t.elapsed();
+    let hash_cpu = cpu_seconds() - cpu;
     let peak = PEAK.load(Ordering::Relaxed) - base;
     let hwm = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -220,6 +236,9 @@ fn main() {
     );
     println!("parse + hash modulo + output paths: {n} derivations, {checked} outputs checked in {hash_time:.2?} ({:.1} µs each)",
         hash_time.as_secs_f64() * 1e6 / n as f64);
+    println!(
+        "CPU time (independent of machine load): parse {parse_cpu:.2}s, parse + hash {hash_cpu:.2}s"
+    );
     println!(
         "peak heap of that phase: {:.1} MiB (memo: {} entries); process VmHWM: {} kB",
         peak as f64 / 1048576.0,
