@@ -76,7 +76,7 @@ fn routes(nix: &NixInfo) -> Vec<Route> {
         r.push(Route::DerivationAdd(shape));
     } else {
         eprintln!(
-            "note: {} {:?} has no `nix derivation add`; its JSON is tested against recorded \
+            "note: {:?} {:?} has no `nix derivation add`; its JSON is tested against recorded \
              shapes in drv_format.rs",
             nix.implementation, nix.version
         );

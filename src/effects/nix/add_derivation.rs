@@ -52,7 +52,7 @@ impl JsonShape {
         if !nix.has_derivation_add {
             return None;
         }
-        if nix.implementation.eq_ignore_ascii_case("lix") {
+        if nix.implementation == crate::effects::store::NixImplementation::Lix {
             return Some(JsonShape::Nix2_18);
         }
         let (major, minor, _) = nix.version;
