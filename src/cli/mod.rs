@@ -4,6 +4,7 @@ pub mod args;
 pub mod checks;
 pub mod config;
 pub mod drv_inspect;
+pub mod plan_cmd;
 
 use std::process::ExitCode;
 
@@ -82,7 +83,7 @@ fn init_tracing(cli: &Cli) {
 /// `upgrade`, 0 for `unwind`).
 pub fn run(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     match &cli.command {
-        Command::Plan(_) => Err(Error::NotYet("stepwise plan")),
+        Command::Plan(args) => plan_cmd::run(args, cli.json),
         Command::Upgrade(_) => Err(Error::NotYet("stepwise upgrade")),
         Command::Resume => Err(Error::NotYet("stepwise resume")),
         Command::Unwind => Err(Error::NotYet("stepwise unwind")),

@@ -31,6 +31,17 @@ pub enum NixImplementation {
     Lix,
 }
 
+impl From<&str> for NixImplementation {
+    /// The implementation's name as `nix --version` prints it (`Nix`, `Lix`), case-insensitive.
+    fn from(name: &str) -> Self {
+        if name.eq_ignore_ascii_case("lix") {
+            NixImplementation::Lix
+        } else {
+            NixImplementation::Nix
+        }
+    }
+}
+
 /// The running Nix, detected once (`nix --version`, feature probes); never assumed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NixInfo {

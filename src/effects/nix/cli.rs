@@ -204,7 +204,15 @@ impl NixCli {
         tmp.write_all(contents)
             .and_then(|_| tmp.flush())
             .map_err(io_err(tmp.path()))?;
-        let inv = self.cmds.add_text_to_file(name, tmp.path(), references);
+        let inv = self
+            .cmds
+            .add_text_to_file(name, tmp.path(), references)
+            .ok_or_else(|| {
+                StoreError::Refused(format!(
+                    "{name}: {} references do not fit on one command line",
+                    references.len()
+                ))
+            })?;
         let out = self.query(&inv)?;
         let s: String =
             serde_json::from_slice(&out.stdout).map_err(|e| output_err(&inv, e.to_string()))?;

@@ -34,12 +34,6 @@ in
 /// Adds a text store object with references, the way `builtins.toFile` does: works on every Nix
 /// (2.8 included). The contents come from a file because command-line arguments are limited to
 /// 128 KiB each; references are passed as one space-separated string.
-pub const ADD_TEXT_EXPR: &str = r#"{ name, file, refs }:
-builtins.toFile name (builtins.appendContext (builtins.readFile file)
-  (builtins.listToAttrs (map (r: { name = r; value = { path = true; }; })
-    (builtins.filter (r: builtins.isString r && r != "") (builtins.split " " refs)))))
-"#;
-
 /// Evaluates to the derivation stored at `drv` (a `.drv` path), for rooting it.
 pub const DRV_ROOT_EXPR: &str = "{ drv }: import drv";
 
@@ -282,17 +276,17 @@ impl NixCommands {
         name: &str,
         contents_file: &Path,
         references: &[StorePath],
-    ) -> Invocation {
-        let mut refs: Vec<String> = self.paths(references).collect();
-        refs.sort();
-        refs.dedup();
-        self.tool("nix-instantiate")
-            .args(["--eval", "--json", "--read-write-mode", "--expr"])
-            .arg(ADD_TEXT_EXPR)
-            .args(["--argstr", "name", name, "--argstr", "file"])
-            .arg(contents_file)
-            .args(["--argstr", "refs"])
-            .arg(refs.join(" "))
+    ) -> Option<Invocation> {
+        // One route for every text object, `.drv` files included: `add_derivation` owns it
+        // (references split into command-line-sized chunks).
+        let mut inv = super::add_derivation::text_object_invocation(
+            &self.store_dir,
+            name,
+            contents_file,
+            references,
+        )?;
+        inv.program = self.tool("nix-instantiate").program;
+        Some(inv)
     }
 }
 
@@ -515,27 +509,6 @@ mod tests {
                 "--argstr",
                 "attr",
                 "machines.vps"
-            ]
-        );
-    }
-
-    #[test]
-    fn add_text_sorts_and_dedups_references() {
-        let c = cmds();
-        let v = argv(&c.add_text_to_file("x.drv", Path::new("/tmp/x"), &[sp(B), sp(A), sp(B)]));
-        assert_eq!(v[5], ADD_TEXT_EXPR);
-        assert_eq!(
-            v[6..],
-            [
-                "--argstr",
-                "name",
-                "x.drv",
-                "--argstr",
-                "file",
-                "/tmp/x",
-                "--argstr",
-                "refs",
-                "/nix/store/d1law87hm3mh8j449pm0gy6pmazsg3xi-b-1.0 /nix/store/qcrk3lxizx6gr3f7lsfswm3q9jv07qmq-a-1.0"
             ]
         );
     }
