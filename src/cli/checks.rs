@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use super::args::{Cli, Command, DrvCommand, SystemArgs};
+use crate::drv::StorePath;
 use crate::error::Error;
 
 /// Run the checks the command needs.
@@ -59,6 +60,24 @@ pub fn system_args(sys: &SystemArgs) -> Result<(), Error> {
     )
 }
 
+/// The target must be a NixOS system's toplevel, which NixOS names `nixos-system-NAME-LABEL`
+/// (`system.build.toplevel`). Anything else would be planned as "remove every package" and, in an
+/// upgrade, built and set in the profile before activation refused it. Call it right after the
+/// target is resolved, before anything is built.
+pub fn target_is_system(drv: &StorePath) -> Result<(), Error> {
+    match drv.derivation_name() {
+        Some(name) if name.starts_with("nixos-system-") => Ok(()),
+        _ => Err(Error::bad_input(
+            format!(
+                "{drv} is not a NixOS system: the toplevel of a NixOS configuration is a \
+                 derivation named nixos-system-HOST-VERSION"
+            ),
+            "pass the system's toplevel: --flake REF#HOST, --file F.nix evaluating to the NixOS \
+             system, or --target with the .drv of config.system.build.toplevel; nothing was changed",
+        )),
+    }
+}
+
 fn link_exists(link: &Path, flag: &str, hint: &str) -> Result<(), Error> {
     match std::fs::symlink_metadata(link) {
         Ok(_) => Ok(()),
@@ -85,6 +104,21 @@ mod tests {
             profile: dir.join(profile),
             current_system: dir.join("current-system"),
             booted_system: dir.join("booted-system"),
+        }
+    }
+
+    #[test]
+    fn only_a_nixos_toplevel_is_a_target() {
+        let p = |n: &str| StorePath::from_base_name(&format!("{}-{n}", "0".repeat(32))).unwrap();
+        assert!(target_is_system(&p("nixos-system-web-23.11.20231129.057f9ae.drv")).is_ok());
+        for wrong in [
+            "hello-2.12.drv",
+            "nixos-system-web-23.11",
+            "system-path.drv",
+        ] {
+            let e = target_is_system(&p(wrong)).unwrap_err();
+            assert!(e.to_string().contains(wrong), "{e}");
+            assert_eq!(e.exit() as u8, 2);
         }
     }
 

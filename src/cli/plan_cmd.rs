@@ -26,6 +26,7 @@ pub fn run_with(
     out: &mut dyn Write,
 ) -> Result<Exit, Error> {
     let target = store.resolve_target(&args.target.spec())?;
+    crate::cli::checks::target_is_system(&target)?;
     let links = SystemLinks {
         profile: args.system.profile.clone(),
         current_system: args.system.current_system.clone(),
