@@ -1,2 +1,13 @@
 //! The executor: journals each transition's intent, runs its effect through the store traits,
 //! journals the outcome. Decisions come from `pure::transition`.
+
+pub mod crash;
+pub mod executor;
+pub mod log;
+pub mod record;
+pub mod run_plan;
+
+pub use executor::{load, EngineError, Executor, Loaded, Progress, Reserve, RunEnd};
+pub use log::{LogError, MemLog, RunLog};
+pub use record::{IntentDetail, Record};
+pub use run_plan::{DrvWrite, GenPlan, RunHeader, RunParams};
