@@ -1,6 +1,7 @@
 //! Entry point: parse the command line, set up output, dispatch, map the result to an exit code.
 
 pub mod args;
+mod journal_cmd;
 
 use std::process::ExitCode;
 
@@ -54,7 +55,7 @@ pub fn run(cli: &Cli, _out: &mut Output) -> Result<Exit, Error> {
         Command::Resume => Err(Error::NotYet("stepwise resume")),
         Command::Unwind => Err(Error::NotYet("stepwise unwind")),
         Command::Status => Err(Error::NotYet("stepwise status")),
-        Command::Journal(_) => Err(Error::NotYet("stepwise journal")),
+        Command::Journal(j) => journal_cmd::run(&cli.journal, cli.json, j),
         Command::Drv(_) => Err(Error::NotYet("stepwise drv inspect")),
     }
 }
