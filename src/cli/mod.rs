@@ -1,6 +1,8 @@
 //! Entry point: parse the command line, set up output, dispatch, map the result to an exit code.
 
 pub mod args;
+pub mod drv_inspect;
+mod journal_cmd;
 
 use std::process::ExitCode;
 
@@ -47,14 +49,18 @@ fn init_tracing(cli: &Cli) {
 
 /// Dispatch one command. Returns the exit code of a successful command (a finished unwind is 1 for
 /// `upgrade`, 0 for `unwind`).
-pub fn run(cli: &Cli, _out: &mut Output) -> Result<Exit, Error> {
+pub fn run(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     match &cli.command {
         Command::Plan(_) => Err(Error::NotYet("stepwise plan")),
         Command::Upgrade(_) => Err(Error::NotYet("stepwise upgrade")),
         Command::Resume => Err(Error::NotYet("stepwise resume")),
         Command::Unwind => Err(Error::NotYet("stepwise unwind")),
         Command::Status => Err(Error::NotYet("stepwise status")),
-        Command::Journal(_) => Err(Error::NotYet("stepwise journal")),
-        Command::Drv(_) => Err(Error::NotYet("stepwise drv inspect")),
+        Command::Journal(j) => journal_cmd::run(&cli.journal, cli.json, j),
+        Command::Drv(DrvCommand::Inspect {
+            file,
+            store_dir,
+            aterm,
+        }) => drv_inspect::run(file, store_dir.as_deref(), *aterm, out),
     }
 }

@@ -155,8 +155,8 @@ impl AsRef<Path> for StoreDir {
 }
 
 /// `<hash>-<name>` without the store directory. Ordered like Nix orders path strings within one
-/// store dir (by the hash part, then the name).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// store dir: by the printed hash part, then the name (see the `Ord` impl).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct StorePath {
     hash: [u8; HASH_BYTES],
     name: String,
@@ -204,6 +204,25 @@ impl StorePath {
     /// The derivation name of a `.drv` path (`hello-2.12.drv` → `hello-2.12`).
     pub fn derivation_name(&self) -> Option<&str> {
         self.name.strip_suffix(".drv")
+    }
+}
+
+/// nix32 writes the hash's last byte first and its alphabet is in ASCII order, so comparing the
+/// bytes from the last to the first orders paths exactly as their strings (which is how Nix sorts
+/// inputs in a `.drv`).
+impl Ord for StorePath {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.hash
+            .iter()
+            .rev()
+            .cmp(other.hash.iter().rev())
+            .then_with(|| self.name.as_bytes().cmp(other.name.as_bytes()))
+    }
+}
+
+impl PartialOrd for StorePath {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -326,6 +345,19 @@ mod tests {
         ));
         assert!(StoreDir::new("nix/store").is_err());
         assert!(StoreDir::new("/nix/store/").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn order_is_string_order(
+            a in proptest::array::uniform20(proptest::prelude::any::<u8>()),
+            b in proptest::array::uniform20(proptest::prelude::any::<u8>()),
+            na in "[a-z]{1,3}", nb in "[a-z]{1,3}", same in proptest::prelude::any::<bool>(),
+        ) {
+            let pa = StorePath { hash: a, name: na };
+            let pb = StorePath { hash: if same { a } else { b }, name: nb };
+            proptest::prop_assert_eq!(pa.cmp(&pb), pa.to_string().cmp(&pb.to_string()));
+        }
     }
 
     #[test]

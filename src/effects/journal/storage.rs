@@ -1,0 +1,179 @@
+//! The redb file: three tables (`journal-format.md` §2), opened in redb's `SingleWriter` mode so
+//! readers (`status`, `journal show`) can follow a running writer.
+//!
+//! redb may panic on a damaged file (its debug builds assert what its own writes guarantee), so
+//! every call into it runs under `guard`, which turns a panic into an error.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Once;
+
+use redb::{
+    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadableDatabase,
+    ReadableTable, TableDefinition,
+};
+
+use super::envelope::Link;
+use super::record::{RunId, Seq};
+
+/// seq → envelope bytes.
+pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// run id → seq of its `RunStarted` record.
+pub const RUNS: TableDefinition<u64, u64> = TableDefinition::new("runs");
+/// `format` → u16 LE; `head` → seq u64 LE ‖ link (32 bytes).
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub const META_FORMAT: &str = "format";
+pub const META_HEAD: &str = "head";
+
+/// Everything stored, read in one read transaction, not yet interpreted.
+#[derive(Debug, Default)]
+pub struct Raw {
+    /// False for a file with no tables yet (created, nothing committed).
+    pub initialised: bool,
+    pub format: Option<Vec<u8>>,
+    pub head: Option<Vec<u8>>,
+    pub log: Vec<(u64, Vec<u8>)>,
+    pub runs: Vec<(u64, u64)>,
+}
+
+pub enum Db {
+    Writer(Database),
+    Reader(ReadOnlyDatabase),
+}
+
+thread_local! {
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+static HOOK: Once = Once::new();
+
+/// Run `f`, turning a panic inside it into `Err(message)` without printing it.
+pub fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info)
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    match result {
+        Ok(r) => r,
+        Err(payload) => Err(format!(
+            "the database panicked reading it: {}",
+            panic_message(&*payload)
+        )),
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
+    }
+}
+
+fn builder() -> Builder {
+    let mut b = Builder::new();
+    b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    // The journal is small; redb's default cache is 1 GiB of address space.
+    b.set_cache_size(4 << 20);
+    b
+}
+
+/// Open (creating if absent or empty) for writing. Checks every page's checksum on open.
+pub fn open_writer(path: &Path) -> Result<Db, redb::Error> {
+    let mut b = builder();
+    b.set_check_integrity_on_open(true);
+    Ok(Db::Writer(b.create(path)?))
+}
+
+pub fn open_reader(path: &Path) -> Result<Db, redb::Error> {
+    Ok(Db::Reader(builder().open_read_only(path)?))
+}
+
+impl Db {
+    pub fn read_all(&self) -> Result<Raw, redb::Error> {
+        let txn = match self {
+            Db::Writer(d) => d.begin_read()?,
+            Db::Reader(d) => d.begin_read()?,
+        };
+        let meta = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Ok(Raw::default());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut raw = Raw {
+            initialised: true,
+            format: meta.get(META_FORMAT)?.map(|v| v.value().to_vec()),
+            head: meta.get(META_HEAD)?.map(|v| v.value().to_vec()),
+            ..Raw::default()
+        };
+        let log = txn.open_table(LOG)?;
+        for entry in log.iter()? {
+            let (k, v) = entry?;
+            raw.log.push((k.value(), v.value().to_vec()));
+        }
+        let runs = txn.open_table(RUNS)?;
+        for entry in runs.iter()? {
+            let (k, v) = entry?;
+            raw.runs.push((k.value(), v.value()));
+        }
+        Ok(raw)
+    }
+
+    /// Create the tables and the format marker (a fresh file).
+    pub fn initialise(&self, format: u16) -> Result<(), redb::Error> {
+        let Db::Writer(db) = self else {
+            unreachable!("initialise on a reader")
+        };
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            txn.open_table(LOG)?;
+            txn.open_table(RUNS)?;
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_FORMAT, format.to_le_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Append one record (and index a new run) in one durable transaction.
+    pub fn append(
+        &self,
+        seq: Seq,
+        bytes: &[u8],
+        link: &Link,
+        new_run: Option<RunId>,
+    ) -> Result<(), redb::Error> {
+        let Db::Writer(db) = self else {
+            unreachable!("append on a reader")
+        };
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut log = txn.open_table(LOG)?;
+            log.insert(seq, bytes)?;
+            if let Some(run) = new_run {
+                txn.open_table(RUNS)?.insert(run, seq)?;
+            }
+            let mut head = Vec::with_capacity(40);
+            head.extend_from_slice(&seq.to_le_bytes());
+            head.extend_from_slice(link);
+            txn.open_table(META)?.insert(META_HEAD, head.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
