@@ -3,17 +3,17 @@
 //! journal and world continues where a killed one stopped (`resume`).
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::log::{LogError, RunLog};
-use super::record::{IntentDetail, Record};
-use super::run_plan::{GenPlan, RunHeader};
+use super::record::{self, activation_action, Replayed};
+use super::run_plan::{GenPlan, GenSource, Spec, SpecError};
 use crate::drv::StorePath;
-use crate::effects::store::{Action, RealiseError, StoreError};
+use crate::effects::journal::{Record, RunHeader, Seq, Transition};
+use crate::effects::store::{RealiseError, RealiseEvent, StoreError};
 use crate::effects::{Store, System};
-use crate::transition::{
-    self, Chain, Direction, Effect, FailureKind, Gen, Next, Outcome, Phase, RunState,
-};
+use crate::transition::{self, Chain, Effect, Event, FailureKind, Gen, Next, Outcome, RunState};
 
 /// Space kept free beside the journal, given back when the disk is full.
 pub trait Reserve {
@@ -25,17 +25,18 @@ pub trait Reserve {
 #[derive(Debug, Clone)]
 pub enum Progress<'a> {
     Starting {
-        effect: Effect,
+        transition: &'a Transition,
         gen: &'a GenPlan,
         chain: Chain,
+        /// Generations in the chain after G0.
         of: Gen,
     },
     Done {
-        effect: Effect,
+        transition: &'a Transition,
         note: &'a str,
     },
     Failed {
-        effect: Effect,
+        transition: &'a Transition,
         message: &'a str,
     },
     Info(&'a str),
@@ -46,7 +47,7 @@ pub enum Progress<'a> {
 pub enum RunEnd {
     Finished {
         outcome: Outcome,
-        /// The failure that turned the run around, if any.
+        /// What turned the run around, if anything (the package, the log tail).
         failure: Option<String>,
     },
     /// Stopped before the end; `resume` continues (exit 3).
@@ -59,11 +60,13 @@ pub enum RunEnd {
 pub enum EngineError {
     #[error("journal: {0}")]
     Journal(#[from] LogError),
-    #[error("the journal does not replay: record {index}: {why}")]
-    Replay { index: usize, why: String },
+    #[error("the journal does not replay: {0}")]
+    Replay(String),
     #[error("the journal holds no run")]
     NoRun,
-    #[error("the last run has finished ({0:?}); nothing to {1}")]
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+    #[error("the last run has finished ({0:?}); there is nothing to {1}")]
     Finished(Outcome, &'static str),
 }
 
@@ -71,6 +74,7 @@ pub struct Executor<'a> {
     pub store: &'a dyn Store,
     pub system: &'a dyn System,
     pub log: &'a mut dyn RunLog,
+    pub source: &'a dyn GenSource,
     /// Set by SIGTERM/SIGINT: finish the current transition, then stop.
     pub stop: &'a AtomicBool,
     pub reserve: Option<&'a mut dyn Reserve>,
@@ -81,38 +85,24 @@ pub struct Executor<'a> {
     reserve_released: bool,
 }
 
-/// A run read back from the journal.
+/// The last run, read back from the journal.
 pub struct Loaded {
-    pub header: RunHeader,
-    pub state: RunState,
-    pub records: Vec<Record>,
+    pub spec: Spec,
+    pub replayed: Replayed,
+    pub records: Vec<(Seq, Record)>,
 }
 
 /// Rebuild the last run's state from its records alone.
-pub fn load(records: Vec<Record>) -> Result<Loaded, EngineError> {
-    let Some(start) = records
-        .iter()
-        .rposition(|r| matches!(r, Record::RunStarted(_)))
-    else {
+pub fn load(log: &dyn RunLog, roots_dir: PathBuf) -> Result<Loaded, EngineError> {
+    let records = log.last_run();
+    let Some((_, Record::RunStarted(header))) = records.first() else {
         return Err(EngineError::NoRun);
     };
-    let records = records[start..].to_vec();
-    let Record::RunStarted(header) = &records[0] else {
-        unreachable!()
-    };
-    let header = (**header).clone();
-    let mut state = RunState::new(header.shape());
-    for (i, r) in records.iter().enumerate() {
-        if let Some(ev) = r.event() {
-            state = transition::next(&state, ev).map_err(|e| EngineError::Replay {
-                index: i,
-                why: e.to_string(),
-            })?;
-        }
-    }
+    let spec = Spec::new((**header).clone(), roots_dir)?;
+    let replayed = record::replay(&spec, &records).map_err(|e| EngineError::Replay(e.to_string()))?;
     Ok(Loaded {
-        header,
-        state,
+        spec,
+        replayed,
         records,
     })
 }
@@ -124,17 +114,21 @@ fn classify_store(e: &StoreError) -> FailureKind {
     }
 }
 
+type EffectResult = Result<(String, Option<u64>, Option<u64>), (FailureKind, String)>;
+
 impl<'a> Executor<'a> {
     pub fn new(
         store: &'a dyn Store,
         system: &'a dyn System,
         log: &'a mut dyn RunLog,
+        source: &'a dyn GenSource,
         stop: &'a AtomicBool,
     ) -> Self {
         Executor {
             store,
             system,
             log,
+            source,
             stop,
             reserve: None,
             checkpoint: Box::new(|name| {
@@ -146,9 +140,9 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn append(&mut self, r: &Record) -> Result<(), EngineError> {
-        match self.log.append(r) {
-            Ok(()) => Ok(()),
+    fn append(&mut self, r: Record) -> Result<Seq, EngineError> {
+        match self.log.append(r.clone()) {
+            Ok(seq) => Ok(seq),
             // The disk may be full: give the reserve back and try once more.
             Err(e) if !self.reserve_released && self.reserve.is_some() => {
                 self.release_reserve();
@@ -179,127 +173,141 @@ impl<'a> Executor<'a> {
         }
     }
 
+    fn check(&mut self, name: &str) -> Option<RunEnd> {
+        (self.checkpoint)(name).then(|| RunEnd::Crashed { at: name.into() })
+    }
+
     /// Start a new run: journal its header and chosen chain, then drive it.
     pub fn start(
         &mut self,
         header: RunHeader,
+        roots_dir: PathBuf,
         chain: Chain,
         why: String,
     ) -> Result<RunEnd, EngineError> {
-        self.append(&Record::RunStarted(Box::new(header)))?;
-        if (self.checkpoint)("run-started") {
-            return Ok(RunEnd::Crashed {
-                at: "run-started".into(),
-            });
+        let spec = Spec::new(header.clone(), roots_dir.clone())?;
+        if chain == Chain::Steps && spec.steps.is_empty() {
+            return Err(EngineError::Spec(SpecError("no steps planned".into())));
         }
-        self.append(&Record::StrategyChosen { chain, why })?;
-        self.continue_run(false)
+        self.log.begin_run(header)?;
+        if let Some(c) = self.check("run-started") {
+            return Ok(c);
+        }
+        self.append(Record::StrategyChosen {
+            strategy: record::chosen(chain),
+            why,
+        })?;
+        self.continue_run(roots_dir, false, false)
     }
 
     /// Continue the last run from the journal (retrying an effect that stopped it).
-    pub fn resume(&mut self) -> Result<RunEnd, EngineError> {
-        self.continue_run(false)
+    pub fn resume(&mut self, roots_dir: PathBuf) -> Result<RunEnd, EngineError> {
+        self.continue_run(roots_dir, false, true)
     }
 
     /// Walk the last run back to G0.
-    pub fn unwind(&mut self) -> Result<RunEnd, EngineError> {
-        self.continue_run(true)
+    pub fn unwind(&mut self, roots_dir: PathBuf) -> Result<RunEnd, EngineError> {
+        self.continue_run(roots_dir, true, true)
     }
 
-    fn continue_run(&mut self, unwind: bool) -> Result<RunEnd, EngineError> {
-        let Loaded {
-            header,
-            mut state,
-            records,
-        } = load(self.log.records()?)?;
-        if let Phase::Finished(o) = state.phase {
+    fn continue_run(
+        &mut self,
+        roots_dir: PathBuf,
+        unwind: bool,
+        resumed: bool,
+    ) -> Result<RunEnd, EngineError> {
+        let Loaded { spec, replayed, .. } = load(&*self.log, roots_dir)?;
+        let mut state = replayed.state.clone();
+        let what = if unwind { "unwind" } else { "resume" };
+        if let transition::Phase::Finished(o) = state.phase {
             let held = matches!(o, Outcome::Held { .. });
             if !(unwind && held) {
-                let what = if unwind { "unwind" } else { "resume" };
-                if records
-                    .last()
-                    .is_some_and(|r| !matches!(r, Record::RunFinished { .. }))
-                {
+                if !replayed.finished {
                     // The end was reached but not recorded before the process died.
-                    self.append(&Record::RunFinished { outcome: o })?;
+                    self.append(Record::RunFinished {
+                        outcome: record::outcome(o),
+                    })?;
                     if !unwind {
-                        return Ok(self.finished(o, &records));
+                        return Ok(self.finished(o, &replayed));
                     }
                 }
                 return Err(EngineError::Finished(o, what));
             }
         }
+        if resumed {
+            self.append(Record::Resumed {
+                pid: std::process::id(),
+                command: what.into(),
+            })?;
+        }
         // A trailing intent first: did its effect happen? (design §6's probes)
         if let Some(e) = state.in_flight {
-            state = match self.settle(&header, state, e, &records)? {
-                Ok(s) => s,
+            let (seq, t) = replayed
+                .intents
+                .iter()
+                .next_back()
+                .map(|(s, (_, t))| (*s, t.clone()))
+                .expect("an in-flight effect has its intent");
+            match self.settle(&spec, state, e, seq, &t)? {
+                Ok(s) => state = s,
                 Err(end) => return Ok(end),
-            };
+            }
         }
         if unwind && !state.unwind_requested {
-            if state.phase == Phase::Preflight {
-                self.append(&Record::StrategyChosen {
-                    chain: Chain::Direct,
+            if state.phase == transition::Phase::Preflight {
+                self.append(Record::StrategyChosen {
+                    strategy: record::chosen(Chain::Direct),
                     why: "unwound before starting".into(),
                 })?;
-                state = self.feed(state, transition::Event::Begin {
+                state = feed(state, Event::Begin {
                     chain: Chain::Direct,
                 })?;
             }
-            self.append(&Record::UnwindStarted)?;
-            state = self.feed(state, transition::Event::UnwindRequested)?;
+            self.append(Record::UnwindStarted {
+                why: "requested by `stepwise unwind`".into(),
+            })?;
+            state = feed(state, Event::UnwindRequested)?;
         }
-        self.drive(&header, state, true)
+        self.drive(&spec, state, true)
     }
 
-    fn feed(&self, state: RunState, ev: transition::Event) -> Result<RunState, EngineError> {
-        transition::next(&state, ev).map_err(|e| EngineError::Replay {
-            index: usize::MAX,
-            why: e.to_string(),
-        })
-    }
-
-    /// Resolve an intent whose outcome was not journaled: probe, or run it again (every effect is
-    /// idempotent).
+    /// Resolve an intent whose outcome was not journaled: probe the world, or run the effect again
+    /// (every effect is idempotent, and collects recheck liveness).
     fn settle(
         &mut self,
-        header: &RunHeader,
+        spec: &Spec,
         state: RunState,
         e: Effect,
-        records: &[Record],
+        seq: Seq,
+        t: &Transition,
     ) -> Result<Result<RunState, RunEnd>, EngineError> {
-        let detail = records
-            .iter()
-            .rev()
-            .find_map(|r| match r {
-                Record::Intent { effect, detail } if *effect == e => Some(detail.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        if self.probe(header, &state, e) {
-            let note = "probed: it had happened";
-            self.append(&Record::Done {
-                effect: e,
-                note: note.into(),
+        if self.probe(spec, &state, e) {
+            self.append(Record::Done {
+                intent: seq,
+                added: None,
+                freed: None,
             })?;
-            (self.progress)(Progress::Done { effect: e, note });
-            return self.feed(state, transition::Event::Done(e)).map(Ok);
+            (self.progress)(Progress::Done {
+                transition: t,
+                note: "probed: it had happened",
+            });
+            return feed(state, Event::Done(e)).map(Ok);
         }
-        match self.run_effect(header, &state, e, &detail)? {
+        match self.run_effect(spec, &state, e, seq, t)? {
             Err(at) => Ok(Err(RunEnd::Crashed { at })),
-            Ok(ev) => self.feed(state, ev).map(Ok),
+            Ok(ev) => feed(state, ev).map(Ok),
         }
     }
 
-    /// Whether the world shows that `e` happened (only where that is cheap and certain).
-    fn probe(&self, header: &RunHeader, state: &RunState, e: Effect) -> bool {
+    /// Whether the world shows that `e` happened, where that is cheap and certain.
+    fn probe(&self, spec: &Spec, state: &RunState, e: Effect) -> bool {
         match e {
             Effect::Activate { gen } => {
-                let g = header.gen(state.chain, gen);
-                self.activation_action(header, state, gen) != Action::Boot
+                let g = spec.gen(state.chain, gen);
+                activation_action(spec, state, gen) != crate::effects::store::Action::Boot
                     && self
                         .system
-                        .read_system_link(&header.params.current_system)
+                        .read_system_link(&spec.header.current_system)
                         .ok()
                         .flatten()
                         .as_ref()
@@ -309,28 +317,27 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn activation_action(&self, header: &RunHeader, state: &RunState, gen: Gen) -> Action {
-        match state.phase {
-            Phase::Moving(m) if m.direction == Direction::Forward && gen == state.last_gen() => {
-                header.params.action
-            }
-            _ => Action::Switch,
-        }
-    }
-
-    fn finished(&self, outcome: Outcome, records: &[Record]) -> RunEnd {
-        let failure = records.iter().find_map(|r| match r {
-            Record::Failed { message, kind, .. } if *kind != FailureKind::OutOfSpace => {
-                Some(message.clone())
-            }
-            _ => None,
-        });
+    fn finished(&self, outcome: Outcome, replayed: &Replayed) -> RunEnd {
+        let failure = match outcome {
+            Outcome::ReachedTarget | Outcome::Unwound { failed: false } => None,
+            _ => replayed
+                .state
+                .failure
+                .and_then(|(e, _)| {
+                    replayed
+                        .failures
+                        .iter()
+                        .find(|(f, _)| *f == e)
+                        .map(|(_, m)| m.clone())
+                })
+                .or_else(|| replayed.failures.first().map(|(_, m)| m.clone())),
+        };
         RunEnd::Finished { outcome, failure }
     }
 
     fn drive(
         &mut self,
-        header: &RunHeader,
+        spec: &Spec,
         mut state: RunState,
         mut retry_stuck: bool,
     ) -> Result<RunEnd, EngineError> {
@@ -339,84 +346,129 @@ impl<'a> Executor<'a> {
                 Next::Run(e) => e,
                 Next::Stop(e, _) if retry_stuck => e,
                 Next::Stop(e, kind) => {
-                    let why = format!(
-                        "{} failed ({kind:?}); `stepwise resume` retries it",
-                        e.name()
-                    );
-                    self.append(&Record::Stopped { why: why.clone() })?;
-                    return Ok(RunEnd::Stopped { why });
+                    return Ok(RunEnd::Stopped {
+                        why: format!("{} failed ({kind:?})", e.name()),
+                    });
                 }
                 Next::Finished(o) => {
-                    self.append(&Record::RunFinished { outcome: o })?;
-                    let records = self.log.records()?;
-                    let start = records
-                        .iter()
-                        .rposition(|r| matches!(r, Record::RunStarted(_)))
-                        .unwrap_or(0);
-                    return Ok(self.finished(o, &records[start..]));
+                    self.append(Record::RunFinished {
+                        outcome: record::outcome(o),
+                    })?;
+                    let replayed = record::replay(spec, &self.log.last_run())
+                        .map_err(|e| EngineError::Replay(e.to_string()))?;
+                    return Ok(self.finished(o, &replayed));
                 }
                 Next::Await(e) => unreachable!("settled before driving: {e:?}"),
                 Next::Choose => unreachable!("the chain is chosen before driving"),
             };
             retry_stuck = false;
             if self.stop.load(Ordering::SeqCst) {
-                let why = "stopped by a signal after finishing the current transition".to_string();
-                self.append(&Record::Stopped { why: why.clone() })?;
-                return Ok(RunEnd::Stopped { why });
+                return Ok(RunEnd::Stopped {
+                    why: "stopped by a signal after finishing the current transition".into(),
+                });
             }
-            let detail = self.detail(header, &state, e)?;
-            if let Some(RunEnd::Crashed { at }) = self.check(&format!("before-intent-{}", e.name()))
-            {
-                return Ok(RunEnd::Crashed { at });
+            let t = match self.concretise(spec, &state, e) {
+                Ok(t) => t,
+                Err(why) => {
+                    return Ok(RunEnd::Stopped {
+                        why: format!("cannot prepare {}: {why}", e.name()),
+                    })
+                }
+            };
+            if let Some(c) = self.check(&format!("before-intent-{}", e.name())) {
+                return Ok(c);
             }
-            self.append(&Record::Intent { effect: e, detail: detail.clone() })?;
-            state = self.feed(state, transition::Event::Intent(e))?;
+            let seq = self.append(Record::Intent {
+                transition: t.clone(),
+            })?;
+            state = feed(state, Event::Intent(e))?;
             if let Some(c) = self.check(&format!("after-intent-{}", e.name())) {
                 return Ok(c);
             }
-            let ev = match self.run_effect(header, &state, e, &detail)? {
+            let ev = match self.run_effect(spec, &state, e, seq, &t)? {
                 Ok(ev) => ev,
                 Err(at) => return Ok(RunEnd::Crashed { at }),
             };
-            state = self.feed(state, ev)?;
+            state = feed(state, ev)?;
             if let Some(c) = self.check(&format!("after-outcome-{}", e.name())) {
                 return Ok(c);
             }
         }
     }
 
-    fn check(&mut self, name: &str) -> Option<RunEnd> {
-        (self.checkpoint)(name).then(|| RunEnd::Crashed { at: name.into() })
-    }
-
-    /// What the intent fixes for a retry.
-    fn detail(
-        &self,
-        header: &RunHeader,
-        state: &RunState,
-        e: Effect,
-    ) -> Result<IntentDetail, EngineError> {
+    /// The concrete transition an intent records: what a retry must do again.
+    fn concretise(&self, spec: &Spec, state: &RunState, e: Effect) -> Result<Transition, String> {
+        let g = |gen| spec.gen(state.chain, gen);
         Ok(match e {
-            Effect::Realise { gen } => IntentDetail::Root(header.out_root(state.chain, gen)),
-            Effect::Unpin { gen } => IntentDetail::Root(header.out_root(state.chain, gen)),
-            Effect::DropGeneration { gen } => {
-                let g = header.gen(state.chain, gen);
-                match self.system.generations(&header.params.profile) {
-                    Ok(gens) => IntentDetail::Generations(
-                        gens.iter()
-                            .filter(|x| x.toplevel == g.out && !x.current)
-                            .map(|x| x.number)
-                            .collect(),
-                    ),
-                    // The effect itself will fail and say why.
-                    Err(_) => IntentDetail::None,
+            Effect::PinDerivations => Transition::WriteDerivations {
+                step: 0,
+                drvs: vec![spec.g0.drv.clone(), spec.target.drv.clone()],
+            },
+            Effect::WriteDerivations { gen } => {
+                let mut drvs: Vec<StorePath> = self
+                    .source
+                    .derivations(&g(gen).drv)?
+                    .into_iter()
+                    .map(|d| d.path)
+                    .collect();
+                if drvs.last() != Some(&g(gen).drv) {
+                    drvs.push(g(gen).drv.clone());
+                }
+                Transition::WriteDerivations {
+                    step: g(gen).step,
+                    drvs,
                 }
             }
-            Effect::Collect { gen } => match self.collectable(header, state, gen) {
-                Ok(paths) => IntentDetail::Paths(paths.into_iter().collect()),
-                Err(_) => IntentDetail::None,
+            Effect::Realise { gen } => Transition::Realise {
+                step: g(gen).step,
+                drv: g(gen).drv.clone(),
+                root: spec.out_root(state.chain, gen),
             },
-            _ => IntentDetail::None,
+            Effect::SetProfile { gen } => Transition::SetProfile {
+                profile: spec.header.profile.clone(),
+                toplevel: g(gen).out.clone(),
+            },
+            Effect::Activate { gen } => Transition::Activate {
+                toplevel: g(gen).out.clone(),
+                action: activation_action(spec, state, gen),
+            },
+            Effect::DropGeneration { gen } => {
+                let gens = self
+                    .system
+                    .generations(&spec.header.profile)
+                    .map_err(|e| e.to_string())?;
+                Transition::DropGeneration {
+                    profile: spec.header.profile.clone(),
+                    // The executor drops every non-current generation holding this toplevel;
+                    // the record names the newest (0: none left).
+                    number: gens
+                        .iter()
+                        .filter(|x| x.toplevel == g(gen).out && !x.current)
+                        .map(|x| x.number)
+                        .max()
+                        .unwrap_or(0),
+                }
+            }
+            Effect::Unpin { gen } => Transition::Unpin {
+                root: spec.out_root(state.chain, gen),
+            },
+            Effect::Collect { gen } => {
+                let paths = self
+                    .collectable(spec, state, gen)
+                    .map_err(|e| e.to_string())?;
+                let paths: Vec<StorePath> = paths.into_iter().collect();
+                let bytes = self
+                    .store
+                    .path_infos(&paths)
+                    .map_err(|e| e.to_string())?
+                    .values()
+                    .map(|i| i.nar_size)
+                    .sum();
+                Transition::Collect { paths, bytes }
+            }
+            Effect::Release => Transition::Unpin {
+                root: spec.roots_dir.clone(),
+            },
         })
     }
 
@@ -424,31 +476,44 @@ impl<'a> Executor<'a> {
     /// planned closure is on disk) that nothing live needs.
     fn collectable(
         &self,
-        header: &RunHeader,
+        spec: &Spec,
         state: &RunState,
         gen: Gen,
     ) -> Result<BTreeSet<StorePath>, StoreError> {
-        let g = header.gen(state.chain, gen);
+        let g = spec.gen(state.chain, gen);
         let mut cands: BTreeSet<StorePath> = BTreeSet::new();
-        if !self.store.valid_paths(std::slice::from_ref(&g.out))?.is_empty() {
+        if !self
+            .store
+            .valid_paths(std::slice::from_ref(&g.out))?
+            .is_empty()
+        {
             cands.extend(self.store.closure(std::slice::from_ref(&g.out))?);
         }
-        let planned: Vec<StorePath> = g.closure.iter().cloned().collect();
+        let planned: Vec<StorePath> = self
+            .source
+            .planned_closure(&g.drv)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         cands.extend(self.store.valid_paths(&planned)?);
         let live = self.store.live_paths()?;
-        Ok(cands.difference(&live).cloned().collect())
+        Ok(cands
+            .into_iter()
+            .filter(|p| !live.contains(p) && !p.is_derivation())
+            .collect())
     }
 
     /// Run one effect and journal its outcome. `Err(checkpoint)` when a test simulated a crash
     /// between the effect and its outcome record.
     fn run_effect(
         &mut self,
-        header: &RunHeader,
+        spec: &Spec,
         state: &RunState,
         e: Effect,
-        detail: &IntentDetail,
-    ) -> Result<Result<transition::Event, String>, EngineError> {
-        let gen_of = |gen: Gen| header.gen(state.chain, gen);
+        seq: Seq,
+        t: &Transition,
+    ) -> Result<Result<Event, String>, EngineError> {
+        let gen_of = |gen: Gen| spec.gen(state.chain, gen);
         let label_gen = match e {
             Effect::PinDerivations | Effect::Release => 0,
             Effect::WriteDerivations { gen }
@@ -460,110 +525,134 @@ impl<'a> Executor<'a> {
             | Effect::Collect { gen } => gen,
         };
         (self.progress)(Progress::Starting {
-            effect: e,
+            transition: t,
             gen: gen_of(label_gen),
             chain: state.chain,
             of: state.last_gen(),
         });
-        let result: Result<String, (FailureKind, String)> = match e {
-            Effect::PinDerivations => self
-                .pin(header, state)
-                .map_err(|e| (classify_store(&e), e.to_string())),
-            Effect::WriteDerivations { gen } => self
-                .write_derivations(header, state.chain, gen)
-                .map_err(|e| (classify_store(&e), e.to_string())),
-            Effect::Realise { gen } => self.realise(header, state.chain, gen),
-            Effect::SetProfile { gen } => self
+        let store_err = |e: StoreError| (classify_store(&e), e.to_string());
+        let result: EffectResult = match (e, t) {
+            (Effect::PinDerivations, _) => self.pin(spec, state).map_err(store_err),
+            (Effect::WriteDerivations { gen }, _) => self
+                .write_derivations(spec, state.chain, gen)
+                .map_err(store_err),
+            (Effect::Realise { gen }, _) => self.realise(spec, state.chain, gen),
+            (Effect::SetProfile { gen }, _) => self
                 .system
-                .set_profile(&header.params.profile, &gen_of(gen).out)
-                .map(|()| String::new())
-                .map_err(|e| (classify_store(&e), e.to_string())),
-            Effect::Activate { gen } => {
-                let action = self.activation_action(header, state, gen);
-                self.system
-                    .activate(&gen_of(gen).out, action)
-                    .map(|()| action.as_str().to_string())
-                    .map_err(|e| match e {
-                        StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
-                        e => (FailureKind::Activation, e.to_string()),
-                    })
-            }
-            Effect::DropGeneration { gen } => self
-                .drop_generation(header, gen_of(gen), detail)
-                .map_err(|e| (classify_store(&e), e.to_string())),
-            Effect::Unpin { gen } => self
+                .set_profile(&spec.header.profile, &gen_of(gen).out)
+                .map(|()| (String::new(), None, None))
+                .map_err(store_err),
+            (Effect::Activate { gen }, Transition::Activate { action, .. }) => self
+                .system
+                .activate(&gen_of(gen).out, *action)
+                .map(|()| (action.as_str().to_string(), None, None))
+                .map_err(|e| match e {
+                    StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
+                    e => (FailureKind::Activation, e.to_string()),
+                }),
+            (Effect::DropGeneration { gen }, _) => self
+                .drop_generation(spec, gen_of(gen))
+                .map_err(store_err),
+            (Effect::Unpin { gen }, _) => self
                 .store
-                .remove_root(&header.out_root(state.chain, gen))
-                .map(|()| String::new())
-                .map_err(|e| (classify_store(&e), e.to_string())),
-            Effect::Collect { gen } => self
-                .collect(header, state, gen, detail)
-                .map_err(|e| (classify_store(&e), e.to_string())),
-            Effect::Release => self
-                .release(header)
-                .map_err(|e| (classify_store(&e), e.to_string())),
+                .remove_root(&spec.out_root(state.chain, gen))
+                .map(|()| (String::new(), None, None))
+                .map_err(store_err),
+            (Effect::Collect { .. }, Transition::Collect { paths, .. }) => {
+                self.collect(paths).map_err(store_err)
+            }
+            (Effect::Release, _) => self.release(spec).map_err(store_err),
+            (e, t) => unreachable!("{e:?} was recorded as {t:?}"),
         };
-        if (self.checkpoint)(&format!("after-effect-{}", e.name())) {
-            return Ok(Err(format!("after-effect-{}", e.name())));
+        if let Some(RunEnd::Crashed { at }) = self.check(&format!("after-effect-{}", e.name())) {
+            return Ok(Err(at));
         }
         match result {
-            Ok(note) => {
-                self.append(&Record::Done {
-                    effect: e,
-                    note: note.clone(),
+            Ok((note, added, freed)) => {
+                self.append(Record::Done {
+                    intent: seq,
+                    added,
+                    freed,
                 })?;
                 if matches!(e, Effect::Collect { .. }) {
                     self.restore_reserve();
                 }
-                (self.progress)(Progress::Done { effect: e, note: &note });
-                Ok(Ok(transition::Event::Done(e)))
+                (self.progress)(Progress::Done {
+                    transition: t,
+                    note: &note,
+                });
+                Ok(Ok(Event::Done(e)))
             }
             Err((kind, message)) => {
                 if kind == FailureKind::OutOfSpace {
                     self.release_reserve();
-                    if state.chain == Chain::Direct && matches!(e, Effect::Realise { .. }) {
-                        self.append(&Record::PlainAttemptFailed {
-                            message: message.clone(),
-                        })?;
-                    }
                 }
-                self.append(&Record::Failed {
-                    effect: e,
-                    kind,
+                // Only this failure is read back as out of space (the machine's fall-back).
+                let out_of_space = kind == FailureKind::OutOfSpace
+                    && state.chain == Chain::Direct
+                    && matches!(e, Effect::Realise { .. } | Effect::WriteDerivations { .. });
+                let kind = if out_of_space {
+                    self.append(Record::PlainAttemptFailed {
+                        why: message.clone(),
+                    })?;
+                    FailureKind::OutOfSpace
+                } else if kind == FailureKind::OutOfSpace {
+                    FailureKind::Other
+                } else {
+                    kind
+                };
+                self.append(Record::Failed {
+                    intent: seq,
                     message: message.clone(),
                 })?;
                 (self.progress)(Progress::Failed {
-                    effect: e,
+                    transition: t,
                     message: &message,
                 });
-                Ok(Ok(transition::Event::Failed(e, kind)))
+                // Read back the same way (`record::replay`).
+                let kind = match (e, kind) {
+                    (_, FailureKind::OutOfSpace) => FailureKind::OutOfSpace,
+                    (Effect::Realise { .. } | Effect::WriteDerivations { .. }, _) => {
+                        FailureKind::BuildFailed
+                    }
+                    (Effect::Activate { .. }, _) => FailureKind::Activation,
+                    _ => FailureKind::Other,
+                };
+                Ok(Ok(Event::Failed(e, kind)))
             }
         }
     }
 
-    fn pin(&self, header: &RunHeader, state: &RunState) -> Result<String, StoreError> {
+    fn pin(&self, spec: &Spec, state: &RunState) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+        std::fs::create_dir_all(&spec.roots_dir).map_err(|source| StoreError::Io {
+            path: spec.roots_dir.clone(),
+            source,
+        })?;
         // G0's `.drv` closure stays for the whole run: exact unwind rebuilds from it.
         self.store
-            .add_root(&header.drv_root(state.chain, 0), &header.g0.drv)?;
-        // The target's too: every step is rewritten from it.
-        self.store.add_root(
-            &header.drv_root(Chain::Direct, 1),
-            &header.target.drv,
-        )?;
-        Ok(String::new())
+            .add_root(&spec.drv_root(state.chain, 0), &spec.g0.drv)?;
+        // The target's too: the steps are rewritten from it and it is the last step.
+        self.store
+            .add_root(&spec.drv_root(Chain::Direct, 1), &spec.target.drv)?;
+        Ok(("G0 and target derivations pinned".into(), None, None))
     }
 
     fn write_derivations(
         &self,
-        header: &RunHeader,
+        spec: &Spec,
         chain: Chain,
         gen: Gen,
-    ) -> Result<String, StoreError> {
-        let g = header.gen(chain, gen);
-        let paths: Vec<StorePath> = g.derivations.iter().map(|d| d.path.clone()).collect();
+    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+        let g = spec.gen(chain, gen);
+        let drvs = self
+            .source
+            .derivations(&g.drv)
+            .map_err(StoreError::Refused)?;
+        let paths: Vec<StorePath> = drvs.iter().map(|d| d.path.clone()).collect();
         let valid = self.store.valid_paths(&paths)?;
         let mut written = 0;
-        for d in &g.derivations {
+        let mut bytes = 0u64;
+        for d in &drvs {
             if valid.contains(&d.path) {
                 continue;
             }
@@ -575,27 +664,23 @@ impl<'a> Executor<'a> {
                 )));
             }
             written += 1;
+            bytes += d.contents.len() as u64;
         }
-        self.store.add_root(&header.drv_root(chain, gen), &g.drv)?;
-        Ok(format!("{written} written"))
+        self.store.add_root(&spec.drv_root(chain, gen), &g.drv)?;
+        Ok((format!("{written} derivation(s) written"), Some(bytes), None))
     }
 
-    fn realise(
-        &mut self,
-        header: &RunHeader,
-        chain: Chain,
-        gen: Gen,
-    ) -> Result<String, (FailureKind, String)> {
-        let g = header.gen(chain, gen);
-        let root = header.out_root(chain, gen);
+    fn realise(&mut self, spec: &Spec, chain: Chain, gen: Gen) -> EffectResult {
+        let g = spec.gen(chain, gen);
+        let root = spec.out_root(chain, gen);
         let mut built = 0usize;
         let mut copied = 0usize;
         let outs = self
             .store
             .realise(&g.drv, &root, &mut |ev| match ev {
-                crate::effects::store::RealiseEvent::Building(_) => built += 1,
-                crate::effects::store::RealiseEvent::Copying(_) => copied += 1,
-                crate::effects::store::RealiseEvent::Message(_) => {}
+                RealiseEvent::Building(_) => built += 1,
+                RealiseEvent::Copying(_) => copied += 1,
+                RealiseEvent::Message(_) => {}
             })
             .map_err(|e| match e {
                 RealiseError::OutOfSpace { message } => (FailureKind::OutOfSpace, message),
@@ -606,7 +691,7 @@ impl<'a> Executor<'a> {
                 RealiseError::Other(e) => (classify_store(&e), e.to_string()),
             })?;
         match outs.get("out") {
-            Some(p) if *p == g.out => Ok(format!("{built} built, {copied} copied")),
+            Some(p) if *p == g.out => Ok((format!("{built} built, {copied} copied"), None, None)),
             other => Err((
                 FailureKind::Other,
                 format!(
@@ -619,43 +704,27 @@ impl<'a> Executor<'a> {
 
     fn drop_generation(
         &self,
-        header: &RunHeader,
+        spec: &Spec,
         g: &GenPlan,
-        detail: &IntentDetail,
-    ) -> Result<String, StoreError> {
-        // Recheck: only generations that still hold this toplevel and are not current.
-        let gens = self.system.generations(&header.params.profile)?;
-        let planned: Option<&Vec<u64>> = match detail {
-            IntentDetail::Generations(n) => Some(n),
-            _ => None,
-        };
+    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+        // Only generations that still hold this toplevel and are not current.
+        let gens = self.system.generations(&spec.header.profile)?;
         let numbers: Vec<u64> = gens
             .iter()
             .filter(|x| x.toplevel == g.out && !x.current)
-            .filter(|x| planned.map_or(true, |p| p.contains(&x.number)))
             .map(|x| x.number)
             .collect();
         if !numbers.is_empty() {
             self.system
-                .delete_generations(&header.params.profile, &numbers)?;
+                .delete_generations(&spec.header.profile, &numbers)?;
         }
-        Ok(format!("generations {numbers:?}"))
+        Ok((format!("generations {numbers:?} dropped"), None, None))
     }
 
-    fn collect(
-        &self,
-        header: &RunHeader,
-        state: &RunState,
-        gen: Gen,
-        detail: &IntentDetail,
-    ) -> Result<String, StoreError> {
-        let planned: Vec<StorePath> = match detail {
-            IntentDetail::Paths(p) => p.clone(),
-            _ => self.collectable(header, state, gen)?.into_iter().collect(),
-        };
+    fn collect(&self, planned: &[StorePath]) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
         // Never a live path: recheck right before deleting.
         let live = self.store.live_paths()?;
-        let valid = self.store.valid_paths(&planned)?;
+        let valid = self.store.valid_paths(planned)?;
         let dead: Vec<StorePath> = valid.into_iter().filter(|p| !live.contains(p)).collect();
         let freed: u64 = self
             .store
@@ -666,20 +735,29 @@ impl<'a> Executor<'a> {
         if !dead.is_empty() {
             self.store.delete(&dead)?;
         }
-        Ok(format!("{} paths deleted, {freed} bytes freed", dead.len()))
+        Ok((
+            format!("{} path(s) deleted", dead.len()),
+            None,
+            Some(freed),
+        ))
     }
 
-    fn release(&self, header: &RunHeader) -> Result<String, StoreError> {
+    fn release(&self, spec: &Spec) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
         for chain in [Chain::Direct, Chain::Steps] {
             let last = match chain {
                 Chain::Direct => 1,
-                Chain::Steps => header.steps.len() as Gen,
+                Chain::Steps => spec.steps.len() as Gen,
             };
             for gen in 0..=last {
-                self.store.remove_root(&header.out_root(chain, gen))?;
-                self.store.remove_root(&header.drv_root(chain, gen))?;
+                self.store.remove_root(&spec.out_root(chain, gen))?;
+                self.store.remove_root(&spec.drv_root(chain, gen))?;
             }
         }
-        Ok(String::new())
+        let _ = std::fs::remove_dir(&spec.roots_dir);
+        Ok(("run roots removed".into(), None, None))
     }
+}
+
+fn feed(state: RunState, ev: Event) -> Result<RunState, EngineError> {
+    transition::next(&state, ev).map_err(|e| EngineError::Replay(e.to_string()))
 }

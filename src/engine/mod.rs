@@ -9,5 +9,4 @@ pub mod run_plan;
 
 pub use executor::{load, EngineError, Executor, Loaded, Progress, Reserve, RunEnd};
 pub use log::{LogError, MemLog, RunLog};
-pub use record::{IntentDetail, Record};
-pub use run_plan::{DrvWrite, GenPlan, RunHeader, RunParams};
+pub use run_plan::{DrvWrite, GenPlan, GenSource, NothingToWrite, Spec};

@@ -1,88 +1,146 @@
-//! What a run is about, fixed when it starts and kept in the journal's header: the parameters and
-//! the generations of each chain, with every path the executor needs. `resume` needs nothing else.
+//! What a run is about, as the executor needs it: the journal's header (parameters and plan) with
+//! every generation resolved, and the run-owned roots' locations. `resume` rebuilds it from the
+//! header alone, plus a `GenSource` for what the header does not carry (the step `.drv` bytes).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::cli::args::{OnFailure, RebootPolicy, Strategy};
+use crate::cli::args::{OnFailure, Strategy};
 use crate::drv::StorePath;
-use crate::effects::store::Action;
+use crate::effects::journal::RunHeader;
 use crate::transition::{Chain, FailurePolicy, Gen, RunShape};
 
 /// A `.drv` file a step writes, with the path it must get.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrvWrite {
     pub path: StorePath,
     pub name: String,
-    #[serde(with = "serde_bytes_vec")]
     pub contents: Vec<u8>,
     pub references: Vec<StorePath>,
 }
 
+/// What the journal's header does not hold: derived again, deterministically, on resume.
+pub trait GenSource {
+    /// The `.drv` files to write before realising `toplevel_drv`, bottom-up (the toplevel last).
+    /// Empty when it is already in the store (G0, the target).
+    fn derivations(&self, toplevel_drv: &StorePath) -> Result<Vec<DrvWrite>, String>;
+    /// The closure the generation is expected to have: what a failed realise may leave behind.
+    fn planned_closure(&self, toplevel_drv: &StorePath) -> Result<BTreeSet<StorePath>, String>;
+}
+
+/// A source for runs whose generations all exist already (G0 and the target of a plain upgrade).
+pub struct NothingToWrite;
+
+impl GenSource for NothingToWrite {
+    fn derivations(&self, _: &StorePath) -> Result<Vec<DrvWrite>, String> {
+        Ok(vec![])
+    }
+    fn planned_closure(&self, _: &StorePath) -> Result<BTreeSet<StorePath>, String> {
+        Ok(BTreeSet::new())
+    }
+}
+
 /// One generation of a chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenPlan {
-    /// What this generation is, for people ("G0", "step 2: +openssl 3.1", "target").
+    /// For people: "G0", "step 2/5 (openssl, curl)", "target".
     pub label: String,
-    /// The toplevel derivation.
+    /// Its index in the journal's plan (0 for G0).
+    pub step: u32,
     pub drv: StorePath,
-    /// The toplevel output path; realising `drv` must give exactly this.
     pub out: StorePath,
-    /// The closure this generation is expected to have (best effort, from the plan): what a failed
-    /// realise may have left behind.
-    pub closure: BTreeSet<StorePath>,
-    /// The `.drv` files to write before realising, bottom-up (empty for G0 and the target).
-    pub derivations: Vec<DrvWrite>,
 }
 
-/// Where the run acts, and how.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunParams {
-    pub profile: PathBuf,
-    pub current_system: PathBuf,
-    pub booted_system: PathBuf,
-    /// Directory of the run-owned GC root links.
+/// The run as the executor sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub header: RunHeader,
     pub roots_dir: PathBuf,
-    pub action: Action,
-    pub strategy: Strategy,
-    pub on_failure: OnFailure,
-    pub reboot: RebootPolicy,
-    pub reboot_command: Vec<String>,
-    pub reserve: u64,
-}
-
-/// The run's header: parameters and both chains.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunHeader {
-    pub params: RunParams,
     pub g0: GenPlan,
-    /// G1..Gn, the last being the target; empty for a direct-only run.
+    /// G1..Gn, the last being the target; empty for a plain-only run.
     pub steps: Vec<GenPlan>,
     pub target: GenPlan,
 }
 
-impl RunHeader {
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+impl Spec {
+    /// The run-owned roots of a journal live beside it.
+    pub fn roots_dir_for(journal: &Path) -> PathBuf {
+        let mut name = journal
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        name.push(".roots");
+        journal.with_file_name(name)
+    }
+
+    pub fn new(header: RunHeader, roots_dir: PathBuf) -> Result<Spec, SpecError> {
+        let Some(g0_drv) = header.g0_drv.clone() else {
+            return Err(SpecError(
+                "the run has no G0 derivation: exact unwind is impossible".into(),
+            ));
+        };
+        let n = header.plan.len();
+        let steps: Vec<GenPlan> = header
+            .plan
+            .iter()
+            .map(|s| GenPlan {
+                label: if s.index as usize == n {
+                    format!("step {}/{n} (the target)", s.index)
+                } else if s.units.is_empty() {
+                    format!("step {}/{n}", s.index)
+                } else {
+                    format!("step {}/{n} ({})", s.index, s.units.join(", "))
+                },
+                step: s.index,
+                drv: s.toplevel_drv.clone(),
+                out: s.toplevel_out.clone(),
+            })
+            .collect();
+        let target = match header.plan.last() {
+            Some(last) if last.toplevel_drv == header.target_drv => GenPlan {
+                label: "the target".into(),
+                step: last.index,
+                drv: last.toplevel_drv.clone(),
+                out: last.toplevel_out.clone(),
+            },
+            Some(_) => {
+                return Err(SpecError(
+                    "the plan's last step is not the target".into(),
+                ))
+            }
+            None => {
+                return Err(SpecError(
+                    "the run's plan is empty: the target's output path is unknown".into(),
+                ))
+            }
+        };
+        Ok(Spec {
+            g0: GenPlan {
+                label: "G0 (the starting generation)".into(),
+                step: 0,
+                drv: g0_drv,
+                out: header.g0_toplevel.clone(),
+            },
+            steps,
+            target,
+            header,
+            roots_dir,
+        })
+    }
+
     pub fn shape(&self) -> RunShape {
         RunShape {
+            // A one-step plan is the plain upgrade: no separate chain to fall back to.
             steps: self.steps.len() as Gen,
-            fall_back: self.params.strategy == Strategy::Auto,
-            on_failure: match self.params.on_failure {
+            fall_back: self.header.strategy == Strategy::Auto,
+            on_failure: match self.header.on_failure {
                 OnFailure::Unwind => FailurePolicy::Unwind,
                 OnFailure::Hold => FailurePolicy::Hold,
             },
-        }
-    }
-
-    /// The chain a run starts with.
-    pub fn first_chain(&self) -> Chain {
-        match self.params.strategy {
-            Strategy::Stepwise => Chain::Steps,
-            Strategy::Direct => Chain::Direct,
-            Strategy::Auto if self.steps.is_empty() => Chain::Direct,
-            // The caller decides from the estimate; see `engine::choose_chain`.
-            Strategy::Auto => Chain::Direct,
         }
     }
 
@@ -96,12 +154,12 @@ impl RunHeader {
 
     /// The run-owned root of a generation's output.
     pub fn out_root(&self, chain: Chain, gen: Gen) -> PathBuf {
-        root(&self.params.roots_dir, "out", chain, gen)
+        root(&self.roots_dir, "out", chain, gen)
     }
 
     /// The run-owned root of a generation's toplevel `.drv`.
     pub fn drv_root(&self, chain: Chain, gen: Gen) -> PathBuf {
-        root(&self.params.roots_dir, "drv", chain, gen)
+        root(&self.roots_dir, "drv", chain, gen)
     }
 }
 
@@ -112,37 +170,4 @@ fn root(dir: &Path, kind: &str, chain: Chain, gen: Gen) -> PathBuf {
         (_, Chain::Steps) => "steps",
     };
     dir.join(format!("{kind}-{chain}-{gen}"))
-}
-
-/// `Vec<u8>` as a byte string in postcard, an array elsewhere.
-mod serde_bytes_vec {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(b) = a.next_element()? {
-                    out.push(b);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_bytes(V)
-    }
 }
