@@ -3,6 +3,7 @@
 pub mod args;
 pub mod drv_inspect;
 mod journal_cmd;
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -52,10 +53,10 @@ fn init_tracing(cli: &Cli) {
 pub fn run(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     match &cli.command {
         Command::Plan(_) => Err(Error::NotYet("stepwise plan")),
-        Command::Upgrade(_) => Err(Error::NotYet("stepwise upgrade")),
-        Command::Resume => Err(Error::NotYet("stepwise resume")),
-        Command::Unwind => Err(Error::NotYet("stepwise unwind")),
-        Command::Status => Err(Error::NotYet("stepwise status")),
+        Command::Upgrade(a) => run_cmd::upgrade(cli, a, out),
+        Command::Resume => run_cmd::resume(cli, out),
+        Command::Unwind => run_cmd::unwind(cli, out),
+        Command::Status => run_cmd::status(cli, out),
         Command::Journal(j) => journal_cmd::run(&cli.journal, cli.json, j),
         Command::Drv(DrvCommand::Inspect {
             file,

@@ -99,7 +99,8 @@ pub fn load(log: &dyn RunLog, roots_dir: PathBuf) -> Result<Loaded, EngineError>
         return Err(EngineError::NoRun);
     };
     let spec = Spec::new((**header).clone(), roots_dir)?;
-    let replayed = record::replay(&spec, &records).map_err(|e| EngineError::Replay(e.to_string()))?;
+    let replayed =
+        record::replay(&spec, &records).map_err(|e| EngineError::Replay(e.to_string()))?;
     Ok(Loaded {
         spec,
         replayed,
@@ -259,9 +260,12 @@ impl<'a> Executor<'a> {
                     strategy: record::chosen(Chain::Direct),
                     why: "unwound before starting".into(),
                 })?;
-                state = feed(state, Event::Begin {
-                    chain: Chain::Direct,
-                })?;
+                state = feed(
+                    state,
+                    Event::Begin {
+                        chain: Chain::Direct,
+                    },
+                )?;
             }
             self.append(Record::UnwindStarted {
                 why: "requested by `stepwise unwind`".into(),
@@ -550,9 +554,9 @@ impl<'a> Executor<'a> {
                     StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
                     e => (FailureKind::Activation, e.to_string()),
                 }),
-            (Effect::DropGeneration { gen }, _) => self
-                .drop_generation(spec, gen_of(gen))
-                .map_err(store_err),
+            (Effect::DropGeneration { gen }, _) => {
+                self.drop_generation(spec, gen_of(gen)).map_err(store_err)
+            }
             (Effect::Unpin { gen }, _) => self
                 .store
                 .remove_root(&spec.out_root(state.chain, gen))
@@ -623,7 +627,11 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn pin(&self, spec: &Spec, state: &RunState) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn pin(
+        &self,
+        spec: &Spec,
+        state: &RunState,
+    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
         std::fs::create_dir_all(&spec.roots_dir).map_err(|source| StoreError::Io {
             path: spec.roots_dir.clone(),
             source,
@@ -667,7 +675,11 @@ impl<'a> Executor<'a> {
             bytes += d.contents.len() as u64;
         }
         self.store.add_root(&spec.drv_root(chain, gen), &g.drv)?;
-        Ok((format!("{written} derivation(s) written"), Some(bytes), None))
+        Ok((
+            format!("{written} derivation(s) written"),
+            Some(bytes),
+            None,
+        ))
     }
 
     fn realise(&mut self, spec: &Spec, chain: Chain, gen: Gen) -> EffectResult {
@@ -721,7 +733,10 @@ impl<'a> Executor<'a> {
         Ok((format!("generations {numbers:?} dropped"), None, None))
     }
 
-    fn collect(&self, planned: &[StorePath]) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn collect(
+        &self,
+        planned: &[StorePath],
+    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
         // Never a live path: recheck right before deleting.
         let live = self.store.live_paths()?;
         let valid = self.store.valid_paths(planned)?;
@@ -735,11 +750,7 @@ impl<'a> Executor<'a> {
         if !dead.is_empty() {
             self.store.delete(&dead)?;
         }
-        Ok((
-            format!("{} path(s) deleted", dead.len()),
-            None,
-            Some(freed),
-        ))
+        Ok((format!("{} path(s) deleted", dead.len()), None, Some(freed)))
     }
 
     fn release(&self, spec: &Spec) -> Result<(String, Option<u64>, Option<u64>), StoreError> {

@@ -101,7 +101,9 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
             }
             Record::UnwindStarted { .. } => Some(Event::UnwindRequested),
             Record::Intent { transition } => {
-                let Some(e) = state.expected().filter(|e| matches(spec, &state, *e, transition))
+                let Some(e) = state
+                    .expected()
+                    .filter(|e| matches(spec, &state, *e, transition))
                 else {
                     return Err(err(format!(
                         "intent {} is not what the run expects here ({:?})",

@@ -107,11 +107,7 @@ impl Spec {
                 drv: last.toplevel_drv.clone(),
                 out: last.toplevel_out.clone(),
             },
-            Some(_) => {
-                return Err(SpecError(
-                    "the plan's last step is not the target".into(),
-                ))
-            }
+            Some(_) => return Err(SpecError("the plan's last step is not the target".into())),
             None => {
                 return Err(SpecError(
                     "the run's plan is empty: the target's output path is unknown".into(),

@@ -357,7 +357,23 @@ impl Store for NixCli {
                 FailureKind::Other => RealiseError::Other(out.to_error()),
             });
         }
-        let paths = parse::parse_path_lines(self.store_dir(), &out.stdout_str())
+        // With --add-root, Nix prints the root links rather than the outputs: follow them.
+        let stdout = out.stdout_str();
+        let dir = self.store_dir().as_str().to_string();
+        let lines: Vec<String> = stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                if l.starts_with(&dir) {
+                    l.to_string()
+                } else {
+                    std::fs::read_link(l)
+                        .map(|t| t.to_string_lossy().into_owned())
+                        .unwrap_or_else(|_| l.to_string())
+                }
+            })
+            .collect();
+        let paths = parse::parse_path_lines(self.store_dir(), &lines.join("\n"))
             .map_err(|e| output_err(&inv, e))?;
         Ok(paths
             .into_iter()
@@ -374,6 +390,24 @@ impl Store for NixCli {
         }
         if let Some(dir) = link.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        if path.is_derivation() {
+            // Realising a `.drv` would build it: link it ourselves and register the link as an
+            // indirect root, as `--add-root` does (gcroots/auto/NAME → link → path).
+            let target = self.store_dir().to_path(path);
+            crate::effects::fs::flip_symlink(link, &target)?;
+            let state = std::env::var_os("NIX_STATE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/nix/var/nix"));
+            let auto = state.join("gcroots/auto");
+            std::fs::create_dir_all(&auto).map_err(io_err(&auto))?;
+            let name = crate::drv::nix32::encode(&{
+                use sha2::Digest;
+                let d: [u8; 32] = sha2::Sha256::digest(link.as_os_str().as_encoded_bytes()).into();
+                d
+            });
+            crate::effects::fs::flip_symlink(&auto.join(name), link)?;
+            return Ok(());
         }
         // Realising a valid path is a no-op that registers the indirect root.
         self.query(&self.cmds.realise(path, link))?;

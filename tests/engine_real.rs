@@ -1,0 +1,93 @@
+//! The engine on real Nix (design §8): private stores, tmpfs disks, a file:// cache, the
+//! NixOS-shaped fixture, and the real `stepwise` binary. Root only (tmpfs): skipped otherwise,
+//! failing when STEPWISE_REQUIRE_ROOT_TESTS=1.
+
+use std::process::Output;
+
+use stepwise_testbed::{require_root, Bed, Disk, Fixture, FixtureSpec, PackageSpec};
+
+fn stepwise(bed: &Bed, args: &[&str]) -> Output {
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.arg("--journal").arg(bed.journal_path());
+    cmd.args(args);
+    cmd.output().expect("running stepwise")
+}
+
+fn upgrade(bed: &Bed, fx: &Fixture, extra: &[&str]) -> Output {
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.arg("--journal").arg(bed.journal_path());
+    cmd.args(["upgrade", "--target", &fx.new.drv]);
+    cmd.args(bed.system_args());
+    cmd.args(extra);
+    cmd.output().expect("running stepwise upgrade")
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn verify(bed: &Bed) {
+    let v = stepwise(bed, &["journal", "verify"]);
+    assert_eq!(v.status.code(), Some(0), "journal verify: {}", show(&v));
+}
+
+#[test]
+fn plain_upgrade_reaches_the_exact_target() {
+    if !require_root("engine: plain upgrade on real Nix") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::two_big(2), |_| Disk::Unlimited);
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    let o = upgrade(&bed, &fx, &["--strategy", "direct"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    // booted-system still pins G0 (only a reboot frees it): never delete a live path.
+    assert!(bed.is_valid(&g0).unwrap(), "G0 is booted, hence live");
+    verify(&bed);
+    let s = stepwise(&bed, &["status", "--json"]);
+    let text = String::from_utf8_lossy(&s.stdout);
+    assert!(text.contains("the target was reached"), "{text}");
+}
+
+#[test]
+fn a_failing_package_unwinds_to_the_exact_g0() {
+    if !require_root("engine: build failure on real Nix") {
+        return;
+    }
+    let spec = FixtureSpec::two_big(2).package(PackageSpec::changed("broken", 1, 1).new_fails());
+    let (bed, fx) = Bed::prepared_with(&spec, |_| Disk::Unlimited);
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    let o = upgrade(&bed, &fx, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("broken"),
+        "the message names the package: {err}"
+    );
+    assert!(err.contains("G0"), "the message says what was done: {err}");
+    assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+    assert!(bed.is_valid(&g0).unwrap());
+    verify(&bed);
+    // The run is over: nothing to resume.
+    let r = stepwise(&bed, &["resume"]);
+    assert_eq!(r.status.code(), Some(2), "{}", show(&r));
+}
+
+#[test]
+fn unwind_after_reaching_the_target_is_refused_but_status_works() {
+    if !require_root("engine: status on real Nix") {
+        return;
+    }
+    let (bed, _fx) = Bed::prepared_with(&FixtureSpec::two_big(1), |_| Disk::Unlimited);
+    let s = stepwise(&bed, &["status"]);
+    assert_eq!(s.status.code(), Some(0), "{}", show(&s));
+    let r = stepwise(&bed, &["resume"]);
+    assert_eq!(r.status.code(), Some(2), "no run to resume: {}", show(&r));
+}
