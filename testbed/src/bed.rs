@@ -513,11 +513,12 @@ fn lines(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// Where beds live: `$STEPWISE_TESTBED_DIR`, or `<tmp>/stepwise-testbed`.
+/// Where beds live: `$STEPWISE_TESTBED_DIR`, or `<tmp>/stepwise-testbed-<uid>` (one per user, as
+/// one user cannot remove another's read-only store paths).
 pub fn base_dir() -> PathBuf {
     match std::env::var_os("STEPWISE_TESTBED_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => std::env::temp_dir().join("stepwise-testbed"),
+        _ => std::env::temp_dir().join(format!("stepwise-testbed-{}", nix::unistd::geteuid())),
     }
 }
 

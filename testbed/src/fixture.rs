@@ -12,6 +12,10 @@ use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
 
+/// Room to allow for Nix's own state on a bed's disk (its SQLite database and WAL, `.drv` files):
+/// measured at about 8 MiB on Nix 2.8 with the standard fixture; twice that to be safe.
+pub const NIX_STATE_ALLOWANCE_MIB: u64 = 16;
+
 /// What a package stands for in the system (where the toplevel links it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
@@ -568,6 +572,23 @@ impl Fixture {
         bytes as f64 / MIB as f64
     }
 
+    /// A tmpfs size (MiB) on which G0 and Nix's state fit but the plain upgrade does not: |old| +
+    /// `NIX_STATE_ALLOWANCE_MIB` + a third of what the new generation adds. The demo's disk.
+    pub fn tight_disk_mib(&self) -> u64 {
+        self.old_bytes.div_ceil(MIB)
+            + NIX_STATE_ALLOWANCE_MIB
+            + self
+                .union_bytes
+                .saturating_sub(self.old_bytes)
+                .div_ceil(MIB)
+                / 3
+    }
+
+    /// A tmpfs size (MiB) on which the plain upgrade fits: |old ∪ new| + twice the allowance.
+    pub fn roomy_disk_mib(&self) -> u64 {
+        self.union_bytes.div_ceil(MIB) + 2 * NIX_STATE_ALLOWANCE_MIB
+    }
+
     /// A one-line summary of the sizes.
     pub fn sizes_line(&self) -> String {
         format!(
@@ -576,5 +597,51 @@ impl Fixture {
             Fixture::mib(self.new_bytes),
             Fixture::mib(self.union_bytes)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nix_strings_are_escaped() {
+        assert_eq!(nix_str("a\"b\\c\nd${e}$f"), r#""a\"b\\c\nd\${e}$f""#);
+    }
+
+    #[test]
+    fn keys_follow_the_spec_and_nothing_else() {
+        assert_eq!(FixtureSpec::standard().key(), FixtureSpec::standard().key());
+        assert_ne!(FixtureSpec::standard().key(), FixtureSpec::two_big(1).key());
+        assert_ne!(FixtureSpec::two_big(1).key(), FixtureSpec::two_big(2).key());
+        let failing = FixtureSpec::new("vps").package(PackageSpec::changed("a", 1, 1).new_fails());
+        let fine = FixtureSpec::new("vps").package(PackageSpec::changed("a", 1, 1));
+        assert_ne!(failing.key(), fine.key());
+    }
+
+    #[test]
+    fn links_are_baked_as_plain_strings() {
+        let links = Links::for_root(Path::new("/bed/x"));
+        let text = FixtureSpec::two_big(1).nix_text(&links);
+        assert!(text.contains("/bed/x/run/current-system"));
+        assert!(text.contains("preferLocalBuild = true"));
+    }
+
+    #[test]
+    fn builders_name_their_version_and_failures_fail() {
+        let p = PackageSpec::changed("big-a", 1, 1).with_output("man");
+        let s = build_script(&p, p.old.as_ref().unwrap());
+        assert!(s.contains("echo 'big-a-1.0'") && s.contains("head -c 1048576 /dev/zero"));
+        assert!(s.contains("$man/share/man/man1/big-a.1"));
+        let f = p.clone().new_fails();
+        assert!(build_script(&f, f.new.as_ref().unwrap()).contains("exit 1"));
+    }
+
+    #[test]
+    #[should_panic(expected = "fixture names")]
+    fn odd_names_are_refused() {
+        FixtureSpec::new("vps")
+            .package(PackageSpec::changed("a b", 1, 1))
+            .nix_text(&Links::placeholder());
     }
 }

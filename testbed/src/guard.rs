@@ -1,5 +1,7 @@
 //! Root-only tests: skip with a message for other users, fail when CI requires them.
 
+use std::io::Write;
+
 /// The environment variable that turns a root-only skip into a failure (CI sets it).
 pub const REQUIRE_ROOT_ENV: &str = "STEPWISE_REQUIRE_ROOT_TESTS";
 
@@ -12,7 +14,11 @@ pub fn require_root(what: &str) -> bool {
     if root_tests_required() {
         panic!("{what} needs root for a tmpfs mount, and {REQUIRE_ROOT_ENV}=1 forbids skipping it");
     }
-    eprintln!("skipping {what}: needs root for a tmpfs mount");
+    // Straight to the stream: the test harness captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping {what}: needs root for a tmpfs mount"
+    );
     false
 }
 

@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, SystemTime};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -36,10 +38,16 @@ impl SlotLock {
     }
 }
 
+/// Prepared fixtures unused for this long are removed (their caches take room in /tmp).
+const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// Takes the first free slot under `parent`.
 fn take_slot(parent: &Path) -> Result<SlotLock> {
+    remove_stale_prepared();
     fs::create_dir_all(parent)
         .map_err(|e| BedError::io(format!("creating {}", parent.display()), e))?;
+    // Marks this fixture as in use, for `remove_stale_prepared`.
+    let _ = fs::write(parent.join("last-used"), b"");
     for i in 0..SLOTS {
         let lock_path = parent.join(format!("slot-{i:02}.lock"));
         let file = OpenOptions::new()
@@ -133,6 +141,56 @@ impl Bed {
         }
         Ok((bed, fixture))
     }
+}
+
+/// Removes `prepared-*` fixtures not used for `STALE_AFTER` whose slots are all free. Once per
+/// process.
+fn remove_stale_prepared() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = fs::read_dir(base_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if !entry.file_name().to_string_lossy().starts_with("prepared-") {
+                continue;
+            }
+            let used = fs::metadata(dir.join("last-used"))
+                .or_else(|_| fs::metadata(&dir))
+                .and_then(|m| m.modified());
+            let stale = used.is_ok_and(|t| {
+                SystemTime::now()
+                    .duration_since(t)
+                    .is_ok_and(|age| age > STALE_AFTER)
+            });
+            if !stale {
+                continue;
+            }
+            // Hold every slot's lock while removing, so nobody is using or taking one.
+            let mut locks = Vec::new();
+            let mut all_free = true;
+            for i in 0..SLOTS {
+                let lock_path = dir.join(format!("slot-{i:02}.lock"));
+                let Ok(file) = File::open(&lock_path) else {
+                    continue;
+                };
+                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    Ok(l) => locks.push(l),
+                    Err(_) => all_free = false,
+                }
+            }
+            if all_free {
+                for i in 0..SLOTS {
+                    let root = dir.join(format!("slot-{i:02}/r/nix"));
+                    if is_mount_point(&root) {
+                        unmount(&root);
+                    }
+                }
+                let _ = force_remove(&dir);
+            }
+        }
+    });
 }
 
 /// Evaluates the fixture's manifest (writing every `.drv`): (old, new, packages without sizes).

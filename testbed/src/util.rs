@@ -3,7 +3,8 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Removes `path` and everything under it, first making read-only store directories writable
 /// (Nix leaves store paths read-only; a non-root user could not remove them otherwise).
@@ -29,29 +30,27 @@ fn make_writable(dir: &Path) {
     }
 }
 
+/// A fresh name beside `path` for a file renamed over it (unique per process and call).
+fn tmp_beside(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
 /// Points the symlink `link` at `target` atomically (a new link renamed over the old one).
 pub fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
-    let tmp = link.with_file_name(format!(
-        ".{}.tmp-{}",
-        link.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let _ = fs::remove_file(&tmp);
+    let tmp = tmp_beside(link);
     std::os::unix::fs::symlink(target, &tmp)?;
     fs::rename(&tmp, link)
 }
 
 /// Writes `bytes` to `path` atomically (a temporary file renamed over it).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
+    let tmp = tmp_beside(path);
     fs::write(&tmp, bytes)?;
     fs::rename(&tmp, path)
 }

@@ -10,10 +10,6 @@ use std::process::ExitCode;
 
 use stepwise_testbed::{is_root, Bed, Disk, Fixture, FixtureSpec};
 
-const MIB: u64 = 1024 * 1024;
-/// Room for Nix's SQLite database and the `.drv` files beside the store.
-const STATE_MIB: u64 = 16;
-
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", Fixture::mib(bytes))
 }
@@ -50,9 +46,7 @@ fn demo() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut disk_mib = 0;
     let (bed, fx) = Bed::try_prepared_with(&spec, |fx| {
         // Room for G0 and Nix's state, not for the new packages beside the old ones.
-        disk_mib = fx.old_bytes.div_ceil(MIB)
-            + STATE_MIB
-            + (fx.union_bytes - fx.old_bytes).div_ceil(MIB) / 3;
+        disk_mib = fx.tight_disk_mib();
         Disk::TmpfsMib(disk_mib)
     })?;
     println!("   {}", fx.sizes_line());
