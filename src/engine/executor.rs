@@ -254,6 +254,20 @@ impl<'a> Executor<'a> {
                 Err(end) => return Ok(end),
             }
         }
+        if state.phase == transition::Phase::Preflight && !unwind {
+            // Killed between the header and the strategy: nothing was done; take the safe way
+            // (the plain upgrade falls back to steps on a real out-of-space failure).
+            let chain = if spec.header.strategy == crate::cli::args::Strategy::Stepwise {
+                Chain::Steps
+            } else {
+                Chain::Direct
+            };
+            self.append(Record::StrategyChosen {
+                strategy: record::chosen(chain),
+                why: "resumed before a strategy was recorded".into(),
+            })?;
+            state = feed(state, Event::Begin { chain })?;
+        }
         if unwind && !state.unwind_requested {
             if state.phase == transition::Phase::Preflight {
                 self.append(Record::StrategyChosen {

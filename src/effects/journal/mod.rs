@@ -88,6 +88,34 @@ impl Journal {
             })?;
         }
         let lock = lock::acquire(path, now_ms())?;
+        if !path.exists() {
+            // Create it whole beside its place and rename it in: a process killed while redb
+            // writes a new file's header must not leave a "damaged" journal with no records.
+            let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+            tmp_name.push(".new");
+            let tmp = path.with_file_name(tmp_name);
+            let _ = std::fs::remove_file(&tmp);
+            let made = (|| -> Result<(), String> {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp)
+                    .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
+                    .map_err(|e| e.to_string())?;
+                let db = guard(|| storage::open_writer(&tmp).map_err(|e| e.to_string()))?;
+                guard(|| db.initialise(FORMAT_VERSION).map_err(|e| e.to_string()))?;
+                drop(db);
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .and_then(|()| std::fs::rename(&tmp, path))
+                    .and_then(|()| {
+                        crate::effects::fs::sync_dir(path.parent().unwrap_or(Path::new(".")))
+                    })
+                    .map_err(|e| e.to_string())
+            })();
+            made.map_err(|e| write_failed(path, e))?;
+        }
         // Create it 0600 before redb opens it (redb would create it with the umask's mode).
         let create = std::fs::OpenOptions::new()
             .write(true)

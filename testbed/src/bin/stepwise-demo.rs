@@ -151,6 +151,16 @@ fn demo() -> Result<ExitCode, Box<dyn std::error::Error>> {
     println!("   {}", disk_line(&bed));
     let current = bed.current_system().unwrap_or_default();
     println!("   current-system -> {current}");
+    println!("\n== 6. stepwise journal show (the audit of the run)");
+    let show = bed
+        .command(&stepwise)
+        .arg("--journal")
+        .arg(bed.journal_path())
+        .args(["journal", "show"])
+        .output()?;
+    for line in String::from_utf8_lossy(&show.stdout).lines() {
+        println!("   | {line}");
+    }
     if status.success() && current == fx.new.out {
         println!(
             "\nThe target generation is running, on a disk that could not hold the plain upgrade."

@@ -1,0 +1,215 @@
+//! Crash tests on real Nix: the real `stepwise` binary (built with `--features crash-points`) is
+//! killed at every named checkpoint of a run in turn (`STEPWISE_CRASH_AT=any:K` aborts it at the
+//! K-th), and its whole process group is SIGKILLed at seeded random moments; after each kill the
+//! profile and current-system point at a complete generation, `journal verify` passes, and
+//! `stepwise resume` reaches the target. Root only (tmpfs beds).
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use stepwise_testbed::{require_root, Bed, Disk, Fixture, FixtureSpec, PackageSpec};
+
+fn stepwise_cmd(bed: &Bed, args: &[&str]) -> Command {
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.arg("--journal").arg(bed.journal_path());
+    cmd.args(args);
+    cmd
+}
+
+fn upgrade_cmd(bed: &Bed, fx: &Fixture, extra: &[&str]) -> Command {
+    let mut cmd = stepwise_cmd(bed, &["upgrade", "--target", &fx.new.drv]);
+    cmd.args(bed.system_args());
+    cmd.args(extra);
+    cmd
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// After any kill: the profile and current-system name a complete generation, G0 or the target.
+fn consistent(bed: &Bed, fx: &Fixture, g0: &str) {
+    for (what, link) in [
+        ("profile", bed.profile_target()),
+        ("current-system", bed.current_system()),
+    ] {
+        let link = link.unwrap_or_else(|| panic!("{what} is missing"));
+        assert!(
+            link == g0 || link == fx.new.out,
+            "{what} points at {link}, neither G0 nor the target"
+        );
+        let closure = bed.closure(&[&link]).expect("closure of the generation");
+        for p in &closure {
+            assert!(bed.is_valid(p).unwrap(), "{what}'s {p} is not valid");
+        }
+    }
+}
+
+/// `journal verify` passes (a kill before anything was recorded leaves no journal).
+fn verified(bed: &Bed) {
+    if !bed.journal_path().exists() {
+        return;
+    }
+    let v = stepwise_cmd(bed, &["journal", "verify"]).output().unwrap();
+    assert_eq!(v.status.code(), Some(0), "journal verify: {}", show(&v));
+}
+
+/// Resume until the run ends; returns the last exit code.
+fn resume_to_end(bed: &Bed) -> Output {
+    let o = stepwise_cmd(bed, &["resume"]).output().unwrap();
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(1)),
+        "resume: {}",
+        show(&o)
+    );
+    o
+}
+
+fn spec() -> FixtureSpec {
+    FixtureSpec::two_big(1)
+}
+
+#[test]
+fn killed_at_every_checkpoint_then_resumed() {
+    if !require_root("engine: crash at every checkpoint") {
+        return;
+    }
+    let mut covered = 0;
+    for k in 1.. {
+        let (bed, fx) = Bed::prepared_with(&spec(), |_| Disk::Unlimited);
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        let o = upgrade_cmd(&bed, &fx, &["--strategy", "direct"])
+            .env("STEPWISE_CRASH_AT", format!("any:{k}"))
+            .output()
+            .unwrap();
+        if o.status.success() {
+            // K is past the last checkpoint: the run ended normally.
+            assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+            break;
+        }
+        assert_eq!(o.status.code(), None, "killed by the abort: {}", show(&o));
+        covered += 1;
+        consistent(&bed, &fx, &g0);
+        let r = resume_to_end(&bed);
+        if k == 1 && String::from_utf8_lossy(&r.stderr).contains("no run") {
+            continue;
+        }
+        assert_eq!(
+            r.status.code(),
+            Some(0),
+            "resume after kill {k}: {}",
+            show(&r)
+        );
+        assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+        assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        assert!(k < 200, "the run does not end");
+    }
+    eprintln!("kill points covered (plain run): {covered}");
+    assert!(covered >= 30, "only {covered} checkpoints");
+}
+
+#[test]
+fn killed_while_unwinding_a_failed_build_then_resumed() {
+    if !require_root("engine: crash while unwinding") {
+        return;
+    }
+    let spec = spec().package(PackageSpec::changed("broken", 1, 1).new_fails());
+    let mut covered = 0;
+    for k in 1.. {
+        let (bed, fx) = Bed::prepared_with(&spec, |_| Disk::Unlimited);
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        let o = upgrade_cmd(&bed, &fx, &[])
+            .env("STEPWISE_CRASH_AT", format!("any:{k}"))
+            .output()
+            .unwrap();
+        if o.status.code() == Some(1) {
+            break;
+        }
+        assert_eq!(o.status.code(), None, "killed by the abort: {}", show(&o));
+        covered += 1;
+        consistent(&bed, &fx, &g0);
+        let r = resume_to_end(&bed);
+        if String::from_utf8_lossy(&r.stderr).contains("no run") {
+            continue;
+        }
+        assert_eq!(
+            r.status.code(),
+            Some(1),
+            "resume after kill {k}: {}",
+            show(&r)
+        );
+        assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+        assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        assert!(k < 200, "the run does not end");
+    }
+    eprintln!("kill points covered (failed run): {covered}");
+    assert!(covered >= 15, "only {covered} checkpoints");
+}
+
+/// A small seeded generator (xorshift), so a failing moment can be replayed.
+fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn process_group_killed_at_random_moments_then_resumed() {
+    if !require_root("engine: SIGKILL of the process group") {
+        return;
+    }
+    let mut seed: u64 = std::env::var("STEPWISE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0001);
+    eprintln!("seed {seed} (STEPWISE_KILL_SEED replays it)");
+    for round in 0..6 {
+        let (bed, fx) = Bed::prepared_with(&spec(), |_| Disk::Unlimited);
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        let mut cmd = upgrade_cmd(&bed, &fx, &["--strategy", "direct"]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        // Its own session and process group, as a systemd unit's would be.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let delay = Duration::from_millis(xorshift(&mut seed) % 1500);
+        // A random moment, not a synchronisation: wherever the run is, the kill must be safe.
+        std::thread::sleep(delay);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let status = child.wait().unwrap();
+        eprintln!("round {round}: killed after {delay:?} ({status})");
+        consistent(&bed, &fx, &g0);
+        let r = stepwise_cmd(&bed, &["resume"]).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        if status.success() || err.contains("already finished") || err.contains("no run") {
+            // Killed after the end, or before the run was recorded: upgrade again.
+            if bed.profile_target().as_deref() != Some(fx.new.out.as_str()) {
+                let o = upgrade_cmd(&bed, &fx, &["--strategy", "direct"])
+                    .output()
+                    .unwrap();
+                assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+            }
+        } else {
+            assert_eq!(r.status.code(), Some(0), "resume: {}", show(&r));
+        }
+        assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+    }
+}
