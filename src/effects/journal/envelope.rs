@@ -149,3 +149,31 @@ pub fn decode(prev: &Link, seq: Seq, bytes: &[u8]) -> Result<Stored, EnvelopeErr
         link,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// The worked example of `journal-format.md` §4.
+    #[test]
+    fn spec_test_vector() {
+        assert_eq!(
+            hex(&genesis_link()),
+            "e605f92920190f287b46a8aa6fb5238b423df6d4d7074e048cd2a050c4b609ed"
+        );
+        let r = Record::Done {
+            intent: 5,
+            added: Some(1 << 20),
+            freed: None,
+        };
+        let (bytes, link) = encode(&genesis_link(), 6, 1, 1_700_000_000_000, &r).unwrap();
+        assert_eq!(hex(&bytes[..20]), "0100060001000000000000000068e5cf8b010000");
+        assert_eq!(hex(&bytes[52..]), "050180804000");
+        assert_eq!(hex(&link), "8b330daa801757e7541b7c54e1f487018dd58001ca80d5a3bc1358aa4402646f");
+        assert_eq!(decode(&genesis_link(), 6, &bytes).unwrap().record, r);
+    }
+}

@@ -68,6 +68,35 @@ pub fn acquire(journal: &Path, now_ms: u64) -> Result<WriterLock, Error> {
     Ok(WriterLock { _lock: lock, path })
 }
 
+/// Hold writers off for a moment (a shared lock), or say who is writing. No lock file: no writer
+/// ever ran, nothing to hold off.
+pub fn shared(journal: &Path) -> Result<Option<Flock<File>>, Error> {
+    let path = lock_path(journal);
+    let Ok(file) = File::open(&path) else {
+        return Ok(None);
+    };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((mut file, Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(Error::Journal {
+                path: journal.display().to_string(),
+                what: format!(
+                    "its last writer died and {} is opening it now",
+                    describe_holder(&holder)
+                ),
+                hint: "try again in a moment".into(),
+            })
+        }
+        Err((_, e)) => Err(Error::Journal {
+            path: journal.display().to_string(),
+            what: format!("cannot lock {}: {e}", path.display()),
+            hint: "check the permissions of the journal's directory".into(),
+        }),
+    }
+}
+
 /// `pid 123 since 1700000000000` → `pid 123 since 2023-11-14 22:13:20 UTC`.
 fn describe_holder(content: &str) -> String {
     let mut words = content.split_whitespace();

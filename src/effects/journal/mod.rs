@@ -38,7 +38,6 @@ pub mod storage;
 pub mod transition;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub use envelope::{Link, Stored, FORMAT_VERSION};
@@ -88,54 +87,27 @@ impl Journal {
             })?;
         }
         let lock = lock::acquire(path, now_ms())?;
-        if !path.exists() {
-            // Create it whole beside its place and rename it in: a process killed while redb
-            // writes a new file's header must not leave a "damaged" journal with no records.
-            let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-            tmp_name.push(".new");
-            let tmp = path.with_file_name(tmp_name);
-            let _ = std::fs::remove_file(&tmp);
-            let made = (|| -> Result<(), String> {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&tmp)
-                    .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
-                    .map_err(|e| e.to_string())?;
-                let db = guard(|| storage::open_writer(&tmp).map_err(|e| e.to_string()))?;
-                guard(|| db.initialise(FORMAT_VERSION).map_err(|e| e.to_string()))?;
-                drop(db);
-                std::fs::File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .and_then(|()| std::fs::rename(&tmp, path))
-                    .and_then(|()| {
-                        crate::effects::fs::sync_dir(path.parent().unwrap_or(Path::new(".")))
-                    })
-                    .map_err(|e| e.to_string())
-            })();
-            made.map_err(|e| write_failed(path, e))?;
-        }
-        // Create it 0600 before redb opens it (redb would create it with the umask's mode).
-        let create = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)));
-        create.map_err(|e| Error::Journal {
+        let exists = path.try_exists().map_err(|e| Error::Journal {
             path: path.display().to_string(),
-            what: format!("cannot create it: {e}"),
+            what: format!("cannot look at it: {e}"),
             hint: "check the permissions (stepwise runs as root) or pass --journal".into(),
         })?;
+        if !exists {
+            // Born complete (tables and format marker) under a temporary name, then renamed: a
+            // journal file that exists is never legitimately empty.
+            guard(|| storage::create_fresh(path, FORMAT_VERSION).map_err(|e| e.to_string()))
+                .map_err(|e| Error::Journal {
+                    path: path.display().to_string(),
+                    what: format!("cannot create it: {e}"),
+                    hint:
+                        "check free space and permissions (stepwise runs as root) or pass --journal"
+                            .into(),
+                })?;
+        }
         let db = guard(|| storage::open_writer(path).map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
-        if !raw.initialised {
-            guard(|| db.initialise(FORMAT_VERSION).map_err(|e| e.to_string()))
-                .map_err(|e| write_failed(path, e))?;
-        }
         let (records, runs) = check(path, &raw)?;
         Ok(Journal {
             path: path.to_owned(),
@@ -159,6 +131,17 @@ impl Journal {
         }
         let db = guard(|| storage::open_reader(path).map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
+        let db = match db {
+            Some(db) => db,
+            None => {
+                // Its writer died (crash, kill) and none is open to repair it: read a repaired
+                // copy, holding writers off while copying so the copy is not torn.
+                let _shared = lock::shared(path)?;
+                guard(|| storage::open_repaired_copy(path).map_err(|e| e.to_string())).map_err(
+                    |e| damaged(path, format!("cannot open it after its writer died: {e}")),
+                )?
+            }
+        };
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
         let (records, runs) = check(path, &raw)?;
@@ -354,7 +337,8 @@ fn check(path: &Path, raw: &Raw) -> Result<Checked, Error> {
         })
     };
     if !raw.initialised {
-        return Ok((Vec::new(), BTreeMap::new()));
+        // A journal is born with its tables (`storage::create_fresh`).
+        return bad("it has no journal tables: it is not a journal, or it lost them".into());
     }
     match raw.format.as_deref() {
         Some(&[a, b]) => {

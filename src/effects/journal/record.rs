@@ -27,6 +27,8 @@ pub struct RunHeader {
     pub stepwise_version: String,
     /// Process id of the run's first process.
     pub pid: u32,
+    /// The store directory the run's store paths live in (`/nix/store`).
+    pub store_dir: String,
     /// What the user asked for.
     pub target: Target,
     /// The target resolved to its toplevel `.drv`.

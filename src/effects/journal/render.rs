@@ -162,6 +162,7 @@ fn space(added: Option<u64>, freed: Option<u64>) -> String {
 }
 
 fn write_header(w: &mut impl Write, h: &RunHeader) -> io::Result<()> {
+    writeln!(w, "  store     {}", h.store_dir)?;
     writeln!(
         w,
         "  target    {} → {}",

@@ -30,6 +30,7 @@ pub fn header() -> RunHeader {
     RunHeader {
         stepwise_version: "0.1.0".into(),
         pid: 4242,
+        store_dir: "/nix/store".into(),
         target: Target::Flake {
             reference: "/etc/nixos".into(),
             host: Some("web".into()),

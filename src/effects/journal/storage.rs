@@ -6,6 +6,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
+use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Once;
@@ -89,15 +90,68 @@ fn builder() -> Builder {
     b
 }
 
-/// Open (creating if absent or empty) for writing. Checks every page's checksum on open.
+/// Open an existing journal for writing. Checks every page's checksum on open. Never creates
+/// (redb would initialise an empty file as a new database: a journal emptied by a crash
+/// would then be silently replaced).
 pub fn open_writer(path: &Path) -> Result<Db, redb::Error> {
+    if std::fs::metadata(path)?.len() == 0 {
+        return Err(redb::StorageError::Corrupted(
+            "the file is empty (a journal is created complete, so it lost its content)".into(),
+        )
+        .into());
+    }
     let mut b = builder();
     b.set_check_integrity_on_open(true);
-    Ok(Db::Writer(b.create(path)?))
+    Ok(Db::Writer(b.open(path)?))
 }
 
-pub fn open_reader(path: &Path) -> Result<Db, redb::Error> {
-    Ok(Db::Reader(builder().open_read_only(path)?))
+/// Create a journal at `path` atomically: written as `PATH.new` (0600) with its tables and the
+/// format marker, synced, renamed into place, and the directory synced.
+pub fn create_fresh(path: &Path, format: u16) -> Result<(), redb::Error> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    {
+        let db = Db::Writer(builder().create(&tmp)?);
+        db.initialise(format)?;
+        if let Db::Writer(d) = db {
+            d.close()?;
+        }
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Open for reading beside any writer. `Ok(None)`: the file is unclean (its writer died) and no
+/// writer is open to repair it; redb will not read it as it is.
+pub fn open_reader(path: &Path) -> Result<Option<Db>, redb::Error> {
+    match builder().open_read_only(path) {
+        Ok(db) => Ok(Some(Db::Reader(db))),
+        Err(redb::DatabaseError::RepairAborted) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Read an unclean journal without writing to it: copy it into a private temporary directory and
+/// let redb repair (and check every page of) the copy. The copy is unlinked at once; the open
+/// handle keeps it readable.
+pub fn open_repaired_copy(path: &Path) -> Result<Db, redb::Error> {
+    let dir = tempfile::Builder::new()
+        .prefix("stepwise-journal-")
+        .tempdir()?;
+    let copy = dir.path().join("journal.redb");
+    std::fs::copy(path, &copy)?;
+    open_writer(&copy)
 }
 
 impl Db {
