@@ -141,14 +141,17 @@ impl NixCli {
         Ok(p)
     }
 
-    /// The name of the output `path` of derivation `drv` (`NAME` → out, `NAME-dev` → dev).
-    fn output_name(drv: &StorePath, path: &StorePath) -> String {
-        let name = drv.derivation_name().unwrap_or(drv.name());
-        match path.name().strip_prefix(name) {
-            Some("") => "out".to_string(),
-            Some(rest) if rest.starts_with('-') => rest[1..].to_string(),
-            _ => path.name().to_string(),
-        }
+    /// Output name → path, from the `.drv` itself.
+    fn drv_outputs(&self, drv: &StorePath) -> Result<BTreeMap<String, StorePath>> {
+        let text = self.read_file(drv)?;
+        let d = crate::drv::parse(&text, self.store_dir()).map_err(|e| StoreError::Output {
+            command: format!("reading {}", self.store_dir().display(drv)),
+            why: e.to_string(),
+        })?;
+        Ok(d.outputs
+            .into_iter()
+            .filter_map(|(n, o)| o.path.map(|p| (n, p)))
+            .collect())
     }
 
     fn log_tail(&self, drv: &StorePath, stderr: &str) -> String {
@@ -357,28 +360,8 @@ impl Store for NixCli {
                 FailureKind::Other => RealiseError::Other(out.to_error()),
             });
         }
-        // With --add-root, Nix prints the root links rather than the outputs: follow them.
-        let stdout = out.stdout_str();
-        let dir = self.store_dir().as_str().to_string();
-        let lines: Vec<String> = stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                if l.starts_with(&dir) {
-                    l.to_string()
-                } else {
-                    std::fs::read_link(l)
-                        .map(|t| t.to_string_lossy().into_owned())
-                        .unwrap_or_else(|_| l.to_string())
-                }
-            })
-            .collect();
-        let paths = parse::parse_path_lines(self.store_dir(), &lines.join("\n"))
-            .map_err(|e| output_err(&inv, e))?;
-        Ok(paths
-            .into_iter()
-            .map(|p| (Self::output_name(drv, &p), p))
-            .collect())
+        // With --add-root Nix prints the root links, not the outputs: read them from the .drv.
+        self.drv_outputs(drv).map_err(RealiseError::Other)
     }
 
     fn add_root(&self, link: &Path, path: &StorePath) -> Result<()> {
