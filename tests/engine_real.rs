@@ -91,3 +91,55 @@ fn unwind_after_reaching_the_target_is_refused_but_status_works() {
     let r = stepwise(&bed, &["resume"]);
     assert_eq!(r.status.code(), Some(2), "no run to resume: {}", show(&r));
 }
+
+#[test]
+fn stepwise_reaches_the_target_where_the_plain_upgrade_does_not_fit() {
+    if !require_root("engine: stepwise on a tight tmpfs") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.tight_disk_mib())
+    });
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    // The booted system pins G0 until a reboot: with it, no order fits and nothing changes.
+    let o = upgrade(&bed, &fx, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+    assert!(
+        !bed.journal_path().exists() || {
+            let s = stepwise(&bed, &["status"]);
+            String::from_utf8_lossy(&s.stdout).contains("no run")
+        }
+    );
+    // A machine switched since boot: old paths free at once.
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let o = upgrade(&bed, &fx, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("steps instead"), "auto chose the steps: {err}");
+    // Exactly the target: its own output path, running and in the profile.
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    assert!(!bed.is_valid(&g0).unwrap(), "G0 was collected");
+    verify(&bed);
+}
+
+#[test]
+fn stepwise_build_failure_walks_back_through_the_steps_to_g0() {
+    if !require_root("engine: stepwise failure on a tight tmpfs") {
+        return;
+    }
+    let spec =
+        FixtureSpec::standard().package(PackageSpec::changed("zz-broken", 16, 16).new_fails());
+    let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib()));
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let o = upgrade(&bed, &fx, &["--strategy", "stepwise"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("zz-broken"), "names the package: {err}");
+    eprintln!("{err}");
+    assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+    verify(&bed);
+}

@@ -169,8 +169,9 @@ pub struct RoomArgs {
     /// in `stepwise plan`).
     #[arg(long = "non-vital", value_name = "NAME")]
     pub non_vital: Vec<String>,
-    /// Packages that must move in the same step, comma-separated (repeatable).
-    #[arg(long, value_name = "A,B", value_delimiter = ',', num_args = 1.., action = clap::ArgAction::Append)]
+    /// Packages that must move in the same step, comma-separated (repeatable: one group each;
+    /// see `RoomArgs::together_groups`).
+    #[arg(long, value_name = "A,B")]
     pub together: Vec<String>,
     /// Space kept free for the journal and Nix's database: bytes, or with K/M/G (binary: 64M).
     /// Default: 1% of the store's filesystem, at least 1M, at most 256M.
@@ -179,6 +180,22 @@ pub struct RoomArgs {
     /// Whether stepwise may reboot when only a reboot frees the booted system's packages.
     #[arg(long, value_enum, default_value_t = RebootPolicy::Never)]
     pub reboot: RebootPolicy,
+}
+
+impl RoomArgs {
+    /// `--together a,b --together c,d` → [[a, b], [c, d]].
+    pub fn together_groups(&self) -> Vec<Vec<String>> {
+        self.together
+            .iter()
+            .map(|g| {
+                g.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Args)]

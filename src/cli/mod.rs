@@ -3,6 +3,7 @@
 pub mod args;
 pub mod drv_inspect;
 mod journal_cmd;
+pub mod plan_cmd;
 mod run_cmd;
 
 use std::process::ExitCode;
@@ -52,7 +53,7 @@ fn init_tracing(cli: &Cli) {
 /// `upgrade`, 0 for `unwind`).
 pub fn run(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     match &cli.command {
-        Command::Plan(_) => Err(Error::NotYet("stepwise plan")),
+        Command::Plan(args) => plan_cmd::run(args, cli.json),
         Command::Upgrade(a) => run_cmd::upgrade(cli, a, out),
         Command::Resume => run_cmd::resume(cli, out),
         Command::Unwind => run_cmd::unwind(cli, out),

@@ -6,16 +6,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::args::{Cli, Strategy, UpgradeArgs};
-use crate::drv::StorePath;
+use super::args::{Cli, RebootPolicy, Strategy, UpgradeArgs};
 use crate::effects::fs;
 use crate::effects::journal::{self, Journal, PlannedStep, Record, RunHeader};
 use crate::effects::nix::{NixCli, NixCliConfig};
-use crate::effects::store::StoreError;
 use crate::effects::{Store, System};
-use crate::engine::{self, EngineError, Executor, NothingToWrite, Progress, RunEnd, RunLog, Spec};
+use crate::engine::plan_inputs::{gather, SystemLinks};
+use crate::engine::steps::{PlannerSource, StepMasks};
+use crate::engine::{
+    self, EngineError, Executor, GenSource, NothingToWrite, Progress, RunEnd, RunLog, Spec,
+};
 use crate::error::{Error, Exit};
 use crate::output::Output;
+use crate::plan::PlanOptions;
 use crate::transition::{Chain, Outcome, Phase};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -242,48 +245,118 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         )),
     };
 
-    // The plan: the planner's steps when it has them; otherwise the target as the only step.
-    let plan = vec![PlannedStep {
-        index: 1,
-        toplevel_drv: target_drv.clone(),
-        toplevel_out: target_out.clone(),
-        units: vec![],
-        adds: 0,
-        frees: 0,
-    }];
-
-    // Will the plain upgrade fit? What of the target's closure is missing, by the cache's sizes.
+    // The plan: G0's packages matched to the target's, the steps and their peak.
+    let links = SystemLinks {
+        profile: sys.profile.clone(),
+        current_system: sys.current_system.clone(),
+        booted_system: sys.booted_system.clone(),
+    };
+    let options = PlanOptions {
+        non_vital: args.room.non_vital.clone(),
+        together: args.room.together_groups(),
+        reboot_allowed: args.room.reboot == RebootPolicy::WhenNeeded,
+    };
+    let input = gather(&nix, &nix, &target_drv, &links, args.room.reserve, options)?;
+    let planned = crate::plan::plan(&input)?;
     let space = nix.space()?;
-    let reserve_size = args
-        .room
-        .reserve
-        .unwrap_or_else(|| fs::default_reserve_size(space.total));
-    let missing_estimate = estimate_missing(&nix, &target_out)?;
-    let fits = missing_estimate.is_some_and(|m| m + reserve_size <= space.free);
+    let reserve_size = input.reserve;
+    let frame = planned.frame;
+    let human = journal::transition::human_bytes;
+    let mut masks = StepMasks {
+        target_drv: target_drv.clone(),
+        g0_toplevel: g0.clone(),
+        masks: BTreeMap::new(),
+    };
+    let mut plan: Vec<PlannedStep> = Vec::new();
+    match &planned.outcome {
+        Ok(p) if args.strategy != Strategy::Direct => {
+            for st in &p.steps {
+                masks.masks.insert(st.index as u32, st.mask.clone());
+            }
+            let source = PlannerSource::new(&nix, masks.clone());
+            let tops = source.toplevels().map_err(|e| {
+                Error::bad_input(
+                    format!("rewriting the steps' derivations: {e}"),
+                    "report this",
+                )
+            })?;
+            for (st, (drv, out)) in p.steps.iter().zip(tops) {
+                plan.push(PlannedStep {
+                    index: st.index as u32,
+                    toplevel_drv: drv,
+                    toplevel_out: out,
+                    units: st.upgraded.clone(),
+                    adds: st.space.adds,
+                    frees: st.space.frees,
+                });
+            }
+        }
+        _ => {}
+    }
+    if plan.last().map(|s| &s.toplevel_drv) != Some(&target_drv) {
+        // No stepwise plan (direct, or nothing fits): the target is the only step.
+        masks.masks.clear();
+        masks.masks.insert(1, Default::default());
+        plan = vec![PlannedStep {
+            index: 1,
+            toplevel_drv: target_drv.clone(),
+            toplevel_out: target_out.clone(),
+            units: vec![],
+            adds: frame.plain_peak.saturating_sub(frame.used),
+            frees: 0,
+        }];
+    }
+    let stepwise_ok = planned.outcome.is_ok();
     let (chain, why) = match args.strategy {
         Strategy::Direct => (Chain::Direct, "--strategy direct".to_string()),
-        Strategy::Stepwise if plan.len() > 1 => (Chain::Steps, "--strategy stepwise".into()),
-        Strategy::Stepwise => (
+        Strategy::Stepwise if stepwise_ok => (
             Chain::Steps,
-            "--strategy stepwise; the plan has one step (the target)".into(),
+            format!("--strategy stepwise: {} step(s)", plan.len()),
         ),
-        Strategy::Auto if fits || plan.len() <= 1 => (
+        Strategy::Auto if frame.plain_fits => (
             Chain::Direct,
             format!(
-                "the plain upgrade is estimated to need {} of {} free",
-                missing_estimate.map_or("?".into(), journal::transition::human_bytes),
-                journal::transition::human_bytes(space.free)
+                "the plain upgrade fits: peak {} of a ceiling of {}",
+                human(frame.plain_peak),
+                human(frame.ceiling)
             ),
         ),
-        Strategy::Auto => (
+        Strategy::Auto if stepwise_ok => (
             Chain::Steps,
             format!(
-                "the plain upgrade needs about {} but {} are free",
-                missing_estimate.map_or("?".into(), journal::transition::human_bytes),
-                journal::transition::human_bytes(space.free)
+                "the plain upgrade needs a peak of {} above the ceiling of {}: {} steps instead",
+                human(frame.plain_peak),
+                human(frame.ceiling),
+                plan.len()
             ),
         ),
+        Strategy::Auto | Strategy::Stepwise => {
+            let why = match &planned.outcome {
+                Err(sf) => format!(
+                    "no order of steps fits: {} more would be needed (bottleneck: {}){}",
+                    human(sf.missing_next),
+                    sf.bottleneck.join(", "),
+                    if sf.non_vital_candidates.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; --non-vital {} would free room",
+                            sf.non_vital_candidates
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" / --non-vital ")
+                        )
+                    }
+                ),
+                Ok(_) => "no plan".into(),
+            };
+            return Err(Error::Stopped {
+                what: format!("{why}\nnothing was changed; `stepwise plan` shows the details"),
+            });
+        }
     };
+    let _ = &space;
 
     // The lock, and no other run left unfinished.
     let mut j = Journal::open(&cli.journal)?;
@@ -302,6 +375,12 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     let reserve = fs::Reserve::new(reserve_path(&cli.journal), reserve_size);
     reserve.take()?;
     let _ = g0_closure;
+    masks
+        .save(&StepMasks::path_for(&cli.journal))
+        .map_err(|e| Error::Io {
+            context: format!("writing {}", StepMasks::path_for(&cli.journal).display()),
+            source: e,
+        })?;
 
     let header = RunHeader {
         stepwise_version: env!("CARGO_PKG_VERSION").into(),
@@ -326,13 +405,14 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         g0_toplevel: g0,
         g0_drv: Some(g0_drv),
         plan,
+        store_dir: store_dir.as_str().to_string(),
     };
     if !out.is_json() {
         eprintln!("stepwise: upgrading to {target_out} ({why})");
     }
     install_stop_handlers();
     let mut reserve = ReserveFile(reserve);
-    let source = NothingToWrite;
+    let source = PlannerSource::new(&nix, masks);
     let mut ex = Executor::new(&nix, &nix, &mut j, &source, &STOP);
     ex.reserve = Some(&mut reserve);
     ex.progress = Box::new(progress_printer(out.is_json()));
@@ -340,42 +420,6 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         .start(header, Spec::roots_dir_for(&cli.journal), chain, why)
         .map_err(|e| engine_err(&cli.journal, e))?;
     finish(end, out, "upgrade")
-}
-
-/// Bytes of the target's closure not on disk, from the substituters (None: unknown).
-fn estimate_missing(nix: &NixCli, target_out: &StorePath) -> Result<Option<u64>, StoreError> {
-    if !nix
-        .valid_paths(std::slice::from_ref(target_out))?
-        .is_empty()
-    {
-        return Ok(Some(0));
-    }
-    // Walk the cache's references from the toplevel.
-    let mut seen: BTreeMap<StorePath, u64> = BTreeMap::new();
-    let mut todo = vec![target_out.clone()];
-    while !todo.is_empty() {
-        let valid = nix.valid_paths(&todo)?;
-        let ask: Vec<StorePath> = todo
-            .iter()
-            .filter(|p| !valid.contains(*p))
-            .cloned()
-            .collect();
-        todo.clear();
-        let infos = nix.substitute_infos(&ask)?;
-        if infos.len() < ask.len() {
-            // Something must be built: no reliable estimate.
-            return Ok(None);
-        }
-        for (p, i) in infos {
-            seen.insert(p, i.nar_size);
-            for r in i.references {
-                if !seen.contains_key(&r) && !todo.contains(&r) {
-                    todo.push(r);
-                }
-            }
-        }
-    }
-    Ok(Some(seen.values().sum()))
 }
 
 fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error> {
@@ -390,8 +434,16 @@ fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error
     };
     install_stop_handlers();
     let mut reserve = ReserveFile(fs::Reserve::new(reserve_path(&cli.journal), reserve_size));
-    let source = NothingToWrite;
-    let mut ex = Executor::new(&nix, &nix, &mut j, &source, &STOP);
+    let masks_path = StepMasks::path_for(&cli.journal);
+    let planner_source;
+    let source: &dyn GenSource = match StepMasks::load(&masks_path) {
+        Ok(m) => {
+            planner_source = PlannerSource::new(&nix, m);
+            &planner_source
+        }
+        Err(_) => &NothingToWrite,
+    };
+    let mut ex = Executor::new(&nix, &nix, &mut j, source, &STOP);
     ex.reserve = Some(&mut reserve);
     ex.progress = Box::new(progress_printer(out.is_json()));
     let roots = Spec::roots_dir_for(&cli.journal);

@@ -2,7 +2,7 @@
 //! effect through the `Store`/`System` seams, journal the outcome. A fresh executor over the same
 //! journal and world continues where a killed one stopped (`resume`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -514,11 +514,20 @@ impl<'a> Executor<'a> {
             .into_iter()
             .collect();
         cands.extend(self.store.valid_paths(&planned)?);
+        cands.retain(|p| !p.is_derivation());
+        // Its own rewritten `.drv`s reference the old packages it kept: they go with them.
+        if !(gen == 0 || (state.chain == Chain::Direct) || gen as usize == spec.steps.len()) {
+            let drvs: Vec<StorePath> = self
+                .source
+                .derivations(&g.drv)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.path)
+                .collect();
+            cands.extend(self.store.valid_paths(&drvs)?);
+        }
         let live = self.store.live_paths()?;
-        Ok(cands
-            .into_iter()
-            .filter(|p| !live.contains(p) && !p.is_derivation())
-            .collect())
+        Ok(cands.into_iter().filter(|p| !live.contains(p)).collect())
     }
 
     /// Run one effect and journal its outcome. `Err(checkpoint)` when a test simulated a crash
@@ -572,8 +581,7 @@ impl<'a> Executor<'a> {
                 self.drop_generation(spec, gen_of(gen)).map_err(store_err)
             }
             (Effect::Unpin { gen }, _) => self
-                .store
-                .remove_root(&spec.out_root(state.chain, gen))
+                .unpin(spec, state.chain, gen)
                 .map(|()| (String::new(), None, None))
                 .map_err(store_err),
             (Effect::Collect { .. }, Transition::Collect { paths, .. }) => {
@@ -674,9 +682,25 @@ impl<'a> Executor<'a> {
         let valid = self.store.valid_paths(&paths)?;
         let mut written = 0;
         let mut bytes = 0u64;
+        let ours: BTreeSet<&StorePath> = paths.iter().collect();
         for d in &drvs {
             if valid.contains(&d.path) {
                 continue;
+            }
+            // Walking back, the old packages a step keeps may be gone: bring them back first.
+            let needed: Vec<StorePath> = d
+                .references
+                .iter()
+                .filter(|r| !ours.contains(r))
+                .cloned()
+                .collect();
+            let present = self.store.valid_paths(&needed)?;
+            let missing: Vec<StorePath> = needed
+                .into_iter()
+                .filter(|r| !present.contains(r))
+                .collect();
+            if !missing.is_empty() {
+                self.substitute_old(spec, chain, gen, &missing)?;
             }
             let got = self.store.add_text(&d.name, &d.contents, &d.references)?;
             if got != d.path {
@@ -688,7 +712,8 @@ impl<'a> Executor<'a> {
             written += 1;
             bytes += d.contents.len() as u64;
         }
-        self.store.add_root(&spec.drv_root(chain, gen), &g.drv)?;
+        // Not rooted: a step's `.drv`s reference the old packages it keeps, and must go with
+        // them; they are rewritten from the target's graph when needed again.
         Ok((
             format!("{written} derivation(s) written"),
             Some(bytes),
@@ -699,6 +724,15 @@ impl<'a> Executor<'a> {
     fn realise(&mut self, spec: &Spec, chain: Chain, gen: Gen) -> EffectResult {
         let g = spec.gen(chain, gen);
         let root = spec.out_root(chain, gen);
+        if self
+            .store
+            .valid_paths(std::slice::from_ref(&g.drv))
+            .map_err(|e| (classify_store(&e), e.to_string()))?
+            .is_empty()
+        {
+            self.write_derivations(spec, chain, gen)
+                .map_err(|e| (classify_store(&e), e.to_string()))?;
+        }
         let mut built = 0usize;
         let mut copied = 0usize;
         let outs = self
@@ -726,6 +760,67 @@ impl<'a> Executor<'a> {
                 ),
             )),
         }
+    }
+
+    /// Bring back old package outputs (walking back): realise their derivations from G0's
+    /// pinned `.drv` closure, under run roots released with this generation.
+    fn substitute_old(
+        &self,
+        spec: &Spec,
+        chain: Chain,
+        gen: Gen,
+        missing: &[StorePath],
+    ) -> Result<(), StoreError> {
+        let derivers = self.g0_derivers(spec)?;
+        let mut drvs: BTreeSet<StorePath> = BTreeSet::new();
+        for p in missing {
+            match derivers.get(p) {
+                Some(d) => {
+                    drvs.insert(d.clone());
+                }
+                None => {
+                    return Err(StoreError::Refused(format!(
+                        "{p} is gone and no derivation of G0 produces it: cannot rebuild this step"
+                    )))
+                }
+            }
+        }
+        for (i, d) in drvs.iter().enumerate() {
+            let root = spec.out_root(chain, gen).with_extension(format!("src{i}"));
+            self.store
+                .realise(d, &root, &mut |_| {})
+                .map_err(|e| match e {
+                    RealiseError::OutOfSpace { message } => StoreError::OutOfSpace(message),
+                    RealiseError::BuildFailed { drv, log_tail } => {
+                        StoreError::Refused(format!("rebuilding {drv} failed:\n{log_tail}"))
+                    }
+                    RealiseError::Other(e) => e,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Output path → derivation, over G0's `.drv` graph (pinned for the whole run).
+    fn g0_derivers(&self, spec: &Spec) -> Result<BTreeMap<StorePath, StorePath>, StoreError> {
+        let sd = self.store.store_dir().clone();
+        let mut map = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![spec.g0.drv.clone()];
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            let bytes = self.store.read_file(&d)?;
+            let drv = crate::drv::parse(&bytes, &sd)
+                .map_err(|e| StoreError::Refused(format!("{d}: {e}")))?;
+            for o in drv.outputs.values() {
+                if let Some(p) = &o.path {
+                    map.insert(p.clone(), d.clone());
+                }
+            }
+            todo.extend(drv.input_drvs.keys().cloned());
+        }
+        Ok(map)
     }
 
     fn drop_generation(
@@ -767,6 +862,24 @@ impl<'a> Executor<'a> {
         Ok((format!("{} path(s) deleted", dead.len()), None, Some(freed)))
     }
 
+    fn unpin(&self, spec: &Spec, chain: Chain, gen: Gen) -> Result<(), StoreError> {
+        let root = spec.out_root(chain, gen);
+        self.store.remove_root(&root)?;
+        let prefix = format!(
+            "{}.src",
+            root.file_name().unwrap_or_default().to_string_lossy()
+        );
+        if spec.roots_dir.exists() {
+            for link in self.store.roots(&spec.roots_dir)?.into_keys() {
+                let name = link.file_name().unwrap_or_default().to_string_lossy();
+                if name.starts_with(&prefix) {
+                    self.store.remove_root(&link)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn release(&self, spec: &Spec) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
         for chain in [Chain::Direct, Chain::Steps] {
             let last = match chain {
@@ -776,6 +889,11 @@ impl<'a> Executor<'a> {
             for gen in 0..=last {
                 self.store.remove_root(&spec.out_root(chain, gen))?;
                 self.store.remove_root(&spec.drv_root(chain, gen))?;
+            }
+        }
+        if spec.roots_dir.exists() {
+            for link in self.store.roots(&spec.roots_dir)?.into_keys() {
+                self.store.remove_root(&link)?;
             }
         }
         let _ = std::fs::remove_dir(&spec.roots_dir);

@@ -4,8 +4,10 @@
 pub mod crash;
 pub mod executor;
 pub mod log;
+pub mod plan_inputs;
 pub mod record;
 pub mod run_plan;
+pub mod steps;
 
 pub use executor::{load, EngineError, Executor, Loaded, Progress, Reserve, RunEnd};
 pub use log::{LogError, MemLog, RunLog};
