@@ -33,16 +33,41 @@ fn show(o: &Output) -> String {
     )
 }
 
-/// After any kill: the profile and current-system name a complete generation, G0 or the target.
+/// The planned steps' toplevel outputs, from `journal export` (empty before a run is recorded).
+fn planned_outs(bed: &Bed) -> Vec<String> {
+    if !bed.journal_path().exists() {
+        return vec![];
+    }
+    let o = stepwise_cmd(bed, &["journal", "export"]).output().unwrap();
+    let sd = bed.store_dir();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "runStarted")
+        .flat_map(|v| {
+            v["data"]["plan"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|s| s["toplevelOut"].as_str().map(|p| format!("{sd}/{p}")))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// After any kill: the profile and current-system name a complete generation: G0, a planned step
+/// or the target.
 fn consistent(bed: &Bed, fx: &Fixture, g0: &str) {
+    let steps = planned_outs(bed);
     for (what, link) in [
         ("profile", bed.profile_target()),
         ("current-system", bed.current_system()),
     ] {
         let link = link.unwrap_or_else(|| panic!("{what} is missing"));
         assert!(
-            link == g0 || link == fx.new.out,
-            "{what} points at {link}, neither G0 nor the target"
+            link == g0 || link == fx.new.out || steps.contains(&link),
+            "{what} points at {link}, not G0, a planned step or the target ({steps:?})"
         );
         let closure = bed.closure(&[&link]).expect("closure of the generation");
         for p in &closure {
@@ -212,4 +237,61 @@ fn process_group_killed_at_random_moments_then_resumed() {
         consistent(&bed, &fx, &g0);
         verified(&bed);
     }
+}
+
+/// The stepwise chain on a tmpfs where the plain upgrade does not fit: killed at every
+/// checkpoint in turn, then resumed to the target.
+#[test]
+fn stepwise_killed_at_every_checkpoint_then_resumed() {
+    if !require_root("engine: stepwise crash at every checkpoint") {
+        return;
+    }
+    let spec = FixtureSpec::two_big(6);
+    let mut covered = 0;
+    // Every other checkpoint keeps the test's time reasonable; STEPWISE_CRASH_ALL=1 takes all.
+    let stride = if std::env::var("STEPWISE_CRASH_ALL").is_ok_and(|v| v == "1") {
+        1
+    } else {
+        2
+    };
+    let mut k = 1;
+    loop {
+        let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib()));
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        std::fs::remove_file(bed.booted_system_link()).unwrap();
+        let o = upgrade_cmd(&bed, &fx, &["--strategy", "stepwise"])
+            .env("STEPWISE_CRASH_AT", format!("any:{k}"))
+            .output()
+            .unwrap();
+        if o.status.success() {
+            assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+            eprintln!("k = {k}: the run ended before the checkpoint\n{}", show(&o));
+            break;
+        }
+        assert_eq!(o.status.code(), None, "killed by the abort: {}", show(&o));
+        covered += 1;
+        consistent(&bed, &fx, &g0);
+        let r = resume_to_end(&bed);
+        if !String::from_utf8_lossy(&r.stderr).contains("no run") {
+            assert_eq!(
+                r.status.code(),
+                Some(0),
+                "resume after kill {k}: {}",
+                show(&r)
+            );
+        } else {
+            let o = upgrade_cmd(&bed, &fx, &["--strategy", "stepwise"])
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        }
+        assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+        assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        k += stride;
+        assert!(k < 400, "the run does not end");
+    }
+    eprintln!("kill points covered (stepwise run): {covered}");
+    assert!(covered >= 20, "only {covered} checkpoints");
 }

@@ -253,6 +253,20 @@ impl<'a> Executor<'a> {
                 Ok(s) => state = s,
                 Err(end) => return Ok(end),
             }
+            if let transition::Phase::Finished(o) = state.phase {
+                if !(unwind && matches!(o, Outcome::Held { .. })) {
+                    // The trailing effect was the last one: the run is over.
+                    self.append(Record::RunFinished {
+                        outcome: record::outcome(o),
+                    })?;
+                    if unwind {
+                        return Err(EngineError::Finished(o, what));
+                    }
+                    let replayed = record::replay(&spec, &self.log.last_run())
+                        .map_err(|e| EngineError::Replay(e.to_string()))?;
+                    return Ok(self.finished(o, &replayed));
+                }
+            }
         }
         if state.phase == transition::Phase::Preflight && !unwind {
             // Killed between the header and the strategy: nothing was done; take the safe way
