@@ -135,6 +135,7 @@ fn prepare(w: &World, strategy: Strategy, on_failure: OnFailure) -> Option<Prepa
         target_drv: w.target_drv.clone(),
         g0_toplevel: w.g0_out.clone(),
         masks: BTreeMap::new(),
+        reboot_after: 0,
     };
     for st in &p.steps {
         masks.masks.insert(st.index as u32, st.mask.clone());
@@ -387,7 +388,7 @@ fn crash_at_every_checkpoint_then_resume_or_unwind() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     /// Random worlds, strategies, failures and crash points.
     #[test]

@@ -143,3 +143,75 @@ fn stepwise_build_failure_walks_back_through_the_steps_to_g0() {
     assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
     verify(&bed);
 }
+
+/// Issue 8: the booted system pins G0; with `--reboot when-needed` the run reboots (a command
+/// that re-points booted-system at the running system) where the plan says, stops with exit 3,
+/// and `stepwise resume` at "boot" continues until the target is reached.
+#[test]
+fn reboots_when_needed_until_the_target_is_reached() {
+    if !require_root("engine: reboots on a tight tmpfs") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.tight_disk_mib())
+    });
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    assert_eq!(bed.booted_system().as_deref(), Some(g0.as_str()));
+    let reboot = format!(
+        "cp -P -T --remove-destination {} {}",
+        bed.current_system_link().display(),
+        bed.booted_system_link().display()
+    );
+    let o = upgrade(
+        &bed,
+        &fx,
+        &["--reboot", "when-needed", "--reboot-command", &reboot],
+    );
+    let mut reboots = 0;
+    let mut last = o;
+    while last.status.code() == Some(3) {
+        let err = String::from_utf8_lossy(&last.stderr);
+        assert!(err.contains("rebooting into"), "{}", show(&last));
+        eprintln!("{err}");
+        reboots += 1;
+        assert_eq!(
+            bed.booted_system(),
+            bed.current_system(),
+            "the reboot happened"
+        );
+        verify(&bed);
+        assert!(reboots < 10, "too many reboots");
+        last = stepwise(&bed, &["resume"]);
+    }
+    assert_eq!(last.status.code(), Some(0), "{}", show(&last));
+    assert!(reboots >= 1, "the booted pin needs at least one reboot");
+    eprintln!("reboots used: {reboots}");
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    verify(&bed);
+}
+
+/// A resume before the reboot happened waits (exit 3) and changes nothing.
+#[test]
+fn resume_before_the_reboot_waits() {
+    if !require_root("engine: resume before reboot") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.tight_disk_mib())
+    });
+    bed.install(&fx.old.drv).unwrap();
+    // A reboot command that does nothing: the machine did not go down (yet).
+    let o = upgrade(
+        &bed,
+        &fx,
+        &["--reboot", "when-needed", "--reboot-command", "true"],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let before = bed.profile_target();
+    let r = stepwise(&bed, &["resume"]);
+    assert_eq!(r.status.code(), Some(3), "{}", show(&r));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("waiting for the reboot"));
+    assert_eq!(bed.profile_target(), before);
+    verify(&bed);
+}

@@ -256,7 +256,36 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         together: args.room.together_groups(),
         reboot_allowed: args.room.reboot == RebootPolicy::WhenNeeded,
     };
-    let input = gather(&nix, &nix, &target_drv, &links, args.room.reserve, options)?;
+    let mut input = gather(
+        &nix,
+        &nix,
+        &target_drv,
+        &links,
+        args.room.reserve,
+        options.clone(),
+    )?;
+    // Unrooted results of an earlier attempt (a plain upgrade that ran out of space) take room
+    // the plan needs: delete them first. Only dead paths of the target's closure, never a live one.
+    let live = nix.live_paths()?;
+    let g0_closure_set: std::collections::BTreeSet<_> = g0_closure.iter().collect();
+    let leftovers: Vec<_> = input
+        .facts
+        .iter()
+        .filter(|(p, f)| f.present && !live.contains(*p) && !g0_closure_set.contains(p))
+        .map(|(p, _)| p.clone())
+        .collect();
+    if !leftovers.is_empty() {
+        let bytes: u64 = leftovers.iter().map(|p| input.facts[p].size).sum();
+        nix.delete(&leftovers)?;
+        if !out.is_json() {
+            eprintln!(
+                "stepwise: removed {} unrooted path(s) ({}) left by an earlier attempt",
+                leftovers.len(),
+                journal::transition::human_bytes(bytes)
+            );
+        }
+        input = gather(&nix, &nix, &target_drv, &links, args.room.reserve, options)?;
+    }
     let planned = crate::plan::plan(&input)?;
     let space = nix.space()?;
     let reserve_size = input.reserve;
@@ -266,12 +295,16 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         target_drv: target_drv.clone(),
         g0_toplevel: g0.clone(),
         masks: BTreeMap::new(),
+        reboot_after: 0,
     };
     let mut plan: Vec<PlannedStep> = Vec::new();
     match &planned.outcome {
         Ok(p) if args.strategy != Strategy::Direct => {
             for st in &p.steps {
                 masks.masks.insert(st.index as u32, st.mask.clone());
+                if st.reboot_after && st.index < 64 {
+                    masks.reboot_after |= 1 << st.index;
+                }
             }
             let source = PlannerSource::new(&nix, masks.clone());
             let tops = source.toplevels().map_err(|e| {
@@ -296,6 +329,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     if plan.last().map(|s| &s.toplevel_drv) != Some(&target_drv) {
         // No stepwise plan (direct, or nothing fits): the target is the only step.
         masks.masks.clear();
+        masks.reboot_after = 0;
         masks.masks.insert(1, Default::default());
         plan = vec![PlannedStep {
             index: 1,
@@ -412,8 +446,10 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     }
     install_stop_handlers();
     let mut reserve = ReserveFile(reserve);
+    let reboot_after = masks.reboot_after;
     let source = PlannerSource::new(&nix, masks);
     let mut ex = Executor::new(&nix, &nix, &mut j, &source, &STOP);
+    ex.reboot_after = reboot_after;
     ex.reserve = Some(&mut reserve);
     ex.progress = Box::new(progress_printer(out.is_json()));
     let end = ex
@@ -436,14 +472,17 @@ fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error
     let mut reserve = ReserveFile(fs::Reserve::new(reserve_path(&cli.journal), reserve_size));
     let masks_path = StepMasks::path_for(&cli.journal);
     let planner_source;
+    let mut reboot_after = 0;
     let source: &dyn GenSource = match StepMasks::load(&masks_path) {
         Ok(m) => {
+            reboot_after = m.reboot_after;
             planner_source = PlannerSource::new(&nix, m);
             &planner_source
         }
         Err(_) => &NothingToWrite,
     };
     let mut ex = Executor::new(&nix, &nix, &mut j, source, &STOP);
+    ex.reboot_after = reboot_after;
     ex.reserve = Some(&mut reserve);
     ex.progress = Box::new(progress_printer(out.is_json()));
     let roots = Spec::roots_dir_for(&cli.journal);
@@ -483,7 +522,10 @@ pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
         return Ok(Exit::Done);
     }
     let j = Journal::open_read_only(&cli.journal)?;
-    let loaded = engine::load(&j, Spec::roots_dir_for(&cli.journal))
+    let reboot_after = StepMasks::load(&StepMasks::path_for(&cli.journal))
+        .map(|m| m.reboot_after)
+        .unwrap_or(0);
+    let loaded = engine::load_with(&j, Spec::roots_dir_for(&cli.journal), reboot_after)
         .map_err(|e| engine_err(&cli.journal, e))?;
     let s = &loaded.replayed.state;
     let spec = &loaded.spec;

@@ -82,6 +82,8 @@ pub struct Executor<'a> {
     /// goes to `crash::point`, which aborts the process under the `crash-points` feature.
     pub checkpoint: Box<dyn FnMut(&str) -> bool + 'a>,
     pub progress: Box<dyn FnMut(Progress) + 'a>,
+    /// Bit k: reboot after step k (the plan's, kept beside the journal).
+    pub reboot_after: u64,
     reserve_released: bool,
 }
 
@@ -94,11 +96,21 @@ pub struct Loaded {
 
 /// Rebuild the last run's state from its records alone.
 pub fn load(log: &dyn RunLog, roots_dir: PathBuf) -> Result<Loaded, EngineError> {
+    load_with(log, roots_dir, 0)
+}
+
+/// `load` for a plan that reboots after the steps in `reboot_after` (bit k: step k).
+pub fn load_with(
+    log: &dyn RunLog,
+    roots_dir: PathBuf,
+    reboot_after: u64,
+) -> Result<Loaded, EngineError> {
     let records = log.last_run();
     let Some((_, Record::RunStarted(header))) = records.first() else {
         return Err(EngineError::NoRun);
     };
-    let spec = Spec::new((**header).clone(), roots_dir)?;
+    let mut spec = Spec::new((**header).clone(), roots_dir)?;
+    spec.reboot_after = reboot_after;
     let replayed =
         record::replay(&spec, &records).map_err(|e| EngineError::Replay(e.to_string()))?;
     Ok(Loaded {
@@ -137,6 +149,7 @@ impl<'a> Executor<'a> {
                 false
             }),
             progress: Box::new(|_| {}),
+            reboot_after: 0,
             reserve_released: false,
         }
     }
@@ -186,7 +199,8 @@ impl<'a> Executor<'a> {
         chain: Chain,
         why: String,
     ) -> Result<RunEnd, EngineError> {
-        let spec = Spec::new(header.clone(), roots_dir.clone())?;
+        let mut spec = Spec::new(header.clone(), roots_dir.clone())?;
+        spec.reboot_after = self.reboot_after;
         if chain == Chain::Steps && spec.steps.is_empty() {
             return Err(EngineError::Spec(SpecError("no steps planned".into())));
         }
@@ -217,7 +231,7 @@ impl<'a> Executor<'a> {
         unwind: bool,
         resumed: bool,
     ) -> Result<RunEnd, EngineError> {
-        let Loaded { spec, replayed, .. } = load(&*self.log, roots_dir)?;
+        let Loaded { spec, replayed, .. } = load_with(&*self.log, roots_dir, self.reboot_after)?;
         let mut state = replayed.state.clone();
         let what = if unwind { "unwind" } else { "resume" };
         if let transition::Phase::Finished(o) = state.phase {
@@ -300,6 +314,25 @@ impl<'a> Executor<'a> {
             })?;
             state = feed(state, Event::UnwindRequested)?;
         }
+        // Back from a reboot: only go on in the generation the run rebooted into.
+        if let (transition::Phase::Moving(m), None) = (state.phase, state.in_flight) {
+            if m.stage == transition::Stage::CollectBooted {
+                let want = &spec.gen(state.chain, m.to).out;
+                let booted = self
+                    .system
+                    .read_system_link(&spec.header.booted_system)
+                    .ok()
+                    .flatten();
+                if booted.as_ref() != Some(want) {
+                    return Ok(RunEnd::Stopped {
+                        why: format!(
+                            "waiting for the reboot into {want} (booted: {}); run `stepwise resume` once it has booted",
+                            booted.map_or("unknown".into(), |b| b.to_string())
+                        ),
+                    });
+                }
+            }
+        }
         self.drive(&spec, state, true)
     }
 
@@ -334,6 +367,14 @@ impl<'a> Executor<'a> {
     /// Whether the world shows that `e` happened, where that is cheap and certain.
     fn probe(&self, spec: &Spec, state: &RunState, e: Effect) -> bool {
         match e {
+            Effect::Reboot { gen } => {
+                self.system
+                    .read_system_link(&spec.header.booted_system)
+                    .ok()
+                    .flatten()
+                    .as_ref()
+                    == Some(&spec.gen(state.chain, gen).out)
+            }
             Effect::Activate { gen } => {
                 let g = spec.gen(state.chain, gen);
                 activation_action(spec, state, gen) != crate::effects::store::Action::Boot
@@ -425,6 +466,17 @@ impl<'a> Executor<'a> {
             if let Some(c) = self.check(&format!("after-outcome-{}", e.name())) {
                 return Ok(c);
             }
+            if ev == Event::Done(e) {
+                if let Effect::Reboot { gen } = e {
+                    return Ok(RunEnd::Stopped {
+                        why: format!(
+                            "rebooting into {} ({}); `stepwise resume` at boot continues the run",
+                            spec.gen(state.chain, gen).out,
+                            spec.gen(state.chain, gen).label
+                        ),
+                    });
+                }
+            }
         }
     }
 
@@ -501,6 +553,9 @@ impl<'a> Executor<'a> {
             Effect::Release => Transition::Unpin {
                 root: spec.roots_dir.clone(),
             },
+            Effect::Reboot { gen } => Transition::Reboot {
+                expected_booted: g(gen).out.clone(),
+            },
         })
     }
 
@@ -563,7 +618,8 @@ impl<'a> Executor<'a> {
             | Effect::Activate { gen }
             | Effect::DropGeneration { gen }
             | Effect::Unpin { gen }
-            | Effect::Collect { gen } => gen,
+            | Effect::Collect { gen }
+            | Effect::Reboot { gen } => gen,
         };
         (self.progress)(Progress::Starting {
             transition: t,
@@ -602,6 +658,11 @@ impl<'a> Executor<'a> {
                 self.collect(paths).map_err(store_err)
             }
             (Effect::Release, _) => self.release(spec).map_err(store_err),
+            (Effect::Reboot { .. }, _) => self
+                .system
+                .reboot(&spec.header.reboot_command)
+                .map(|()| ("reboot command run".into(), None, None))
+                .map_err(store_err),
             (e, t) => unreachable!("{e:?} was recorded as {t:?}"),
         };
         if let Some(RunEnd::Crashed { at }) = self.check(&format!("after-effect-{}", e.name())) {

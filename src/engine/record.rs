@@ -54,6 +54,9 @@ pub fn matches(spec: &Spec, state: &RunState, effect: Effect, t: &Transition) ->
         }
         (Effect::Collect { .. }, Transition::Collect { .. }) => true,
         (Effect::Release, Transition::Unpin { root }) => *root == spec.roots_dir,
+        (Effect::Reboot { gen }, Transition::Reboot { expected_booted }) => {
+            *expected_booted == g(gen).out
+        }
         _ => false,
     }
 }

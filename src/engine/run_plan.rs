@@ -60,6 +60,8 @@ pub struct Spec {
     /// G1..Gn, the last being the target; empty for a plain-only run.
     pub steps: Vec<GenPlan>,
     pub target: GenPlan,
+    /// Bit k: reboot after step k (from the step file beside the journal).
+    pub reboot_after: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,7 @@ impl Spec {
             target,
             header,
             roots_dir,
+            reboot_after: 0,
         })
     }
 
@@ -137,6 +140,7 @@ impl Spec {
                 OnFailure::Unwind => FailurePolicy::Unwind,
                 OnFailure::Hold => FailurePolicy::Hold,
             },
+            reboot_after: self.reboot_after,
         }
     }
 

@@ -24,6 +24,9 @@ pub struct StepMasks {
     pub g0_toplevel: StorePath,
     /// Step index (1-based) → its mask; the last step (the target) has an empty mask.
     pub masks: BTreeMap<u32, Mask>,
+    /// Bit k: reboot after step k (`--reboot when-needed`, where the plan says so).
+    #[serde(default)]
+    pub reboot_after: u64,
 }
 
 impl StepMasks {

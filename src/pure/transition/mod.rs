@@ -52,6 +52,15 @@ pub struct RunShape {
     /// A real out-of-space failure of the direct chain falls back to the steps (strategy auto).
     pub fall_back: bool,
     pub on_failure: FailurePolicy,
+    /// Bit k set: reboot into step k once it is active and its predecessor collected (only a
+    /// reboot frees what the booted system pins). `--reboot when-needed`.
+    pub reboot_after: u64,
+}
+
+impl RunShape {
+    pub fn reboots_after(&self, gen: Gen) -> bool {
+        gen < 64 && self.reboot_after & (1 << gen) != 0
+    }
 }
 
 /// One effect on the world. Generations are indices into the chain current when it runs.
@@ -82,6 +91,10 @@ pub enum Effect {
     },
     /// Remove every root the run owns (the end of the run).
     Release,
+    /// Run the reboot command to boot into `gen`; the run stops until `resume` at boot.
+    Reboot {
+        gen: Gen,
+    },
 }
 
 impl Effect {
@@ -96,6 +109,7 @@ impl Effect {
             Effect::Unpin { .. } => "unpin",
             Effect::Collect { .. } => "collect",
             Effect::Release => "release",
+            Effect::Reboot { .. } => "reboot",
         }
     }
 }
@@ -110,6 +124,10 @@ pub enum Stage {
     DropGeneration,
     Unpin,
     Collect,
+    /// Boot into `to` (when the plan says only a reboot frees what the booted system pins).
+    Reboot,
+    /// After the reboot: collect what the previously booted generation pinned.
+    CollectBooted,
 }
 
 impl Stage {
@@ -122,7 +140,9 @@ impl Stage {
             Activate => DropGeneration,
             DropGeneration => Unpin,
             Unpin => Collect,
-            Collect => return None,
+            Collect => Reboot,
+            Reboot => CollectBooted,
+            CollectBooted => return None,
         })
     }
 
@@ -134,7 +154,11 @@ impl Stage {
             Stage::SetProfile => vec![Effect::SetProfile { gen: from }],
             Stage::Activate => vec![Effect::Activate { gen: from }],
             Stage::DropGeneration => vec![Effect::SetProfile { gen: from }],
-            Stage::Unpin | Stage::Collect => vec![Effect::Realise { gen: from }],
+            Stage::Unpin | Stage::Collect | Stage::CollectBooted => {
+                vec![Effect::Realise { gen: from }]
+            }
+            // A reboot is not undone: the unwind switches back; the next boot follows the profile.
+            Stage::Reboot => vec![],
         }
     }
 }
@@ -154,7 +178,7 @@ pub struct Move {
 }
 
 impl Move {
-    fn effect(&self) -> Effect {
+    fn effect(&self, booted_before: Gen) -> Effect {
         let (from, to) = (self.from, self.to);
         match self.stage {
             Stage::WriteDerivations => Effect::WriteDerivations { gen: to },
@@ -164,6 +188,8 @@ impl Move {
             Stage::DropGeneration => Effect::DropGeneration { gen: from },
             Stage::Unpin => Effect::Unpin { gen: from },
             Stage::Collect => Effect::Collect { gen: from },
+            Stage::Reboot => Effect::Reboot { gen: to },
+            Stage::CollectBooted => Effect::Collect { gen: booted_before },
         }
     }
 }
@@ -260,6 +286,9 @@ pub struct RunState {
     pub stuck: Option<(Effect, FailureKind)>,
     /// The user asked to unwind.
     pub unwind_requested: bool,
+    /// The generation booted (0: G0, as far as the run knows), and the one booted before it.
+    pub booted: Gen,
+    pub booted_before: Gen,
 }
 
 /// What the executor does next.
@@ -311,6 +340,8 @@ impl RunState {
             failure: None,
             stuck: None,
             unwind_requested: false,
+            booted: 0,
+            booted_before: 0,
         }
     }
 
@@ -327,7 +358,7 @@ impl RunState {
         match self.phase {
             Phase::Preflight | Phase::Finished(_) => None,
             Phase::Pinning => Some(Effect::PinDerivations),
-            Phase::Moving(m) => Some(m.effect()),
+            Phase::Moving(m) => Some(m.effect(self.booted_before)),
             Phase::Cleanup { gen, stage, .. } => Some(match stage {
                 CleanupStage::Unpin => Effect::Unpin { gen },
                 CleanupStage::Collect => Effect::Collect { gen },
@@ -516,8 +547,18 @@ fn done(s: &mut RunState, phase: Phase, e: Effect) {
                 Effect::Activate { gen } => s.active = gen,
                 _ => {}
             }
-            match m.stage.after() {
-                // A back move has nothing to write: its `.drv`s were kept.
+            if e == (Effect::Reboot { gen: m.to }) {
+                s.booted_before = s.booted;
+                s.booted = m.to;
+            }
+            let reboot_here = m.direction == Direction::Forward
+                && s.chain == Chain::Steps
+                && s.shape.reboots_after(m.to);
+            let next_stage = match m.stage.after() {
+                Some(Stage::Reboot) if !reboot_here => None,
+                n => n,
+            };
+            match next_stage {
                 Some(next) => {
                     m.stage = next;
                     s.phase = Phase::Moving(m);
@@ -599,7 +640,11 @@ fn failed(s: &mut RunState, phase: Phase, e: Effect, kind: FailureKind) {
                         stage: Stage::Realise,
                     });
                 }
-                Stage::DropGeneration | Stage::Unpin | Stage::Collect => s.stuck = Some((e, kind)),
+                Stage::DropGeneration
+                | Stage::Unpin
+                | Stage::Collect
+                | Stage::Reboot
+                | Stage::CollectBooted => s.stuck = Some((e, kind)),
             }
         }
         _ => s.stuck = Some((e, kind)),

@@ -9,6 +9,7 @@ fn shape(steps: Gen, fall_back: bool, on_failure: FailurePolicy) -> RunShape {
         steps,
         fall_back,
         on_failure,
+        reboot_after: 0,
     }
 }
 
@@ -20,6 +21,7 @@ struct World {
     generations: BTreeSet<u32>,
     profile: u32,
     current: u32,
+    booted: u32,
 }
 
 impl World {
@@ -27,6 +29,8 @@ impl World {
         World {
             valid: [0].into(),
             generations: [0].into(),
+            // Not booted into any of the run's generations (a machine switched since boot).
+            booted: u32::MAX,
             ..Default::default()
         }
     }
@@ -43,6 +47,7 @@ impl World {
         match e {
             Effect::PinDerivations | Effect::WriteDerivations { .. } => {}
             Effect::Release => self.roots.clear(),
+            Effect::Reboot { gen } => self.booted = Self::id(s, gen),
             Effect::Realise { gen } => {
                 let g = Self::id(s, gen);
                 self.valid.insert(g);
@@ -72,8 +77,8 @@ impl World {
                 let g = Self::id(s, gen);
                 assert_ne!(self.profile, g, "collecting the profile's generation");
                 assert_ne!(self.current, g, "collecting the running generation");
-                // Like `nix-store --delete`: a live path stays.
-                if !self.roots.contains(&g) && !self.generations.contains(&g) {
+                // Like `nix-store --delete`: a live path stays (the booted one too).
+                if !self.roots.contains(&g) && !self.generations.contains(&g) && self.booted != g {
                     self.valid.remove(&g);
                 }
             }
@@ -315,9 +320,11 @@ proptest! {
         hold in any::<bool>(),
         faults in proptest::collection::vec((0usize..60, kind()), 0..4),
         unwind_at in proptest::option::of(0usize..60),
+        reboot_after in any::<u64>(),
     ) {
         let policy = if hold { FailurePolicy::Hold } else { FailurePolicy::Unwind };
-        let sh = shape(steps, fall_back, policy);
+        let mut sh = shape(steps, fall_back, policy);
+        sh.reboot_after = reboot_after & 0b11110;
         let chain = if direct { Chain::Direct } else { Chain::Steps };
         let (events, s, w) = drive(
             sh,
@@ -342,9 +349,14 @@ proptest! {
                 prop_assert_eq!(World::id(&s, at), w.profile);
             }
         }
-        // Only what the run is at stays complete on disk, apart from a held run's kept roots.
+        // Only what the run is at (and what is booted) stays complete on disk, apart from a held
+        // run's kept roots.
         if outcome != (Outcome::Held { at: s.profile_at }) {
-            prop_assert_eq!(w.valid.len(), 1, "{:?}", w);
+            let mut expect: BTreeSet<u32> = [w.profile, w.current].into();
+            if w.booted != u32::MAX {
+                expect.insert(w.booted);
+            }
+            prop_assert_eq!(&w.valid, &expect, "{:?}", w);
         }
         // The fold is deterministic and every prefix replays.
         let replayed = replay(sh, events.iter().copied()).unwrap();
@@ -355,4 +367,27 @@ proptest! {
             prop_assert_eq!(a, b);
         }
     }
+}
+
+#[test]
+fn reboots_where_the_plan_says() {
+    let mut sh = shape(3, false, FailurePolicy::Unwind);
+    sh.reboot_after = 1 << 1;
+    let (events, s, w) = drive(sh, Chain::Steps, |_, _| None, None);
+    let fx = effects(&events);
+    let i = fx
+        .iter()
+        .position(|e| *e == Effect::Reboot { gen: 1 })
+        .unwrap();
+    assert_eq!(fx[i - 1], Effect::Collect { gen: 0 });
+    // After the reboot, what G0 (booted before) pinned is collected.
+    assert_eq!(fx[i + 1], Effect::Collect { gen: 0 });
+    assert_eq!(
+        fx.iter()
+            .filter(|e| matches!(e, Effect::Reboot { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(s.phase, Phase::Finished(Outcome::ReachedTarget));
+    assert_eq!(w.booted, 1);
 }
