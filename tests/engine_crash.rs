@@ -121,6 +121,7 @@ fn killed_at_every_checkpoint_then_resumed() {
         assert_eq!(o.status.code(), None, "killed by the abort: {}", show(&o));
         covered += 1;
         consistent(&bed, &fx, &g0);
+        verified(&bed);
         let r = resume_to_end(&bed);
         if k == 1 && String::from_utf8_lossy(&r.stderr).contains("no run") {
             continue;
@@ -161,6 +162,7 @@ fn killed_while_unwinding_a_failed_build_then_resumed() {
         assert_eq!(o.status.code(), None, "killed by the abort: {}", show(&o));
         covered += 1;
         consistent(&bed, &fx, &g0);
+        verified(&bed);
         let r = resume_to_end(&bed);
         if String::from_utf8_lossy(&r.stderr).contains("no run") {
             continue;
@@ -200,9 +202,25 @@ fn process_group_killed_at_random_moments_then_resumed() {
         .unwrap_or(0x5eed_0001);
     eprintln!("seed {seed} (STEPWISE_KILL_SEED replays it)");
     for round in 0..6 {
-        let (bed, fx) = Bed::prepared_with(&spec(), |_| Disk::Unlimited);
+        // Even rounds: the plain upgrade on a roomy disk; odd rounds: steps on a tight one.
+        let stepwise = round % 2 == 1;
+        let strategy: &[&str] = if stepwise {
+            &["--strategy", "stepwise"]
+        } else {
+            &["--strategy", "direct"]
+        };
+        let (bed, fx) = if stepwise {
+            Bed::prepared_with(&FixtureSpec::two_big(6), |f| {
+                Disk::TmpfsMib(f.tight_disk_mib())
+            })
+        } else {
+            Bed::prepared_with(&spec(), |_| Disk::Unlimited)
+        };
         let g0 = bed.install(&fx.old.drv).unwrap();
-        let mut cmd = upgrade_cmd(&bed, &fx, &["--strategy", "direct"]);
+        if stepwise {
+            std::fs::remove_file(bed.booted_system_link()).unwrap();
+        }
+        let mut cmd = upgrade_cmd(&bed, &fx, strategy);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         // Its own session and process group, as a systemd unit's would be.
         unsafe {
@@ -213,21 +231,20 @@ fn process_group_killed_at_random_moments_then_resumed() {
         }
         let mut child = cmd.spawn().unwrap();
         let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let delay = Duration::from_millis(xorshift(&mut seed) % 1500);
+        let delay = Duration::from_millis(xorshift(&mut seed) % 3000);
         // A random moment, not a synchronisation: wherever the run is, the kill must be safe.
         std::thread::sleep(delay);
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         let status = child.wait().unwrap();
         eprintln!("round {round}: killed after {delay:?} ({status})");
         consistent(&bed, &fx, &g0);
+        verified(&bed);
         let r = stepwise_cmd(&bed, &["resume"]).output().unwrap();
         let err = String::from_utf8_lossy(&r.stderr);
         if status.success() || err.contains("already finished") || err.contains("no run") {
             // Killed after the end, or before the run was recorded: upgrade again.
             if bed.profile_target().as_deref() != Some(fx.new.out.as_str()) {
-                let o = upgrade_cmd(&bed, &fx, &["--strategy", "direct"])
-                    .output()
-                    .unwrap();
+                let o = upgrade_cmd(&bed, &fx, strategy).output().unwrap();
                 assert_eq!(o.status.code(), Some(0), "{}", show(&o));
             }
         } else {
@@ -271,6 +288,7 @@ fn stepwise_killed_at_every_checkpoint_then_resumed() {
         assert_eq!(o.status.code(), None, "killed by the abort: {}", show(&o));
         covered += 1;
         consistent(&bed, &fx, &g0);
+        verified(&bed);
         let r = resume_to_end(&bed);
         if !String::from_utf8_lossy(&r.stderr).contains("no run") {
             assert_eq!(
