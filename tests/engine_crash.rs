@@ -313,3 +313,38 @@ fn stepwise_killed_at_every_checkpoint_then_resumed() {
     eprintln!("kill points covered (stepwise run): {covered}");
     assert!(covered >= 20, "only {covered} checkpoints");
 }
+
+/// SIGTERM while a transition runs: it finishes and is journaled, the run stops with exit 3,
+/// and `stepwise resume` reaches the target.
+#[test]
+fn sigterm_finishes_the_transition_then_stops() {
+    if !require_root("engine: SIGTERM") {
+        return;
+    }
+    for point in [
+        "after-intent-realise",
+        "after-intent-collect",
+        "before-intent-activate",
+    ] {
+        let (bed, fx) = Bed::prepared_with(&spec(), |_| Disk::Unlimited);
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        let o = upgrade_cmd(&bed, &fx, &["--strategy", "direct"])
+            .env("STEPWISE_SIGNAL_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(3), "{point}: {}", show(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("stopped by a signal"));
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        // The interrupted transition was finished and journaled: nothing is left in flight.
+        let s = stepwise_cmd(&bed, &["status", "--json"]).output().unwrap();
+        let status = String::from_utf8_lossy(&s.stdout);
+        assert!(
+            status.contains("stopped between transitions"),
+            "{point}: {status}"
+        );
+        let r = resume_to_end(&bed);
+        assert_eq!(r.status.code(), Some(0), "{point}: {}", show(&r));
+        assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    }
+}

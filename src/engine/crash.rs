@@ -1,7 +1,8 @@
 //! Named crash checkpoints for the crash tests (cargo feature `crash-points`), as rustup does:
 //! `STEPWISE_CRASH_AT=NAME[:N]` aborts the process at the N-th (default first) time the checkpoint
-//! NAME is reached; `STEPWISE_CRASH_AT=any:N` at the N-th checkpoint of any name. Without the
-//! feature every checkpoint compiles to nothing.
+//! NAME is reached; `STEPWISE_CRASH_AT=any:N` at the N-th checkpoint of any name.
+//! `STEPWISE_SIGNAL_AT=NAME` sends SIGTERM to the process itself there instead (the signal path
+//! without a race). Without the feature every checkpoint compiles to nothing.
 
 /// Mark a checkpoint.
 #[inline]
@@ -31,6 +32,9 @@ mod imp {
     }
 
     pub fn point(name: &str) {
+        if std::env::var("STEPWISE_SIGNAL_AT").is_ok_and(|v| v == name) {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+        }
         let Some((want, n)) = spec() else { return };
         if want == "any" || want == name {
             let hit = HITS.fetch_add(1, Ordering::SeqCst) + 1;
