@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use stepwise::plan::order::{order, Order};
+use stepwise::plan::order::{order, order_with, Order};
 use stepwise::plan::space::{Job, Side, SpaceProblem, StepSpace};
 
 /// The naive model: a generation is a set of paths; each step's glue is a fresh path.
@@ -318,6 +318,19 @@ proptest! {
     }
 
     #[test]
+    fn merging_into_the_headroom_stays_under_the_ceiling(g in gen(), pct in 0u8..=100) {
+        let p = build(&g);
+        if let (Ok(low), Ok(few)) = (order(&p), order_with(&p, pct)) {
+            prop_assert!(few.peak <= p.ceiling);
+            let model = replay(&p, &few);
+            let ours: Vec<StepSpace> = few.steps.iter().map(|s| s.space).collect();
+            prop_assert_eq!(model, ours);
+            let moves = |o: &Order| o.steps.iter().map(|s| s.moves.len()).sum::<usize>();
+            prop_assert_eq!(moves(&low), moves(&few));
+        }
+    }
+
+    #[test]
     fn more_room_never_loses_a_plan(g in gen()) {
         let mut p = build(&g);
         let mut roomy = p.clone();
@@ -453,4 +466,18 @@ fn non_vital_is_stubbed_and_returns() {
         .collect();
     assert_eq!(moves, vec![(1, Side::Stub), (0, Side::New), (1, Side::New)]);
     assert!(o.peak <= 250);
+
+    // Without the stub nothing fits, and the shortfall says which non-vital names would help.
+    // (Sizes in KiB here: a real stub is a 112-byte NAR.)
+    let mut q = p.clone();
+    q.jobs[1].stub = None;
+    for s in q.sizes.iter_mut() {
+        *s *= 1024;
+    }
+    q.used *= 1024;
+    q.ceiling *= 1024;
+    let e = order(&q).unwrap_err();
+    assert_eq!(e.missing_next, 50 * 1024);
+    assert_eq!(e.fits_with_non_vital.len(), 1, "{e:?}");
+    assert!(e.stub_candidates.iter().any(|c| c.1 == 100 * 1024));
 }

@@ -39,18 +39,23 @@ fn gather_and_plan(
     bed: &Bed,
     nix: &NixCli,
     fx: &Fixture,
-    reserve: u64,
+    reserve: Reserve,
     options: PlanOptions,
 ) -> (PlanInput, Planned) {
-    let input = gather(
+    let mut input = gather(
         nix,
         nix,
         &sp(nix, &fx.new.drv),
         &links(bed),
-        Some(reserve),
+        Some(MIB),
         options,
     )
     .expect("gathering the plan's inputs");
+    input.reserve = match reserve {
+        Reserve::Bytes(b) => b,
+        // Other processes share the machine's disk: leave the plan an exact room instead.
+        Reserve::LeaveRoom(r) => input.free - r,
+    };
     let planned = plan(&input).expect("planning");
     let mut text = Vec::new();
     let header = Header::new(
@@ -62,6 +67,12 @@ fn gather_and_plan(
     write_human(&mut text, &header, &planned).unwrap();
     eprintln!("{}", String::from_utf8_lossy(&text));
     (input, planned)
+}
+
+#[derive(Clone, Copy)]
+enum Reserve {
+    Bytes(u64),
+    LeaveRoom(u64),
 }
 
 /// Which version of each fixture package a toplevel's closure holds (None: absent).
@@ -91,6 +102,7 @@ fn expected_after(
     fx: &Fixture,
     planned: &Planned,
     upgraded: &BTreeSet<String>,
+    stubbed: &BTreeSet<String>,
 ) -> BTreeMap<String, Option<String>> {
     fx.packages
         .iter()
@@ -100,7 +112,7 @@ fn expected_after(
                 .units
                 .iter()
                 .any(|u| u.name == p.pname && u.change == Change::Removed);
-            let v = if removed {
+            let v = if removed || (stubbed.contains(&p.pname) && !upgraded.contains(&p.pname)) {
                 None
             } else if upgraded.contains(&p.pname) || p.old == p.new {
                 p.new.as_ref().map(|v| v.version.clone())
@@ -128,8 +140,31 @@ fn execute(
     let store_drvs = StoreDrvs(nix);
     let mut mat = Materialiser::new(&input.target, &store_drvs);
     let mut upgraded = BTreeSet::new();
+    let mut stubbed = BTreeSet::new();
     let mut measured = Vec::new();
+    // Stubs, as the engine makes them: an empty directory added to the store.
+    let stubs = planned.stubs(nix.store_dir());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = bed.state_dir().join("gcroots").join("stepwise-step");
     for step in &plan.steps {
+        for stub in &stubs {
+            if step.mask.0.values().any(|r| r == &stub.path) {
+                let dir = tmp.path().join(&stub.name);
+                fs::create_dir_all(&dir).unwrap();
+                let out = bed
+                    .command("nix-store")
+                    .arg("--add")
+                    .arg(&dir)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success());
+                assert_eq!(
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    nix.store_dir().display(&stub.path),
+                    "the stub's path is known in advance"
+                );
+            }
+        }
         let m = mat.materialise(&step.mask).expect("materialising");
         if step.mask.is_empty() {
             assert!(m.drvs.is_empty(), "the empty mask writes nothing");
@@ -144,17 +179,17 @@ fn execute(
                 .expect("writing a step's .drv");
             assert_eq!(written, d.path, "Nix agrees on the .drv path of {}", d.name);
         }
-        // (bed.realise: NixCli::realise with --add-root currently misreads Nix's output.)
-        let outs = bed
-            .realise(&[nix.store_dir().display(&m.toplevel_drv)])
+        let outs = nix
+            .realise(&m.toplevel_drv, &root, &mut |_| {})
             .unwrap_or_else(|e| panic!("step {} does not realise: {e}", step.index));
-        assert_eq!(outs, vec![nix.store_dir().display(&m.toplevel_out)]);
+        assert_eq!(outs["out"], m.toplevel_out);
         measured.push(bed.used_bytes());
         upgraded.extend(step.upgraded.iter().cloned());
+        stubbed.extend(step.stubbed.iter().cloned());
         let got = versions_in(nix, fx, &m.toplevel_out);
         assert_eq!(
             got,
-            expected_after(fx, planned, &upgraded),
+            expected_after(fx, planned, &upgraded, &stubbed),
             "step {}: the generation's package versions",
             step.index
         );
@@ -170,6 +205,7 @@ fn execute(
             .map(|g| g.number)
             .collect();
         nix.delete_generations(&bed.profile(), &old).unwrap();
+        nix.remove_root(&root).unwrap();
         if step.reboot_after {
             bed.set_booted(&out).unwrap();
         }
@@ -191,7 +227,8 @@ fn every_step_realises_with_the_versions_the_plan_says() {
     // No booted pin here (a machine switched since boot is the same): old paths free at once.
     fs::remove_file(bed.booted_system_link()).unwrap();
     let nix = nix_for(&bed);
-    let (input, planned) = gather_and_plan(&bed, &nix, &fx, MIB, PlanOptions::default());
+    let (input, planned) =
+        gather_and_plan(&bed, &nix, &fx, Reserve::Bytes(MIB), PlanOptions::default());
 
     // The diff: what changed, was added, removed.
     let changes: BTreeMap<&str, Change> = planned
@@ -254,10 +291,24 @@ fn every_step_realises_with_the_versions_the_plan_says() {
 }
 
 #[test]
-fn estimated_peak_holds_on_a_tight_tmpfs() {
-    if !require_root("estimated_peak_holds_on_a_tight_tmpfs") {
+fn estimated_peak_holds_on_a_tight_tmpfs_with_reboots() {
+    if !require_root("estimated_peak_holds_on_a_tight_tmpfs_with_reboots") {
         return;
     }
+    tight_tmpfs(true);
+}
+
+#[test]
+fn estimated_peak_holds_on_a_tight_tmpfs_without_a_booted_pin() {
+    if !require_root("estimated_peak_holds_on_a_tight_tmpfs_without_a_booted_pin") {
+        return;
+    }
+    tight_tmpfs(false);
+}
+
+/// `booted`: G0 is the booted system (its paths go only after a reboot, which the plan may
+/// ask for); otherwise there is no booted-system link.
+fn tight_tmpfs(booted: bool) {
     const STATE_MIB: u64 = 16;
     let reserve = 4 * MIB;
     let spec = FixtureSpec::standard();
@@ -273,14 +324,17 @@ fn estimated_peak_holds_on_a_tight_tmpfs() {
         fx.sizes_line()
     );
     bed.install(&fx.old.drv).expect("G0 fits");
+    if !booted {
+        fs::remove_file(bed.booted_system_link()).unwrap();
+    }
     let nix = nix_for(&bed);
     let (input, planned) = gather_and_plan(
         &bed,
         &nix,
         &fx,
-        reserve,
+        Reserve::Bytes(reserve),
         PlanOptions {
-            reboot_allowed: true,
+            reboot_allowed: booted,
             ..Default::default()
         },
     );
@@ -291,8 +345,13 @@ fn estimated_peak_holds_on_a_tight_tmpfs() {
     );
     let plan = planned.outcome.as_ref().expect("a plan fits");
     let measured = execute(&bed, &nix, &fx, &input, &planned);
+    assert_eq!(
+        plan.steps.iter().any(|s| s.reboot_after),
+        booted,
+        "reboots exactly when the booted system pins G0"
+    );
     eprintln!(
-        "tmpfs {disk} MiB; plain upgrade needs {:.1} MiB; lower bound {:.1} MiB; plan peak {:.1} MiB",
+        "booted pin: {booted}; tmpfs {disk} MiB; plain upgrade needs {:.1} MiB; lower bound {:.1} MiB; plan peak {:.1} MiB",
         planned.frame.plain_peak as f64 / MIB as f64,
         planned.frame.lower_bound as f64 / MIB as f64,
         plan.peak as f64 / MIB as f64
@@ -321,12 +380,11 @@ fn no_room_says_what_is_missing() {
     bed.install(&fx.old.drv).expect("G0");
     let nix = nix_for(&bed);
     // A reserve that eats all free space but 1 MiB: nothing fits.
-    let free = nix.space().unwrap().free;
     let (_input, planned) = gather_and_plan(
         &bed,
         &nix,
         &fx,
-        free - MIB,
+        Reserve::LeaveRoom(MIB),
         PlanOptions {
             non_vital: vec!["big-b".into()],
             ..Default::default()
@@ -353,4 +411,53 @@ fn no_room_says_what_is_missing() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("no-such-package"));
+}
+
+#[test]
+fn a_non_vital_package_is_stubbed_and_returns_upgraded() {
+    let spec = FixtureSpec::standard();
+    let (bed, fx) = Bed::prepared_with(&spec, |_| Disk::Unlimited);
+    bed.install(&fx.old.drv).expect("G0");
+    fs::remove_file(bed.booted_system_link()).unwrap();
+    let nix = nix_for(&bed);
+    // Leave the plan 23 MiB of room: big-b (22 MiB) fits, but big-a (24 MiB) only once big-b's
+    // old version is gone.
+    let reserve = Reserve::LeaveRoom(23 * MIB);
+    let (_, without) = gather_and_plan(&bed, &nix, &fx, reserve, PlanOptions::default());
+    let short = without
+        .outcome
+        .as_ref()
+        .expect_err("without a non-vital package nothing fits");
+    assert!(
+        !short.non_vital_that_fits.is_empty(),
+        "the shortfall names non-vital packages that make it fit: {short:?}"
+    );
+    let (input, planned) = gather_and_plan(
+        &bed,
+        &nix,
+        &fx,
+        reserve,
+        PlanOptions {
+            non_vital: vec!["big-b".into()],
+            ..Default::default()
+        },
+    );
+    let plan = planned
+        .outcome
+        .as_ref()
+        .expect("with big-b non-vital a plan fits");
+    let stub_step = plan
+        .steps
+        .iter()
+        .find(|s| s.stubbed.contains(&"big-b".to_string()))
+        .expect("big-b is stubbed")
+        .index;
+    let back = plan
+        .steps
+        .iter()
+        .find(|s| s.upgraded.contains(&"big-b".to_string()))
+        .unwrap()
+        .index;
+    assert!(stub_step < back);
+    execute(&bed, &nix, &fx, &input, &planned);
 }

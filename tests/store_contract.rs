@@ -500,6 +500,24 @@ fn live_paths_are_never_deleted(s: &(impl Store + System), fx: &Fx) {
         s.roots(&fx.places.roots_dir).unwrap(),
         BTreeMap::from([(fx.root("kept"), lib.clone())])
     );
+
+    // A derivation can be rooted without building it (unwind keeps G0's .drv closure).
+    let huge_drv = fx.drv("huge");
+    s.add_root(&fx.root("huge-drv"), huge_drv).unwrap();
+    let huge = out(s, fx, "huge");
+    assert!(
+        s.valid_paths(std::slice::from_ref(&huge))
+            .unwrap()
+            .is_empty(),
+        "not built"
+    );
+    assert!(s.live_paths().unwrap().contains(huge_drv));
+    assert!(matches!(
+        s.delete(std::slice::from_ref(huge_drv)).unwrap_err(),
+        StoreError::Refused(_)
+    ));
+    s.remove_root(&fx.root("huge-drv")).unwrap();
+    assert!(!s.live_paths().unwrap().contains(huge_drv));
 }
 
 fn substitutes_are_queried_and_copied(s: &(impl Store + System), fx: &Fx) {

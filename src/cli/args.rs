@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_JOURNAL, env = "STEPWISE_JOURNAL")]
     pub journal: PathBuf,
 
+    /// Settings file (TOML; its keys are the long flags of `upgrade`); flags override it.
+    /// Default: /etc/stepwise/config.toml if it exists.
+    #[arg(long, global = true, value_name = "PATH", env = "STEPWISE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Machine-readable output: JSON lines, the first stating the format version.
     #[arg(long, global = true)]
     pub json: bool,
@@ -169,10 +174,9 @@ pub struct RoomArgs {
     /// in `stepwise plan`).
     #[arg(long = "non-vital", value_name = "NAME")]
     pub non_vital: Vec<String>,
-    /// Packages that must move in the same step, comma-separated (repeatable: one group each;
-    /// see `RoomArgs::together_groups`).
-    #[arg(long, value_name = "A,B")]
-    pub together: Vec<String>,
+    /// Packages that must move in the same step, comma-separated (repeatable).
+    #[arg(long, value_name = "A,B", value_parser = parse_names, action = clap::ArgAction::Append)]
+    pub together: Vec<Vec<String>>,
     /// Space kept free for the journal and Nix's database: bytes, or with K/M/G (binary: 64M).
     /// Default: 1% of the store's filesystem, at least 1M, at most 256M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -180,22 +184,6 @@ pub struct RoomArgs {
     /// Whether stepwise may reboot when only a reboot frees the booted system's packages.
     #[arg(long, value_enum, default_value_t = RebootPolicy::Never)]
     pub reboot: RebootPolicy,
-}
-
-impl RoomArgs {
-    /// `--together a,b --together c,d` → [[a, b], [c, d]].
-    pub fn together_groups(&self) -> Vec<Vec<String>> {
-        self.together
-            .iter()
-            .map(|g| {
-                g.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .collect()
-    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -218,6 +206,10 @@ pub struct UpgradeArgs {
     /// The command run for a reboot, split on whitespace (no shell).
     #[arg(long, value_name = "CMD", default_value = "systemctl reboot")]
     pub reboot_command: String,
+    /// Local times between which a reboot may happen, LOWER-UPPER (e.g. 01:00-05:00; may cross
+    /// midnight). Outside it a run that needs a reboot stops (exit 3). Default: any time.
+    #[arg(long, value_name = "HH:MM-HH:MM", value_parser = crate::cli::config::RebootWindow::parse)]
+    pub reboot_window: Option<crate::cli::config::RebootWindow>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -240,6 +232,17 @@ pub enum OnFailure {
 pub enum RebootPolicy {
     Never,
     WhenNeeded,
+}
+
+/// `openssl,curl` → one group of names (kept apart from the next `--together`).
+pub fn parse_names(s: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = s.split(',').map(|n| n.trim().to_string()).collect();
+    if names.iter().any(String::is_empty) {
+        return Err(format!(
+            "{s:?} has an empty name: write names separated by commas, e.g. openssl,curl"
+        ));
+    }
+    Ok(names)
 }
 
 /// `64M` → 67108864. Binary units; a bare number is bytes.

@@ -1,6 +1,7 @@
 //! Entry point: parse the command line, set up output, dispatch, map the result to an exit code.
 
 pub mod args;
+pub mod config;
 pub mod drv_inspect;
 mod journal_cmd;
 pub mod plan_cmd;
@@ -8,7 +9,7 @@ mod run_cmd;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 pub use args::{Cli, Command, DrvCommand, JournalCommand};
 
@@ -17,10 +18,12 @@ use crate::output::Output;
 
 pub fn main() -> ExitCode {
     // clap exits 2 on usage errors itself (and 0 for --help/--version).
-    let cli = Cli::parse();
+    // The settings file may supply plan's and upgrade's target, so those are checked after merging.
+    let matches = config::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_tracing(&cli);
     let mut out = Output::new(cli.json);
-    let result = run(&cli, &mut out);
+    let result = config::apply_config_file(&mut cli, &matches).and_then(|()| run(&cli, &mut out));
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {

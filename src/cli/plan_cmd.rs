@@ -33,8 +33,9 @@ pub fn run_with(
     };
     let options = PlanOptions {
         non_vital: args.room.non_vital.clone(),
-        together: args.room.together_groups(),
+        together: args.room.together.clone(),
         reboot_allowed: args.room.reboot == RebootPolicy::WhenNeeded,
+        merge_headroom_percent: 0,
     };
     let input = gather(store, system, &target, &links, args.room.reserve, options)?;
     let planned = plan(&input)?;

@@ -253,8 +253,9 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     };
     let options = PlanOptions {
         non_vital: args.room.non_vital.clone(),
-        together: args.room.together_groups(),
+        together: args.room.together.clone(),
         reboot_allowed: args.room.reboot == RebootPolicy::WhenNeeded,
+        merge_headroom_percent: 0,
     };
     let mut input = gather(
         &nix,
@@ -434,7 +435,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
             .map(str::to_string)
             .collect(),
         non_vital: args.room.non_vital.clone(),
-        together: args.room.together.iter().map(|g| vec![g.clone()]).collect(),
+        together: args.room.together.clone(),
         reserve: reserve_size,
         g0_toplevel: g0,
         g0_drv: Some(g0_drv),

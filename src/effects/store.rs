@@ -31,6 +31,17 @@ pub enum NixImplementation {
     Lix,
 }
 
+impl From<&str> for NixImplementation {
+    /// The implementation's name as `nix --version` prints it (`Nix`, `Lix`), case-insensitive.
+    fn from(name: &str) -> Self {
+        if name.eq_ignore_ascii_case("lix") {
+            NixImplementation::Lix
+        } else {
+            NixImplementation::Nix
+        }
+    }
+}
+
 /// The running Nix, detected once (`nix --version`, feature probes); never assumed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NixInfo {
@@ -225,7 +236,7 @@ pub trait Store {
     ) -> Result<BTreeMap<String, StorePath>, RealiseError>;
 
     /// Add an indirect GC root `link` → `path` (replacing `link` if it exists). `path` must be
-    /// valid.
+    /// valid; a `.drv` is rooted as it is, never built.
     fn add_root(&self, link: &Path, path: &StorePath) -> Result<()>;
     /// Remove a root link stepwise owns (no error if already gone).
     fn remove_root(&self, link: &Path) -> Result<()>;

@@ -48,6 +48,13 @@ impl Reserve {
         }
     }
 
+    /// The reserve of a journal: `<journal>.reserve` in the journal's directory, on the same disk.
+    pub fn beside(journal: &Path, size: u64) -> Self {
+        let mut name = journal.file_name().unwrap_or_default().to_os_string();
+        name.push(".reserve");
+        Reserve::new(journal.with_file_name(name), size)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -159,6 +166,16 @@ mod tests {
         assert_eq!(default_reserve_size(10 << 20), 1 << 20);
         assert_eq!(default_reserve_size(10 << 30), (10u64 << 30) / 100);
         assert_eq!(default_reserve_size(1 << 40), 256 << 20);
+    }
+
+    #[test]
+    fn reserve_beside_the_journal() {
+        let r = Reserve::beside(Path::new("/var/lib/stepwise/journal.redb"), 1 << 20);
+        assert_eq!(
+            r.path(),
+            Path::new("/var/lib/stepwise/journal.redb.reserve")
+        );
+        assert_eq!(r.size(), 1 << 20);
     }
 
     #[test]

@@ -10,11 +10,11 @@ use std::time::Duration;
 use super::argv::Invocation;
 use super::commands::NixCommands;
 use super::parse::{self, FailureKind};
-use super::runner::{tail_lines, RunOptions, Runner};
+use super::runner::{tail_lines, CancelToken, RunOptions, Runner};
 use crate::drv::{StoreDir, StorePath};
 use crate::effects::store::{
-    Action, Generation, NixInfo, PathInfo, RealiseError, RealiseEvent, Result, Space, Store,
-    StoreError, SubstituteInfo, System, TargetSpec,
+    Action, Generation, NixImplementation, NixInfo, PathInfo, RealiseError, RealiseEvent, Result,
+    Space, Store, StoreError, SubstituteInfo, System, TargetSpec,
 };
 
 /// How many paths one command line carries (argument lists have limits).
@@ -42,6 +42,7 @@ pub struct NixCli {
     info: NixInfo,
     substituters: Vec<String>,
     query_timeout: Option<Duration>,
+    cancel: CancelToken,
 }
 
 fn output_err(inv: &Invocation, why: impl Into<String>) -> StoreError {
@@ -80,8 +81,22 @@ impl NixCli {
         let substituters = match config.substituters {
             Some(s) => s,
             None => {
-                let inv = NixCommands::show_config(bin);
-                let out = runner.run_ok(&inv)?;
+                // `config show` from Nix 2.20; `show-config` before (and in Lix, forked from
+                // 2.18). Try the likely name first, then the other.
+                let new_name =
+                    info.implementation == NixImplementation::Nix && info.at_least(2, 20);
+                let (first, second) = if new_name {
+                    (NixCommands::config_show(bin), NixCommands::show_config(bin))
+                } else {
+                    (NixCommands::show_config(bin), NixCommands::config_show(bin))
+                };
+                let (inv, out) = match runner.run_ok(&first) {
+                    Ok(o) => (first, o),
+                    Err(_) => {
+                        let o = runner.run_ok(&second)?;
+                        (second, o)
+                    }
+                };
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout)
                     .map_err(|e| output_err(&inv, e.to_string()))?;
                 v.get("substituters")
@@ -102,7 +117,22 @@ impl NixCli {
             info,
             substituters,
             query_timeout: config.query_timeout,
+            cancel: CancelToken::new(),
         })
+    }
+
+    /// Cancelling this token kills whatever Nix command runs (its whole process group) and
+    /// refuses every later one: for a second SIGTERM, not the first (the first lets the current
+    /// transition finish).
+    pub fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+
+    fn opts(&self) -> RunOptions<'_> {
+        RunOptions {
+            cancel: Some(&self.cancel),
+            ..Default::default()
+        }
     }
 
     pub fn commands(&self) -> &NixCommands {
@@ -116,7 +146,7 @@ impl NixCli {
     fn query(&self, inv: &Invocation) -> Result<super::runner::Output> {
         let opts = RunOptions {
             timeout: self.query_timeout,
-            ..Default::default()
+            ..self.opts()
         };
         self.runner.run(inv, opts)?.check()
     }
@@ -174,7 +204,15 @@ impl NixCli {
         tmp.write_all(contents)
             .and_then(|_| tmp.flush())
             .map_err(io_err(tmp.path()))?;
-        let inv = self.cmds.add_text_to_file(name, tmp.path(), references);
+        let inv = self
+            .cmds
+            .add_text_to_file(name, tmp.path(), references)
+            .ok_or_else(|| {
+                StoreError::Refused(format!(
+                    "{name}: {} references do not fit on one command line",
+                    references.len()
+                ))
+            })?;
         let out = self.query(&inv)?;
         let s: String =
             serde_json::from_slice(&out.stdout).map_err(|e| output_err(&inv, e.to_string()))?;
@@ -197,7 +235,14 @@ impl Store for NixCli {
         let drv = match target {
             TargetSpec::Drv(path) => {
                 let shown = path.display().to_string();
-                let drv = self.parse_user_drv(&shown, &shown)?;
+                // A link to the .drv (a GC root, `./system.drv`) names it too.
+                let inside = match std::fs::canonicalize(path) {
+                    Ok(real) if !shown.starts_with(self.store_dir().as_str()) => {
+                        real.display().to_string()
+                    }
+                    _ => shown.clone(),
+                };
+                let drv = self.parse_user_drv(&shown, &inside)?;
                 if self.valid_paths(std::slice::from_ref(&drv))?.is_empty() {
                     return Err(StoreError::Target(format!(
                         "{shown} is not a valid path in the store\n  hint: instantiate it first (`nix-instantiate`), or pass --flake / --file"
@@ -218,7 +263,7 @@ impl Store for NixCli {
                         .into_owned(),
                 };
                 let inv = self.cmds.eval_flake_toplevel(reference, &host);
-                let out = self.runner.run(&inv, RunOptions::default())?;
+                let out = self.runner.run(&inv, self.opts())?;
                 if !out.success() {
                     return Err(StoreError::Target(format!(
                         "evaluating --flake {reference}#{host} failed:\n{}",
@@ -232,7 +277,7 @@ impl Store for NixCli {
                 let abs = std::fs::canonicalize(file)
                     .map_err(|e| StoreError::Target(format!("--file {}: {e}", file.display())))?;
                 let inv = self.cmds.eval_file_target(&abs, attr.as_deref());
-                let out = self.runner.run(&inv, RunOptions::default())?;
+                let out = self.runner.run(&inv, self.opts())?;
                 let shown = match attr {
                     Some(a) => format!("--file {} --attr {a}", file.display()),
                     None => format!("--file {}", file.display()),
@@ -345,7 +390,7 @@ impl Store for NixCli {
                 &inv,
                 RunOptions {
                     on_stderr_line: Some(&mut on_line),
-                    ..Default::default()
+                    ..self.opts()
                 },
             )
             .map_err(StoreError::from)?;
@@ -375,25 +420,11 @@ impl Store for NixCli {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
         if path.is_derivation() {
-            // Realising a `.drv` would build it: link it ourselves and register the link as an
-            // indirect root, as `--add-root` does (gcroots/auto/NAME → link → path).
-            let target = self.store_dir().to_path(path);
-            crate::effects::fs::flip_symlink(link, &target)?;
-            let state = std::env::var_os("NIX_STATE_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/nix/var/nix"));
-            let auto = state.join("gcroots/auto");
-            std::fs::create_dir_all(&auto).map_err(io_err(&auto))?;
-            let name = crate::drv::nix32::encode(&{
-                use sha2::Digest;
-                let d: [u8; 32] = sha2::Sha256::digest(link.as_os_str().as_encoded_bytes()).into();
-                d
-            });
-            crate::effects::fs::flip_symlink(&auto.join(name), link)?;
-            return Ok(());
+            self.query(&self.cmds.add_drv_root(path, link))?;
+        } else {
+            // Realising a valid output is a no-op that registers the indirect root.
+            self.query(&self.cmds.realise(path, link))?;
         }
-        // Realising a valid path is a no-op that registers the indirect root.
-        self.query(&self.cmds.realise(path, link))?;
         Ok(())
     }
 
@@ -443,9 +474,7 @@ impl Store for NixCli {
                 }
             }
         }
-        let out = self
-            .runner
-            .run(&self.cmds.delete(paths), RunOptions::default())?;
+        let out = self.runner.run(&self.cmds.delete(paths), self.opts())?;
         if out.success() {
             return Ok(());
         }
@@ -607,7 +636,7 @@ impl System for NixCli {
     fn activate(&self, toplevel: &StorePath, action: Action) -> Result<()> {
         check_looks_like_system(self.store_dir(), toplevel)?;
         self.runner
-            .run(&self.cmds.activate(toplevel, action), RunOptions::default())?
+            .run(&self.cmds.activate(toplevel, action), self.opts())?
             .check()?;
         Ok(())
     }
@@ -617,7 +646,73 @@ impl System for NixCli {
             .split_first()
             .ok_or_else(|| StoreError::Refused("empty reboot command".into()))?;
         let inv = Invocation::new(prog).args(args);
-        self.runner.run(&inv, RunOptions::default())?.check()?;
+        self.runner.run(&inv, self.opts())?.check()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const TOP: &str = "d1law87hm3mh8j449pm0gy6pmazsg3xi-nixos-system-vps-1";
+
+    #[test]
+    fn system_links_are_followed_through_profiles() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        std::fs::create_dir_all(store.join(TOP).join("bin")).unwrap();
+        let sd = StoreDir::new(store.to_string_lossy().into_owned()).unwrap();
+        let top = StorePath::from_base_name(TOP).unwrap();
+        let profiles = d.path().join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        let profile = profiles.join("system");
+        assert_eq!(generation_link(&profile, 3), profiles.join("system-3-link"));
+        // As nix-env makes them: relative `system -> system-3-link`, absolute into the store.
+        symlink(sd.to_path(&top), profiles.join("system-3-link")).unwrap();
+        symlink("system-3-link", &profile).unwrap();
+        let current = d.path().join("current-system");
+        symlink(&profile, &current).unwrap();
+        assert_eq!(
+            resolve_system_link(&sd, &current).unwrap(),
+            Some(top.clone())
+        );
+        assert_eq!(
+            resolve_system_link(&sd, &profile).unwrap(),
+            Some(top.clone())
+        );
+        assert_eq!(
+            resolve_system_link(&sd, &d.path().join("absent")).unwrap(),
+            None
+        );
+        let plain = d.path().join("plain-file");
+        std::fs::write(&plain, "x").unwrap();
+        assert!(resolve_system_link(&sd, &plain).is_err());
+
+        // Roots: only links into the store count.
+        let roots = d.path().join("roots");
+        std::fs::create_dir_all(&roots).unwrap();
+        symlink(sd.to_path(&top), roots.join("step-1")).unwrap();
+        symlink("/etc/passwd", roots.join("other")).unwrap();
+        assert_eq!(
+            roots_in(&sd, &roots).unwrap(),
+            BTreeMap::from([(roots.join("step-1"), top.clone())])
+        );
+        assert!(roots_in(&sd, &d.path().join("none")).unwrap().is_empty());
+
+        // A system has an executable bin/switch-to-configuration.
+        assert!(matches!(
+            check_looks_like_system(&sd, &top),
+            Err(StoreError::Refused(_))
+        ));
+        let stc = store.join(TOP).join("bin/switch-to-configuration");
+        std::fs::write(&stc, "#!/bin/sh\n").unwrap();
+        assert!(
+            check_looks_like_system(&sd, &top).is_err(),
+            "not executable yet"
+        );
+        std::fs::set_permissions(&stc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        check_looks_like_system(&sd, &top).unwrap();
     }
 }

@@ -34,11 +34,8 @@ in
 /// Adds a text store object with references, the way `builtins.toFile` does: works on every Nix
 /// (2.8 included). The contents come from a file because command-line arguments are limited to
 /// 128 KiB each; references are passed as one space-separated string.
-pub const ADD_TEXT_EXPR: &str = r#"{ name, file, refs }:
-builtins.toFile name (builtins.appendContext (builtins.readFile file)
-  (builtins.listToAttrs (map (r: { name = r; value = { path = true; }; })
-    (builtins.filter (r: builtins.isString r && r != "") (builtins.split " " refs)))))
-"#;
+/// Evaluates to the derivation stored at `drv` (a `.drv` path), for rooting it.
+pub const DRV_ROOT_EXPR: &str = "{ drv }: import drv";
 
 /// Builds command lines. `bin_dir`, when set, is where the Nix tools live; otherwise `PATH` finds
 /// them.
@@ -106,6 +103,22 @@ impl NixCommands {
             "--extra-experimental-features",
             NIX_COMMAND,
             "show-config",
+            "--json",
+        ])
+    }
+
+    /// `nix config show --json`: the name of `show-config` from Nix 2.20 on (the old name
+    /// remains a deprecated alias there).
+    pub fn config_show(bin_dir: Option<&Path>) -> Invocation {
+        match bin_dir {
+            Some(d) => Invocation::new(d.join("nix")),
+            None => Invocation::new("nix"),
+        }
+        .args([
+            "--extra-experimental-features",
+            NIX_COMMAND,
+            "config",
+            "show",
             "--json",
         ])
     }
@@ -193,6 +206,17 @@ impl NixCommands {
             .arg(root)
     }
 
+    /// Register `root` as an indirect GC root to the derivation `drv` without building it:
+    /// `import` of a `.drv` gives the derivation back, and `nix-instantiate --add-root` roots
+    /// its `.drv` (`nix-store --realise --add-root` would build the outputs).
+    pub fn add_drv_root(&self, drv: &StorePath, root: &Path) -> Invocation {
+        self.tool("nix-instantiate")
+            .arg("--add-root")
+            .arg(root)
+            .args(["--expr", DRV_ROOT_EXPR, "--argstr", "drv"])
+            .arg(self.store_dir.display(drv))
+    }
+
     /// A build's log (`nix-store --read-log`, every version).
     pub fn read_log(&self, drv: &StorePath) -> Invocation {
         self.tool("nix-store")
@@ -252,17 +276,17 @@ impl NixCommands {
         name: &str,
         contents_file: &Path,
         references: &[StorePath],
-    ) -> Invocation {
-        let mut refs: Vec<String> = self.paths(references).collect();
-        refs.sort();
-        refs.dedup();
-        self.tool("nix-instantiate")
-            .args(["--eval", "--json", "--read-write-mode", "--expr"])
-            .arg(ADD_TEXT_EXPR)
-            .args(["--argstr", "name", name, "--argstr", "file"])
-            .arg(contents_file)
-            .args(["--argstr", "refs"])
-            .arg(refs.join(" "))
+    ) -> Option<Invocation> {
+        // One route for every text object, `.drv` files included: `add_derivation` owns it
+        // (references split into command-line-sized chunks).
+        let mut inv = super::add_derivation::text_object_invocation(
+            &self.store_dir,
+            name,
+            contents_file,
+            references,
+        )?;
+        inv.program = self.tool("nix-instantiate").program;
+        Some(inv)
     }
 }
 
@@ -337,6 +361,38 @@ mod tests {
             ]
         );
         assert_eq!(argv(&c.print_live()), ["nix-store", "--gc", "--print-live"]);
+        assert_eq!(
+            argv(&NixCommands::show_config(None)),
+            [
+                "nix",
+                "--extra-experimental-features",
+                "nix-command",
+                "show-config",
+                "--json"
+            ]
+        );
+        assert_eq!(
+            argv(&NixCommands::config_show(None))[3..],
+            ["config", "show", "--json"]
+        );
+        assert_eq!(
+            argv(&NixCommands::store_dir_query(None)),
+            [
+                "nix-instantiate",
+                "--eval",
+                "--json",
+                "--expr",
+                "builtins.storeDir"
+            ]
+        );
+        assert_eq!(
+            argv(&c.read_log(&sp(DRV))),
+            [
+                "nix-store",
+                "--read-log",
+                "/nix/store/z2sqiy653rcwpjnmd0ncyciv7s0aah1q-b-1.0.drv"
+            ]
+        );
     }
 
     #[test]
@@ -350,6 +406,19 @@ mod tests {
                 "/nix/store/z2sqiy653rcwpjnmd0ncyciv7s0aah1q-b-1.0.drv",
                 "--add-root",
                 "/var/lib/stepwise/gcroots/step-1"
+            ]
+        );
+        assert_eq!(
+            argv(&c.add_drv_root(&sp(DRV), Path::new("/var/lib/stepwise/gcroots/g0-drv"))),
+            [
+                "/run/current-system/sw/bin/nix-instantiate",
+                "--add-root",
+                "/var/lib/stepwise/gcroots/g0-drv",
+                "--expr",
+                "{ drv }: import drv",
+                "--argstr",
+                "drv",
+                "/nix/store/z2sqiy653rcwpjnmd0ncyciv7s0aah1q-b-1.0.drv"
             ]
         );
         assert_eq!(
@@ -440,27 +509,6 @@ mod tests {
                 "--argstr",
                 "attr",
                 "machines.vps"
-            ]
-        );
-    }
-
-    #[test]
-    fn add_text_sorts_and_dedups_references() {
-        let c = cmds();
-        let v = argv(&c.add_text_to_file("x.drv", Path::new("/tmp/x"), &[sp(B), sp(A), sp(B)]));
-        assert_eq!(v[5], ADD_TEXT_EXPR);
-        assert_eq!(
-            v[6..],
-            [
-                "--argstr",
-                "name",
-                "x.drv",
-                "--argstr",
-                "file",
-                "/tmp/x",
-                "--argstr",
-                "refs",
-                "/nix/store/d1law87hm3mh8j449pm0gy6pmazsg3xi-b-1.0 /nix/store/qcrk3lxizx6gr3f7lsfswm3q9jv07qmq-a-1.0"
             ]
         );
     }

@@ -2,7 +2,9 @@
 //!
 //! `argv` (the `Invocation` value), `commands` (every command line, built deterministically),
 //! `runner` (runs them over tokio::process), `parse` (what Nix prints, across versions), `cli`
-//! (`NixCli`, the `Store` and `System` traits over all of it).
+//! (`NixCli`, the `Store` and `System` traits over all of it), `add_derivation` (writing a `.drv`).
+
+pub mod add_derivation;
 pub mod argv;
 pub mod cli;
 pub mod commands;

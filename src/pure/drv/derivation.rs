@@ -161,6 +161,19 @@ impl Derivation {
             .collect()
     }
 
+    /// Replace every occurrence of `from` by `to` in the builder, the arguments and the env values
+    /// (`__json` included, as bytes: never re-serialised). Returns how many were replaced.
+    pub fn replace_bytes(&mut self, from: &[u8], to: &[u8]) -> usize {
+        let mut n = replace_in(&mut self.builder, from, to);
+        for a in &mut self.args {
+            n += replace_in(a, from, to);
+        }
+        for v in self.env.values_mut() {
+            n += replace_in(v, from, to);
+        }
+        n
+    }
+
     /// All outputs fixed (a fixed-output derivation: a fetcher).
     pub fn is_fixed_output(&self) -> bool {
         !self.outputs.is_empty()
@@ -179,5 +192,48 @@ impl Derivation {
         let json = self.env_get("__json")?;
         let v: serde_json::Value = serde_json::from_slice(json).ok()?;
         v.get("name")?.as_str().map(str::to_string)
+    }
+}
+
+/// Replace non-overlapping occurrences, left to right.
+fn replace_in(v: &mut Vec<u8>, from: &[u8], to: &[u8]) -> usize {
+    if from.is_empty() || v.len() < from.len() {
+        return 0;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut n = 0;
+    let mut i = 0;
+    while i < v.len() {
+        if v[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+            n += 1;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    if n > 0 {
+        *v = out;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_bytes_everywhere_but_keys() {
+        let mut d = Derivation {
+            builder: b"/a/bin/sh".to_vec(),
+            args: vec![b"/a /a/x".to_vec()],
+            env: BTreeMap::from([(b"/a".to_vec(), b"{\"p\":\"/a\"}".to_vec())]),
+            ..Default::default()
+        };
+        assert_eq!(d.replace_bytes(b"/a", b"/bb"), 4);
+        assert_eq!(d.builder, b"/bb/bin/sh");
+        assert_eq!(d.args[0], b"/bb /bb/x");
+        assert_eq!(d.env[&b"/a".to_vec()], b"{\"p\":\"/bb\"}");
     }
 }

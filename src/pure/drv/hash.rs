@@ -172,6 +172,14 @@ impl<S: DrvSource> Hasher<S> {
         Ok(&self.memo[path])
     }
 
+    /// Memoise a derivation that is not (yet) in the source, e.g. a rewritten one about to be
+    /// written, so that derivations using it can be hashed before it reaches the store.
+    pub fn remember(&mut self, path: StorePath, drv: &Derivation) -> Result<&DrvHash, HashError> {
+        let name = path.derivation_name().unwrap_or(path.name()).to_string();
+        let h = self.hash_modulo(drv, &name, false)?;
+        Ok(self.memo.entry(path).or_insert(h))
+    }
+
     /// hashDerivationModulo of a derivation in hand. `name` is its derivation name (for fixed
     /// outputs' paths). `mask_outputs` as Nix: true when computing its own output paths.
     pub fn hash_modulo(

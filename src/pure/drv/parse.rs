@@ -157,6 +157,14 @@ impl<'a> Parser<'a> {
         self.expect(b"\"", "`\"` (start of a string)")?;
         let mut out = Vec::new();
         loop {
+            // Copy the run of ordinary bytes at once; stop at anything that needs a decision.
+            let rest = &self.b[self.pos..];
+            let run = rest
+                .iter()
+                .position(|&c| matches!(c, b'"' | b'\\' | b'\n' | b'\r' | b'\t'))
+                .unwrap_or(rest.len());
+            out.extend_from_slice(&rest[..run]);
+            self.pos += run;
             let at = self.pos;
             let Some(c) = self.peek() else {
                 return Err(self.err(ParseErrorKind::Truncated {
@@ -316,13 +324,13 @@ impl<'a> Parser<'a> {
             first = false;
             self.expect(b"(", "`(` (an input derivation)")?;
             let (path, at) = self.text("input derivation path")?;
+            let sp = self.store_path(&path, at, "input derivation")?;
             self.check_order(
                 prev.as_deref().map(str::as_bytes),
                 path.as_bytes(),
                 at,
                 "input derivation",
             )?;
-            let sp = self.store_path(&path, at, "input derivation")?;
             self.expect(b",[", "`,[` (the input derivation's outputs)")?;
             let mut outs = BTreeSet::new();
             let mut first_out = true;
@@ -351,14 +359,14 @@ impl<'a> Parser<'a> {
         while !self.list_next(first, "an input source or `]`")? {
             first = false;
             let (path, at) = self.text("input source path")?;
+            let sp = self.store_path(&path, at, "input source")?;
             self.check_order(
                 prev.as_deref().map(str::as_bytes),
                 path.as_bytes(),
                 at,
                 "input source",
             )?;
-            drv.input_srcs
-                .insert(self.store_path(&path, at, "input source")?);
+            drv.input_srcs.insert(sp);
             prev = Some(path);
         }
 

@@ -268,7 +268,9 @@ impl StorePathError {
     }
 }
 
-/// Nix's name rules: 1..=211 bytes of `[A-Za-z0-9+\-._?=]`, not starting with `.`.
+/// Nix's name rules (`checkName`, current Nix): 1..=211 bytes of `[A-Za-z0-9+\-._?=]`, and
+/// the first dash-separated component not `.` or `..`. (Nix 2.8 refused every leading `.`; we
+/// accept what any Nix may have written.)
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty name".into());
@@ -279,8 +281,11 @@ pub fn validate_name(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    if name.starts_with('.') {
-        return Err("names must not start with a period".into());
+    let first = name.split('-').next().unwrap_or("");
+    if first == "." || first == ".." {
+        return Err(format!(
+            "the first dash-separated component must not be {first:?}"
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -335,10 +340,17 @@ mod tests {
             d.parse("/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pe-x"),
             Err(StorePathError::Hash { .. })
         ));
-        assert!(matches!(
-            d.parse("/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-.x"),
-            Err(StorePathError::Name { .. })
-        ));
+        for bad in [".", "..", ".-x", "..-x"] {
+            assert!(matches!(
+                d.parse(&format!(
+                    "/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-{bad}"
+                )),
+                Err(StorePathError::Name { .. })
+            ));
+        }
+        assert!(d
+            .parse("/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-.x")
+            .is_ok());
         assert!(matches!(
             d.parse("/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-a b"),
             Err(StorePathError::Name { .. })

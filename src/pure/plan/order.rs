@@ -55,17 +55,38 @@ pub struct NoFit {
     pub reboot_would_free: u64,
     /// Whether allowing reboots makes the plan fit.
     pub fits_with_reboot: bool,
+    /// The fewest of `stub_candidates` (largest first) that, marked non-vital, make the plan
+    /// fit; empty when none do.
+    pub fits_with_non_vital: Vec<u32>,
 }
 
 /// Compute the order.
 pub fn order(p: &SpaceProblem) -> Result<Order, NoFit> {
-    let seq = match greedy(p, p.ceiling, p.reboot_allowed) {
+    order_with(p, 0)
+}
+
+/// As [`order`], trading peak for fewer steps: consecutive moves merge while the step's peak
+/// stays within the sequence's peak plus `headroom_percent` of the room left above it (0: the
+/// lowest peak; 100: up to the ceiling).
+pub fn order_with(p: &SpaceProblem, headroom_percent: u8) -> Result<Order, NoFit> {
+    let seq = match greedy(p, p.ceiling, p.reboot_allowed, false) {
         Ok(seq) => seq,
-        Err(stuck) => return Err(explain(p, stuck)),
+        // The greedy does not look ahead: moving a non-vital job early can block a bigger one
+        // that stubbing would have let through. Then do what a user does by hand: stub every
+        // non-vital job first, bring them back at the end.
+        Err(stuck) => match p.jobs.iter().any(|j| j.stub.is_some()) {
+            true => match greedy(p, p.ceiling, p.reboot_allowed, true) {
+                Ok(seq) => seq,
+                Err(_) => return Err(explain(p, stuck)),
+            },
+            false => return Err(explain(p, stuck)),
+        },
     };
     let pstar = sequential_peak(p, &seq);
-    let mut order = merge(p, &seq, pstar);
-    debug_assert!(order.peak <= pstar);
+    let pct = u64::from(headroom_percent.min(100));
+    let limit = pstar + (p.ceiling.saturating_sub(pstar) as u128 * pct as u128 / 100) as u64;
+    let mut order = merge(p, &seq, limit);
+    debug_assert!(order.peak <= limit.max(pstar));
     order.sequence_peak = pstar;
     Ok(order)
 }
@@ -86,12 +107,31 @@ struct Stuck {
 }
 
 fn explain(p: &SpaceProblem, stuck: Stuck) -> NoFit {
-    let unconstrained = greedy(p, u64::MAX, false)
+    let unconstrained = greedy(p, u64::MAX, false, false)
         .ok()
         .map(|seq| sequential_peak(p, &seq))
         .unwrap_or(u64::MAX);
-    let fits_with_reboot = !p.reboot_allowed && greedy(p, p.ceiling, true).is_ok();
+    let fits = |q: &SpaceProblem, reboot: bool| {
+        greedy(q, q.ceiling, reboot, false).is_ok() || greedy(q, q.ceiling, reboot, true).is_ok()
+    };
+    let fits_with_reboot = !p.reboot_allowed && fits(p, true);
+    let mut fits_with_non_vital = Vec::new();
+    for k in 1..=stuck.stub_candidates.len() {
+        let mut q = p.clone();
+        for &(j, _) in &stuck.stub_candidates[..k] {
+            q.sizes.push(super::mask::empty_dir_nar().len() as u64);
+            q.present.push(false);
+            q.keep.push(false);
+            q.booted.push(false);
+            q.jobs[j as usize].stub = Some((q.sizes.len() - 1) as PathIdx);
+        }
+        if fits(&q, p.reboot_allowed) {
+            fits_with_non_vital = stuck.stub_candidates[..k].iter().map(|c| c.0).collect();
+            break;
+        }
+    }
     NoFit {
+        fits_with_non_vital,
         moves_done: stuck.moves_done,
         missing_next: stuck.missing_next,
         missing_total: unconstrained
@@ -443,8 +483,14 @@ impl<'a> Greedy<'a> {
     }
 }
 
-/// The greedy sequence under `ceiling`.
-fn greedy(p: &SpaceProblem, ceiling: u64, reboot_allowed: bool) -> Result<Vec<Entry>, Stuck> {
+/// The greedy sequence under `ceiling`. `stub_first`: every non-vital job is stubbed in the
+/// first step and returns only once every other job has moved.
+fn greedy(
+    p: &SpaceProblem,
+    ceiling: u64,
+    reboot_allowed: bool,
+    stub_first: bool,
+) -> Result<Vec<Entry>, Stuck> {
     let mut g = Greedy::new(p);
     let mut seq = Vec::new();
     let mut remaining = p.jobs.len();
@@ -455,7 +501,7 @@ fn greedy(p: &SpaceProblem, ceiling: u64, reboot_allowed: bool) -> Result<Vec<En
         .jobs
         .iter()
         .enumerate()
-        .filter(|(_, j)| !j.maskable)
+        .filter(|(_, j)| !j.maskable || (stub_first && j.stub.is_some()))
         .map(|(i, j)| Move {
             job: i as u32,
             // A stub only saves room when the new version is not on disk already.
@@ -492,7 +538,9 @@ fn greedy(p: &SpaceProblem, ceiling: u64, reboot_allowed: bool) -> Result<Vec<En
             Some(Entry::Moves(ms)) => Some(ms.as_slice()),
             _ => None,
         };
-        match pick(&g, ceiling, last) {
+        // Stubbed jobs wait for the others when stubbing first.
+        let allow_return = !stub_first || (0..p.jobs.len()).all(|j| g.side[j] != Side::Old);
+        match pick(&g, ceiling, last, allow_return) {
             Some(m) => {
                 let free_ride = g.adds[m.job as usize][m.to.index()] == 0;
                 match seq.last_mut() {
@@ -570,7 +618,7 @@ fn greedy(p: &SpaceProblem, ceiling: u64, reboot_allowed: bool) -> Result<Vec<En
 }
 
 /// The next move by the rules in the module's comment, or None when nothing fits.
-fn pick(g: &Greedy, ceiling: u64, last: Option<&[Move]>) -> Option<Move> {
+fn pick(g: &Greedy, ceiling: u64, last: Option<&[Move]>, allow_return: bool) -> Option<Move> {
     // (class, key1, key2, job): lowest wins.
     let mut best: Option<((u8, u64, u64, u32), Move)> = None;
     let mut consider = |key: (u8, u64, u64, u32), m: Move| {
@@ -581,7 +629,7 @@ fn pick(g: &Greedy, ceiling: u64, last: Option<&[Move]>) -> Option<Move> {
     let glue = g.p.step_glue;
     for (j, job) in g.p.jobs.iter().enumerate() {
         let s = g.side[j];
-        if s == Side::New {
+        if s == Side::New || (s == Side::Stub && !allow_return) {
             continue;
         }
         let (a, f) = (g.adds[j][Side::New.index()], g.frees[j][Side::New.index()]);

@@ -7,7 +7,7 @@ use thiserror::Error;
 
 use super::diff::{diff, Diff};
 use super::mask::{Mask, Stub};
-use super::order::{order, NoFit};
+use super::order::{order_with, NoFit};
 use super::space::{Job, PathIdx, Side, SpaceProblem, StepSpace};
 use super::units::{
     match_units, read_g0, together_groups, Change, G0Reading, G0Side, TargetGraph, Units,
@@ -43,6 +43,10 @@ pub struct PlanOptions {
     /// Extra groups of pnames that move together.
     pub together: Vec<Vec<String>>,
     pub reboot_allowed: bool,
+    /// 0: the lowest peak (default); up to 100: merge steps into the room above it, for fewer
+    /// generations (see `order::order_with`).
+    #[serde(default)]
+    pub merge_headroom_percent: u8,
 }
 
 /// Everything the plan is computed from (gathered by `engine::plan_inputs`).
@@ -96,7 +100,7 @@ pub struct Plan {
 }
 
 /// Sizes that frame the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     pub used: u64,
     pub free: u64,
@@ -114,6 +118,10 @@ pub struct Frame {
     pub plain_fits: bool,
     /// Bytes of the target's closure that are estimates (to be built, no counterpart size).
     pub estimated: u64,
+    /// The largest job: what its new version adds on its own, and its name. Its old and new
+    /// versions are on disk together at some point of any plan.
+    pub largest_move: u64,
+    pub largest_move_name: String,
 }
 
 /// Why no plan fits, in the user's words.
@@ -127,6 +135,8 @@ pub struct Shortfall {
     pub non_vital_candidates: Vec<(String, u64)>,
     pub reboot_would_free: u64,
     pub fits_with_reboot: bool,
+    /// Names that, marked non-vital, make the plan fit (empty: none found).
+    pub non_vital_that_fits: Vec<String>,
     pub steps_done: usize,
 }
 
@@ -229,23 +239,28 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         out
     };
 
-    let mut base: Vec<PathIdx> = Vec::new();
-    let mut base_old: Vec<PathIdx> = Vec::new();
-    for u in &units.units {
-        match u.change {
-            Change::Unchanged => base.extend(closure(&mut u.new.values())),
-            Change::Removed => base_old.extend(closure(&mut u.old.values())),
-            _ => {}
-        }
-    }
-    // The target's glue takes sources (`inputSrcs`) too: every generation holds them.
-    let srcs: BTreeSet<&StorePath> = input
+    // Unchanged packages and the target glue's sources (`inputSrcs`): every generation holds
+    // them. Removed packages: only G0. One walk each.
+    let srcs = input
         .target
         .glue
         .iter()
-        .flat_map(|d| input.target.drvs[d].input_srcs.iter())
-        .collect();
-    base.extend(closure(&mut srcs.into_iter()));
+        .flat_map(|d| input.target.drvs[d].input_srcs.iter());
+    let mut base: Vec<PathIdx> = closure(
+        &mut units
+            .units
+            .iter()
+            .filter(|u| u.change == Change::Unchanged)
+            .flat_map(|u| u.new.values())
+            .chain(srcs),
+    );
+    let mut base_old: Vec<PathIdx> = closure(
+        &mut units
+            .units
+            .iter()
+            .filter(|u| u.change == Change::Removed)
+            .flat_map(|u| u.old.values()),
+    );
     base_old.extend(g0.glue.iter().filter_map(|p| idx.get(p).copied()));
     base.sort_unstable();
     base.dedup();
@@ -315,6 +330,20 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         .filter(|f| f.source == SizeSource::Estimate && !f.present)
         .map(|f| f.size)
         .sum();
+    let (largest_move, largest_move_name) = problem
+        .jobs
+        .iter()
+        .map(|j| {
+            let add: u64 = j
+                .new
+                .iter()
+                .filter(|&&x| !problem.present[x as usize])
+                .map(|&x| problem.sizes[x as usize])
+                .sum();
+            (add, j.name.clone())
+        })
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+        .unwrap_or_default();
     let frame = Frame {
         used: input.used,
         free: input.free,
@@ -326,6 +355,8 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         plain_peak,
         plain_fits: plain_peak <= ceiling,
         estimated,
+        largest_move,
+        largest_move_name,
     };
 
     let mut notes = Vec::new();
@@ -375,7 +406,7 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         v.dedup();
         v
     };
-    let outcome = match order(&problem) {
+    let outcome = match order_with(&problem, input.options.merge_headroom_percent) {
         Ok(o) => {
             let mut sides = vec![Side::Old; problem.jobs.len()];
             let mut steps = Vec::new();
@@ -432,7 +463,12 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
             stub_candidates,
             reboot_would_free,
             fits_with_reboot,
+            fits_with_non_vital,
         }) => Err(Shortfall {
+            non_vital_that_fits: fits_with_non_vital
+                .into_iter()
+                .flat_map(job_names)
+                .collect(),
             missing_next,
             missing_total,
             bottleneck: bottleneck.map(job_names).unwrap_or_default(),

@@ -23,7 +23,12 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    format!("{v:.1} {}", UNITS[u])
+    // GiB and up: two decimals, so steps on a 10 GiB disk still differ visibly.
+    if u >= 3 {
+        format!("{v:.2} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn signed_bytes(d: i64) -> String {
@@ -212,6 +217,14 @@ fn write_frame(w: &mut dyn Write, f: &Frame, peak: Option<u64>) -> io::Result<()
         "  lower bound         {:>11}  (used − |G0| + max(|G0|, |target|))",
         human_bytes(f.lower_bound)
     )?;
+    if f.largest_move > 0 {
+        writeln!(
+            w,
+            "  largest package     {:>11}  ({}: old and new side by side once)",
+            format!("+{}", human_bytes(f.largest_move)),
+            f.largest_move_name
+        )?;
+    }
     if let Some(p) = peak {
         writeln!(w, "  this plan's peak    {:>11}", human_bytes(p))?;
     }
@@ -245,6 +258,14 @@ fn write_shortfall(w: &mut dyn Write, s: &Shortfall, f: &Frame) -> io::Result<()
             "  - --non-vital {n}: stubbing it for the duration frees {}",
             human_bytes(*b)
         )?;
+    }
+    if !s.non_vital_that_fits.is_empty() {
+        let flags: Vec<String> = s
+            .non_vital_that_fits
+            .iter()
+            .map(|n| format!("--non-vital {n}"))
+            .collect();
+        writeln!(w, "  - {}: with this the plan fits", flags.join(" "))?;
     }
     if s.reboot_would_free > 0 || s.fits_with_reboot {
         writeln!(
@@ -354,5 +375,6 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(64 << 20), "64.0 MiB");
         assert_eq!(signed_bytes(-2048), "-2.0 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.00 GiB");
     }
 }

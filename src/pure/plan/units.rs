@@ -532,3 +532,172 @@ pub fn together_groups(
         Err(unknown)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drv::Output;
+
+    fn sd() -> StoreDir {
+        StoreDir::new("/nix/store").unwrap()
+    }
+
+    fn path(i: u32, name: &str) -> StorePath {
+        let h = crate::drv::nix32::encode(&{
+            let mut b = [0u8; 20];
+            b[..4].copy_from_slice(&i.to_le_bytes());
+            b
+        });
+        StorePath::from_base_name(&format!("{h}-{name}")).unwrap()
+    }
+
+    fn drv(env: &[(&str, &str)]) -> Derivation {
+        let mut d = Derivation::default();
+        for (k, v) in env {
+            d.env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        }
+        d
+    }
+
+    #[test]
+    fn glue_by_attributes_and_structured_attrs() {
+        assert!(is_glue(&drv(&[("preferLocalBuild", "1")])));
+        assert!(is_glue(&drv(&[("allowSubstitutes", "")])));
+        assert!(!is_glue(&drv(&[
+            ("allowSubstitutes", "1"),
+            ("preferLocalBuild", "")
+        ])));
+        assert!(is_glue(&drv(&[("__json", r#"{"preferLocalBuild":true}"#)])));
+        assert!(is_glue(&drv(&[(
+            "__json",
+            r#"{"allowSubstitutes":false}"#
+        )])));
+        assert!(!is_glue(&drv(&[(
+            "__json",
+            r#"{"allowSubstitutes":true}"#
+        )])));
+        assert!(!is_glue(&drv(&[("__json", "not json")])));
+    }
+
+    #[test]
+    fn g0_glue_by_deriver_then_by_name() {
+        let top = path(1, "nixos-system-h-23.05");
+        let etc = path(2, "etc");
+        let sp = path(3, "system-path");
+        let hello = path(4, "hello-2.12");
+        let hello_man = path(5, "hello-2.12-man");
+        let glibc = path(6, "glibc-2.38-27");
+        let sp_drv = path(7, "system-path.drv");
+        let hello_drv = path(8, "hello-2.12.drv");
+        let mut g0 = G0Side {
+            toplevel: Some(top.clone()),
+            ..Default::default()
+        };
+        let p = |refs: &[&StorePath], deriver: Option<&StorePath>| G0Path {
+            references: refs.iter().map(|r| (*r).clone()).collect(),
+            deriver: deriver.cloned(),
+        };
+        g0.paths.insert(top.clone(), p(&[&etc, &sp], None));
+        g0.paths.insert(etc.clone(), p(&[&hello], None));
+        g0.paths
+            .insert(sp.clone(), p(&[&hello, &hello_man], Some(&sp_drv)));
+        g0.paths
+            .insert(hello.clone(), p(&[&glibc], Some(&hello_drv)));
+        g0.paths.insert(hello_man.clone(), p(&[], Some(&hello_drv)));
+        g0.paths.insert(glibc.clone(), p(&[], None));
+        g0.deriver_glue.insert(sp_drv, true);
+        g0.deriver_glue.insert(hello_drv, false);
+        let names: BTreeSet<String> = ["etc".to_string()].into();
+        let r = read_g0(&g0, &names);
+        assert_eq!(r.glue, [top, etc, sp].into_iter().collect());
+        assert_eq!(r.glue_by_deriver, 1);
+        assert_eq!(r.units.len(), 2, "glibc is not referenced by glue");
+        assert_eq!(r.units[&hello_man].output, "man");
+        assert_eq!(r.units[&hello].version, "2.12");
+    }
+
+    #[test]
+    fn kernel_parts() {
+        for n in [
+            "linux",
+            "linux-firmware",
+            "initrd-linux",
+            "kernel-modules",
+            "sof-firmware",
+        ] {
+            assert!(is_kernel_part(n), "{n}");
+        }
+        for n in ["linux-pam", "util-linux", "firefox"] {
+            assert!(!is_kernel_part(n), "{n}");
+        }
+    }
+
+    /// Two pythons in G0 and in the target: the unchanged one pairs exactly, the rest by version
+    /// order, and the changed set is reported as ambiguous.
+    #[test]
+    fn ambiguous_matches_pair_by_version_and_group() {
+        let mut drvs = BTreeMap::new();
+        let mut glue_env = drv(&[("preferLocalBuild", "1")]);
+        let mk = |i: u32, name: &str| {
+            let mut d = Derivation::default();
+            d.outputs
+                .insert("out".into(), Output::input_addressed(path(i, name)));
+            (path(i + 100, &format!("{name}.drv")), d)
+        };
+        let (a, ad) = mk(1, "python3-3.11.6");
+        let (b, bd) = mk(2, "python3-3.12.1");
+        let (c, cd) = mk(3, "python3-3.10.13");
+        for (p, d) in [(&a, ad), (&b, bd), (&c, cd)] {
+            glue_env
+                .input_drvs
+                .insert(p.clone(), ["out".to_string()].into());
+            drvs.insert(p.clone(), d);
+        }
+        let root = path(50, "system-path.drv");
+        glue_env.outputs.insert(
+            "out".into(),
+            Output::input_addressed(path(51, "system-path")),
+        );
+        drvs.insert(root.clone(), glue_env);
+        let g = TargetGraph::read(sd(), root, &drvs).unwrap();
+        let mut r = G0Reading::default();
+        // G0: 3.10.13 unchanged (same path), 3.11.4 and 3.12.0 older.
+        r.units.insert(
+            path(3, "python3-3.10.13"),
+            PackageName::from_path_name("python3-3.10.13"),
+        );
+        r.units.insert(
+            path(9, "python3-3.12.0"),
+            PackageName::from_path_name("python3-3.12.0"),
+        );
+        r.units.insert(
+            path(8, "python3-3.11.4"),
+            PackageName::from_path_name("python3-3.11.4"),
+        );
+        let u = match_units(&g, &r);
+        let by_new: BTreeMap<String, (Change, Option<String>)> = u
+            .units
+            .iter()
+            .map(|x| {
+                (
+                    x.new_version.clone().unwrap(),
+                    (x.change, x.old_version.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            by_new["3.10.13"],
+            (Change::Unchanged, Some("3.10.13".into()))
+        );
+        assert_eq!(by_new["3.11.6"], (Change::Changed, Some("3.11.4".into())));
+        assert_eq!(by_new["3.12.1"], (Change::Changed, Some("3.12.0".into())));
+        assert_eq!(u.ambiguous.len(), 1);
+        assert_eq!(u.ambiguous[0].len(), 2);
+        let groups = together_groups(&u, &[]).unwrap();
+        assert_eq!(groups, u.ambiguous);
+        assert_eq!(
+            together_groups(&u, &[vec!["nope".into()]]).unwrap_err(),
+            vec!["nope".to_string()]
+        );
+    }
+}
