@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 use stepwise_testbed::{is_root, Bed, Disk, FixtureSpec};
 
 fn main() {
+    // `cargo test --all-targets` runs bench binaries too: measure only under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("engine_overhead: run with `cargo bench --bench engine_overhead`; skipped under cargo test");
+        return;
+    }
     if !is_root() {
         eprintln!("engine_overhead: needs root (test beds); skipped");
         return;
