@@ -4,7 +4,9 @@ pub mod args;
 pub mod checks;
 pub mod config;
 pub mod drv_inspect;
+mod journal_cmd;
 pub mod plan_cmd;
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -84,11 +86,11 @@ fn init_tracing(cli: &Cli) {
 pub fn run(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     match &cli.command {
         Command::Plan(args) => plan_cmd::run(args, cli.json),
-        Command::Upgrade(_) => Err(Error::NotYet("stepwise upgrade")),
-        Command::Resume => Err(Error::NotYet("stepwise resume")),
-        Command::Unwind => Err(Error::NotYet("stepwise unwind")),
-        Command::Status => Err(Error::NotYet("stepwise status")),
-        Command::Journal(_) => Err(Error::NotYet("stepwise journal")),
+        Command::Upgrade(a) => run_cmd::upgrade(cli, a, out),
+        Command::Resume => run_cmd::resume(cli, out),
+        Command::Unwind => run_cmd::unwind(cli, out),
+        Command::Status => run_cmd::status(cli, out),
+        Command::Journal(j) => journal_cmd::run(&cli.journal, cli.json, j),
         Command::Drv(DrvCommand::Inspect {
             file,
             store_dir,

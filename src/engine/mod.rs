@@ -1,4 +1,14 @@
 //! The executor: journals each transition's intent, runs its effect through the store traits,
 //! journals the outcome. Decisions come from `pure::transition`.
 
+pub mod crash;
+pub mod executor;
+pub mod log;
 pub mod plan_inputs;
+pub mod record;
+pub mod run_plan;
+pub mod steps;
+
+pub use executor::{load, load_with, EngineError, Executor, Loaded, Progress, Reserve, RunEnd};
+pub use log::{LogError, MemLog, RunLog};
+pub use run_plan::{DrvWrite, GenPlan, GenSource, NothingToWrite, Spec};

@@ -1,1 +1,449 @@
-//! The crash-safe write-ahead journal (redb). On-disk format: `journal-format.md`.
+//! The crash-safe write-ahead journal of runs (redb). On-disk format: `journal-format.md`.
+//!
+//! After a crash the journal is the only truth, so it never loses a committed record and never
+//! hides damage: every record is committed with immediate durability before `append` returns,
+//! carries a SHA-256 chain link over everything before it, and every read checks the whole chain.
+//! Damage of any kind, a newer format or an unknown record kind is an `Error::Journal` (exit 4).
+//!
+//! # API for the engine
+//!
+//! ```no_run
+//! # use stepwise::effects::journal::*;
+//! # fn header() -> RunHeader { unimplemented!() }
+//! # fn transition() -> Transition { unimplemented!() }
+//! # fn main() -> stepwise::error::Result<()> {
+//! // Creates the file (0600) and its directory, takes the writer lock (a second writer gets
+//! // exit 4 "locked by pid N since T"), reads and checks everything written so far.
+//! let mut j = Journal::open("/var/lib/stepwise/journal.redb".as_ref())?;
+//! let run = j.begin_run(header())?;                      // writes RunStarted
+//! let intent = j.append(run, Record::Intent { transition: transition() })?; // durable now
+//! // … run the effect …
+//! j.append(run, Record::Done { intent, added: Some(1 << 20), freed: None })?;
+//! # Ok(()) }
+//! ```
+//!
+//! Resume: `j.last_run()` and `j.records(run)`; `open_intents(records)` lists the intents with no
+//! done/failed after them. For such a trailing intent the effect may or may not have happened:
+//! ask the world with the transition's probe (design §6), then append `Done` or `Failed`.
+//!
+//! `Journal::open_read_only` (show, verify, export, status) takes no lock and never writes.
+
+pub mod envelope;
+pub mod lock;
+pub mod record;
+pub mod render;
+#[doc(hidden)]
+pub mod sample;
+pub mod storage;
+pub mod transition;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use envelope::{Link, Stored, FORMAT_VERSION};
+pub use record::{ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, RunId, Seq, Target};
+pub use transition::Transition;
+
+use crate::error::Error;
+use envelope::{genesis_link, EnvelopeError};
+use storage::{guard, Db, Raw};
+
+/// An open journal: the checked records, and the writer lock when opened for writing.
+pub struct Journal {
+    path: PathBuf,
+    db: Db,
+    _lock: Option<lock::WriterLock>,
+    records: Vec<Stored>,
+    /// run id → index into `records` of its `RunStarted`.
+    runs: BTreeMap<RunId, usize>,
+}
+
+/// What `verify` found in a sound journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub runs: u64,
+    pub records: u64,
+    /// The link of the last record (the genesis link for an empty journal).
+    pub head: Link,
+}
+
+/// The current time in unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Journal {
+    /// Open for writing: create the directory and the file (0600) if needed, take the writer lock,
+    /// check the file's pages (redb's checksums) and every record (the chain).
+    pub fn open(path: &Path) -> Result<Journal, Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Journal {
+                path: path.display().to_string(),
+                what: format!("cannot create its directory {}: {e}", dir.display()),
+                hint: "check the permissions (stepwise runs as root) or pass --journal".into(),
+            })?;
+        }
+        let lock = lock::acquire(path, now_ms())?;
+        let exists = path.try_exists().map_err(|e| Error::Journal {
+            path: path.display().to_string(),
+            what: format!("cannot look at it: {e}"),
+            hint: "check the permissions (stepwise runs as root) or pass --journal".into(),
+        })?;
+        if !exists {
+            // Born complete (tables and format marker) under a temporary name, then renamed: a
+            // journal file that exists is never legitimately empty.
+            guard(|| storage::create_fresh(path, FORMAT_VERSION).map_err(|e| e.to_string()))
+                .map_err(|e| Error::Journal {
+                    path: path.display().to_string(),
+                    what: format!("cannot create it: {e}"),
+                    hint:
+                        "check free space and permissions (stepwise runs as root) or pass --journal"
+                            .into(),
+                })?;
+        }
+        let db = guard(|| storage::open_writer(path).map_err(|e| e.to_string()))
+            .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
+        let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
+            .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
+        let (records, runs) = check(path, &raw)?;
+        Ok(Journal {
+            path: path.to_owned(),
+            db,
+            _lock: Some(lock),
+            records,
+            runs,
+        })
+    }
+
+    /// Open for reading only: no lock, no writes; a running writer is not disturbed. A missing
+    /// file is an `Error::Journal` here; callers that treat it as "no runs" check first.
+    pub fn open_read_only(path: &Path) -> Result<Journal, Error> {
+        if !path.exists() {
+            return Err(Error::Journal {
+                path: path.display().to_string(),
+                what: "no such file".into(),
+                hint: "no run has been recorded there; pass --journal PATH for another journal"
+                    .into(),
+            });
+        }
+        let db = guard(|| storage::open_reader(path).map_err(|e| e.to_string()))
+            .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
+        let db = match db {
+            Some(db) => db,
+            None => {
+                // Its writer died (crash, kill) and none is open to repair it: read a repaired
+                // copy, holding writers off while copying so the copy is not torn.
+                let _shared = lock::shared(path)?;
+                guard(|| storage::open_repaired_copy(path).map_err(|e| e.to_string())).map_err(
+                    |e| damaged(path, format!("cannot open it after its writer died: {e}")),
+                )?
+            }
+        };
+        let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
+            .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
+        let (records, runs) = check(path, &raw)?;
+        Ok(Journal {
+            path: path.to_owned(),
+            db,
+            _lock: None,
+            records,
+            runs,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Start a run: append its `RunStarted` record. The run id is one more than the last.
+    pub fn begin_run(&mut self, header: RunHeader) -> Result<RunId, Error> {
+        self.begin_run_at(header, now_ms())
+    }
+
+    /// `begin_run` with a given time (tests, golden files).
+    pub fn begin_run_at(&mut self, header: RunHeader, at_ms: u64) -> Result<RunId, Error> {
+        let run = self.runs.keys().next_back().map_or(1, |r| r + 1);
+        self.write(run, Record::RunStarted(Box::new(header)), true, at_ms)?;
+        Ok(run)
+    }
+
+    /// Append a record to `run` (which must be the last run), durably: it is on disk when this
+    /// returns. Returns its sequence number (`Done`/`Failed` name their intent by it).
+    pub fn append(&mut self, run: RunId, record: Record) -> Result<Seq, Error> {
+        self.append_at(run, record, now_ms())
+    }
+
+    /// `append` with a given time (tests, golden files).
+    pub fn append_at(&mut self, run: RunId, record: Record, at_ms: u64) -> Result<Seq, Error> {
+        if matches!(record, Record::RunStarted(_)) {
+            return Err(misuse(&self.path, "RunStarted is written by begin_run"));
+        }
+        if self.runs.keys().next_back() != Some(&run) {
+            return Err(misuse(
+                &self.path,
+                &format!("append to run {run}, which is not the last run"),
+            ));
+        }
+        self.write(run, record, false, at_ms)
+    }
+
+    fn write(
+        &mut self,
+        run: RunId,
+        record: Record,
+        new_run: bool,
+        at_ms: u64,
+    ) -> Result<Seq, Error> {
+        if self._lock.is_none() {
+            return Err(misuse(&self.path, "append to a journal opened read-only"));
+        }
+        let prev = self.records.last().map_or_else(genesis_link, |r| r.link);
+        let seq = self.records.len() as u64 + 1;
+        let (bytes, link) =
+            envelope::encode(&prev, seq, run, at_ms, &record).map_err(|e| Error::Journal {
+                path: self.path.display().to_string(),
+                what: format!("cannot encode a {} record: {e}", record.kind_name()),
+                hint: "paths in the journal must be UTF-8; nothing was written".into(),
+            })?;
+        let db = &self.db;
+        guard(|| {
+            db.append(seq, &bytes, &link, new_run.then_some(run))
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| write_failed(&self.path, e))?;
+        if new_run {
+            self.runs.insert(run, self.records.len());
+        }
+        self.records.push(Stored {
+            seq,
+            run,
+            at_ms,
+            record,
+            link,
+        });
+        Ok(seq)
+    }
+
+    /// The runs, oldest first, with their headers.
+    pub fn runs(&self) -> Vec<(RunId, &RunHeader)> {
+        self.runs
+            .iter()
+            .filter_map(|(&id, &i)| match &self.records[i].record {
+                Record::RunStarted(h) => Some((id, &**h)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The records of `run` in order (its `RunStarted` first); empty for an unknown run.
+    pub fn records(&self, run: RunId) -> &[Stored] {
+        let Some(&start) = self.runs.get(&run) else {
+            return &[];
+        };
+        let end = self
+            .runs
+            .range(run + 1..)
+            .next()
+            .map_or(self.records.len(), |(_, &i)| i);
+        &self.records[start..end]
+    }
+
+    /// Every record, oldest first.
+    pub fn all_records(&self) -> &[Stored] {
+        &self.records
+    }
+
+    pub fn last_run(&self) -> Option<RunId> {
+        self.runs.keys().next_back().copied()
+    }
+
+    /// Re-read the file and check its structure and chain again (what `journal verify` does).
+    pub fn verify(&self) -> Result<Summary, Error> {
+        let db = &self.db;
+        let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
+            .map_err(|e| damaged(&self.path, format!("cannot read it: {e}")))?;
+        let (records, runs) = check(&self.path, &raw)?;
+        Ok(Summary {
+            runs: runs.len() as u64,
+            records: records.len() as u64,
+            head: records.last().map_or_else(genesis_link, |r| r.link),
+        })
+    }
+}
+
+/// The intents of `records` with no `Done` or `Failed` after them, oldest first. On resume the
+/// effect of each may or may not have happened: the engine asks the world with its probe.
+pub fn open_intents(records: &[Stored]) -> Vec<&Stored> {
+    let closed: std::collections::BTreeSet<Seq> = records
+        .iter()
+        .filter_map(|r| match r.record {
+            Record::Done { intent, .. } | Record::Failed { intent, .. } => Some(intent),
+            _ => None,
+        })
+        .collect();
+    records
+        .iter()
+        .filter(|r| matches!(r.record, Record::Intent { .. }) && !closed.contains(&r.seq))
+        .collect()
+}
+
+const DAMAGED_HINT: &str = "the journal is damaged; do not resume from it. Keep a copy \
+(`cp -a JOURNAL JOURNAL.damaged`), look at the system with `nixos-rebuild list-generations` and \
+finish by hand, then move the journal aside";
+
+fn damaged(path: &Path, what: String) -> Error {
+    Error::Journal {
+        path: path.display().to_string(),
+        what,
+        hint: DAMAGED_HINT.replace("JOURNAL", &path.display().to_string()),
+    }
+}
+
+fn write_failed(path: &Path, e: String) -> Error {
+    Error::Journal {
+        path: path.display().to_string(),
+        what: format!("cannot write to it: {e}"),
+        hint: "the record was not written; check free space and the filesystem, then `stepwise \
+               resume`"
+            .into(),
+    }
+}
+
+fn misuse(path: &Path, what: &str) -> Error {
+    Error::Journal {
+        path: path.display().to_string(),
+        what: format!("refused: {what}"),
+        hint: "this is a bug in stepwise; nothing was written".into(),
+    }
+}
+
+type Checked = (Vec<Stored>, BTreeMap<RunId, usize>);
+
+/// Interpret and check everything read: format marker, keys, envelopes, chain, head, run index,
+/// and the references between records. The first problem found is the error.
+fn check(path: &Path, raw: &Raw) -> Result<Checked, Error> {
+    let bad = |what: String| Err(damaged(path, what));
+    let newer = |v: u16| {
+        Err(Error::Journal {
+            path: path.display().to_string(),
+            what: format!(
+                "written in journal format {v} by a newer stepwise; this one reads up to format {FORMAT_VERSION}"
+            ),
+            hint: "use the newer stepwise that wrote it (`stepwise --version`); nothing was changed"
+                .into(),
+        })
+    };
+    if !raw.initialised {
+        // A journal is born with its tables (`storage::create_fresh`).
+        return bad("it has no journal tables: it is not a journal, or it lost them".into());
+    }
+    match raw.format.as_deref() {
+        Some(&[a, b]) => {
+            let v = u16::from_le_bytes([a, b]);
+            if v > FORMAT_VERSION {
+                return newer(v);
+            }
+            if v == 0 {
+                return bad("format marker says version 0, which does not exist".into());
+            }
+        }
+        Some(other) => return bad(format!("format marker is {} bytes, not 2", other.len())),
+        None => return bad("format marker (meta table, key \"format\") is missing".into()),
+    }
+    let mut records: Vec<Stored> = Vec::with_capacity(raw.log.len());
+    let mut runs: BTreeMap<RunId, usize> = BTreeMap::new();
+    let mut intents: BTreeMap<Seq, (RunId, bool)> = BTreeMap::new();
+    let mut prev = genesis_link();
+    for (i, (key, bytes)) in raw.log.iter().enumerate() {
+        let seq = i as u64 + 1;
+        if *key != seq {
+            return bad(format!(
+                "record {seq} is missing (the log jumps from {} to {key})",
+                seq - 1
+            ));
+        }
+        let stored = match envelope::decode(&prev, seq, bytes) {
+            Ok(s) => s,
+            Err(EnvelopeError::NewerFormat(v)) => return newer(v),
+            Err(e) => return bad(format!("record {seq}: {e}")),
+        };
+        let current_run = runs.keys().next_back().copied();
+        match &stored.record {
+            Record::RunStarted(_) => {
+                let expected = current_run.map_or(1, |r| r + 1);
+                if stored.run != expected {
+                    return bad(format!(
+                        "record {seq} starts run {} where run {expected} was due",
+                        stored.run
+                    ));
+                }
+                runs.insert(stored.run, records.len());
+            }
+            _ if Some(stored.run) != current_run => {
+                return bad(format!(
+                    "record {seq} belongs to run {} but the current run is {}",
+                    stored.run,
+                    current_run.map_or("none".to_string(), |r| r.to_string())
+                ))
+            }
+            Record::Intent { .. } => {
+                intents.insert(seq, (stored.run, false));
+            }
+            Record::Done { intent, .. } | Record::Failed { intent, .. } => {
+                match intents.get_mut(intent) {
+                    Some((run, closed)) if *run == stored.run && !*closed => *closed = true,
+                    Some((_, true)) => {
+                        return bad(format!("record {seq} closes intent {intent} a second time"))
+                    }
+                    _ => {
+                        return bad(format!(
+                            "record {seq} closes intent {intent}, which is not an intent of run {}",
+                            stored.run
+                        ))
+                    }
+                }
+            }
+            _ => {}
+        }
+        prev = stored.link;
+        records.push(stored);
+    }
+    // The head is written with every record: a log that lost its tail no longer matches it.
+    match raw.head.as_deref() {
+        None if records.is_empty() => {}
+        None => {
+            return bad(format!(
+                "head marker is missing but {} records exist",
+                records.len()
+            ))
+        }
+        Some(h) if h.len() == 40 => {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&h[..8]);
+            let head_seq = u64::from_le_bytes(n);
+            if head_seq != records.len() as u64 {
+                return bad(format!(
+                    "head marker says {head_seq} records were written, the log holds {}",
+                    records.len()
+                ));
+            }
+            if h[8..] != prev {
+                return bad(format!(
+                    "head marker's link does not match record {head_seq}'s"
+                ));
+            }
+        }
+        Some(h) => return bad(format!("head marker is {} bytes, not 40", h.len())),
+    }
+    let index: Vec<(u64, u64)> = runs.iter().map(|(&r, &i)| (r, records[i].seq)).collect();
+    if index != raw.runs {
+        return bad(format!(
+            "run index (runs table) does not match the log: {:?} vs {:?}",
+            raw.runs, index
+        ));
+    }
+    Ok((records, runs))
+}

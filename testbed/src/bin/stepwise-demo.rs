@@ -113,6 +113,11 @@ fn demo() -> Result<ExitCode, Box<dyn std::error::Error>> {
     // and the bed's system links. Extend this section (progress, journal show, figures) as the
     // engine grows; keep asserting the end state from the world, not from stepwise's output.
     println!("\n== 5. stepwise upgrade (the chain of intermediate generations)");
+    // This disk is sized for the plain upgrade's failure; with G0 also pinned as the booted
+    // system it is a few hundred KiB too small even for steps (tests/engine_real.rs covers the
+    // booted pin with reboots). Here the machine has switched since its last boot.
+    std::fs::remove_file(bed.booted_system_link())?;
+    println!("   (booted-system link removed: the machine has switched since its last boot)");
     let stepwise = stepwise_binary();
     let mut args: Vec<OsString> = vec!["--journal".into(), bed.journal_path().into_os_string()];
     args.extend([
@@ -121,6 +126,19 @@ fn demo() -> Result<ExitCode, Box<dyn std::error::Error>> {
         fx.new.drv.clone().into(),
     ]);
     args.extend(bed.system_args());
+    // The booted system pins G0's packages until a reboot: stepwise may reboot where its plan
+    // says. The demo's "reboot" re-points booted-system at the running system, as a boot would.
+    args.extend([
+        "--reboot".into(),
+        "when-needed".into(),
+        "--reboot-command".into(),
+        format!(
+            "cp -P -T --remove-destination {} {}",
+            bed.current_system_link().display(),
+            bed.booted_system_link().display()
+        )
+        .into(),
+    ]);
     println!(
         "   {} {}",
         stepwise.display(),
@@ -133,14 +151,39 @@ fn demo() -> Result<ExitCode, Box<dyn std::error::Error>> {
         println!("   (not built: run `cargo build --bins` first, as scripts/demo.sh does)");
         return Ok(ExitCode::FAILURE);
     }
-    let out = bed
+    let mut out = bed
         .command(&stepwise)
         .args(&args)
         .stderr(std::process::Stdio::piped())
         .output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     for line in stderr.lines() {
         println!("   | {line}");
+    }
+    // Exit 3 after a reboot: the boot-time `stepwise resume` continues the run.
+    let mut reboots = 0;
+    while out.status.code() == Some(3) && stderr.contains("rebooting into") && reboots < 8 {
+        reboots += 1;
+        println!(
+            "   -- \"reboot\" {reboots}: booted-system -> {}",
+            bed.booted_system().unwrap_or_default()
+        );
+        println!(
+            "   -- {} --journal {} resume",
+            stepwise.display(),
+            bed.journal_path().display()
+        );
+        out = bed
+            .command(&stepwise)
+            .arg("--journal")
+            .arg(bed.journal_path())
+            .arg("resume")
+            .stderr(std::process::Stdio::piped())
+            .output()?;
+        stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        for line in stderr.lines() {
+            println!("   | {line}");
+        }
     }
     let status = out.status;
     println!("   stepwise exited with {status}");
@@ -151,6 +194,16 @@ fn demo() -> Result<ExitCode, Box<dyn std::error::Error>> {
     println!("   {}", disk_line(&bed));
     let current = bed.current_system().unwrap_or_default();
     println!("   current-system -> {current}");
+    println!("\n== 6. stepwise journal show (the audit of the run)");
+    let show = bed
+        .command(&stepwise)
+        .arg("--journal")
+        .arg(bed.journal_path())
+        .args(["journal", "show"])
+        .output()?;
+    for line in String::from_utf8_lossy(&show.stdout).lines() {
+        println!("   | {line}");
+    }
     if status.success() && current == fx.new.out {
         println!(
             "\nThe target generation is running, on a disk that could not hold the plain upgrade."

@@ -1,0 +1,208 @@
+//! A realistic run for tests, the golden file, the benchmark and the fuzz corpus.
+
+use std::path::PathBuf;
+
+use super::record::{ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, Target};
+use super::transition::Transition;
+use crate::cli::args::{OnFailure, RebootPolicy, Strategy};
+use crate::drv::StorePath;
+use crate::effects::store::Action;
+
+/// A store path `<hash>-name` whose hash is derived from `name`.
+pub fn store_path(name: &str) -> StorePath {
+    // nix32 alphabet, deterministic per name.
+    const ALPHABET: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let hash: String = (0..32)
+        .map(|i| {
+            for b in name.bytes().chain([i as u8]) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+            ALPHABET[(h >> 59) as usize % 32] as char
+        })
+        .collect();
+    // The first nix32 character of a 20-byte hash carries only 0..8.
+    let hash = format!("{}{}", (b'0' + (h % 8) as u8) as char, &hash[1..]);
+    StorePath::from_base_name(&format!("{hash}-{name}")).expect("sample store path")
+}
+
+pub fn header() -> RunHeader {
+    RunHeader {
+        stepwise_version: "0.1.0".into(),
+        pid: 4242,
+        store_dir: "/nix/store".into(),
+        target: Target::Flake {
+            reference: "/etc/nixos".into(),
+            host: Some("web".into()),
+        },
+        target_drv: store_path("nixos-system-web-24.11.drv"),
+        profile: PathBuf::from("/nix/var/nix/profiles/system"),
+        current_system: PathBuf::from("/run/current-system"),
+        booted_system: PathBuf::from("/run/booted-system"),
+        action: Action::Switch,
+        strategy: Strategy::Auto,
+        on_failure: OnFailure::Unwind,
+        reboot: RebootPolicy::Never,
+        reboot_command: vec!["systemctl".into(), "reboot".into()],
+        non_vital: vec!["firefox".into()],
+        together: vec![vec!["openssl".into(), "curl".into()]],
+        reserve: 64 << 20,
+        g0_toplevel: store_path("nixos-system-web-24.05"),
+        g0_drv: Some(store_path("nixos-system-web-24.05.drv")),
+        plan: (1..=2)
+            .map(|i| PlannedStep {
+                index: i,
+                toplevel_drv: store_path(&format!("nixos-system-web-step{i}.drv")),
+                toplevel_out: store_path(&format!("nixos-system-web-step{i}")),
+                units: vec![format!("unit-{i}a"), format!("unit-{i}b")],
+                adds: 150 << 20,
+                frees: 120 << 20,
+            })
+            .collect(),
+    }
+}
+
+/// The records of a stepwise run after its header, with `Done`/`Failed` naming their intent by
+/// the sequence number the intent will get when the run's `RunStarted` is record `first_seq`.
+pub fn records(first_seq: u64) -> Vec<Record> {
+    let mut out: Vec<Record> = vec![Record::StrategyChosen {
+        strategy: ChosenStrategy::Stepwise,
+        why: "the plain upgrade needs 1.2 GiB, 800 MiB are free".into(),
+    }];
+    let intent = |out: &mut Vec<Record>, t: Transition| {
+        out.push(Record::Intent { transition: t });
+        first_seq + out.len() as u64
+    };
+    let profile = PathBuf::from("/nix/var/nix/profiles/system");
+    for step in 1..=2u32 {
+        let drv = store_path(&format!("nixos-system-web-step{step}.drv"));
+        let top = store_path(&format!("nixos-system-web-step{step}"));
+        let i = intent(
+            &mut out,
+            Transition::WriteDerivations {
+                step,
+                drvs: vec![drv.clone(), store_path(&format!("system-path-{step}.drv"))],
+            },
+        );
+        out.push(Record::Done {
+            intent: i,
+            added: Some(8 << 10),
+            freed: None,
+        });
+        let i = intent(
+            &mut out,
+            Transition::Realise {
+                step,
+                drv,
+                root: PathBuf::from(format!("/nix/var/nix/gcroots/stepwise/step-{step}")),
+            },
+        );
+        out.push(Record::Done {
+            intent: i,
+            added: Some(150 << 20),
+            freed: None,
+        });
+        let i = intent(
+            &mut out,
+            Transition::SetProfile {
+                profile: profile.clone(),
+                toplevel: top.clone(),
+            },
+        );
+        out.push(Record::Done {
+            intent: i,
+            added: None,
+            freed: None,
+        });
+        let i = intent(
+            &mut out,
+            Transition::Activate {
+                toplevel: top,
+                action: Action::Switch,
+            },
+        );
+        out.push(Record::Done {
+            intent: i,
+            added: None,
+            freed: None,
+        });
+        let i = intent(
+            &mut out,
+            Transition::DropGeneration {
+                profile: profile.clone(),
+                number: 40 + u64::from(step),
+            },
+        );
+        out.push(Record::Done {
+            intent: i,
+            added: None,
+            freed: None,
+        });
+        let i = intent(
+            &mut out,
+            Transition::Collect {
+                paths: vec![
+                    store_path(&format!("unit-{step}a-1.0")),
+                    store_path(&format!("unit-{step}b-1.0")),
+                ],
+                bytes: 120 << 20,
+            },
+        );
+        out.push(Record::Done {
+            intent: i,
+            added: None,
+            freed: Some(120 << 20),
+        });
+    }
+    let i = intent(
+        &mut out,
+        Transition::Unpin {
+            root: PathBuf::from("/nix/var/nix/gcroots/stepwise/step-1"),
+        },
+    );
+    out.push(Record::Failed {
+        intent: i,
+        message: "permission denied".into(),
+    });
+    out.push(Record::RunFinished {
+        outcome: Outcome::ReachedTarget,
+    });
+    out
+}
+
+/// A second, interrupted run: an unwind whose last intent has no outcome.
+pub fn interrupted_records(first_seq: u64) -> Vec<Record> {
+    let mut out = vec![
+        Record::PlainAttemptFailed {
+            why: "out of space while realising: No space left on device".into(),
+        },
+        Record::StrategyChosen {
+            strategy: ChosenStrategy::Stepwise,
+            why: "the plain upgrade ran out of space".into(),
+        },
+        Record::Intent {
+            transition: Transition::Realise {
+                step: 1,
+                drv: store_path("nixos-system-web-step1.drv"),
+                root: PathBuf::from("/nix/var/nix/gcroots/stepwise/step-1"),
+            },
+        },
+    ];
+    out.push(Record::Failed {
+        intent: first_seq + 3,
+        message: "build of hello-2.12.drv failed".into(),
+    });
+    out.push(Record::UnwindStarted {
+        why: "a build failed".into(),
+    });
+    out.push(Record::Resumed {
+        pid: 777,
+        command: "unwind".into(),
+    });
+    out.push(Record::Intent {
+        transition: Transition::Reboot {
+            expected_booted: store_path("nixos-system-web-24.05"),
+        },
+    });
+    out
+}

@@ -1,0 +1,105 @@
+//! The transitions of a run (design §6), as the engine performs them and the journal records them.
+//!
+//! Every value here is part of the journal's on-disk format (`journal-format.md`, format 1): the
+//! postcard encoding follows the field order and the variant order. Never reorder, rename the
+//! variants' meaning, or insert fields; add a new format version instead.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::drv::StorePath;
+use crate::effects::store::Action;
+
+/// One effect on the world, recorded as an intent before it runs and as done or failed after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Transition {
+    /// Write the `.drv` files of step `step` as text store objects. Probe: the paths are valid.
+    WriteDerivations { step: u32, drvs: Vec<StorePath> },
+    /// Realise step `step`'s toplevel `drv`, holding it with the run-owned GC root `root`.
+    /// Probe: the root exists and its target is valid.
+    Realise {
+        step: u32,
+        drv: StorePath,
+        root: PathBuf,
+    },
+    /// Point `profile` at `toplevel` (a new generation unless it already points there).
+    /// Probe: the profile resolves to `toplevel`.
+    SetProfile {
+        profile: PathBuf,
+        toplevel: StorePath,
+    },
+    /// `toplevel/bin/switch-to-configuration action`. Probe: current-system → toplevel (switch,
+    /// test).
+    Activate { toplevel: StorePath, action: Action },
+    /// Delete generation `number` of `profile`. Probe: its link is gone.
+    DropGeneration { profile: PathBuf, number: u64 },
+    /// Delete exactly `paths` (no longer live), `bytes` in total by their NAR sizes.
+    /// Probe: the paths are invalid.
+    Collect { paths: Vec<StorePath>, bytes: u64 },
+    /// Run the reboot command; the boot-time resume expects booted-system → `expected_booted`.
+    Reboot { expected_booted: StorePath },
+    /// Remove the run-owned GC root `root`. Probe: the root is gone.
+    Unpin { root: PathBuf },
+}
+
+impl Transition {
+    /// A short name for audits: `realise`, `set-profile`, ….
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transition::WriteDerivations { .. } => "write-derivations",
+            Transition::Realise { .. } => "realise",
+            Transition::SetProfile { .. } => "set-profile",
+            Transition::Activate { .. } => "activate",
+            Transition::DropGeneration { .. } => "drop-generation",
+            Transition::Collect { .. } => "collect",
+            Transition::Reboot { .. } => "reboot",
+            Transition::Unpin { .. } => "unpin",
+        }
+    }
+
+    /// One line describing the effect, for `journal show`.
+    pub fn describe(&self) -> String {
+        match self {
+            Transition::WriteDerivations { step, drvs } => {
+                format!("write {} derivation(s) of step {step}", drvs.len())
+            }
+            Transition::Realise { step, drv, root } => {
+                format!("realise step {step}: {drv} (root {})", root.display())
+            }
+            Transition::SetProfile { profile, toplevel } => {
+                format!("set profile {} → {toplevel}", profile.display())
+            }
+            Transition::Activate { toplevel, action } => {
+                format!("activate {toplevel} ({})", action.as_str())
+            }
+            Transition::DropGeneration { profile, number } => {
+                format!("drop generation {number} of {}", profile.display())
+            }
+            Transition::Collect { paths, bytes } => {
+                format!("collect {} path(s), {}", paths.len(), human_bytes(*bytes))
+            }
+            Transition::Reboot { expected_booted } => {
+                format!("reboot into {expected_booted}")
+            }
+            Transition::Unpin { root } => format!("unpin {}", root.display()),
+        }
+    }
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,981 @@
+//! The executor: for each decision of the transition machine, journal the intent durably, run the
+//! effect through the `Store`/`System` seams, journal the outcome. A fresh executor over the same
+//! journal and world continues where a killed one stopped (`resume`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::log::{LogError, RunLog};
+use super::record::{self, activation_action, Replayed};
+use super::run_plan::{GenPlan, GenSource, Spec, SpecError};
+use crate::drv::StorePath;
+use crate::effects::journal::{Record, RunHeader, Seq, Transition};
+use crate::effects::store::{RealiseError, RealiseEvent, StoreError};
+use crate::effects::{Store, System};
+use crate::transition::{self, Chain, Effect, Event, FailureKind, Gen, Next, Outcome, RunState};
+
+/// Space kept free beside the journal, given back when the disk is full.
+pub trait Reserve {
+    fn release(&mut self) -> std::io::Result<()>;
+    fn restore(&mut self) -> std::io::Result<()>;
+}
+
+/// What the executor tells the user as it goes.
+#[derive(Debug, Clone)]
+pub enum Progress<'a> {
+    Starting {
+        transition: &'a Transition,
+        gen: &'a GenPlan,
+        chain: Chain,
+        /// Generations in the chain after G0.
+        of: Gen,
+    },
+    Done {
+        transition: &'a Transition,
+        note: &'a str,
+    },
+    Failed {
+        transition: &'a Transition,
+        message: &'a str,
+    },
+    Info(&'a str),
+}
+
+/// How a drive of the run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    Finished {
+        outcome: Outcome,
+        /// What turned the run around, if anything (the package, the log tail).
+        failure: Option<String>,
+    },
+    /// Stopped before the end; `resume` continues (exit 3).
+    Stopped { why: String },
+    /// A test's checkpoint hook simulated a crash here.
+    Crashed { at: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("journal: {0}")]
+    Journal(#[from] LogError),
+    #[error("the journal does not replay: {0}")]
+    Replay(String),
+    #[error("the journal holds no run")]
+    NoRun,
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+    #[error("the last run has finished ({0:?}); there is nothing to {1}")]
+    Finished(Outcome, &'static str),
+}
+
+pub struct Executor<'a> {
+    pub store: &'a dyn Store,
+    pub system: &'a dyn System,
+    pub log: &'a mut dyn RunLog,
+    pub source: &'a dyn GenSource,
+    /// Set by SIGTERM/SIGINT: finish the current transition, then stop.
+    pub stop: &'a AtomicBool,
+    pub reserve: Option<&'a mut dyn Reserve>,
+    /// Called at each named checkpoint; returning true simulates a crash there (tests). The default
+    /// goes to `crash::point`, which aborts the process under the `crash-points` feature.
+    pub checkpoint: Box<dyn FnMut(&str) -> bool + 'a>,
+    pub progress: Box<dyn FnMut(Progress) + 'a>,
+    /// Bit k: reboot after step k (the plan's, kept beside the journal).
+    pub reboot_after: u64,
+    reserve_released: bool,
+}
+
+/// The last run, read back from the journal.
+pub struct Loaded {
+    pub spec: Spec,
+    pub replayed: Replayed,
+    pub records: Vec<(Seq, Record)>,
+}
+
+/// Rebuild the last run's state from its records alone.
+pub fn load(log: &dyn RunLog, roots_dir: PathBuf) -> Result<Loaded, EngineError> {
+    load_with(log, roots_dir, 0)
+}
+
+/// `load` for a plan that reboots after the steps in `reboot_after` (bit k: step k).
+pub fn load_with(
+    log: &dyn RunLog,
+    roots_dir: PathBuf,
+    reboot_after: u64,
+) -> Result<Loaded, EngineError> {
+    let records = log.last_run();
+    let Some((_, Record::RunStarted(header))) = records.first() else {
+        return Err(EngineError::NoRun);
+    };
+    let mut spec = Spec::new((**header).clone(), roots_dir)?;
+    spec.reboot_after = reboot_after;
+    let replayed =
+        record::replay(&spec, &records).map_err(|e| EngineError::Replay(e.to_string()))?;
+    Ok(Loaded {
+        spec,
+        replayed,
+        records,
+    })
+}
+
+fn classify_store(e: &StoreError) -> FailureKind {
+    match e {
+        StoreError::OutOfSpace(_) => FailureKind::OutOfSpace,
+        _ => FailureKind::Other,
+    }
+}
+
+type EffectResult = Result<(String, Option<u64>, Option<u64>), (FailureKind, String)>;
+
+impl<'a> Executor<'a> {
+    pub fn new(
+        store: &'a dyn Store,
+        system: &'a dyn System,
+        log: &'a mut dyn RunLog,
+        source: &'a dyn GenSource,
+        stop: &'a AtomicBool,
+    ) -> Self {
+        Executor {
+            store,
+            system,
+            log,
+            source,
+            stop,
+            reserve: None,
+            checkpoint: Box::new(|name| {
+                super::crash::point(name);
+                false
+            }),
+            progress: Box::new(|_| {}),
+            reboot_after: 0,
+            reserve_released: false,
+        }
+    }
+
+    fn append(&mut self, r: Record) -> Result<Seq, EngineError> {
+        match self.log.append(r.clone()) {
+            Ok(seq) => Ok(seq),
+            // The disk may be full: give the reserve back and try once more.
+            Err(e) if !self.reserve_released && self.reserve.is_some() => {
+                self.release_reserve();
+                self.log.append(r).map_err(|_| e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn release_reserve(&mut self) {
+        if let Some(r) = self.reserve.as_deref_mut() {
+            if r.release().is_ok() {
+                self.reserve_released = true;
+                (self.progress)(Progress::Info(
+                    "disk full: released the reserve file so that the journal and deletions can proceed",
+                ));
+            }
+        }
+    }
+
+    fn restore_reserve(&mut self) {
+        if self.reserve_released {
+            if let Some(r) = self.reserve.as_deref_mut() {
+                if r.restore().is_ok() {
+                    self.reserve_released = false;
+                }
+            }
+        }
+    }
+
+    fn check(&mut self, name: &str) -> Option<RunEnd> {
+        (self.checkpoint)(name).then(|| RunEnd::Crashed { at: name.into() })
+    }
+
+    /// Start a new run: journal its header and chosen chain, then drive it.
+    pub fn start(
+        &mut self,
+        header: RunHeader,
+        roots_dir: PathBuf,
+        chain: Chain,
+        why: String,
+    ) -> Result<RunEnd, EngineError> {
+        let mut spec = Spec::new(header.clone(), roots_dir.clone())?;
+        spec.reboot_after = self.reboot_after;
+        if chain == Chain::Steps && spec.steps.is_empty() {
+            return Err(EngineError::Spec(SpecError("no steps planned".into())));
+        }
+        self.log.begin_run(header)?;
+        if let Some(c) = self.check("run-started") {
+            return Ok(c);
+        }
+        self.append(Record::StrategyChosen {
+            strategy: record::chosen(chain),
+            why,
+        })?;
+        self.continue_run(roots_dir, false, false)
+    }
+
+    /// Continue the last run from the journal (retrying an effect that stopped it).
+    pub fn resume(&mut self, roots_dir: PathBuf) -> Result<RunEnd, EngineError> {
+        self.continue_run(roots_dir, false, true)
+    }
+
+    /// Walk the last run back to G0.
+    pub fn unwind(&mut self, roots_dir: PathBuf) -> Result<RunEnd, EngineError> {
+        self.continue_run(roots_dir, true, true)
+    }
+
+    fn continue_run(
+        &mut self,
+        roots_dir: PathBuf,
+        unwind: bool,
+        resumed: bool,
+    ) -> Result<RunEnd, EngineError> {
+        let Loaded { spec, replayed, .. } = load_with(&*self.log, roots_dir, self.reboot_after)?;
+        let mut state = replayed.state.clone();
+        let what = if unwind { "unwind" } else { "resume" };
+        if let transition::Phase::Finished(o) = state.phase {
+            let held = matches!(o, Outcome::Held { .. });
+            if !(unwind && held) {
+                if !replayed.finished {
+                    // The end was reached but not recorded before the process died.
+                    self.append(Record::RunFinished {
+                        outcome: record::outcome(o),
+                    })?;
+                    if !unwind {
+                        return Ok(self.finished(o, &replayed));
+                    }
+                }
+                return Err(EngineError::Finished(o, what));
+            }
+        }
+        if resumed {
+            self.append(Record::Resumed {
+                pid: std::process::id(),
+                command: what.into(),
+            })?;
+        }
+        // A trailing intent first: did its effect happen? (design §6's probes)
+        if let Some(e) = state.in_flight {
+            let (seq, t) = replayed
+                .intents
+                .iter()
+                .next_back()
+                .map(|(s, (_, t))| (*s, t.clone()))
+                .expect("an in-flight effect has its intent");
+            match self.settle(&spec, state, e, seq, &t)? {
+                Ok(s) => state = s,
+                Err(end) => return Ok(end),
+            }
+            if let transition::Phase::Finished(o) = state.phase {
+                if !(unwind && matches!(o, Outcome::Held { .. })) {
+                    // The trailing effect was the last one: the run is over.
+                    self.append(Record::RunFinished {
+                        outcome: record::outcome(o),
+                    })?;
+                    if unwind {
+                        return Err(EngineError::Finished(o, what));
+                    }
+                    let replayed = record::replay(&spec, &self.log.last_run())
+                        .map_err(|e| EngineError::Replay(e.to_string()))?;
+                    return Ok(self.finished(o, &replayed));
+                }
+            }
+        }
+        if state.phase == transition::Phase::Preflight && !unwind {
+            // Killed between the header and the strategy: nothing was done; take the safe way
+            // (the plain upgrade falls back to steps on a real out-of-space failure).
+            let chain = if spec.header.strategy == crate::cli::args::Strategy::Stepwise {
+                Chain::Steps
+            } else {
+                Chain::Direct
+            };
+            self.append(Record::StrategyChosen {
+                strategy: record::chosen(chain),
+                why: "resumed before a strategy was recorded".into(),
+            })?;
+            state = feed(state, Event::Begin { chain })?;
+        }
+        if unwind && !state.unwind_requested {
+            if state.phase == transition::Phase::Preflight {
+                self.append(Record::StrategyChosen {
+                    strategy: record::chosen(Chain::Direct),
+                    why: "unwound before starting".into(),
+                })?;
+                state = feed(
+                    state,
+                    Event::Begin {
+                        chain: Chain::Direct,
+                    },
+                )?;
+            }
+            self.append(Record::UnwindStarted {
+                why: "requested by `stepwise unwind`".into(),
+            })?;
+            state = feed(state, Event::UnwindRequested)?;
+        }
+        // Back from a reboot: only go on in the generation the run rebooted into.
+        if let (transition::Phase::Moving(m), None) = (state.phase, state.in_flight) {
+            if m.stage == transition::Stage::CollectBooted {
+                let want = &spec.gen(state.chain, m.to).out;
+                let booted = self
+                    .system
+                    .read_system_link(&spec.header.booted_system)
+                    .ok()
+                    .flatten();
+                if booted.as_ref() != Some(want) {
+                    return Ok(RunEnd::Stopped {
+                        why: format!(
+                            "waiting for the reboot into {want} (booted: {}); run `stepwise resume` once it has booted",
+                            booted.map_or("unknown".into(), |b| b.to_string())
+                        ),
+                    });
+                }
+            }
+        }
+        self.drive(&spec, state, true)
+    }
+
+    /// Resolve an intent whose outcome was not journaled: probe the world, or run the effect again
+    /// (every effect is idempotent, and collects recheck liveness).
+    fn settle(
+        &mut self,
+        spec: &Spec,
+        state: RunState,
+        e: Effect,
+        seq: Seq,
+        t: &Transition,
+    ) -> Result<Result<RunState, RunEnd>, EngineError> {
+        if self.probe(spec, &state, e) {
+            self.append(Record::Done {
+                intent: seq,
+                added: None,
+                freed: None,
+            })?;
+            (self.progress)(Progress::Done {
+                transition: t,
+                note: "probed: it had happened",
+            });
+            return feed(state, Event::Done(e)).map(Ok);
+        }
+        match self.run_effect(spec, &state, e, seq, t)? {
+            Err(at) => Ok(Err(RunEnd::Crashed { at })),
+            Ok(ev) => feed(state, ev).map(Ok),
+        }
+    }
+
+    /// Whether the world shows that `e` happened, where that is cheap and certain.
+    fn probe(&self, spec: &Spec, state: &RunState, e: Effect) -> bool {
+        match e {
+            Effect::Reboot { gen } => {
+                self.system
+                    .read_system_link(&spec.header.booted_system)
+                    .ok()
+                    .flatten()
+                    .as_ref()
+                    == Some(&spec.gen(state.chain, gen).out)
+            }
+            Effect::Activate { gen } => {
+                let g = spec.gen(state.chain, gen);
+                activation_action(spec, state, gen) != crate::effects::store::Action::Boot
+                    && self
+                        .system
+                        .read_system_link(&spec.header.current_system)
+                        .ok()
+                        .flatten()
+                        .as_ref()
+                        == Some(&g.out)
+            }
+            _ => false,
+        }
+    }
+
+    fn finished(&self, outcome: Outcome, replayed: &Replayed) -> RunEnd {
+        let failure = match outcome {
+            Outcome::ReachedTarget | Outcome::Unwound { failed: false } => None,
+            _ => replayed
+                .state
+                .failure
+                .and_then(|(e, _)| {
+                    replayed
+                        .failures
+                        .iter()
+                        .find(|(f, _)| *f == e)
+                        .map(|(_, m)| m.clone())
+                })
+                .or_else(|| replayed.failures.first().map(|(_, m)| m.clone())),
+        };
+        RunEnd::Finished { outcome, failure }
+    }
+
+    fn drive(
+        &mut self,
+        spec: &Spec,
+        mut state: RunState,
+        mut retry_stuck: bool,
+    ) -> Result<RunEnd, EngineError> {
+        loop {
+            let e = match state.next_action() {
+                Next::Run(e) => e,
+                Next::Stop(e, _) if retry_stuck => e,
+                Next::Stop(e, kind) => {
+                    return Ok(RunEnd::Stopped {
+                        why: format!("{} failed ({kind:?})", e.name()),
+                    });
+                }
+                Next::Finished(o) => {
+                    self.append(Record::RunFinished {
+                        outcome: record::outcome(o),
+                    })?;
+                    let replayed = record::replay(spec, &self.log.last_run())
+                        .map_err(|e| EngineError::Replay(e.to_string()))?;
+                    return Ok(self.finished(o, &replayed));
+                }
+                Next::Await(e) => unreachable!("settled before driving: {e:?}"),
+                Next::Choose => unreachable!("the chain is chosen before driving"),
+            };
+            retry_stuck = false;
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(RunEnd::Stopped {
+                    why: "stopped by a signal after finishing the current transition".into(),
+                });
+            }
+            let t = match self.concretise(spec, &state, e) {
+                Ok(t) => t,
+                Err(why) => {
+                    return Ok(RunEnd::Stopped {
+                        why: format!("cannot prepare {}: {why}", e.name()),
+                    })
+                }
+            };
+            if let Some(c) = self.check(&format!("before-intent-{}", e.name())) {
+                return Ok(c);
+            }
+            let seq = self.append(Record::Intent {
+                transition: t.clone(),
+            })?;
+            state = feed(state, Event::Intent(e))?;
+            if let Some(c) = self.check(&format!("after-intent-{}", e.name())) {
+                return Ok(c);
+            }
+            let ev = match self.run_effect(spec, &state, e, seq, &t)? {
+                Ok(ev) => ev,
+                Err(at) => return Ok(RunEnd::Crashed { at }),
+            };
+            state = feed(state, ev)?;
+            if let Some(c) = self.check(&format!("after-outcome-{}", e.name())) {
+                return Ok(c);
+            }
+            if ev == Event::Done(e) {
+                if let Effect::Reboot { gen } = e {
+                    return Ok(RunEnd::Stopped {
+                        why: format!(
+                            "rebooting into {} ({}); `stepwise resume` at boot continues the run",
+                            spec.gen(state.chain, gen).out,
+                            spec.gen(state.chain, gen).label
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The concrete transition an intent records: what a retry must do again.
+    fn concretise(&self, spec: &Spec, state: &RunState, e: Effect) -> Result<Transition, String> {
+        let g = |gen| spec.gen(state.chain, gen);
+        Ok(match e {
+            Effect::PinDerivations => Transition::WriteDerivations {
+                step: 0,
+                drvs: vec![spec.g0.drv.clone(), spec.target.drv.clone()],
+            },
+            Effect::WriteDerivations { gen } => {
+                let mut drvs: Vec<StorePath> = self
+                    .source
+                    .derivations(&g(gen).drv)?
+                    .into_iter()
+                    .map(|d| d.path)
+                    .collect();
+                if drvs.last() != Some(&g(gen).drv) {
+                    drvs.push(g(gen).drv.clone());
+                }
+                Transition::WriteDerivations {
+                    step: g(gen).step,
+                    drvs,
+                }
+            }
+            Effect::Realise { gen } => Transition::Realise {
+                step: g(gen).step,
+                drv: g(gen).drv.clone(),
+                root: spec.out_root(state.chain, gen),
+            },
+            Effect::SetProfile { gen } => Transition::SetProfile {
+                profile: spec.header.profile.clone(),
+                toplevel: g(gen).out.clone(),
+            },
+            Effect::Activate { gen } => Transition::Activate {
+                toplevel: g(gen).out.clone(),
+                action: activation_action(spec, state, gen),
+            },
+            Effect::DropGeneration { gen } => {
+                let gens = self
+                    .system
+                    .generations(&spec.header.profile)
+                    .map_err(|e| e.to_string())?;
+                Transition::DropGeneration {
+                    profile: spec.header.profile.clone(),
+                    // The executor drops every non-current generation holding this toplevel;
+                    // the record names the newest (0: none left).
+                    number: gens
+                        .iter()
+                        .filter(|x| x.toplevel == g(gen).out && !x.current)
+                        .map(|x| x.number)
+                        .max()
+                        .unwrap_or(0),
+                }
+            }
+            Effect::Unpin { gen } => Transition::Unpin {
+                root: spec.out_root(state.chain, gen),
+            },
+            Effect::Collect { gen } => {
+                let paths = self
+                    .collectable(spec, state, gen)
+                    .map_err(|e| e.to_string())?;
+                let paths: Vec<StorePath> = paths.into_iter().collect();
+                let bytes = self
+                    .store
+                    .path_infos(&paths)
+                    .map_err(|e| e.to_string())?
+                    .values()
+                    .map(|i| i.nar_size)
+                    .sum();
+                Transition::Collect { paths, bytes }
+            }
+            Effect::Release => Transition::Unpin {
+                root: spec.roots_dir.clone(),
+            },
+            Effect::Reboot { gen } => Transition::Reboot {
+                expected_booted: g(gen).out.clone(),
+            },
+        })
+    }
+
+    /// The paths of generation `gen` (its closure if it is still valid, and whatever of its
+    /// planned closure is on disk) that nothing live needs.
+    fn collectable(
+        &self,
+        spec: &Spec,
+        state: &RunState,
+        gen: Gen,
+    ) -> Result<BTreeSet<StorePath>, StoreError> {
+        let g = spec.gen(state.chain, gen);
+        let mut cands: BTreeSet<StorePath> = BTreeSet::new();
+        if !self
+            .store
+            .valid_paths(std::slice::from_ref(&g.out))?
+            .is_empty()
+        {
+            cands.extend(self.store.closure(std::slice::from_ref(&g.out))?);
+        }
+        let planned: Vec<StorePath> = self
+            .source
+            .planned_closure(&g.drv)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        cands.extend(self.store.valid_paths(&planned)?);
+        cands.retain(|p| !p.is_derivation());
+        // Its own rewritten `.drv`s reference the old packages it kept: they go with them.
+        if !(gen == 0 || (state.chain == Chain::Direct) || gen as usize == spec.steps.len()) {
+            let drvs: Vec<StorePath> = self
+                .source
+                .derivations(&g.drv)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.path)
+                .collect();
+            cands.extend(self.store.valid_paths(&drvs)?);
+        }
+        let live = self.store.live_paths()?;
+        Ok(cands.into_iter().filter(|p| !live.contains(p)).collect())
+    }
+
+    /// Run one effect and journal its outcome. `Err(checkpoint)` when a test simulated a crash
+    /// between the effect and its outcome record.
+    fn run_effect(
+        &mut self,
+        spec: &Spec,
+        state: &RunState,
+        e: Effect,
+        seq: Seq,
+        t: &Transition,
+    ) -> Result<Result<Event, String>, EngineError> {
+        let gen_of = |gen: Gen| spec.gen(state.chain, gen);
+        let label_gen = match e {
+            Effect::PinDerivations | Effect::Release => 0,
+            Effect::WriteDerivations { gen }
+            | Effect::Realise { gen }
+            | Effect::SetProfile { gen }
+            | Effect::Activate { gen }
+            | Effect::DropGeneration { gen }
+            | Effect::Unpin { gen }
+            | Effect::Collect { gen }
+            | Effect::Reboot { gen } => gen,
+        };
+        (self.progress)(Progress::Starting {
+            transition: t,
+            gen: gen_of(label_gen),
+            chain: state.chain,
+            of: state.last_gen(),
+        });
+        let store_err = |e: StoreError| (classify_store(&e), e.to_string());
+        let result: EffectResult = match (e, t) {
+            (Effect::PinDerivations, _) => self.pin(spec, state).map_err(store_err),
+            (Effect::WriteDerivations { gen }, _) => self
+                .write_derivations(spec, state.chain, gen)
+                .map_err(store_err),
+            (Effect::Realise { gen }, _) => self.realise(spec, state.chain, gen),
+            (Effect::SetProfile { gen }, _) => self
+                .system
+                .set_profile(&spec.header.profile, &gen_of(gen).out)
+                .map(|()| (String::new(), None, None))
+                .map_err(store_err),
+            (Effect::Activate { gen }, Transition::Activate { action, .. }) => self
+                .system
+                .activate(&gen_of(gen).out, *action)
+                .map(|()| (action.as_str().to_string(), None, None))
+                .map_err(|e| match e {
+                    StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
+                    e => (FailureKind::Activation, e.to_string()),
+                }),
+            (Effect::DropGeneration { gen }, _) => {
+                self.drop_generation(spec, gen_of(gen)).map_err(store_err)
+            }
+            (Effect::Unpin { gen }, _) => self
+                .unpin(spec, state.chain, gen)
+                .map(|()| (String::new(), None, None))
+                .map_err(store_err),
+            (Effect::Collect { .. }, Transition::Collect { paths, .. }) => {
+                self.collect(paths).map_err(store_err)
+            }
+            (Effect::Release, _) => self.release(spec).map_err(store_err),
+            (Effect::Reboot { .. }, _) => self
+                .system
+                .reboot(&spec.header.reboot_command)
+                .map(|()| ("reboot command run".into(), None, None))
+                .map_err(store_err),
+            (e, t) => unreachable!("{e:?} was recorded as {t:?}"),
+        };
+        if let Some(RunEnd::Crashed { at }) = self.check(&format!("after-effect-{}", e.name())) {
+            return Ok(Err(at));
+        }
+        match result {
+            Ok((note, added, freed)) => {
+                self.append(Record::Done {
+                    intent: seq,
+                    added,
+                    freed,
+                })?;
+                if matches!(e, Effect::Collect { .. }) {
+                    self.restore_reserve();
+                }
+                (self.progress)(Progress::Done {
+                    transition: t,
+                    note: &note,
+                });
+                Ok(Ok(Event::Done(e)))
+            }
+            Err((kind, message)) => {
+                if kind == FailureKind::OutOfSpace {
+                    self.release_reserve();
+                }
+                // Only this failure is read back as out of space (the machine's fall-back).
+                let out_of_space = kind == FailureKind::OutOfSpace
+                    && state.chain == Chain::Direct
+                    && matches!(e, Effect::Realise { .. } | Effect::WriteDerivations { .. });
+                let kind = if out_of_space {
+                    self.append(Record::PlainAttemptFailed {
+                        why: message.clone(),
+                    })?;
+                    FailureKind::OutOfSpace
+                } else if kind == FailureKind::OutOfSpace {
+                    FailureKind::Other
+                } else {
+                    kind
+                };
+                self.append(Record::Failed {
+                    intent: seq,
+                    message: message.clone(),
+                })?;
+                (self.progress)(Progress::Failed {
+                    transition: t,
+                    message: &message,
+                });
+                // Read back the same way (`record::replay`).
+                let kind = match (e, kind) {
+                    (_, FailureKind::OutOfSpace) => FailureKind::OutOfSpace,
+                    (Effect::Realise { .. } | Effect::WriteDerivations { .. }, _) => {
+                        FailureKind::BuildFailed
+                    }
+                    (Effect::Activate { .. }, _) => FailureKind::Activation,
+                    _ => FailureKind::Other,
+                };
+                Ok(Ok(Event::Failed(e, kind)))
+            }
+        }
+    }
+
+    fn pin(
+        &self,
+        spec: &Spec,
+        state: &RunState,
+    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+        std::fs::create_dir_all(&spec.roots_dir).map_err(|source| StoreError::Io {
+            path: spec.roots_dir.clone(),
+            source,
+        })?;
+        // G0's `.drv` closure stays for the whole run: exact unwind rebuilds from it.
+        self.store
+            .add_root(&spec.drv_root(state.chain, 0), &spec.g0.drv)?;
+        // The target's too: the steps are rewritten from it and it is the last step.
+        self.store
+            .add_root(&spec.drv_root(Chain::Direct, 1), &spec.target.drv)?;
+        Ok(("G0 and target derivations pinned".into(), None, None))
+    }
+
+    fn write_derivations(
+        &self,
+        spec: &Spec,
+        chain: Chain,
+        gen: Gen,
+    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+        let g = spec.gen(chain, gen);
+        let drvs = self
+            .source
+            .derivations(&g.drv)
+            .map_err(StoreError::Refused)?;
+        let paths: Vec<StorePath> = drvs.iter().map(|d| d.path.clone()).collect();
+        let valid = self.store.valid_paths(&paths)?;
+        let mut written = 0;
+        let mut bytes = 0u64;
+        let ours: BTreeSet<&StorePath> = paths.iter().collect();
+        for d in &drvs {
+            if valid.contains(&d.path) {
+                continue;
+            }
+            // Walking back, the old packages a step keeps may be gone: bring them back first.
+            let needed: Vec<StorePath> = d
+                .references
+                .iter()
+                .filter(|r| !ours.contains(r))
+                .cloned()
+                .collect();
+            let present = self.store.valid_paths(&needed)?;
+            let missing: Vec<StorePath> = needed
+                .into_iter()
+                .filter(|r| !present.contains(r))
+                .collect();
+            if !missing.is_empty() {
+                self.substitute_old(spec, chain, gen, &missing)?;
+            }
+            let got = self.store.add_text(&d.name, &d.contents, &d.references)?;
+            if got != d.path {
+                return Err(StoreError::Refused(format!(
+                    "writing {} gave {got}, not the computed {}",
+                    d.name, d.path
+                )));
+            }
+            written += 1;
+            bytes += d.contents.len() as u64;
+        }
+        // Not rooted: a step's `.drv`s reference the old packages it keeps, and must go with
+        // them; they are rewritten from the target's graph when needed again.
+        Ok((
+            format!("{written} derivation(s) written"),
+            Some(bytes),
+            None,
+        ))
+    }
+
+    fn realise(&mut self, spec: &Spec, chain: Chain, gen: Gen) -> EffectResult {
+        let g = spec.gen(chain, gen);
+        let root = spec.out_root(chain, gen);
+        if self
+            .store
+            .valid_paths(std::slice::from_ref(&g.drv))
+            .map_err(|e| (classify_store(&e), e.to_string()))?
+            .is_empty()
+        {
+            self.write_derivations(spec, chain, gen)
+                .map_err(|e| (classify_store(&e), e.to_string()))?;
+        }
+        let mut built = 0usize;
+        let mut copied = 0usize;
+        let outs = self
+            .store
+            .realise(&g.drv, &root, &mut |ev| match ev {
+                RealiseEvent::Building(_) => built += 1,
+                RealiseEvent::Copying(_) => copied += 1,
+                RealiseEvent::Message(_) => {}
+            })
+            .map_err(|e| match e {
+                RealiseError::OutOfSpace { message } => (FailureKind::OutOfSpace, message),
+                RealiseError::BuildFailed { drv, log_tail } => (
+                    FailureKind::BuildFailed,
+                    format!("building {drv} failed:\n{log_tail}"),
+                ),
+                RealiseError::Other(e) => (classify_store(&e), e.to_string()),
+            })?;
+        match outs.get("out") {
+            Some(p) if *p == g.out => Ok((format!("{built} built, {copied} copied"), None, None)),
+            other => Err((
+                FailureKind::Other,
+                format!(
+                    "realising {} gave {other:?}, not the planned {}",
+                    g.drv, g.out
+                ),
+            )),
+        }
+    }
+
+    /// Bring back old package outputs (walking back): realise their derivations from G0's
+    /// pinned `.drv` closure, under run roots released with this generation.
+    fn substitute_old(
+        &self,
+        spec: &Spec,
+        chain: Chain,
+        gen: Gen,
+        missing: &[StorePath],
+    ) -> Result<(), StoreError> {
+        let derivers = self.g0_derivers(spec)?;
+        let mut drvs: BTreeSet<StorePath> = BTreeSet::new();
+        for p in missing {
+            match derivers.get(p) {
+                Some(d) => {
+                    drvs.insert(d.clone());
+                }
+                None => {
+                    return Err(StoreError::Refused(format!(
+                        "{p} is gone and no derivation of G0 produces it: cannot rebuild this step"
+                    )))
+                }
+            }
+        }
+        for (i, d) in drvs.iter().enumerate() {
+            let root = spec.out_root(chain, gen).with_extension(format!("src{i}"));
+            self.store
+                .realise(d, &root, &mut |_| {})
+                .map_err(|e| match e {
+                    RealiseError::OutOfSpace { message } => StoreError::OutOfSpace(message),
+                    RealiseError::BuildFailed { drv, log_tail } => {
+                        StoreError::Refused(format!("rebuilding {drv} failed:\n{log_tail}"))
+                    }
+                    RealiseError::Other(e) => e,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Output path → derivation, over G0's `.drv` graph (pinned for the whole run).
+    fn g0_derivers(&self, spec: &Spec) -> Result<BTreeMap<StorePath, StorePath>, StoreError> {
+        let sd = self.store.store_dir().clone();
+        let mut map = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![spec.g0.drv.clone()];
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            let bytes = self.store.read_file(&d)?;
+            let drv = crate::drv::parse(&bytes, &sd)
+                .map_err(|e| StoreError::Refused(format!("{d}: {e}")))?;
+            for o in drv.outputs.values() {
+                if let Some(p) = &o.path {
+                    map.insert(p.clone(), d.clone());
+                }
+            }
+            todo.extend(drv.input_drvs.keys().cloned());
+        }
+        Ok(map)
+    }
+
+    fn drop_generation(
+        &self,
+        spec: &Spec,
+        g: &GenPlan,
+    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+        // Only generations that still hold this toplevel and are not current.
+        let gens = self.system.generations(&spec.header.profile)?;
+        let numbers: Vec<u64> = gens
+            .iter()
+            .filter(|x| x.toplevel == g.out && !x.current)
+            .map(|x| x.number)
+            .collect();
+        if !numbers.is_empty() {
+            self.system
+                .delete_generations(&spec.header.profile, &numbers)?;
+        }
+        Ok((format!("generations {numbers:?} dropped"), None, None))
+    }
+
+    fn collect(
+        &self,
+        planned: &[StorePath],
+    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+        // Never a live path: recheck right before deleting.
+        let live = self.store.live_paths()?;
+        let valid = self.store.valid_paths(planned)?;
+        let dead: Vec<StorePath> = valid.into_iter().filter(|p| !live.contains(p)).collect();
+        let freed: u64 = self
+            .store
+            .path_infos(&dead)?
+            .values()
+            .map(|i| i.nar_size)
+            .sum();
+        if !dead.is_empty() {
+            self.store.delete(&dead)?;
+        }
+        Ok((format!("{} path(s) deleted", dead.len()), None, Some(freed)))
+    }
+
+    fn unpin(&self, spec: &Spec, chain: Chain, gen: Gen) -> Result<(), StoreError> {
+        let root = spec.out_root(chain, gen);
+        self.store.remove_root(&root)?;
+        let prefix = format!(
+            "{}.src",
+            root.file_name().unwrap_or_default().to_string_lossy()
+        );
+        if spec.roots_dir.exists() {
+            for link in self.store.roots(&spec.roots_dir)?.into_keys() {
+                let name = link.file_name().unwrap_or_default().to_string_lossy();
+                if name.starts_with(&prefix) {
+                    self.store.remove_root(&link)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&self, spec: &Spec) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+        for chain in [Chain::Direct, Chain::Steps] {
+            let last = match chain {
+                Chain::Direct => 1,
+                Chain::Steps => spec.steps.len() as Gen,
+            };
+            for gen in 0..=last {
+                self.store.remove_root(&spec.out_root(chain, gen))?;
+                self.store.remove_root(&spec.drv_root(chain, gen))?;
+            }
+        }
+        if spec.roots_dir.exists() {
+            for link in self.store.roots(&spec.roots_dir)?.into_keys() {
+                self.store.remove_root(&link)?;
+            }
+        }
+        let _ = std::fs::remove_dir(&spec.roots_dir);
+        Ok(("run roots removed".into(), None, None))
+    }
+}
+
+fn feed(state: RunState, ev: Event) -> Result<RunState, EngineError> {
+    transition::next(&state, ev).map_err(|e| EngineError::Replay(e.to_string()))
+}

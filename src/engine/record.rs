@@ -1,0 +1,159 @@
+//! The codec between the transition machine and the journal's records: each machine effect is
+//! written as a concrete `Transition` (paths, not indices), and a run's records replay into the
+//! machine by decoding each intent against the effect the machine expects at that point.
+
+use std::collections::BTreeMap;
+
+use super::run_plan::Spec;
+use crate::effects::journal::{ChosenStrategy, Outcome as JOutcome, Record, Seq, Transition};
+use crate::effects::store::Action;
+use crate::transition::{self, Chain, Effect, Event, FailureKind, Outcome, RunState};
+
+pub fn chosen(chain: Chain) -> ChosenStrategy {
+    match chain {
+        Chain::Direct => ChosenStrategy::Direct,
+        Chain::Steps => ChosenStrategy::Stepwise,
+    }
+}
+
+pub fn outcome(o: Outcome) -> JOutcome {
+    match o {
+        Outcome::ReachedTarget => JOutcome::ReachedTarget,
+        Outcome::Unwound { .. } => JOutcome::UnwoundToG0,
+        Outcome::Held { at } => JOutcome::Held { step: at },
+    }
+}
+
+/// How a failure of `effect` is classified when read back: out of space only when the run said
+/// so (`PlainAttemptFailed`), otherwise by what failed. The machine needs no finer distinction.
+fn kind_of(effect: Effect, out_of_space: bool) -> FailureKind {
+    match effect {
+        _ if out_of_space => FailureKind::OutOfSpace,
+        Effect::Realise { .. } | Effect::WriteDerivations { .. } => FailureKind::BuildFailed,
+        Effect::Activate { .. } => FailureKind::Activation,
+        _ => FailureKind::Other,
+    }
+}
+
+/// Whether a recorded transition is the concrete form of the machine's `effect`.
+pub fn matches(spec: &Spec, state: &RunState, effect: Effect, t: &Transition) -> bool {
+    let g = |gen| spec.gen(state.chain, gen);
+    match (effect, t) {
+        (Effect::PinDerivations, Transition::WriteDerivations { step, .. }) => *step == 0,
+        (Effect::WriteDerivations { gen }, Transition::WriteDerivations { step, .. }) => {
+            *step == g(gen).step && *step != 0
+        }
+        (Effect::Realise { gen }, Transition::Realise { drv, .. }) => *drv == g(gen).drv,
+        (Effect::SetProfile { gen }, Transition::SetProfile { toplevel, .. })
+        | (Effect::Activate { gen }, Transition::Activate { toplevel, .. }) => {
+            *toplevel == g(gen).out
+        }
+        (Effect::DropGeneration { .. }, Transition::DropGeneration { .. }) => true,
+        (Effect::Unpin { gen }, Transition::Unpin { root }) => {
+            *root == spec.out_root(state.chain, gen)
+        }
+        (Effect::Collect { .. }, Transition::Collect { .. }) => true,
+        (Effect::Release, Transition::Unpin { root }) => *root == spec.roots_dir,
+        (Effect::Reboot { gen }, Transition::Reboot { expected_booted }) => {
+            *expected_booted == g(gen).out
+        }
+        _ => false,
+    }
+}
+
+/// A run's records replayed: the state, and the transition of each intent by its sequence number.
+pub struct Replayed {
+    pub state: RunState,
+    pub intents: BTreeMap<Seq, (Effect, Transition)>,
+    /// The failure messages, in order.
+    pub failures: Vec<(Effect, String)>,
+    pub finished: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("record {seq}: {why}")]
+pub struct ReplayError {
+    pub seq: Seq,
+    pub why: String,
+}
+
+/// Fold a run's records (its `RunStarted` first) into the machine's state.
+pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, ReplayError> {
+    let mut state = RunState::new(spec.shape());
+    let mut intents = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut out_of_space = false;
+    let mut finished = false;
+    for (seq, r) in records {
+        let err = |why: String| ReplayError { seq: *seq, why };
+        let event = match r {
+            Record::RunStarted(_) | Record::Resumed { .. } => None,
+            Record::RunFinished { .. } => {
+                finished = true;
+                None
+            }
+            Record::StrategyChosen { strategy, .. } => Some(Event::Begin {
+                chain: match strategy {
+                    ChosenStrategy::Direct => Chain::Direct,
+                    ChosenStrategy::Stepwise => Chain::Steps,
+                },
+            }),
+            Record::PlainAttemptFailed { .. } => {
+                out_of_space = true;
+                None
+            }
+            Record::UnwindStarted { .. } => Some(Event::UnwindRequested),
+            Record::Intent { transition } => {
+                let Some(e) = state
+                    .expected()
+                    .filter(|e| matches(spec, &state, *e, transition))
+                else {
+                    return Err(err(format!(
+                        "intent {} is not what the run expects here ({:?})",
+                        transition.describe(),
+                        state.expected()
+                    )));
+                };
+                intents.insert(*seq, (e, transition.clone()));
+                Some(Event::Intent(e))
+            }
+            Record::Done { intent, .. } => {
+                let (e, _) = intents
+                    .get(intent)
+                    .ok_or_else(|| err(format!("done for unknown intent {intent}")))?;
+                Some(Event::Done(*e))
+            }
+            Record::Failed { intent, message } => {
+                let (e, _) = intents
+                    .get(intent)
+                    .ok_or_else(|| err(format!("failed for unknown intent {intent}")))?;
+                let kind = kind_of(*e, out_of_space);
+                out_of_space = false;
+                failures.push((*e, message.clone()));
+                Some(Event::Failed(*e, kind))
+            }
+        };
+        if let Some(ev) = event {
+            state = transition::next(&state, ev).map_err(|e| err(e.to_string()))?;
+        }
+    }
+    Ok(Replayed {
+        state,
+        intents,
+        failures,
+        finished,
+    })
+}
+
+/// The action an `Activate` of `gen` uses: the user's for the target reached forwards, `switch`
+/// for every intermediate and every step back.
+pub fn activation_action(spec: &Spec, state: &RunState, gen: transition::Gen) -> Action {
+    match state.phase {
+        transition::Phase::Moving(m)
+            if m.direction == transition::Direction::Forward && gen == state.last_gen() =>
+        {
+            spec.header.action
+        }
+        _ => Action::Switch,
+    }
+}

@@ -1,0 +1,393 @@
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn shape(steps: Gen, fall_back: bool, on_failure: FailurePolicy) -> RunShape {
+    RunShape {
+        steps,
+        fall_back,
+        on_failure,
+        reboot_after: 0,
+    }
+}
+
+/// A toy world of whole generations, to check what the machine asks of it.
+#[derive(Debug, Default)]
+struct World {
+    valid: BTreeSet<u32>,
+    roots: BTreeSet<u32>,
+    generations: BTreeSet<u32>,
+    profile: u32,
+    current: u32,
+    booted: u32,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            valid: [0].into(),
+            generations: [0].into(),
+            // Not booted into any of the run's generations (a machine switched since boot).
+            booted: u32::MAX,
+            ..Default::default()
+        }
+    }
+
+    /// World id of a chain generation: the target is the same generation in both chains.
+    fn id(s: &RunState, gen: Gen) -> u32 {
+        match s.chain {
+            Chain::Direct if gen == 1 => s.shape.steps.max(1),
+            _ => gen,
+        }
+    }
+
+    fn apply(&mut self, s: &RunState, e: Effect) {
+        match e {
+            Effect::PinDerivations | Effect::WriteDerivations { .. } => {}
+            Effect::Release => self.roots.clear(),
+            Effect::Reboot { gen } => self.booted = Self::id(s, gen),
+            Effect::Realise { gen } => {
+                let g = Self::id(s, gen);
+                self.valid.insert(g);
+                self.roots.insert(g);
+            }
+            Effect::SetProfile { gen } => {
+                let g = Self::id(s, gen);
+                assert!(self.valid.contains(&g), "profile set to an incomplete {g}");
+                self.profile = g;
+                self.generations.insert(g);
+            }
+            Effect::Activate { gen } => {
+                let g = Self::id(s, gen);
+                assert!(self.valid.contains(&g), "activating an incomplete {g}");
+                assert_eq!(self.profile, g, "activating what the profile does not hold");
+                self.current = g;
+            }
+            Effect::DropGeneration { gen } => {
+                let g = Self::id(s, gen);
+                assert_ne!(self.profile, g, "dropping the current generation");
+                self.generations.remove(&g);
+            }
+            Effect::Unpin { gen } => {
+                self.roots.remove(&Self::id(s, gen));
+            }
+            Effect::Collect { gen } => {
+                let g = Self::id(s, gen);
+                assert_ne!(self.profile, g, "collecting the profile's generation");
+                assert_ne!(self.current, g, "collecting the running generation");
+                // Like `nix-store --delete`: a live path stays (the booted one too).
+                if !self.roots.contains(&g) && !self.generations.contains(&g) && self.booted != g {
+                    self.valid.remove(&g);
+                }
+            }
+        }
+    }
+}
+
+/// Drive the machine: `outcome(i, effect)` answers each effect. Returns the events and final state.
+fn drive(
+    sh: RunShape,
+    chain: Chain,
+    mut outcome: impl FnMut(usize, Effect) -> Option<FailureKind>,
+    mut unwind_at: Option<usize>,
+) -> (Vec<Event>, RunState, World) {
+    let mut s = RunState::new(sh);
+    let mut world = World::new();
+    let mut events = vec![Event::Begin { chain }];
+    s = next(&s, events[0]).unwrap();
+    let mut i = 0;
+    while !s.is_finished() {
+        assert!(i < 1000, "the run does not end: {s:?}");
+        if unwind_at == Some(i) {
+            unwind_at = None;
+            let ev = Event::UnwindRequested;
+            s = next(&s, ev).unwrap();
+            events.push(ev);
+            continue;
+        }
+        let e = match s.next_action() {
+            Next::Run(e) | Next::Stop(e, _) => e,
+            other => panic!("unexpected {other:?}"),
+        };
+        let ev = Event::Intent(e);
+        s = next(&s, ev).unwrap();
+        events.push(ev);
+        let ev = match outcome(i, e) {
+            None => {
+                world.apply(&s, e);
+                Event::Done(e)
+            }
+            Some(k) => Event::Failed(e, k),
+        };
+        s = next(&s, ev).unwrap();
+        events.push(ev);
+        // The profile and the running system are always complete generations.
+        assert!(world.valid.contains(&world.profile));
+        assert!(world.valid.contains(&world.current));
+        i += 1;
+    }
+    (events, s, world)
+}
+
+fn effects(events: &[Event]) -> Vec<Effect> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Done(e) => Some(*e),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn plain_upgrade_sequence() {
+    let (events, s, w) = drive(
+        shape(3, true, FailurePolicy::Unwind),
+        Chain::Direct,
+        |_, _| None,
+        None,
+    );
+    use Effect::*;
+    assert_eq!(
+        effects(&events),
+        vec![
+            PinDerivations,
+            WriteDerivations { gen: 1 },
+            Realise { gen: 1 },
+            SetProfile { gen: 1 },
+            Activate { gen: 1 },
+            DropGeneration { gen: 0 },
+            Unpin { gen: 0 },
+            Collect { gen: 0 },
+            Release,
+        ]
+    );
+    assert_eq!(s.phase, Phase::Finished(Outcome::ReachedTarget));
+    assert_eq!((w.profile, w.current), (3, 3));
+    assert!(!w.valid.contains(&0));
+}
+
+#[test]
+fn out_of_space_falls_back_to_steps() {
+    let (events, s, w) = drive(
+        shape(2, true, FailurePolicy::Unwind),
+        Chain::Direct,
+        |i, e| (i == 2 && e == Effect::Realise { gen: 1 }).then_some(FailureKind::OutOfSpace),
+        None,
+    );
+    let fx = effects(&events);
+    assert_eq!(fx[1], Effect::WriteDerivations { gen: 1 });
+    assert_eq!(fx[2], Effect::Unpin { gen: 1 });
+    assert_eq!(fx[3], Effect::Collect { gen: 1 });
+    assert_eq!(s.chain, Chain::Steps);
+    assert_eq!(s.phase, Phase::Finished(Outcome::ReachedTarget));
+    assert_eq!(s.failure, None);
+    assert_eq!(w.profile, 2);
+}
+
+#[test]
+fn build_failure_unwinds_to_g0() {
+    let (events, s, w) = drive(
+        shape(3, true, FailurePolicy::Unwind),
+        Chain::Steps,
+        |_, e| (e == Effect::Realise { gen: 3 }).then_some(FailureKind::BuildFailed),
+        None,
+    );
+    assert_eq!(s.phase, Phase::Finished(Outcome::Unwound { failed: true }));
+    assert_eq!((w.profile, w.current), (0, 0));
+    let fx = effects(&events);
+    // Back through 2 → 1 → 0, each rebuilt.
+    assert!(fx.contains(&Effect::Realise { gen: 1 }));
+    assert_eq!(
+        fx.iter()
+            .filter(|e| **e == Effect::Realise { gen: 0 })
+            .count(),
+        1
+    );
+    assert_eq!(fx.last(), Some(&Effect::Release));
+}
+
+#[test]
+fn build_failure_holds_when_asked() {
+    let (events, s, w) = drive(
+        shape(3, true, FailurePolicy::Hold),
+        Chain::Steps,
+        |_, e| (e == Effect::Realise { gen: 3 }).then_some(FailureKind::BuildFailed),
+        None,
+    );
+    assert_eq!(s.phase, Phase::Finished(Outcome::Held { at: 2 }));
+    assert_eq!(w.profile, 2);
+    assert!(!effects(&events).contains(&Effect::Release));
+    // A later `unwind` walks back from the held generation.
+    let s2 = next(&s, Event::UnwindRequested).unwrap();
+    assert_eq!(s2.expected(), Some(Effect::Realise { gen: 1 }));
+}
+
+#[test]
+fn activation_failure_returns_to_the_previous_generation() {
+    let (_, s, w) = drive(
+        shape(3, true, FailurePolicy::Hold),
+        Chain::Steps,
+        |_, e| (e == Effect::Activate { gen: 2 }).then_some(FailureKind::Activation),
+        None,
+    );
+    assert_eq!(s.phase, Phase::Finished(Outcome::Held { at: 1 }));
+    assert_eq!((w.profile, w.current), (1, 1));
+}
+
+#[test]
+fn stuck_effects_are_retried() {
+    let mut failed_once = false;
+    let (events, s, _) = drive(
+        shape(2, true, FailurePolicy::Unwind),
+        Chain::Steps,
+        |_, e| {
+            if e == (Effect::Collect { gen: 0 }) && !failed_once {
+                failed_once = true;
+                Some(FailureKind::Other)
+            } else {
+                None
+            }
+        },
+        None,
+    );
+    assert!(events.contains(&Event::Failed(
+        Effect::Collect { gen: 0 },
+        FailureKind::Other
+    )));
+    assert_eq!(s.phase, Phase::Finished(Outcome::ReachedTarget));
+}
+
+#[test]
+fn not_allowed_is_typed() {
+    let s = RunState::new(shape(2, false, FailurePolicy::Unwind));
+    assert!(matches!(
+        next(&s, Event::Done(Effect::Release)),
+        Err(NotAllowed::UnexpectedOutcome { .. })
+    ));
+    let s = next(
+        &s,
+        Event::Begin {
+            chain: Chain::Steps,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        next(&s, Event::Intent(Effect::Release)),
+        Err(NotAllowed::UnexpectedIntent { .. })
+    ));
+    assert!(matches!(
+        next(
+            &s,
+            Event::Begin {
+                chain: Chain::Steps
+            }
+        ),
+        Err(NotAllowed::Event { .. })
+    ));
+    let empty = RunState::new(shape(0, false, FailurePolicy::Unwind));
+    assert_eq!(
+        next(
+            &empty,
+            Event::Begin {
+                chain: Chain::Steps
+            }
+        ),
+        Err(NotAllowed::EmptyChain(Chain::Steps))
+    );
+}
+
+fn kind() -> impl Strategy<Value = FailureKind> {
+    prop_oneof![
+        Just(FailureKind::OutOfSpace),
+        Just(FailureKind::BuildFailed),
+        Just(FailureKind::Activation),
+        Just(FailureKind::Other),
+    ]
+}
+
+proptest! {
+    /// Random plans, random failures (each effect fails at most a few times in a row, as a retry
+    /// would eventually succeed), random unwind requests: the run always ends, at the target, at G0
+    /// or held at a step, with the world consistent; replaying the events gives the same state.
+    #[test]
+    fn runs_end_at_target_or_g0(
+        steps in 1u32..6,
+        direct in any::<bool>(),
+        fall_back in any::<bool>(),
+        hold in any::<bool>(),
+        faults in proptest::collection::vec((0usize..60, kind()), 0..4),
+        unwind_at in proptest::option::of(0usize..60),
+        reboot_after in any::<u64>(),
+    ) {
+        let policy = if hold { FailurePolicy::Hold } else { FailurePolicy::Unwind };
+        let mut sh = shape(steps, fall_back, policy);
+        sh.reboot_after = reboot_after & 0b11110;
+        let chain = if direct { Chain::Direct } else { Chain::Steps };
+        let (events, s, w) = drive(
+            sh,
+            chain,
+            |i, _| faults.iter().find(|(at, _)| *at == i).map(|(_, k)| *k),
+            unwind_at,
+        );
+        let Phase::Finished(outcome) = s.phase else { unreachable!() };
+        match outcome {
+            Outcome::ReachedTarget => {
+                prop_assert_eq!(World::id(&s, s.last_gen()), w.profile);
+                prop_assert_eq!(w.current, w.profile);
+            }
+            Outcome::Unwound { failed } => {
+                prop_assert_eq!((w.profile, w.current), (0, 0));
+                prop_assert_eq!(failed, s.failure.is_some());
+                prop_assert!(w.roots.is_empty());
+            }
+            Outcome::Held { at } => {
+                prop_assert!(hold);
+                prop_assert!(s.failure.is_some());
+                prop_assert_eq!(World::id(&s, at), w.profile);
+            }
+        }
+        // Only what the run is at (and what is booted) stays complete on disk, apart from a held
+        // run's kept roots.
+        if outcome != (Outcome::Held { at: s.profile_at }) {
+            let mut expect: BTreeSet<u32> = [w.profile, w.current].into();
+            if w.booted != u32::MAX {
+                expect.insert(w.booted);
+            }
+            prop_assert_eq!(&w.valid, &expect, "{:?}", w);
+        }
+        // The fold is deterministic and every prefix replays.
+        let replayed = replay(sh, events.iter().copied()).unwrap();
+        prop_assert_eq!(&replayed, &s);
+        for k in 0..events.len() {
+            let a = replay(sh, events[..k].iter().copied()).unwrap();
+            let b = replay(sh, events[..k].iter().copied()).unwrap();
+            prop_assert_eq!(a, b);
+        }
+    }
+}
+
+#[test]
+fn reboots_where_the_plan_says() {
+    let mut sh = shape(3, false, FailurePolicy::Unwind);
+    sh.reboot_after = 1 << 1;
+    let (events, s, w) = drive(sh, Chain::Steps, |_, _| None, None);
+    let fx = effects(&events);
+    let i = fx
+        .iter()
+        .position(|e| *e == Effect::Reboot { gen: 1 })
+        .unwrap();
+    assert_eq!(fx[i - 1], Effect::Collect { gen: 0 });
+    // After the reboot, what G0 (booted before) pinned is collected.
+    assert_eq!(fx[i + 1], Effect::Collect { gen: 0 });
+    assert_eq!(
+        fx.iter()
+            .filter(|e| matches!(e, Effect::Reboot { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(s.phase, Phase::Finished(Outcome::ReachedTarget));
+    assert_eq!(w.booted, 1);
+}

@@ -1,0 +1,350 @@
+//! Crash tests on real Nix: the real `stepwise` binary (built with `--features crash-points`) is
+//! killed at every named checkpoint of a run in turn (`STEPWISE_CRASH_AT=any:K` aborts it at the
+//! K-th), and its whole process group is SIGKILLed at seeded random moments; after each kill the
+//! profile and current-system point at a complete generation, `journal verify` passes, and
+//! `stepwise resume` reaches the target. Root only (tmpfs beds).
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use stepwise_testbed::{require_root, Bed, Disk, Fixture, FixtureSpec, PackageSpec};
+
+fn stepwise_cmd(bed: &Bed, args: &[&str]) -> Command {
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.arg("--journal").arg(bed.journal_path());
+    cmd.args(args);
+    cmd
+}
+
+fn upgrade_cmd(bed: &Bed, fx: &Fixture, extra: &[&str]) -> Command {
+    let mut cmd = stepwise_cmd(bed, &["upgrade", "--target", &fx.new.drv]);
+    cmd.args(bed.system_args());
+    cmd.args(extra);
+    cmd
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The planned steps' toplevel outputs, from `journal export` (empty before a run is recorded).
+fn planned_outs(bed: &Bed) -> Vec<String> {
+    if !bed.journal_path().exists() {
+        return vec![];
+    }
+    let o = stepwise_cmd(bed, &["journal", "export"]).output().unwrap();
+    let sd = bed.store_dir();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "runStarted")
+        .flat_map(|v| {
+            v["data"]["plan"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|s| s["toplevelOut"].as_str().map(|p| format!("{sd}/{p}")))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// After any kill: the profile and current-system name a complete generation: G0, a planned step
+/// or the target.
+fn consistent(bed: &Bed, fx: &Fixture, g0: &str) {
+    let steps = planned_outs(bed);
+    for (what, link) in [
+        ("profile", bed.profile_target()),
+        ("current-system", bed.current_system()),
+    ] {
+        let link = link.unwrap_or_else(|| panic!("{what} is missing"));
+        assert!(
+            link == g0 || link == fx.new.out || steps.contains(&link),
+            "{what} points at {link}, not G0, a planned step or the target ({steps:?})"
+        );
+        let closure = bed.closure(&[&link]).expect("closure of the generation");
+        for p in &closure {
+            assert!(bed.is_valid(p).unwrap(), "{what}'s {p} is not valid");
+        }
+    }
+}
+
+/// `journal verify` passes (a kill before anything was recorded leaves no journal).
+fn verified(bed: &Bed) {
+    if !bed.journal_path().exists() {
+        return;
+    }
+    let v = stepwise_cmd(bed, &["journal", "verify"]).output().unwrap();
+    assert_eq!(v.status.code(), Some(0), "journal verify: {}", show(&v));
+}
+
+/// Resume until the run ends; returns the last exit code.
+fn resume_to_end(bed: &Bed) -> Output {
+    let o = stepwise_cmd(bed, &["resume"]).output().unwrap();
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(1)),
+        "resume: {}",
+        show(&o)
+    );
+    o
+}
+
+fn spec() -> FixtureSpec {
+    FixtureSpec::two_big(1)
+}
+
+#[test]
+fn killed_at_every_checkpoint_then_resumed() {
+    if !require_root("engine: crash at every checkpoint") {
+        return;
+    }
+    let mut covered = 0;
+    for k in 1.. {
+        let (bed, fx) = Bed::prepared_with(&spec(), |_| Disk::Unlimited);
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        let o = upgrade_cmd(&bed, &fx, &["--strategy", "direct"])
+            .env("STEPWISE_CRASH_AT", format!("any:{k}"))
+            .output()
+            .unwrap();
+        if o.status.success() {
+            // K is past the last checkpoint: the run ended normally.
+            assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+            break;
+        }
+        assert_eq!(o.status.code(), None, "killed by the abort: {}", show(&o));
+        covered += 1;
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        let r = resume_to_end(&bed);
+        if k == 1 && String::from_utf8_lossy(&r.stderr).contains("no run") {
+            continue;
+        }
+        assert_eq!(
+            r.status.code(),
+            Some(0),
+            "resume after kill {k}: {}",
+            show(&r)
+        );
+        assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+        assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        assert!(k < 200, "the run does not end");
+    }
+    eprintln!("kill points covered (plain run): {covered}");
+    assert!(covered >= 30, "only {covered} checkpoints");
+}
+
+#[test]
+fn killed_while_unwinding_a_failed_build_then_resumed() {
+    if !require_root("engine: crash while unwinding") {
+        return;
+    }
+    let spec = spec().package(PackageSpec::changed("broken", 1, 1).new_fails());
+    let mut covered = 0;
+    for k in 1.. {
+        let (bed, fx) = Bed::prepared_with(&spec, |_| Disk::Unlimited);
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        let o = upgrade_cmd(&bed, &fx, &[])
+            .env("STEPWISE_CRASH_AT", format!("any:{k}"))
+            .output()
+            .unwrap();
+        if o.status.code() == Some(1) {
+            break;
+        }
+        assert_eq!(o.status.code(), None, "killed by the abort: {}", show(&o));
+        covered += 1;
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        let r = resume_to_end(&bed);
+        if String::from_utf8_lossy(&r.stderr).contains("no run") {
+            continue;
+        }
+        assert_eq!(
+            r.status.code(),
+            Some(1),
+            "resume after kill {k}: {}",
+            show(&r)
+        );
+        assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+        assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        assert!(k < 200, "the run does not end");
+    }
+    eprintln!("kill points covered (failed run): {covered}");
+    assert!(covered >= 15, "only {covered} checkpoints");
+}
+
+/// A small seeded generator (xorshift), so a failing moment can be replayed.
+fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn process_group_killed_at_random_moments_then_resumed() {
+    if !require_root("engine: SIGKILL of the process group") {
+        return;
+    }
+    let mut seed: u64 = std::env::var("STEPWISE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0001);
+    eprintln!("seed {seed} (STEPWISE_KILL_SEED replays it)");
+    for round in 0..6 {
+        // Even rounds: the plain upgrade on a roomy disk; odd rounds: steps on a tight one.
+        let stepwise = round % 2 == 1;
+        let strategy: &[&str] = if stepwise {
+            &["--strategy", "stepwise"]
+        } else {
+            &["--strategy", "direct"]
+        };
+        let (bed, fx) = if stepwise {
+            Bed::prepared_with(&FixtureSpec::two_big(6), |f| {
+                Disk::TmpfsMib(f.tight_disk_mib())
+            })
+        } else {
+            Bed::prepared_with(&spec(), |_| Disk::Unlimited)
+        };
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        if stepwise {
+            std::fs::remove_file(bed.booted_system_link()).unwrap();
+        }
+        let mut cmd = upgrade_cmd(&bed, &fx, strategy);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        // Its own session and process group, as a systemd unit's would be.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let delay = Duration::from_millis(xorshift(&mut seed) % 3000);
+        // A random moment, not a synchronisation: wherever the run is, the kill must be safe.
+        std::thread::sleep(delay);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let status = child.wait().unwrap();
+        eprintln!("round {round}: killed after {delay:?} ({status})");
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        let r = stepwise_cmd(&bed, &["resume"]).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        if status.success() || err.contains("already finished") || err.contains("no run") {
+            // Killed after the end, or before the run was recorded: upgrade again.
+            if bed.profile_target().as_deref() != Some(fx.new.out.as_str()) {
+                let o = upgrade_cmd(&bed, &fx, strategy).output().unwrap();
+                assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+            }
+        } else {
+            assert_eq!(r.status.code(), Some(0), "resume: {}", show(&r));
+        }
+        assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+    }
+}
+
+/// The stepwise chain on a tmpfs where the plain upgrade does not fit: killed at every
+/// checkpoint in turn, then resumed to the target.
+#[test]
+fn stepwise_killed_at_every_checkpoint_then_resumed() {
+    if !require_root("engine: stepwise crash at every checkpoint") {
+        return;
+    }
+    let spec = FixtureSpec::two_big(6);
+    let mut covered = 0;
+    // Every other checkpoint keeps the test's time reasonable; STEPWISE_CRASH_ALL=1 takes all.
+    let stride = if std::env::var("STEPWISE_CRASH_ALL").is_ok_and(|v| v == "1") {
+        1
+    } else {
+        2
+    };
+    let mut k = 1;
+    loop {
+        let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib()));
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        std::fs::remove_file(bed.booted_system_link()).unwrap();
+        let o = upgrade_cmd(&bed, &fx, &["--strategy", "stepwise"])
+            .env("STEPWISE_CRASH_AT", format!("any:{k}"))
+            .output()
+            .unwrap();
+        if o.status.success() {
+            assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+            eprintln!("k = {k}: the run ended before the checkpoint\n{}", show(&o));
+            break;
+        }
+        assert_eq!(o.status.code(), None, "killed by the abort: {}", show(&o));
+        covered += 1;
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        let r = resume_to_end(&bed);
+        if !String::from_utf8_lossy(&r.stderr).contains("no run") {
+            assert_eq!(
+                r.status.code(),
+                Some(0),
+                "resume after kill {k}: {}",
+                show(&r)
+            );
+        } else {
+            let o = upgrade_cmd(&bed, &fx, &["--strategy", "stepwise"])
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        }
+        assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+        assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        k += stride;
+        assert!(k < 400, "the run does not end");
+    }
+    eprintln!("kill points covered (stepwise run): {covered}");
+    assert!(covered >= 20, "only {covered} checkpoints");
+}
+
+/// SIGTERM while a transition runs: it finishes and is journaled, the run stops with exit 3,
+/// and `stepwise resume` reaches the target.
+#[test]
+fn sigterm_finishes_the_transition_then_stops() {
+    if !require_root("engine: SIGTERM") {
+        return;
+    }
+    for point in [
+        "after-intent-realise",
+        "after-intent-collect",
+        "before-intent-activate",
+    ] {
+        let (bed, fx) = Bed::prepared_with(&spec(), |_| Disk::Unlimited);
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        let o = upgrade_cmd(&bed, &fx, &["--strategy", "direct"])
+            .env("STEPWISE_SIGNAL_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(3), "{point}: {}", show(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("stopped by a signal"));
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        // The interrupted transition was finished and journaled: nothing is left in flight.
+        let s = stepwise_cmd(&bed, &["status", "--json"]).output().unwrap();
+        let status = String::from_utf8_lossy(&s.stdout);
+        assert!(
+            status.contains("stopped between transitions"),
+            "{point}: {status}"
+        );
+        let r = resume_to_end(&bed);
+        assert_eq!(r.status.code(), Some(0), "{point}: {}", show(&r));
+        assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    }
+}

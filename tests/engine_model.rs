@@ -1,0 +1,438 @@
+//! The engine on the in-memory `ModelStore` (no Nix): random NixOS-shaped worlds planned by the
+//! real planner, runs crashed at every checkpoint and resumed (or unwound) by a fresh executor
+//! over the same journal and world, random faults (a build that fails, an activation that fails,
+//! a disk that is too small). After every effect the profile and current-system name a complete
+//! generation that is G0, a planned step or the target, and no live path was deleted; every run
+//! ends at the target or at G0 (or held at a step when asked).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+
+use proptest::prelude::*;
+
+use stepwise::cli::args::{OnFailure, RebootPolicy, Strategy};
+use stepwise::drv::{StoreDir, StorePath};
+use stepwise::effects::journal::{PlannedStep, RunHeader, Target};
+use stepwise::effects::model_store::{DrvSpec, ModelStore};
+use stepwise::effects::store::Action;
+use stepwise::effects::{Store, System};
+use stepwise::engine::plan_inputs::{gather, SystemLinks};
+use stepwise::engine::steps::{PlannerSource, StepMasks};
+use stepwise::engine::{Executor, MemLog, RunEnd, RunLog};
+use stepwise::plan::PlanOptions;
+use stepwise::transition::{Chain, Outcome};
+
+const KIB: u64 = 1024;
+const PROFILE: &str = "/nix/var/nix/profiles/system";
+const CURRENT: &str = "/run/current-system";
+const BOOTED: &str = "/run/booted-system";
+const ROOTS: &str = "/var/lib/stepwise/journal.redb.roots";
+
+struct World {
+    store: ModelStore,
+    g0_drv: StorePath,
+    g0_out: StorePath,
+    target_drv: StorePath,
+    target_out: StorePath,
+}
+
+/// A system of `sizes.len()` packages (old size, new size in KiB), each under a system-path
+/// glue and a unit file glue, with a toplevel; G0 installed and running (not booted).
+fn world(sizes: &[(u64, u64)], broken: Option<usize>, capacity: u64) -> World {
+    let sd = StoreDir::new("/nix/store").unwrap();
+    let ms = ModelStore::new(sd, capacity);
+    ms.set_system_links(CURRENT, BOOTED);
+    let mut gens = Vec::new();
+    for (gi, release) in ["23.05", "23.11"].iter().enumerate() {
+        let mut pkgs = Vec::new();
+        for (i, (old, new)) in sizes.iter().enumerate() {
+            let (v, size) = if gi == 0 {
+                ("1.0", *old)
+            } else {
+                ("2.0", *new)
+            };
+            let mut spec = DrvSpec::new(&format!("pkg{i}-{v}"), size * KIB);
+            if gi == 1 && broken == Some(i) {
+                spec = spec.failing(&format!("pkg{i}-{v}: 3 of 120 tests failed"));
+            }
+            let d = ms.add_derivation(&spec);
+            if !(gi == 1 && broken == Some(i)) {
+                ms.make_substitutable(&d);
+            }
+            pkgs.push(d);
+        }
+        let mut sp = DrvSpec::new("system-path", 2 * KIB).env("preferLocalBuild", "1");
+        for p in &pkgs {
+            sp = sp.input(p, &["out"]);
+            let out = ms.outputs_of(p)["out"].clone();
+            sp = sp.arg(&format!("/nix/store/{out}"));
+        }
+        let sp = ms.add_derivation(&sp);
+        let mut unit = DrvSpec::new("unit-pkg0.service", KIB).env("preferLocalBuild", "1");
+        unit = unit.input(&pkgs[0], &["out"]).env(
+            "text",
+            &format!(
+                "ExecStart=/nix/store/{}/bin/pkg0",
+                ms.outputs_of(&pkgs[0])["out"]
+            ),
+        );
+        let unit = ms.add_derivation(&unit);
+        let top = ms.add_derivation(
+            &DrvSpec::new(&format!("nixos-system-model-{release}"), 4 * KIB)
+                .env("preferLocalBuild", "1")
+                .input(&sp, &["out"])
+                .input(&unit, &["out"])
+                .system(),
+        );
+        gens.push(top);
+    }
+    let g0_drv = gens[0].clone();
+    let target_drv = gens[1].clone();
+    ms.prebuild(&g0_drv).unwrap();
+    let g0_out = ms.outputs_of(&g0_drv)["out"].clone();
+    let target_out = ms.outputs_of(&target_drv)["out"].clone();
+    ms.set_profile(Path::new(PROFILE), &g0_out).unwrap();
+    ms.set_running_system(&g0_out, false);
+    World {
+        store: ms,
+        g0_drv,
+        g0_out,
+        target_drv,
+        target_out,
+    }
+}
+
+struct Prepared {
+    header: RunHeader,
+    masks: StepMasks,
+    chain: Chain,
+    allowed: BTreeSet<StorePath>,
+}
+
+/// What `stepwise upgrade` does before the run: plan, rewrite the steps, choose the chain.
+fn prepare(w: &World, strategy: Strategy, on_failure: OnFailure) -> Option<Prepared> {
+    let ms = &w.store;
+    let links = SystemLinks {
+        profile: PROFILE.into(),
+        current_system: CURRENT.into(),
+        booted_system: BOOTED.into(),
+    };
+    let input = gather(
+        ms,
+        ms,
+        &w.target_drv,
+        &links,
+        Some(0),
+        PlanOptions::default(),
+    )
+    .unwrap();
+    let planned = stepwise::plan::plan(&input).unwrap();
+    let p = planned.outcome.as_ref().ok()?;
+    let mut masks = StepMasks {
+        target_drv: w.target_drv.clone(),
+        g0_toplevel: w.g0_out.clone(),
+        masks: BTreeMap::new(),
+        reboot_after: 0,
+    };
+    for st in &p.steps {
+        masks.masks.insert(st.index as u32, st.mask.clone());
+    }
+    let tops = PlannerSource::new(ms, masks.clone()).toplevels().unwrap();
+    let plan: Vec<PlannedStep> = p
+        .steps
+        .iter()
+        .zip(&tops)
+        .map(|(st, (d, o))| PlannedStep {
+            index: st.index as u32,
+            toplevel_drv: d.clone(),
+            toplevel_out: o.clone(),
+            units: st.upgraded.clone(),
+            adds: st.space.adds,
+            frees: st.space.frees,
+        })
+        .collect();
+    let mut allowed: BTreeSet<StorePath> = tops.iter().map(|(_, o)| o.clone()).collect();
+    allowed.insert(w.g0_out.clone());
+    allowed.insert(w.target_out.clone());
+    for o in &allowed {
+        ms.mark_system(o);
+    }
+    let chain = match strategy {
+        Strategy::Direct => Chain::Direct,
+        Strategy::Stepwise => Chain::Steps,
+        Strategy::Auto if planned.frame.plain_fits => Chain::Direct,
+        Strategy::Auto => Chain::Steps,
+    };
+    let header = RunHeader {
+        stepwise_version: "test".into(),
+        pid: 1,
+        store_dir: "/nix/store".into(),
+        target: Target::Drv {
+            path: PathBuf::from(format!("/nix/store/{}", w.target_drv)),
+        },
+        target_drv: w.target_drv.clone(),
+        profile: PROFILE.into(),
+        current_system: CURRENT.into(),
+        booted_system: BOOTED.into(),
+        action: Action::Switch,
+        strategy,
+        on_failure,
+        reboot: RebootPolicy::Never,
+        reboot_command: vec![],
+        non_vital: vec![],
+        together: vec![],
+        reserve: 0,
+        g0_toplevel: w.g0_out.clone(),
+        g0_drv: Some(w.g0_drv.clone()),
+        plan,
+    };
+    Some(Prepared {
+        header,
+        masks,
+        chain,
+        allowed,
+    })
+}
+
+/// The invariant after every effect: profile and current-system at a complete allowed
+/// generation; every live path valid (nothing live was deleted).
+fn check(ms: &ModelStore, allowed: &BTreeSet<StorePath>) -> Result<(), String> {
+    let current = ms
+        .read_system_link(Path::new(CURRENT))
+        .unwrap()
+        .ok_or("no current system")?;
+    let profile = ms
+        .generations(Path::new(PROFILE))
+        .unwrap()
+        .into_iter()
+        .find(|g| g.current)
+        .ok_or("no current generation")?
+        .toplevel;
+    let valid = ms.all_valid();
+    for (what, p) in [("current-system", &current), ("profile", &profile)] {
+        if !allowed.contains(p) {
+            return Err(format!("{what} → {p}: not G0, a step or the target"));
+        }
+        let closure = ms
+            .closure(std::slice::from_ref(p))
+            .map_err(|e| e.to_string())?;
+        if let Some(m) = closure.iter().find(|q| !valid.contains(*q)) {
+            return Err(format!("{what} → {p} is incomplete: {m} missing"));
+        }
+    }
+    for p in ms.live_paths().unwrap() {
+        if !valid.contains(&p) {
+            return Err(format!("live path {p} is not valid"));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    Resume,
+    Unwind,
+}
+
+/// Run: crash at checkpoint `crash_at` (if any), then continue with `then` in a fresh executor.
+/// Returns the final end and the number of checkpoints passed in the first process.
+fn run(
+    w: &World,
+    prep: &Prepared,
+    crash_at: Option<usize>,
+    then: Next,
+) -> Result<(RunEnd, usize), String> {
+    let log = MemLog::default();
+    let stop = AtomicBool::new(false);
+    let passed = Rc::new(RefCell::new(0usize));
+    let violation: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
+    let roots = PathBuf::from(ROOTS);
+    let make_hook = |crash_at: Option<usize>| {
+        let passed = passed.clone();
+        let violation = violation.clone();
+        let ms = w.store.clone();
+        let allowed = prep.allowed.clone();
+        Box::new(move |name: &str| {
+            if name.starts_with("after-effect") && violation.borrow().is_none() {
+                if let Err(e) = check(&ms, &allowed) {
+                    *violation.borrow_mut() = Some(format!("after {name}: {e}"));
+                }
+            }
+            *passed.borrow_mut() += 1;
+            crash_at == Some(*passed.borrow())
+        }) as Box<dyn FnMut(&str) -> bool>
+    };
+    let mut l1 = log.clone();
+    let source = PlannerSource::new(&w.store, prep.masks.clone());
+    let end = {
+        let mut ex = Executor::new(&w.store, &w.store, &mut l1, &source, &stop);
+        ex.checkpoint = make_hook(crash_at);
+        ex.start(
+            prep.header.clone(),
+            roots.clone(),
+            prep.chain,
+            "test".into(),
+        )
+        .map_err(|e| e.to_string())?
+    };
+    let first = *passed.borrow();
+    if let Some(v) = violation.borrow().clone() {
+        return Err(v);
+    }
+    let end = match end {
+        RunEnd::Crashed { .. } => {
+            // A new process: a fresh executor and planner source over the same journal and world.
+            let mut l2 = log.clone();
+            let source = PlannerSource::new(&w.store, prep.masks.clone());
+            let mut ex = Executor::new(&w.store, &w.store, &mut l2, &source, &stop);
+            ex.checkpoint = make_hook(None);
+            let r = match then {
+                Next::Resume => ex.resume(roots.clone()),
+                Next::Unwind => ex.unwind(roots.clone()),
+            };
+            match r {
+                Ok(e) => e,
+                // Crashed after the end was reached: nothing left to do.
+                Err(stepwise::engine::EngineError::Finished(o, _)) => RunEnd::Finished {
+                    outcome: o,
+                    failure: None,
+                },
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        e => e,
+    };
+    if let Some(v) = violation.borrow().clone() {
+        return Err(v);
+    }
+    assert!(!log.last_run().is_empty());
+    Ok((end, first))
+}
+
+fn at(ms: &ModelStore) -> (StorePath, StorePath) {
+    let current = ms.read_system_link(Path::new(CURRENT)).unwrap().unwrap();
+    let profile = ms
+        .generations(Path::new(PROFILE))
+        .unwrap()
+        .into_iter()
+        .find(|g| g.current)
+        .unwrap()
+        .toplevel;
+    (profile, current)
+}
+
+/// Sizes where the plain upgrade does not fit but steps do: capacity between max and union.
+fn tight_capacity(sizes: &[(u64, u64)]) -> u64 {
+    let old: u64 = sizes.iter().map(|s| s.0).sum();
+    let new: u64 = sizes.iter().map(|s| s.1).sum();
+    let big = sizes.iter().map(|s| s.0.max(s.1)).max().unwrap();
+    (old.max(new) + big + 64) * KIB
+}
+
+#[test]
+fn stepwise_run_reaches_the_target_exactly() {
+    let sizes = [(100, 110), (200, 190), (50, 60)];
+    let w = world(&sizes, None, tight_capacity(&sizes));
+    let prep = prepare(&w, Strategy::Auto, OnFailure::Unwind).expect("a plan fits");
+    assert_eq!(prep.chain, Chain::Steps, "the plain upgrade does not fit");
+    let (end, n) = run(&w, &prep, None, Next::Resume).unwrap();
+    assert!(matches!(
+        end,
+        RunEnd::Finished {
+            outcome: Outcome::ReachedTarget,
+            ..
+        }
+    ));
+    assert_eq!(at(&w.store), (w.target_out.clone(), w.target_out.clone()));
+    assert!(!w.store.all_valid().contains(&w.g0_out), "G0 was collected");
+    eprintln!("checkpoints in a clean stepwise run: {n}");
+}
+
+#[test]
+fn crash_at_every_checkpoint_then_resume_or_unwind() {
+    let sizes = [(100, 110), (200, 190), (50, 60)];
+    let probe = world(&sizes, None, tight_capacity(&sizes));
+    let prep = prepare(&probe, Strategy::Stepwise, OnFailure::Unwind).unwrap();
+    let (_, total) = run(&probe, &prep, None, Next::Resume).unwrap();
+    let mut covered = 0;
+    for k in 1..total {
+        for then in [Next::Resume, Next::Unwind] {
+            let w = world(&sizes, None, tight_capacity(&sizes));
+            let prep = prepare(&w, Strategy::Stepwise, OnFailure::Unwind).unwrap();
+            let (end, _) = run(&w, &prep, Some(k), then)
+                .unwrap_or_else(|e| panic!("crash at {k}, {then:?}: {e}"));
+            let RunEnd::Finished { outcome, .. } = end else {
+                panic!("crash at {k}, {then:?}: {end:?}")
+            };
+            let (p, c) = at(&w.store);
+            match (then, outcome) {
+                (_, Outcome::ReachedTarget) => {
+                    assert_eq!((&p, &c), (&w.target_out, &w.target_out))
+                }
+                (Next::Unwind, Outcome::Unwound { .. }) => {
+                    assert_eq!((&p, &c), (&w.g0_out, &w.g0_out), "crash at {k}")
+                }
+                other => panic!("crash at {k}: {other:?}"),
+            }
+            covered += 1;
+        }
+    }
+    eprintln!(
+        "model kill points: {} checkpoints × resume/unwind = {covered}",
+        total - 1
+    );
+    assert!(total > 40);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random worlds, strategies, failures and crash points.
+    #[test]
+    fn random_runs_end_at_the_target_or_g0(
+        sizes in proptest::collection::vec((20u64..300, 20u64..300), 2..5),
+        broken in proptest::option::of(0usize..5),
+        activation_fails in any::<bool>(),
+        hold in any::<bool>(),
+        strategy in prop_oneof![Just(Strategy::Auto), Just(Strategy::Stepwise), Just(Strategy::Direct)],
+        crash_at in proptest::option::of(1usize..80),
+        unwind_after in any::<bool>(),
+    ) {
+        let broken = broken.filter(|b| *b < sizes.len());
+        let roomy = strategy == Strategy::Direct;
+        let cap = if roomy {
+            (sizes.iter().map(|s| s.0 + s.1).sum::<u64>() + 256) * KIB
+        } else {
+            tight_capacity(&sizes)
+        };
+        let w = world(&sizes, broken, cap);
+        let on_failure = if hold { OnFailure::Hold } else { OnFailure::Unwind };
+        let Some(prep) = prepare(&w, strategy, on_failure) else { return Ok(()) };
+        if activation_fails {
+            // The last step's activation fails: walk back (or hold).
+            w.store.set_activation_fails(&w.target_out, true);
+        }
+        let then = if unwind_after { Next::Unwind } else { Next::Resume };
+        let (end, _) = run(&w, &prep, crash_at, then).map_err(TestCaseError::fail)?;
+        let (p, c) = at(&w.store);
+        let failing = broken.is_some() || activation_fails;
+        match end {
+            RunEnd::Finished { outcome: Outcome::ReachedTarget, .. } => {
+                prop_assert!(!failing);
+                prop_assert_eq!((&p, &c), (&w.target_out, &w.target_out));
+            }
+            RunEnd::Finished { outcome: Outcome::Unwound { .. }, .. } => {
+                prop_assert_eq!((&p, &c), (&w.g0_out, &w.g0_out));
+            }
+            RunEnd::Finished { outcome: Outcome::Held { .. }, .. } => {
+                prop_assert!(hold && failing);
+                prop_assert!(prep.allowed.contains(&p));
+                prop_assert_eq!(&p, &c);
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The engine on real Nix (design §8): private stores, tmpfs disks, a file:// cache, the
+//! NixOS-shaped fixture, and the real `stepwise` binary. Root only (tmpfs): skipped otherwise,
+//! failing when STEPWISE_REQUIRE_ROOT_TESTS=1.
+
+use std::process::Output;
+
+use stepwise_testbed::{require_root, Bed, Disk, Fixture, FixtureSpec, PackageSpec};
+
+fn stepwise(bed: &Bed, args: &[&str]) -> Output {
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.arg("--journal").arg(bed.journal_path());
+    cmd.args(args);
+    cmd.output().expect("running stepwise")
+}
+
+fn upgrade(bed: &Bed, fx: &Fixture, extra: &[&str]) -> Output {
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.arg("--journal").arg(bed.journal_path());
+    cmd.args(["upgrade", "--target", &fx.new.drv]);
+    cmd.args(bed.system_args());
+    cmd.args(extra);
+    cmd.output().expect("running stepwise upgrade")
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn verify(bed: &Bed) {
+    let v = stepwise(bed, &["journal", "verify"]);
+    assert_eq!(v.status.code(), Some(0), "journal verify: {}", show(&v));
+}
+
+#[test]
+fn plain_upgrade_reaches_the_exact_target() {
+    if !require_root("engine: plain upgrade on real Nix") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::two_big(2), |_| Disk::Unlimited);
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    let o = upgrade(&bed, &fx, &["--strategy", "direct"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    // booted-system still pins G0 (only a reboot frees it): never delete a live path.
+    assert!(bed.is_valid(&g0).unwrap(), "G0 is booted, hence live");
+    verify(&bed);
+    let s = stepwise(&bed, &["status", "--json"]);
+    let text = String::from_utf8_lossy(&s.stdout);
+    assert!(text.contains("the target was reached"), "{text}");
+}
+
+#[test]
+fn a_failing_package_unwinds_to_the_exact_g0() {
+    if !require_root("engine: build failure on real Nix") {
+        return;
+    }
+    let spec = FixtureSpec::two_big(2).package(PackageSpec::changed("broken", 1, 1).new_fails());
+    let (bed, fx) = Bed::prepared_with(&spec, |_| Disk::Unlimited);
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    let o = upgrade(&bed, &fx, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("broken"),
+        "the message names the package: {err}"
+    );
+    assert!(err.contains("G0"), "the message says what was done: {err}");
+    assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+    assert!(bed.is_valid(&g0).unwrap());
+    verify(&bed);
+    // The run is over: nothing to resume.
+    let r = stepwise(&bed, &["resume"]);
+    assert_eq!(r.status.code(), Some(2), "{}", show(&r));
+}
+
+#[test]
+fn unwind_after_reaching_the_target_is_refused_but_status_works() {
+    if !require_root("engine: status on real Nix") {
+        return;
+    }
+    let (bed, _fx) = Bed::prepared_with(&FixtureSpec::two_big(1), |_| Disk::Unlimited);
+    let s = stepwise(&bed, &["status"]);
+    assert_eq!(s.status.code(), Some(0), "{}", show(&s));
+    let r = stepwise(&bed, &["resume"]);
+    assert_eq!(r.status.code(), Some(2), "no run to resume: {}", show(&r));
+}
+
+#[test]
+fn stepwise_reaches_the_target_where_the_plain_upgrade_does_not_fit() {
+    if !require_root("engine: stepwise on a tight tmpfs") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.tight_disk_mib())
+    });
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    // The booted system pins G0 until a reboot: with it, no order fits and nothing changes.
+    let o = upgrade(&bed, &fx, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+    assert!(
+        !bed.journal_path().exists() || {
+            let s = stepwise(&bed, &["status"]);
+            String::from_utf8_lossy(&s.stdout).contains("no run")
+        }
+    );
+    // A machine switched since boot: old paths free at once.
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let o = upgrade(&bed, &fx, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("steps instead"), "auto chose the steps: {err}");
+    // Exactly the target: its own output path, running and in the profile.
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    assert!(!bed.is_valid(&g0).unwrap(), "G0 was collected");
+    verify(&bed);
+}
+
+#[test]
+fn stepwise_build_failure_walks_back_through_the_steps_to_g0() {
+    if !require_root("engine: stepwise failure on a tight tmpfs") {
+        return;
+    }
+    let spec =
+        FixtureSpec::standard().package(PackageSpec::changed("zz-broken", 16, 16).new_fails());
+    let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib()));
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let o = upgrade(&bed, &fx, &["--strategy", "stepwise"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("zz-broken"), "names the package: {err}");
+    eprintln!("{err}");
+    assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+    verify(&bed);
+}
+
+/// Issue 8: the booted system pins G0; with `--reboot when-needed` the run reboots (a command
+/// that re-points booted-system at the running system) where the plan says, stops with exit 3,
+/// and `stepwise resume` at "boot" continues until the target is reached.
+#[test]
+fn reboots_when_needed_until_the_target_is_reached() {
+    if !require_root("engine: reboots on a tight tmpfs") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.tight_disk_mib())
+    });
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    assert_eq!(bed.booted_system().as_deref(), Some(g0.as_str()));
+    let reboot = format!(
+        "cp -P -T --remove-destination {} {}",
+        bed.current_system_link().display(),
+        bed.booted_system_link().display()
+    );
+    let o = upgrade(
+        &bed,
+        &fx,
+        &["--reboot", "when-needed", "--reboot-command", &reboot],
+    );
+    let mut reboots = 0;
+    let mut last = o;
+    while last.status.code() == Some(3) {
+        let err = String::from_utf8_lossy(&last.stderr);
+        assert!(err.contains("rebooting into"), "{}", show(&last));
+        eprintln!("{err}");
+        reboots += 1;
+        assert_eq!(
+            bed.booted_system(),
+            bed.current_system(),
+            "the reboot happened"
+        );
+        verify(&bed);
+        assert!(reboots < 10, "too many reboots");
+        last = stepwise(&bed, &["resume"]);
+    }
+    assert_eq!(last.status.code(), Some(0), "{}", show(&last));
+    assert!(reboots >= 1, "the booted pin needs at least one reboot");
+    eprintln!("reboots used: {reboots}");
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    verify(&bed);
+}
+
+/// A resume before the reboot happened waits (exit 3) and changes nothing.
+#[test]
+fn resume_before_the_reboot_waits() {
+    if !require_root("engine: resume before reboot") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.tight_disk_mib())
+    });
+    bed.install(&fx.old.drv).unwrap();
+    // A reboot command that does nothing: the machine did not go down (yet).
+    let o = upgrade(
+        &bed,
+        &fx,
+        &["--reboot", "when-needed", "--reboot-command", "true"],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let before = bed.profile_target();
+    let r = stepwise(&bed, &["resume"]);
+    assert_eq!(r.status.code(), Some(3), "{}", show(&r));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("waiting for the reboot"));
+    assert_eq!(bed.profile_target(), before);
+    verify(&bed);
+}
