@@ -61,7 +61,9 @@ fn smallest(mut lo: u64, mut hi: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
 fn main() {
     // `cargo test --all-targets` runs bench binaries too: measure only under `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("engine_disk: run with `cargo bench --bench engine_disk`; skipped under cargo test");
+        eprintln!(
+            "engine_disk: run with `cargo bench --bench engine_disk`; skipped under cargo test"
+        );
         return;
     }
     if !is_root() {

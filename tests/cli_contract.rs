@@ -361,7 +361,6 @@ fn journal_flag_is_accepted_before_or_after_the_command() {
 }
 
 #[test]
-#[ignore = "needs the journal branch (stepwise journal verify)"]
 fn journal_flag_after_the_command_is_the_journal_used() {
     // A corrupt journal named after the command is the one `journal verify` reads.
     let env = Env::empty();
@@ -579,7 +578,6 @@ fn a_bad_target_is_refused_by_plan() {
 }
 
 #[test]
-#[ignore = "needs the engine branch (stepwise upgrade)"]
 fn a_bad_target_is_refused_by_upgrade() {
     a_bad_target_is_refused_naming_it("upgrade");
 }
@@ -640,8 +638,6 @@ fn a_derivation_that_is_not_a_system_is_refused_by_plan() {
 }
 
 #[test]
-#[ignore = "needs the engine branch to call checks::target_is_system after resolving the \
-            target: upgrade builds it, sets the profile, then unwinds (exit 1)"]
 fn a_derivation_that_is_not_a_system_is_refused_by_upgrade() {
     a_derivation_that_is_not_a_system_is_refused("upgrade");
 }
@@ -660,7 +656,6 @@ fn a_bad_nix_file_is_refused_by_plan() {
 }
 
 #[test]
-#[ignore = "needs the engine branch (stepwise upgrade)"]
 fn a_bad_nix_file_is_refused_by_upgrade() {
     a_bad_nix_file_is_refused_with_nixs_message("upgrade");
 }
@@ -733,7 +728,6 @@ fn a_system_path_that_does_not_exist_is_refused() {
 // ---- exit 4: the journal is unusable -----------------------------------------------------------
 
 #[test]
-#[ignore = "needs the journal and engine branches"]
 fn a_corrupt_journal_exits_4_and_is_left_as_it_was() {
     let (env, fx) = installed();
     let garbage = b"this is not a redb file, and must stay exactly as it is".to_vec();
@@ -769,7 +763,6 @@ fn a_corrupt_journal_exits_4_and_is_left_as_it_was() {
 }
 
 #[test]
-#[ignore = "needs the journal and engine branches"]
 fn a_journal_locked_by_another_run_exits_4_naming_the_holder() {
     use nix::fcntl::{Flock, FlockArg};
     let (env, fx) = installed();
@@ -860,7 +853,6 @@ fn assert_one_stream(run: &Run) -> Vec<serde_json::Value> {
 }
 
 #[test]
-#[ignore = "needs the engine branch (stepwise upgrade)"]
 fn json_upgrade_is_one_versioned_stream_ending_with_the_outcome() {
     let (env, fx) = installed();
     let run = env.run_system(&["upgrade", "--json", "--target", &fx.new.drv]);
@@ -874,7 +866,6 @@ fn json_upgrade_is_one_versioned_stream_ending_with_the_outcome() {
 }
 
 #[test]
-#[ignore = "needs the engine branch (stepwise upgrade)"]
 fn json_failed_upgrade_is_one_versioned_stream_ending_with_the_error() {
     let spec = FixtureSpec::standard()
         .package(stepwise_testbed::PackageSpec::changed("broken", 1, 1).new_fails());
@@ -897,7 +888,6 @@ fn json_failed_upgrade_is_one_versioned_stream_ending_with_the_error() {
 // ---- commands that read the journal, without one ---------------------------------------------------
 
 #[test]
-#[ignore = "needs the engine and journal branches"]
 fn without_a_journal_resume_and_unwind_are_bad_input_and_create_nothing() {
     let (env, _fx) = installed();
     let j = env.journal();
@@ -961,7 +951,6 @@ fn a_bad_settings_file_is_refused_naming_file_line_and_column() {
 }
 
 #[test]
-#[ignore = "needs the engine branch (stepwise upgrade)"]
 fn a_journal_that_cannot_be_created_stops_the_upgrade_before_any_change() {
     let (env, fx) = installed();
     // Under a regular file: no directory can be made there (a missing directory is created).

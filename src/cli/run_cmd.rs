@@ -191,11 +191,13 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     let nix = nix()?;
     let store_dir = nix.store_dir().clone();
     let target_drv = nix.resolve_target(&args.target.spec())?;
+    crate::cli::checks::target_is_system(&target_drv)?;
     let drv_bytes = nix.read_file(&target_drv)?;
     let parsed = crate::drv::parse(&drv_bytes, &store_dir).map_err(|e| {
         Error::bad_input(
             format!("{target_drv}: not a derivation: {e}"),
-            "pass the toplevel .drv of a NixOS system",
+            "pass the toplevel .drv of a NixOS system; if the file is damaged, \
+             `nix-store --verify --check-contents --repair` restores it",
         )
     })?;
     let Some(target_out) = parsed.outputs.get("out").and_then(|o| o.path.clone()) else {
