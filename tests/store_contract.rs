@@ -563,6 +563,32 @@ fn text_objects_are_added(s: &(impl Store + System), fx: &Fx) {
     );
 }
 
+fn stubs_are_added_where_the_plan_says(s: &(impl Store + System), fx: &Fx) {
+    let stub = stepwise::plan::Stub::for_package(&fx.store_dir, "hello");
+    assert!(s
+        .valid_paths(std::slice::from_ref(&stub.path))
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.add_stub(&stub).unwrap(), stub.path);
+    let info = &s.path_infos(std::slice::from_ref(&stub.path)).unwrap()[&stub.path];
+    assert!(info.references.is_empty());
+    assert_eq!(
+        info.nar_size,
+        stepwise::plan::mask::empty_dir_nar().len() as u64
+    );
+    // Adding it again is harmless.
+    assert_eq!(s.add_stub(&stub).unwrap(), stub.path);
+    // A stub whose expected path is not where the store puts it is refused.
+    let wrong = stepwise::plan::Stub {
+        name: "stepwise-stub-other".into(),
+        path: stub.path.clone(),
+    };
+    assert!(matches!(
+        s.add_stub(&wrong),
+        Err(stepwise::effects::store::StoreError::Refused(_))
+    ));
+}
+
 fn profiles_and_generations(s: &(impl Store + System), fx: &Fx) {
     let profile = &fx.places.profile;
     let (top, app) = (out(s, fx, "toplevel"), out(s, fx, "app"));
@@ -672,6 +698,7 @@ contract!(
     live_paths_are_never_deleted,
     substitutes_are_queried_and_copied,
     text_objects_are_added,
+    stubs_are_added_where_the_plan_says,
     profiles_and_generations,
     activation_checks_and_switches,
 );

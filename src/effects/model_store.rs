@@ -909,6 +909,39 @@ impl Store for ModelStore {
         Ok(path)
     }
 
+    fn add_stub(&self, stub: &crate::plan::Stub) -> Result<StorePath> {
+        use sha2::Digest;
+        // What `nix-store --add` of an empty directory named `stub.name` gives.
+        let h: [u8; 32] = sha2::Sha256::digest(crate::plan::mask::empty_dir_nar()).into();
+        let path = self.store_dir.make_store_path("source", &h, &stub.name);
+        if path != stub.path {
+            return Err(StoreError::Refused(format!(
+                "stub {}: the store would add {}, the plan expected {}",
+                stub.name,
+                self.store_dir.display(&path),
+                self.store_dir.display(&stub.path)
+            )));
+        }
+        let sd = self.store_dir.clone();
+        self.effect("add_stub", |m| {
+            if m.objects.contains_key(&path) {
+                return Ok(());
+            }
+            m.add_object(
+                &sd,
+                &path,
+                Object {
+                    size: crate::plan::mask::empty_dir_nar().len() as u64,
+                    references: BTreeSet::new(),
+                    deriver: None,
+                    contents: None,
+                },
+            )
+            .map_err(StoreError::OutOfSpace)
+        })?;
+        Ok(path)
+    }
+
     fn realise(
         &self,
         drv: &StorePath,

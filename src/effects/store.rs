@@ -218,6 +218,10 @@ pub trait Store {
     /// caller compares to the one it computed.
     fn add_text(&self, name: &str, contents: &[u8], references: &[StorePath]) -> Result<StorePath>;
 
+    /// Add a stub (an empty directory named `stub.name`, no references) and return its path.
+    /// Refused when the store puts it anywhere but `stub.path`, the path the plan computed.
+    fn add_stub(&self, stub: &crate::plan::Stub) -> Result<StorePath>;
+
     /// The closure of `roots` with each path's info, in one query where the store can.
     fn closure_infos(&self, roots: &[StorePath]) -> Result<BTreeMap<StorePath, PathInfo>> {
         let closure: Vec<StorePath> = self.closure(roots)?.into_iter().collect();

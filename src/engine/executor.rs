@@ -756,6 +756,7 @@ impl<'a> Executor<'a> {
         let paths: Vec<StorePath> = drvs.iter().map(|d| d.path.clone()).collect();
         let valid = self.store.valid_paths(&paths)?;
         let mut written = 0;
+        let mut stubs = 0;
         let mut bytes = 0u64;
         let ours: BTreeSet<&StorePath> = paths.iter().collect();
         for d in &drvs {
@@ -770,10 +771,19 @@ impl<'a> Executor<'a> {
                 .cloned()
                 .collect();
             let present = self.store.valid_paths(&needed)?;
-            let missing: Vec<StorePath> = needed
+            let mut missing: Vec<StorePath> = needed
                 .into_iter()
                 .filter(|r| !present.contains(r))
                 .collect();
+            // Stubs standing in for non-vital packages are made here, where the first `.drv`
+            // naming them needs them valid; the step's realise root keeps them once built.
+            for p in &missing {
+                if let Some(stub) = stub_for(self.store.store_dir(), p) {
+                    self.store.add_stub(&stub)?;
+                    stubs += 1;
+                }
+            }
+            missing.retain(|p| stub_for(self.store.store_dir(), p).is_none());
             if !missing.is_empty() {
                 self.substitute_old(spec, chain, gen, &missing)?;
             }
@@ -789,11 +799,12 @@ impl<'a> Executor<'a> {
         }
         // Not rooted: a step's `.drv`s reference the old packages it keeps, and must go with
         // them; they are rewritten from the target's graph when needed again.
-        Ok((
-            format!("{written} derivation(s) written"),
-            Some(bytes),
-            None,
-        ))
+        let note = if stubs > 0 {
+            format!("{written} derivation(s) written, {stubs} stub(s) added")
+        } else {
+            format!("{written} derivation(s) written")
+        };
+        Ok((note, Some(bytes), None))
     }
 
     fn realise(&mut self, spec: &Spec, chain: Chain, gen: Gen) -> EffectResult {
@@ -978,4 +989,12 @@ impl<'a> Executor<'a> {
 
 fn feed(state: RunState, ev: Event) -> Result<RunState, EngineError> {
     transition::next(&state, ev).map_err(|e| EngineError::Replay(e.to_string()))
+}
+
+/// The stub `p` is, if it is one: named `stepwise-stub-…` and at the path the planner computes
+/// for that name (an empty directory).
+fn stub_for(sd: &crate::drv::StoreDir, p: &StorePath) -> Option<crate::plan::Stub> {
+    let pname = p.name().strip_prefix("stepwise-stub-")?;
+    let stub = crate::plan::Stub::for_package(sd, pname);
+    (stub.path == *p && stub.name == p.name()).then_some(stub)
 }

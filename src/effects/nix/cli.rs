@@ -372,6 +372,25 @@ impl Store for NixCli {
         self.add_text_via_to_file(name, contents, references)
     }
 
+    fn add_stub(&self, stub: &crate::plan::Stub) -> Result<StorePath> {
+        let tmp = tempfile::tempdir().map_err(io_err(Path::new("<tempdir>")))?;
+        let dir = tmp.path().join(&stub.name);
+        std::fs::create_dir(&dir).map_err(io_err(&dir))?;
+        let inv = self.cmds.add_path(&dir);
+        let got = self.path_lines(&inv)?;
+        match got.as_slice() {
+            [p] if *p == stub.path => Ok(p.clone()),
+            _ => Err(StoreError::Refused(format!(
+                "stub {}: the store added {:?}, the plan expected {}",
+                stub.name,
+                got.iter()
+                    .map(|p| self.store_dir().display(p))
+                    .collect::<Vec<_>>(),
+                self.store_dir().display(&stub.path)
+            ))),
+        }
+    }
+
     fn realise(
         &self,
         drv: &StorePath,

@@ -224,6 +224,12 @@ impl NixCommands {
             .arg(self.store_dir.display(drv))
     }
 
+    /// Add a local file or directory to the store under its base name (recursive, sha256: a
+    /// `source` path); prints the store path.
+    pub fn add_path(&self, path: &Path) -> Invocation {
+        self.tool("nix-store").arg("--add").arg(path)
+    }
+
     /// Everything the GC roots keep alive, one path a line.
     pub fn print_live(&self) -> Invocation {
         self.tool("nix-store").args(["--gc", "--print-live"])
@@ -311,6 +317,14 @@ mod tests {
             .chain(&inv.args)
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn add_path_argv() {
+        assert_eq!(
+            argv(&cmds().add_path(Path::new("/tmp/x/stepwise-stub-hello"))),
+            ["nix-store", "--add", "/tmp/x/stepwise-stub-hello"]
+        );
     }
 
     #[test]
