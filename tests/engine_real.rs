@@ -215,3 +215,83 @@ fn resume_before_the_reboot_waits() {
     assert_eq!(bed.profile_target(), before);
     verify(&bed);
 }
+
+/// Issue 8: a disk where only taking a non-vital package out for the duration makes the upgrade
+/// fit. The planner is left 23 MiB of room (as in plan_real's stub case): big-b (22 MiB) fits,
+/// big-a (24 MiB) only once big-b's old version is gone. Without `--non-vital big-b`: exit 3,
+/// nothing changed. With it: the target exactly, big-b back and upgraded.
+#[test]
+fn only_a_non_vital_package_out_and_back_makes_room() {
+    if !require_root("engine: non-vital package out and back on a tight tmpfs") {
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.tight_disk_mib() + 32)
+    });
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    // Switched since boot: no booted pin, only room is short.
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    // The reserve file takes all but 23 MiB of the tmpfs: the disk is really that tight.
+    let reserve = bed
+        .available_bytes()
+        .checked_sub(23 * MIB)
+        .expect("the tmpfs leaves more than 23 MiB after G0");
+    let reserve = reserve.to_string();
+    let before = (
+        bed.profile_target(),
+        bed.current_system(),
+        std::fs::read_dir(bed.profile().parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<std::collections::BTreeSet<_>>(),
+        bed.valid_paths().unwrap(),
+    );
+
+    let o = upgrade(&bed, &fx, &["--reserve", &reserve]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--non-vital big-"),
+        "says what would help: {err}"
+    );
+    // (the "no run to resume" wording is checked once error.rs says it)
+    let after = (
+        bed.profile_target(),
+        bed.current_system(),
+        std::fs::read_dir(bed.profile().parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<std::collections::BTreeSet<_>>(),
+        bed.valid_paths().unwrap(),
+    );
+    assert_eq!(before, after, "nothing changed");
+
+    let o = upgrade(&bed, &fx, &["--reserve", &reserve, "--non-vital", "big-b"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("{err}");
+    assert!(
+        err.contains("1 stub(s) added"),
+        "big-b went out as a stub: {err}"
+    );
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    let closure = bed.closure(&[&fx.new.out]).unwrap();
+    let big_b = fx.package("big-b");
+    for p in big_b.new.as_ref().unwrap().outputs.values() {
+        assert!(closure.contains(p), "big-b is back, upgraded: {p}");
+    }
+    assert!(
+        !closure.iter().any(|p| p.contains("stepwise-stub-")),
+        "no stub in the target"
+    );
+    assert!(!bed.is_valid(&g0).unwrap(), "G0 was collected");
+    for p in big_b.old.as_ref().unwrap().outputs.values() {
+        assert!(
+            !bed.is_valid(p).unwrap(),
+            "big-b's old version is gone: {p}"
+        );
+    }
+    verify(&bed);
+}
