@@ -36,6 +36,11 @@ pub enum Error {
     #[error("{what}\n  `stepwise resume` continues the run")]
     Stopped { what: String },
 
+    /// No order of steps fits and nothing was changed: there is no run to resume. Says what is
+    /// missing (`what`) and what would help (`help`, one way a line).
+    #[error("{what}\nnothing was changed{help}", help = no_room_help(help))]
+    NoRoom { what: String, help: Vec<String> },
+
     /// The run failed and was unwound or held.
     #[error("{what}")]
     RunFailed { what: String },
@@ -72,7 +77,7 @@ impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::BadInput { .. } | Error::NotYet(_) => Exit::BadInput,
-            Error::Stopped { .. } => Exit::Stopped,
+            Error::Stopped { .. } | Error::NoRoom { .. } => Exit::Stopped,
             Error::RunFailed { .. } => Exit::RunFailed,
             Error::Journal { .. } => Exit::Journal,
             Error::Store(StoreError::Target(_)) => Exit::BadInput,
@@ -80,6 +85,10 @@ impl Error {
             Error::Store(_) | Error::Realise(_) | Error::Io { .. } => Exit::Stopped,
         }
     }
+}
+
+fn no_room_help(help: &[String]) -> String {
+    help.iter().map(|h| format!("\n  hint: {h}")).collect()
 }
 
 /// What the user can do about a store error (the message says what and where). Target errors
@@ -192,6 +201,14 @@ mod tests {
         assert_eq!(Error::bad_input("x", "y").exit() as u8, 2);
         assert_eq!(Error::Store(StoreError::Target("x".into())).exit() as u8, 2);
         assert_eq!(Error::Stopped { what: "x".into() }.exit() as u8, 3);
+        let no_room = Error::NoRoom {
+            what: "no order of steps fits".into(),
+            help: vec!["--non-vital big-b makes the upgrade fit".into()],
+        };
+        assert_eq!(no_room.exit() as u8, 3);
+        let shown = no_room.to_string();
+        assert!(shown.contains("nothing was changed") && shown.contains("hint: --non-vital big-b"));
+        assert!(!shown.contains("resume"), "no run to resume: {shown}");
         assert_eq!(Error::RunFailed { what: "x".into() }.exit() as u8, 1);
         let journal = Error::Journal {
             path: "/j".into(),

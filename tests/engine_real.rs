@@ -255,7 +255,8 @@ fn only_a_non_vital_package_out_and_back_makes_room() {
         err.contains("--non-vital big-"),
         "says what would help: {err}"
     );
-    // (the "no run to resume" wording is checked once error.rs says it)
+    assert!(!err.contains("resume"), "there is no run to resume: {err}");
+    eprintln!("{err}");
     let after = (
         bed.profile_target(),
         bed.current_system(),

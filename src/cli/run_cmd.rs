@@ -368,28 +368,12 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
             ),
         ),
         Strategy::Auto | Strategy::Stepwise => {
-            let why = match &planned.outcome {
-                Err(sf) => format!(
-                    "no order of steps fits: {} more would be needed (bottleneck: {}){}",
-                    human(sf.missing_next),
-                    sf.bottleneck.join(", "),
-                    if sf.non_vital_candidates.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            "; --non-vital {} would free room",
-                            sf.non_vital_candidates
-                                .iter()
-                                .map(|(n, _)| n.as_str())
-                                .collect::<Vec<_>>()
-                                .join(" / --non-vital ")
-                        )
-                    }
-                ),
-                Ok(_) => "no plan".into(),
-            };
-            return Err(Error::Stopped {
-                what: format!("{why}\nnothing was changed; `stepwise plan` shows the details"),
+            return Err(match &planned.outcome {
+                Err(sf) => no_room(sf),
+                Ok(_) => Error::NoRoom {
+                    what: "no plan".into(),
+                    help: vec!["`stepwise plan` shows the details".into()],
+                },
             });
         }
     };
@@ -591,4 +575,47 @@ pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
         }
     }
     Ok(Exit::Done)
+}
+
+/// Nothing fits: what is missing and what would help, before anything changed.
+fn no_room(sf: &crate::plan::Shortfall) -> Error {
+    let human = journal::transition::human_bytes;
+    let what = format!(
+        "no order of steps fits: {} more would be needed to move {} ({} for the whole upgrade without stubs or reboots)",
+        human(sf.missing_next),
+        sf.bottleneck.join(", "),
+        human(sf.missing_total)
+    );
+    let mut help = Vec::new();
+    if !sf.non_vital_that_fits.is_empty() {
+        help.push(format!(
+            "--non-vital {} makes the upgrade fit (out for the duration, back upgraded at the end)",
+            sf.non_vital_that_fits.join(" --non-vital ")
+        ));
+    } else if !sf.non_vital_candidates.is_empty() {
+        help.push(format!(
+            "--non-vital {} would free room",
+            sf.non_vital_candidates
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" / --non-vital ")
+        ));
+    }
+    if sf.reboot_would_free > 0 {
+        help.push(format!(
+            "a reboot would free {} the booted system pins{}",
+            human(sf.reboot_would_free),
+            if sf.fits_with_reboot {
+                ", enough to fit: --reboot when-needed"
+            } else {
+                ""
+            }
+        ));
+    }
+    help.push(format!(
+        "or free at least {} on the store's filesystem (`nix-collect-garbage -d` removes old generations); `stepwise plan` shows the details",
+        human(sf.missing_next)
+    ));
+    Error::NoRoom { what, help }
 }
