@@ -1,7 +1,8 @@
 //! The smallest disk on which the fixture's upgrade completes: `stepwise upgrade` against the
 //! plain upgrade (realise + set profile + switch), found by bisection over tmpfs sizes (MiB), with
 //! the lower bound max(|G0|, |T|) beside them. The store and Nix's database share the tmpfs, as on
-//! a VPS. Prints figures; needs root. `cargo bench --bench engine_disk`
+//! a VPS; and with `--non-vital big-b` (issue 8). Prints figures; needs root.
+//! `cargo bench --bench engine_disk` (`--profile dev` to reuse the debug build)
 //! (`STEPWISE_BIN` for another binary).
 
 use stepwise_testbed::{is_root, Bed, Disk, Fixture, FixtureSpec, NIX_STATE_ALLOWANCE_MIB};
@@ -17,8 +18,9 @@ fn stepwise_bin() -> std::path::PathBuf {
         })
 }
 
-/// Does the upgrade complete on a tmpfs of `mib` MiB?
-fn completes(spec: &FixtureSpec, mib: u64, stepwise: bool) -> bool {
+/// Does the upgrade complete on a tmpfs of `mib` MiB? `stepwise`: with these extra arguments
+/// (None: the plain upgrade).
+fn completes(spec: &FixtureSpec, mib: u64, stepwise: Option<&[&str]>) -> bool {
     let Ok((bed, fx)) = Bed::try_prepared_with(spec, |_| Disk::TmpfsMib(mib)) else {
         return false;
     };
@@ -27,13 +29,14 @@ fn completes(spec: &FixtureSpec, mib: u64, stepwise: bool) -> bool {
     }
     // A machine switched since boot (the booted pin is issue 8's reboot).
     let _ = std::fs::remove_file(bed.booted_system_link());
-    if stepwise {
+    if let Some(extra) = stepwise {
         let o = bed
             .command(stepwise_bin())
             .arg("--journal")
             .arg(bed.journal_path())
             .args(["-q", "upgrade", "--target", &fx.new.drv])
             .args(bed.system_args())
+            .args(extra)
             .output()
             .unwrap();
         o.status.success() && bed.current_system().as_deref() == Some(fx.new.out.as_str())
@@ -84,8 +87,12 @@ fn main() {
         "lower bound max(|G0|, |T|) + Nix state allowance: {lower} MiB ({} + {NIX_STATE_ALLOWANCE_MIB})",
         old.max(new)
     );
-    let plain = smallest(old, hi, |m| completes(&spec, m, false));
-    let steps = smallest(old, hi, |m| completes(&spec, m, true));
+    let plain = smallest(old, hi, |m| completes(&spec, m, None));
+    let steps = smallest(old, hi, |m| completes(&spec, m, Some(&[])));
+    // Issue 8: big-b out for the duration (a stub), back upgraded at the end.
+    let non_vital = smallest(old, hi, |m| {
+        completes(&spec, m, Some(&["--non-vital", "big-b"]))
+    });
     let show =
         |x: Option<u64>| x.map_or("none up to the search's top".into(), |m| format!("{m} MiB"));
     println!(
@@ -95,6 +102,10 @@ fn main() {
     println!(
         "smallest tmpfs where stepwise upgrade completes:  {}",
         show(steps)
+    );
+    println!(
+        "smallest tmpfs where stepwise upgrade --non-vital big-b completes: {}",
+        show(non_vital)
     );
     if let (Some(p), Some(s)) = (plain, steps) {
         println!(
