@@ -283,12 +283,14 @@ impl<'a> Executor<'a> {
             }
         }
         if state.phase == transition::Phase::Preflight && !unwind {
-            // Killed between the header and the strategy: nothing was done; take the safe way
-            // (the plain upgrade falls back to steps on a real out-of-space failure).
-            let chain = if spec.header.strategy == crate::cli::args::Strategy::Stepwise {
-                Chain::Steps
-            } else {
-                Chain::Direct
+            // Killed between the header and the strategy: nothing was done. `auto` takes the
+            // recorded stepwise plan when there is one: it is the way that was planned to fit,
+            // while a plain attempt on a disk it does not fit would end in an unwind.
+            use crate::cli::args::Strategy;
+            let chain = match spec.header.strategy {
+                Strategy::Stepwise => Chain::Steps,
+                Strategy::Auto if spec.steps.len() > 1 => Chain::Steps,
+                Strategy::Auto | Strategy::Direct => Chain::Direct,
             };
             self.append(Record::StrategyChosen {
                 strategy: record::chosen(chain),
