@@ -195,3 +195,55 @@ fn lock_holder_in_another_process() {
     assert!(e.contains("since 2023-11-14 22:13:20 UTC"), "{e}");
     assert!(e.contains("locked by pid "), "{e}");
 }
+
+#[test]
+fn witness_catches_a_rolled_back_journal() {
+    // A journal file replaced by an older state of itself (as redb would serve after losing its
+    // last commit): internally consistent, but the lock file's witness knows better.
+    let (_dir, path) = temp_journal();
+    let mut j = Journal::open(&path).unwrap();
+    let run = j.begin_run(sample::header()).unwrap();
+    j.append(run, Record::UnwindStarted { why: "a".into() })
+        .unwrap();
+    drop(j);
+    let older = std::fs::read(&path).unwrap();
+    let mut j = Journal::open(&path).unwrap();
+    j.append(run, Record::UnwindStarted { why: "b".into() })
+        .unwrap();
+    drop(j);
+    std::fs::write(&path, older).unwrap();
+    for writer in [false, true] {
+        let e = if writer {
+            Journal::open(&path).err()
+        } else {
+            Journal::open_read_only(&path).err()
+        };
+        let e = e.expect("a rolled-back journal was accepted");
+        assert_eq!(e.exit(), Exit::Journal);
+        assert!(
+            e.to_string()
+                .contains("it holds 2 records, but record 3 was committed"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_replaced_journal_is_not_judged_by_the_old_witness() {
+    // The damage hint says to move a broken journal aside: the next run starts a new one beside
+    // the old lock file.
+    let (_dir, path) = temp_journal();
+    let mut j = Journal::open(&path).unwrap();
+    let run = j.begin_run(sample::header()).unwrap();
+    j.append(run, Record::UnwindStarted { why: "a".into() })
+        .unwrap();
+    drop(j);
+    std::fs::rename(&path, path.with_extension("redb.damaged")).unwrap();
+    let mut j = Journal::open(&path).unwrap();
+    assert!(j.all_records().is_empty());
+    j.begin_run(sample::header()).unwrap();
+    drop(j);
+    let r = Journal::open_read_only(&path).unwrap();
+    assert_eq!(r.all_records().len(), 1);
+    r.verify().unwrap();
+}

@@ -171,9 +171,15 @@ mod tests {
             freed: None,
         };
         let (bytes, link) = encode(&genesis_link(), 6, 1, 1_700_000_000_000, &r).unwrap();
-        assert_eq!(hex(&bytes[..20]), "0100060001000000000000000068e5cf8b010000");
+        assert_eq!(
+            hex(&bytes[..20]),
+            "0100060001000000000000000068e5cf8b010000"
+        );
         assert_eq!(hex(&bytes[52..]), "050180804000");
-        assert_eq!(hex(&link), "8b330daa801757e7541b7c54e1f487018dd58001ca80d5a3bc1358aa4402646f");
+        assert_eq!(
+            hex(&link),
+            "8b330daa801757e7541b7c54e1f487018dd58001ca80d5a3bc1358aa4402646f"
+        );
         assert_eq!(decode(&genesis_link(), 6, &bytes).unwrap().record, r);
     }
 }

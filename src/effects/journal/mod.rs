@@ -52,6 +52,8 @@ use storage::{guard, Db, Raw};
 pub struct Journal {
     path: PathBuf,
     db: Db,
+    /// `meta.id` (absent in no journal this build created).
+    id: Option<[u8; 16]>,
     _lock: Option<lock::WriterLock>,
     records: Vec<Stored>,
     /// run id → index into `records` of its `RunStarted`.
@@ -95,23 +97,25 @@ impl Journal {
         if !exists {
             // Born complete (tables and format marker) under a temporary name, then renamed: a
             // journal file that exists is never legitimately empty.
-            guard(|| storage::create_fresh(path, FORMAT_VERSION).map_err(|e| e.to_string()))
+            let id = new_journal_id(path);
+            guard(|| storage::create_fresh(path, FORMAT_VERSION, &id).map_err(|e| e.to_string()))
                 .map_err(|e| Error::Journal {
-                    path: path.display().to_string(),
-                    what: format!("cannot create it: {e}"),
-                    hint:
-                        "check free space and permissions (stepwise runs as root) or pass --journal"
-                            .into(),
-                })?;
+                path: path.display().to_string(),
+                what: format!("cannot create it: {e}"),
+                hint: "check free space and permissions (stepwise runs as root) or pass --journal"
+                    .into(),
+            })?;
         }
         let db = guard(|| storage::open_writer(path).map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
-        let (records, runs) = check(path, &raw)?;
+        let (records, runs) = check(path, &raw, lock.previous.as_ref())?;
+        let id = journal_id(&raw);
         Ok(Journal {
             path: path.to_owned(),
             db,
+            id,
             _lock: Some(lock),
             records,
             runs,
@@ -129,6 +133,9 @@ impl Journal {
                     .into(),
             });
         }
+        // The witness before the database: a writer updates it after each commit, so the snapshot
+        // read below is at least as new.
+        let witness = lock::read_witness(path);
         let db = guard(|| storage::open_reader(path).map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
         let db = match db {
@@ -144,10 +151,12 @@ impl Journal {
         };
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
-        let (records, runs) = check(path, &raw)?;
+        let (records, runs) = check(path, &raw, witness.as_ref())?;
+        let id = journal_id(&raw);
         Ok(Journal {
             path: path.to_owned(),
             db,
+            id,
             _lock: None,
             records,
             runs,
@@ -214,6 +223,19 @@ impl Journal {
                 .map_err(|e| e.to_string())
         })
         .map_err(|e| write_failed(&self.path, e))?;
+        if let (Some(lock), Some(journal_id)) = (self._lock.as_mut(), self.id) {
+            let w = lock::Witness {
+                journal_id,
+                seq,
+                link,
+            };
+            if let Err(e) = lock.witness(&w) {
+                tracing::warn!(
+                    "journal {}: cannot update the witness in its lock file: {e}",
+                    self.path.display()
+                );
+            }
+        }
         if new_run {
             self.runs.insert(run, self.records.len());
         }
@@ -262,16 +284,38 @@ impl Journal {
 
     /// Re-read the file and check its structure and chain again (what `journal verify` does).
     pub fn verify(&self) -> Result<Summary, Error> {
+        let witness = lock::read_witness(&self.path);
         let db = &self.db;
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
             .map_err(|e| damaged(&self.path, format!("cannot read it: {e}")))?;
-        let (records, runs) = check(&self.path, &raw)?;
+        let (records, runs) = check(&self.path, &raw, witness.as_ref())?;
         Ok(Summary {
             runs: runs.len() as u64,
             records: records.len() as u64,
             head: records.last().map_or_else(genesis_link, |r| r.link),
         })
     }
+}
+
+/// `journal verify`: everything `open_read_only` checks, and in addition redb's integrity check
+/// (every page checksum, the allocator state) run on a private copy, so damage outside the pages
+/// a read touches is found too. Never writes the journal.
+pub fn verify_file(path: &Path) -> Result<Summary, Error> {
+    let j = Journal::open_read_only(path)?;
+    let summary = j.verify()?;
+    let _shared = lock::shared(path)?;
+    let db = guard(|| storage::open_repaired_copy(path).map_err(|e| e.to_string()))
+        .map_err(|e| damaged(path, format!("redb's integrity check failed: {e}")))?;
+    let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
+        .map_err(|e| damaged(path, format!("redb's integrity check failed: {e}")))?;
+    let (records, _) = check(path, &raw, None)?;
+    if records != j.records {
+        return Err(damaged(
+            path,
+            "a checked copy reads a different history than the file itself".into(),
+        ));
+    }
+    Ok(summary)
 }
 
 /// The intents of `records` with no `Done` or `Failed` after them, oldest first. On resume the
@@ -324,7 +368,7 @@ type Checked = (Vec<Stored>, BTreeMap<RunId, usize>);
 
 /// Interpret and check everything read: format marker, keys, envelopes, chain, head, run index,
 /// and the references between records. The first problem found is the error.
-fn check(path: &Path, raw: &Raw) -> Result<Checked, Error> {
+fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Checked, Error> {
     let bad = |what: String| Err(damaged(path, what));
     let newer = |v: u16| {
         Err(Error::Journal {
@@ -445,5 +489,44 @@ fn check(path: &Path, raw: &Raw) -> Result<Checked, Error> {
             raw.runs, index
         ));
     }
+    // The witness of another journal (one moved aside and replaced) says nothing about this one.
+    if let Some(w) = witness.filter(|w| raw.id.as_deref() == Some(w.journal_id.as_slice())) {
+        let n = records.len() as u64;
+        if w.seq > n {
+            return bad(format!(
+                "it holds {n} records, but record {} was committed (its lock file's witness says \
+                 so): committed records were lost",
+                w.seq
+            ));
+        }
+        if w.seq > 0 && records[w.seq as usize - 1].link != w.link {
+            return bad(format!(
+                "record {} is not the record that was committed (its lock file's witness holds \
+                 another link)",
+                w.seq
+            ));
+        }
+    }
     Ok((records, runs))
+}
+
+fn journal_id(raw: &Raw) -> Option<[u8; 16]> {
+    raw.id.as_deref().and_then(|b| b.try_into().ok())
+}
+
+/// A fresh journal's id: unique per creation (time, pid, path), not secret.
+fn new_journal_id(path: &Path) -> [u8; 16] {
+    use sha2::Digest;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let h = sha2::Sha256::new()
+        .chain_update(nanos.to_le_bytes())
+        .chain_update(std::process::id().to_le_bytes())
+        .chain_update(path.as_os_str().as_encoded_bytes())
+        .finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h[..16]);
+    id
 }
