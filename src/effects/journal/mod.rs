@@ -106,6 +106,7 @@ impl Journal {
                     .into(),
             })?;
         }
+        readable(path)?;
         let db = guard(|| storage::open_writer(path).map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
@@ -133,6 +134,7 @@ impl Journal {
                     .into(),
             });
         }
+        readable(path)?;
         // The witness before the database: a writer updates it after each commit, so the snapshot
         // read below is at least as new.
         let witness = lock::read_witness(path);
@@ -343,6 +345,22 @@ fn damaged(path: &Path, what: String) -> Error {
         path: path.display().to_string(),
         what,
         hint: DAMAGED_HINT.replace("JOURNAL", &path.display().to_string()),
+    }
+}
+
+/// A file we may not open is not damage: say what it is.
+fn readable(path: &Path) -> Result<(), Error> {
+    match std::fs::File::open(path) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::Journal {
+            path: path.display().to_string(),
+            what: format!("cannot open it: {e}"),
+            hint: if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "the journal is readable by root only (mode 0600): run as root".into()
+            } else {
+                "check the path and the filesystem, or pass --journal PATH".into()
+            },
+        }),
     }
 }
 
