@@ -70,7 +70,8 @@ fn crashed(dir: &Path) -> PathBuf {
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    while line.trim() != "ready" {
+    // libtest may print "test child_writes_and_waits ... " before it on the same line.
+    while !line.trim_end().ends_with("ready") {
         line.clear();
         assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
     }
@@ -188,17 +189,23 @@ fn flips(make: fn(&Path) -> PathBuf, what: &str) {
     c.report(&format!("{what}, one bit at {} offsets", offsets.len()));
 }
 
-/// Every bit of redb's super-header (magic, god byte, layout, both commit slots).
+/// Bits of redb's super-header (magic, god byte, layout, both commit slots): every bit of the
+/// first 64 bytes and two of each slot byte (every bit of all 320 with STEPWISE_CORRUPTION_ALL).
 fn header_bits(make: fn(&Path) -> PathBuf, what: &str) {
     let mut c = Campaign::new(make);
     for offset in 0..320 {
-        for bit in 0..8 {
+        let bits: Vec<usize> = if offset < 64 || every_byte() {
+            (0..8).collect()
+        } else {
+            vec![offset % 8, (offset + 4) % 8]
+        };
+        for bit in bits {
             let mut copy = c.bytes.clone();
             copy[offset] ^= 1 << bit;
             c.try_damaged(&format!("offset {offset} bit {bit}"), &copy);
         }
     }
-    c.report(&format!("{what}, every bit of the first 320 bytes"));
+    c.report(&format!("{what}, bits of the first 320 bytes"));
 }
 
 fn truncations(make: fn(&Path) -> PathBuf, what: &str) {
