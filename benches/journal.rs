@@ -18,10 +18,12 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this once as a smoke test.
+    let measuring = std::env::args().any(|a| a == "--bench");
     let n: usize = std::env::var("STEPWISE_BENCH_APPENDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(if measuring { 1000 } else { 20 });
     let base = std::env::var_os("STEPWISE_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -68,7 +70,12 @@ fn main() {
 
     latencies.sort();
     println!(
-        "journal append benchmark: {n} durable appends in {}",
+        "journal append benchmark{}: {n} durable appends in {}",
+        if measuring {
+            ""
+        } else {
+            " (smoke run; `cargo bench` measures)"
+        },
         base.display()
     );
     println!(

@@ -22,11 +22,23 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Resume: `j.last_run()` and `j.records(run)`; `open_intents(records)` lists the intents with no
-//! done/failed after them. For such a trailing intent the effect may or may not have happened:
-//! ask the world with the transition's probe (design §6), then append `Done` or `Failed`.
+//! `Done`/`Failed` name their intent by the `Seq` its `append` returned. The engine closes each
+//! intent before writing the next. Space: put bytes added/freed in `Done` where known (`journal
+//! show` sums them); the plan's expectations go in `RunHeader::plan`.
 //!
-//! `Journal::open_read_only` (show, verify, export, status) takes no lock and never writes.
+//! Resume: `j.last_run()`, `j.runs()` (headers) and `j.records(run)`; a `RunFinished` record says
+//! the run is over. `open_intents(records)` lists the intents with no done/failed after them. For
+//! such a trailing intent the effect may or may not have happened (or happened partly): ask the
+//! world with the transition's probe (design §6); append `Done { intent }` if it happened, else
+//! run the effect again (they are idempotent) and then append `Done` or `Failed`. A process
+//! taking a run over first appends `Record::Resumed`.
+//!
+//! `Journal::open_read_only` (show, export, status) takes no lock and never writes, and reads a
+//! journal whose writer died through a repaired private copy. `verify_file` (journal verify) adds
+//! redb's page-checksum check. `begin_run_at`/`append_at` take the time from the caller (tests).
+//!
+//! The writer keeps a witness of its last commit in the lock file (`lock`), which catches a
+//! crashed journal that redb would otherwise serve one commit short.
 
 pub mod envelope;
 pub mod lock;
