@@ -435,7 +435,7 @@ fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Chec
         let seq = i as u64 + 1;
         if *key != seq {
             return bad(format!(
-                "record {seq} is missing (the log jumps from {} to {key})",
+                "record {seq} is missing: the log's key after record {} is {key}",
                 seq - 1
             ));
         }
