@@ -48,13 +48,13 @@ pub enum Error {
         hint: String,
     },
 
-    #[error(transparent)]
+    #[error("{0}{hint}", hint = store_hint(.0))]
     Store(#[from] StoreError),
 
-    #[error(transparent)]
+    #[error("{0}{hint}", hint = realise_hint(.0))]
     Realise(#[from] RealiseError),
 
-    #[error("{context}: {source}")]
+    #[error("{context}: {source}{hint}", hint = io_hint(source))]
     Io {
         context: String,
         source: std::io::Error,
@@ -82,4 +82,122 @@ impl Error {
     }
 }
 
+/// What the user can do about a store error (the message says what and where). Target errors
+/// carry their own hint.
+fn store_hint(e: &StoreError) -> String {
+    let hint = match e {
+        StoreError::Target(_) => return String::new(),
+        StoreError::Command { .. } => {
+            "Nix's message says why; fix its cause and run stepwise again (an interrupted run continues with `stepwise resume`)"
+        }
+        StoreError::Spawn { .. } => {
+            "stepwise runs nix-store, nix-env, nix-instantiate and nix: check that Nix is installed and on PATH"
+        }
+        StoreError::Output { .. } => {
+            "this Nix answered in a shape stepwise does not know: please report it with the output of `nix --version`"
+        }
+        StoreError::Refused(_) => "stepwise stopped rather than risk the system; `stepwise status` shows where the run stands",
+        StoreError::OutOfSpace(_) => OUT_OF_SPACE_HINT,
+        StoreError::Io { source, .. } => return io_hint(source),
+        StoreError::Injected(_) => return String::new(),
+    };
+    format!("\n  hint: {hint}")
+}
+
+const OUT_OF_SPACE_HINT: &str = "free space on the store's filesystem (`nix-collect-garbage -d` removes old generations), then `stepwise resume`";
+
+fn realise_hint(e: &RealiseError) -> String {
+    match e {
+        RealiseError::OutOfSpace { .. } => format!("\n  hint: {OUT_OF_SPACE_HINT}"),
+        RealiseError::BuildFailed { .. } => {
+            "\n  hint: the build log says why; `stepwise unwind` walks back to the generation the run started from".into()
+        }
+        RealiseError::Other(e) => store_hint(e),
+    }
+}
+
+fn io_hint(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let hint = match e.kind() {
+        ErrorKind::PermissionDenied => "stepwise changes the system profile and the store: run it as root",
+        ErrorKind::NotFound => "check the path (pass --journal, --profile, --current-system or --booted-system if yours differ)",
+        ErrorKind::StorageFull => OUT_OF_SPACE_HINT,
+        _ => return String::new(),
+    };
+    format!("\n  hint: {hint}")
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> std::io::Error {
+        std::io::Error::from(kind)
+    }
+
+    /// Every error a user can meet says what to do, not only what went wrong.
+    #[test]
+    fn every_error_says_what_to_do() {
+        let cases = [
+            Error::bad_input("x", "do y"),
+            Error::NotYet("stepwise plan"),
+            Error::Stopped { what: "x".into() },
+            Error::Journal {
+                path: "/j".into(),
+                what: "x".into(),
+                hint: "do y".into(),
+            },
+            Error::Store(StoreError::Command {
+                command: "nix-store --realise".into(),
+                status: "exit 1".into(),
+                stderr_tail: "error: x".into(),
+            }),
+            Error::Store(StoreError::Spawn {
+                command: "nix-store".into(),
+                why: "No such file or directory".into(),
+            }),
+            Error::Store(StoreError::Output {
+                command: "nix path-info".into(),
+                why: "x".into(),
+            }),
+            Error::Store(StoreError::Refused("x".into())),
+            Error::Store(StoreError::OutOfSpace("x".into())),
+            Error::Store(StoreError::Io {
+                path: "/p".into(),
+                source: io(std::io::ErrorKind::PermissionDenied),
+            }),
+            Error::Realise(RealiseError::OutOfSpace {
+                message: "x".into(),
+            }),
+            Error::Io {
+                context: "reading /p".into(),
+                source: io(std::io::ErrorKind::NotFound),
+            },
+        ];
+        for e in cases {
+            let shown = e.to_string();
+            assert!(
+                shown.contains("hint:")
+                    || shown.contains("stepwise resume")
+                    || shown.contains("nothing was changed"),
+                "{shown:?} does not say what to do"
+            );
+        }
+    }
+
+    #[test]
+    fn exit_codes_of_the_contract() {
+        assert_eq!(Error::bad_input("x", "y").exit() as u8, 2);
+        assert_eq!(Error::Store(StoreError::Target("x".into())).exit() as u8, 2);
+        assert_eq!(Error::Stopped { what: "x".into() }.exit() as u8, 3);
+        assert_eq!(Error::RunFailed { what: "x".into() }.exit() as u8, 1);
+        let journal = Error::Journal {
+            path: "/j".into(),
+            what: "locked".into(),
+            hint: "wait".into(),
+        };
+        assert_eq!(journal.exit() as u8, 4);
+    }
+}

@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_JOURNAL, env = "STEPWISE_JOURNAL")]
     pub journal: PathBuf,
 
+    /// Settings file (TOML; its keys are the long flags of `upgrade`); flags override it.
+    /// Default: /etc/stepwise/config.toml if it exists.
+    #[arg(long, global = true, value_name = "PATH", env = "STEPWISE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Machine-readable output: JSON lines, the first stating the format version.
     #[arg(long, global = true)]
     pub json: bool,
@@ -93,8 +98,16 @@ pub enum DrvCommand {
 }
 
 /// Which system to upgrade to. Exactly one of --target, --flake, --file.
+// Not a struct-level `#[group]`: derive puts every field in that group, --attr too, which then
+// excluded --file.
 #[derive(Debug, Clone, Args)]
-#[group(id = "target_spec", required = true, multiple = false, args = ["target", "flake", "file"])]
+#[group(skip)]
+#[command(group(
+    clap::ArgGroup::new("target_spec")
+        .required(true)
+        .multiple(false)
+        .args(["target", "flake", "file"])
+))]
 pub struct TargetArgs {
     /// The target toplevel derivation (`/nix/store/…-nixos-system-….drv`).
     #[arg(long, value_name = "PATH.drv")]
@@ -106,7 +119,8 @@ pub struct TargetArgs {
     #[arg(long, value_name = "F.nix")]
     pub file: Option<PathBuf>,
     /// Attribute of --file to evaluate.
-    #[arg(long, value_name = "A", requires = "file")]
+    // conflicts_with too: clap drops `requires` of an argument that conflicts with one given.
+    #[arg(long, value_name = "A", requires = "file", conflicts_with_all = ["target", "flake"])]
     pub attr: Option<String>,
 }
 
@@ -170,8 +184,8 @@ pub struct RoomArgs {
     #[arg(long = "non-vital", value_name = "NAME")]
     pub non_vital: Vec<String>,
     /// Packages that must move in the same step, comma-separated (repeatable).
-    #[arg(long, value_name = "A,B", value_delimiter = ',', num_args = 1.., action = clap::ArgAction::Append)]
-    pub together: Vec<String>,
+    #[arg(long, value_name = "A,B", value_parser = parse_names, action = clap::ArgAction::Append)]
+    pub together: Vec<Vec<String>>,
     /// Space kept free for the journal and Nix's database: bytes, or with K/M/G (binary: 64M).
     /// Default: 1% of the store's filesystem, at least 1M, at most 256M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -201,6 +215,10 @@ pub struct UpgradeArgs {
     /// The command run for a reboot, split on whitespace (no shell).
     #[arg(long, value_name = "CMD", default_value = "systemctl reboot")]
     pub reboot_command: String,
+    /// Local times between which a reboot may happen, LOWER-UPPER (e.g. 01:00-05:00; may cross
+    /// midnight). Outside it a run that needs a reboot stops (exit 3). Default: any time.
+    #[arg(long, value_name = "HH:MM-HH:MM", value_parser = crate::cli::config::RebootWindow::parse)]
+    pub reboot_window: Option<crate::cli::config::RebootWindow>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -223,6 +241,17 @@ pub enum OnFailure {
 pub enum RebootPolicy {
     Never,
     WhenNeeded,
+}
+
+/// `openssl,curl` → one group of names (kept apart from the next `--together`).
+pub fn parse_names(s: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = s.split(',').map(|n| n.trim().to_string()).collect();
+    if names.iter().any(String::is_empty) {
+        return Err(format!(
+            "{s:?} has an empty name: write names separated by commas, e.g. openssl,curl"
+        ));
+    }
+    Ok(names)
 }
 
 /// `64M` → 67108864. Binary units; a bare number is bytes.
@@ -283,6 +312,22 @@ mod tests {
         assert!(
             Cli::try_parse_from(["stepwise", "plan", "--target", "/a.drv", "--flake", "."])
                 .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["stepwise", "plan", "--flake", ".", "--attr", "x"]).is_err(),
+            "--attr only with --file"
+        );
+        let c = Cli::try_parse_from(["stepwise", "upgrade", "--file", "f.nix", "--attr", "web"])
+            .unwrap();
+        let Command::Upgrade(u) = c.command else {
+            panic!()
+        };
+        assert_eq!(
+            u.target.spec(),
+            TargetSpec::File {
+                file: "f.nix".into(),
+                attr: Some("web".into())
+            }
         );
         let c = Cli::try_parse_from(["stepwise", "plan", "--flake", "/etc/nixos#web"]).unwrap();
         let Command::Plan(p) = c.command else {

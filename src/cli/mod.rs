@@ -1,11 +1,15 @@
 //! Entry point: parse the command line, set up output, dispatch, map the result to an exit code.
 
 pub mod args;
+pub mod checks;
+pub mod config;
+pub mod drv_inspect;
 mod journal_cmd;
+pub mod plan_cmd;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 pub use args::{Cli, Command, DrvCommand, JournalCommand};
 
@@ -13,11 +17,20 @@ use crate::error::{Error, Exit};
 use crate::output::Output;
 
 pub fn main() -> ExitCode {
-    // clap exits 2 on usage errors itself (and 0 for --help/--version).
-    let cli = Cli::parse();
+    // The settings file may supply plan's and upgrade's target, so those are checked after merging.
+    let matches = match config::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     init_tracing(&cli);
     let mut out = Output::new(cli.json);
-    let result = run(&cli, &mut out);
+    let result = config::apply_config_file(&mut cli, &matches)
+        .and_then(|()| checks::before_run(&cli))
+        .and_then(|()| run(&cli, &mut out));
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {
@@ -25,6 +38,27 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit() as u8)
         }
     }
+}
+
+/// clap's usage errors exit 2 with clap's message (--help and --version exit 0). A `--json`
+/// caller also gets them as the versioned error event on stdout, as for every other error.
+fn usage_error(e: clap::Error) -> ExitCode {
+    // use_stderr: an error, not the help or version text asked for.
+    if e.use_stderr() && json_requested(std::env::args_os()) {
+        let message = e.render().to_string();
+        Output::new(true).usage_error(message.trim_end(), Exit::BadInput);
+    }
+    let _ = e.print();
+    // clap's own codes: 0 for --help/--version, 2 (Exit::BadInput) for usage errors.
+    ExitCode::from(e.exit_code() as u8)
+}
+
+/// Whether `--json` is among the arguments (before a `--`), when clap could not parse them.
+fn json_requested(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
 }
 
 fn init_tracing(cli: &Cli) {
@@ -48,14 +82,18 @@ fn init_tracing(cli: &Cli) {
 
 /// Dispatch one command. Returns the exit code of a successful command (a finished unwind is 1 for
 /// `upgrade`, 0 for `unwind`).
-pub fn run(cli: &Cli, _out: &mut Output) -> Result<Exit, Error> {
+pub fn run(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     match &cli.command {
-        Command::Plan(_) => Err(Error::NotYet("stepwise plan")),
+        Command::Plan(args) => plan_cmd::run(args, cli.json),
         Command::Upgrade(_) => Err(Error::NotYet("stepwise upgrade")),
         Command::Resume => Err(Error::NotYet("stepwise resume")),
         Command::Unwind => Err(Error::NotYet("stepwise unwind")),
         Command::Status => Err(Error::NotYet("stepwise status")),
         Command::Journal(j) => journal_cmd::run(&cli.journal, cli.json, j),
-        Command::Drv(_) => Err(Error::NotYet("stepwise drv inspect")),
+        Command::Drv(DrvCommand::Inspect {
+            file,
+            store_dir,
+            aterm,
+        }) => drv_inspect::run(file, store_dir.as_deref(), *aterm, out),
     }
 }

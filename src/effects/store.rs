@@ -24,15 +24,52 @@ pub enum TargetSpec {
     File { file: PathBuf, attr: Option<String> },
 }
 
+/// Which Nix: upstream Nix or Lix (forked from 2.18; its version numbers start at 2.90).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NixImplementation {
+    Nix,
+    Lix,
+}
+
+impl From<&str> for NixImplementation {
+    /// The implementation's name as `nix --version` prints it (`Nix`, `Lix`), case-insensitive.
+    fn from(name: &str) -> Self {
+        if name.eq_ignore_ascii_case("lix") {
+            NixImplementation::Lix
+        } else {
+            NixImplementation::Nix
+        }
+    }
+}
+
 /// The running Nix, detected once (`nix --version`, feature probes); never assumed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NixInfo {
-    /// `Nix` or `Lix`.
-    pub implementation: String,
+    pub implementation: NixImplementation,
     /// (major, minor, patch)
     pub version: (u32, u32, u32),
     /// `nix derivation add` exists (Nix 2.15+, Lix).
     pub has_derivation_add: bool,
+}
+
+impl NixInfo {
+    /// Features follow from the implementation and version.
+    pub fn new(implementation: NixImplementation, version: (u32, u32, u32)) -> Self {
+        let has_derivation_add = match implementation {
+            NixImplementation::Lix => true,
+            NixImplementation::Nix => version >= (2, 15, 0),
+        };
+        NixInfo {
+            implementation,
+            version,
+            has_derivation_add,
+        }
+    }
+
+    /// Upstream Nix at least `major.minor` (Lix answers by its own numbering).
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.version.0, self.version.1) >= (major, minor)
+    }
 }
 
 /// A valid path in the local store.
@@ -181,8 +218,16 @@ pub trait Store {
     /// caller compares to the one it computed.
     fn add_text(&self, name: &str, contents: &[u8], references: &[StorePath]) -> Result<StorePath>;
 
-    /// Build or substitute `drv`'s outputs, registering `gc_root` as an indirect root to the first
-    /// output. Returns output name → path.
+    /// The closure of `roots` with each path's info, in one query where the store can.
+    fn closure_infos(&self, roots: &[StorePath]) -> Result<BTreeMap<StorePath, PathInfo>> {
+        let closure: Vec<StorePath> = self.closure(roots)?.into_iter().collect();
+        self.path_infos(&closure)
+    }
+
+    /// Build or substitute `drv`'s outputs, registering `gc_root` as an indirect GC root to the
+    /// `out` output and `gc_root-NAME` to each other output NAME (Nix's own naming). Returns
+    /// output name → path. Failures are classified: out of space, a failed build naming its
+    /// derivation and log tail, or other.
     fn realise(
         &self,
         drv: &StorePath,
@@ -190,15 +235,21 @@ pub trait Store {
         events: &mut dyn FnMut(RealiseEvent),
     ) -> Result<BTreeMap<String, StorePath>, RealiseError>;
 
-    /// Add an indirect GC root `link` → `path`.
+    /// Add an indirect GC root `link` → `path` (replacing `link` if it exists). `path` must be
+    /// valid; a `.drv` is rooted as it is, never built.
     fn add_root(&self, link: &Path, path: &StorePath) -> Result<()>;
     /// Remove a root link stepwise owns (no error if already gone).
     fn remove_root(&self, link: &Path) -> Result<()>;
+    /// The root links directly inside `dir` (a directory stepwise owns) and what they point at;
+    /// an absent directory has none.
+    fn roots(&self, dir: &Path) -> Result<BTreeMap<PathBuf, StorePath>>;
 
-    /// Everything reachable from GC roots (profiles, current-system, booted-system, run roots).
+    /// Everything reachable from GC roots (profiles, current-system, booted-system, run roots),
+    /// with the derivers of live paths (`keep-derivations`, Nix's default).
     fn live_paths(&self) -> Result<BTreeSet<StorePath>>;
 
-    /// Delete exactly these paths; Nix refuses (and so must we) if any is live.
+    /// Delete exactly these paths. Refused (`StoreError::Refused`, nothing deleted) if one is
+    /// live or still referenced by a valid path outside the set. Paths already gone are fine.
     fn delete(&self, paths: &[StorePath]) -> Result<()>;
 
     /// Size and free space of the store's filesystem.
@@ -212,12 +263,14 @@ pub trait System {
     /// Point the profile at `toplevel` (a new generation unless it already points there).
     fn set_profile(&self, profile: &Path, toplevel: &StorePath) -> Result<()>;
 
+    /// Delete these generations; absent ones are fine, the current one is refused.
     fn delete_generations(&self, profile: &Path, numbers: &[u64]) -> Result<()>;
 
     /// The toplevel a link such as `/run/current-system` points at, if it exists.
     fn read_system_link(&self, link: &Path) -> Result<Option<StorePath>>;
 
-    /// `toplevel/bin/switch-to-configuration ACTION`, after checking it looks like a system.
+    /// `toplevel/bin/switch-to-configuration ACTION`, after checking it looks like a system
+    /// (refused otherwise).
     fn activate(&self, toplevel: &StorePath, action: Action) -> Result<()>;
 
     /// Run the reboot command (argument vector).

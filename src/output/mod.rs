@@ -2,17 +2,22 @@
 //! journald) or `--json` event lines whose first line states the format version.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Error, Exit};
 
 /// Version of the `--json` line format. Bump on any incompatible change.
 pub const JSON_FORMAT_VERSION: u32 = 1;
 
+/// Whether this process has written the `--json` version header. Every JSON line goes to stdout,
+/// one stream per process, so the header is written once per process whichever `Output` writes
+/// first (a command's progress printer and its final error event share it).
+static HEADER_WRITTEN: AtomicBool = AtomicBool::new(false);
+
 pub struct Output {
     json: bool,
-    header_written: bool,
     /// Whether stderr is a terminal (progress bars) or a log (plain lines).
     pub interactive: bool,
 }
@@ -21,7 +26,6 @@ impl Output {
     pub fn new(json: bool) -> Self {
         Output {
             json,
-            header_written: false,
             interactive: !json && std::io::stderr().is_terminal(),
         }
     }
@@ -30,22 +34,33 @@ impl Output {
         self.json
     }
 
-    /// Write one JSON line (the version header first, once).
+    /// Write one JSON line to stdout, `w` (the version header first, once per process).
     pub fn json_line<T: Serialize>(
         &mut self,
         w: &mut impl Write,
         value: &T,
     ) -> std::io::Result<()> {
-        if !self.header_written {
+        if !HEADER_WRITTEN.swap(true, Ordering::SeqCst) {
             writeln!(
                 w,
                 "{}",
                 serde_json::json!({ "stepwise": "events", "version": JSON_FORMAT_VERSION })
             )?;
-            self.header_written = true;
         }
         serde_json::to_writer(&mut *w, value)?;
         writeln!(w)
+    }
+
+    /// A usage error clap found: the error event only (clap prints its own message on stderr).
+    pub fn usage_error(&mut self, message: &str, exit: Exit) {
+        if self.json {
+            let line = serde_json::json!({
+                "event": "error",
+                "exit": exit as u8,
+                "message": message,
+            });
+            let _ = self.json_line(&mut std::io::stdout().lock(), &line);
+        }
     }
 
     pub fn error(&mut self, e: &Error) {

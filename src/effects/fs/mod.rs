@@ -1,1 +1,212 @@
 //! Filesystem effects: free space (statvfs), the reserve file, atomic symlink flips.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::effects::store::{Space, StoreError};
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Size and free space of the filesystem holding `path` (statvfs).
+pub fn space(path: &Path) -> Result<Space, StoreError> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(|e| StoreError::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    let frsize = st.fragment_size() as u64;
+    Ok(Space {
+        total: st.blocks() as u64 * frsize,
+        free: st.blocks_available() as u64 * frsize,
+    })
+}
+
+/// Default reserve: 1% of the filesystem, at least 1 MiB, at most 256 MiB (design §6).
+pub fn default_reserve_size(fs_total: u64) -> u64 {
+    (fs_total / 100).clamp(1 << 20, 256 << 20)
+}
+
+/// A file of real blocks kept beside the journal, so that when the disk fills up, releasing it
+/// frees room for the journal, Nix's database and the deletions that make room again.
+#[derive(Debug, Clone)]
+pub struct Reserve {
+    path: PathBuf,
+    size: u64,
+}
+
+impl Reserve {
+    pub fn new(path: impl Into<PathBuf>, size: u64) -> Self {
+        Reserve {
+            path: path.into(),
+            size,
+        }
+    }
+
+    /// The reserve of a journal: `<journal>.reserve` in the journal's directory, on the same disk.
+    pub fn beside(journal: &Path, size: u64) -> Self {
+        let mut name = journal.file_name().unwrap_or_default().to_os_string();
+        name.push(".reserve");
+        Reserve::new(journal.with_file_name(name), size)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether the reserve is held: the file exists with its full size.
+    pub fn is_held(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.size)
+    }
+
+    /// Create (or complete) the reserve with real blocks: written zeros, not a sparse file, and
+    /// fsynced with its directory. Fails with `OutOfSpace` (removing the partial file) when the
+    /// disk cannot hold it.
+    pub fn take(&self) -> Result<(), StoreError> {
+        if self.is_held() {
+            return Ok(());
+        }
+        let tmp = self.path.with_extension("tmp");
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let chunk = vec![0u8; 1 << 20];
+            let mut left = self.size;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                f.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            sync_dir(self.path.parent().unwrap_or(Path::new(".")))
+        })();
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                if e.raw_os_error() == Some(nix::libc::ENOSPC) {
+                    Err(StoreError::OutOfSpace(format!(
+                        "no room for the {}-byte reserve file {}",
+                        self.size,
+                        self.path.display()
+                    )))
+                } else {
+                    Err(io_err(&self.path)(e))
+                }
+            }
+        }
+    }
+
+    /// Release the reserve (the disk is full); no error if it is not held.
+    pub fn release(&self) -> Result<(), StoreError> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {
+                sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io_err(&self.path))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&self.path)(e)),
+        }
+    }
+}
+
+/// fsync a directory so that a rename or unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Point `link` at `target` atomically: a temporary link beside it, renamed over it, and the
+/// directory fsynced. Readers see the old or the new target, never neither.
+pub fn flip_symlink(link: &Path, target: &Path) -> Result<(), StoreError> {
+    let dir = link.parent().unwrap_or(Path::new("."));
+    let name = link
+        .file_name()
+        .ok_or_else(|| StoreError::Io {
+            path: link.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
+        })?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(io_err(&tmp))?;
+    if let Err(e) = std::fs::rename(&tmp, link) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(link)(e));
+    }
+    sync_dir(dir).map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_of_tmp() {
+        let d = tempfile::tempdir().unwrap();
+        let s = space(d.path()).unwrap();
+        assert!(s.total > 0 && s.free <= s.total, "{s:?}");
+        assert!(space(&d.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn default_reserve_bounds() {
+        assert_eq!(default_reserve_size(10 << 20), 1 << 20);
+        assert_eq!(default_reserve_size(10 << 30), (10u64 << 30) / 100);
+        assert_eq!(default_reserve_size(1 << 40), 256 << 20);
+    }
+
+    #[test]
+    fn reserve_beside_the_journal() {
+        let r = Reserve::beside(Path::new("/var/lib/stepwise/journal.redb"), 1 << 20);
+        assert_eq!(
+            r.path(),
+            Path::new("/var/lib/stepwise/journal.redb.reserve")
+        );
+        assert_eq!(r.size(), 1 << 20);
+    }
+
+    #[test]
+    fn reserve_take_release_take() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Reserve::new(d.path().join("reserve"), 3 << 20);
+        assert!(!r.is_held());
+        r.take().unwrap();
+        assert!(r.is_held());
+        let meta = std::fs::metadata(r.path()).unwrap();
+        assert_eq!(meta.len(), 3 << 20);
+        // Real blocks, not a sparse file.
+        use std::os::unix::fs::MetadataExt;
+        assert!(meta.blocks() * 512 >= 3 << 20, "{} blocks", meta.blocks());
+        r.take().unwrap();
+        r.release().unwrap();
+        assert!(!r.path().exists());
+        r.release().unwrap();
+        r.take().unwrap();
+        assert!(r.is_held());
+    }
+
+    #[test]
+    fn flip_replaces_atomically() {
+        let d = tempfile::tempdir().unwrap();
+        let link = d.path().join("current");
+        flip_symlink(&link, Path::new("/a")).unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("/a"));
+        flip_symlink(&link, Path::new("/b")).unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("/b"));
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary link left behind");
+    }
+}

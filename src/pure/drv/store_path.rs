@@ -155,8 +155,8 @@ impl AsRef<Path> for StoreDir {
 }
 
 /// `<hash>-<name>` without the store directory. Ordered like Nix orders path strings within one
-/// store dir (by the hash part, then the name).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// store dir: by the printed hash part, then the name (see the `Ord` impl).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct StorePath {
     hash: [u8; HASH_BYTES],
     name: String,
@@ -207,6 +207,25 @@ impl StorePath {
     }
 }
 
+/// nix32 writes the hash's last byte first and its alphabet is in ASCII order, so comparing the
+/// bytes from the last to the first orders paths exactly as their strings (which is how Nix sorts
+/// inputs in a `.drv`).
+impl Ord for StorePath {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.hash
+            .iter()
+            .rev()
+            .cmp(other.hash.iter().rev())
+            .then_with(|| self.name.as_bytes().cmp(other.name.as_bytes()))
+    }
+}
+
+impl PartialOrd for StorePath {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl fmt::Display for StorePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.hash_part(), self.name)
@@ -249,7 +268,9 @@ impl StorePathError {
     }
 }
 
-/// Nix's name rules: 1..=211 bytes of `[A-Za-z0-9+\-._?=]`, not starting with `.`.
+/// Nix's name rules (`checkName`, current Nix): 1..=211 bytes of `[A-Za-z0-9+\-._?=]`, and
+/// the first dash-separated component not `.` or `..`. (Nix 2.8 refused every leading `.`; we
+/// accept what any Nix may have written.)
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty name".into());
@@ -260,8 +281,11 @@ pub fn validate_name(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    if name.starts_with('.') {
-        return Err("names must not start with a period".into());
+    let first = name.split('-').next().unwrap_or("");
+    if first == "." || first == ".." {
+        return Err(format!(
+            "the first dash-separated component must not be {first:?}"
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -316,16 +340,36 @@ mod tests {
             d.parse("/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pe-x"),
             Err(StorePathError::Hash { .. })
         ));
-        assert!(matches!(
-            d.parse("/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-.x"),
-            Err(StorePathError::Name { .. })
-        ));
+        for bad in [".", "..", ".-x", "..-x"] {
+            assert!(matches!(
+                d.parse(&format!(
+                    "/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-{bad}"
+                )),
+                Err(StorePathError::Name { .. })
+            ));
+        }
+        assert!(d
+            .parse("/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-.x")
+            .is_ok());
         assert!(matches!(
             d.parse("/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-a b"),
             Err(StorePathError::Name { .. })
         ));
         assert!(StoreDir::new("nix/store").is_err());
         assert!(StoreDir::new("/nix/store/").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn order_is_string_order(
+            a in proptest::array::uniform20(proptest::prelude::any::<u8>()),
+            b in proptest::array::uniform20(proptest::prelude::any::<u8>()),
+            na in "[a-z]{1,3}", nb in "[a-z]{1,3}", same in proptest::prelude::any::<bool>(),
+        ) {
+            let pa = StorePath { hash: a, name: na };
+            let pb = StorePath { hash: if same { a } else { b }, name: nb };
+            proptest::prop_assert_eq!(pa.cmp(&pb), pa.to_string().cmp(&pb.to_string()));
+        }
     }
 
     #[test]

@@ -1,1 +1,54 @@
 //! Planning: the closure diff of G0 against the target, upgrade units, masks, and the step order.
+//!
+//! # API for the engine
+//!
+//! 1. Gather a [`PlanInput`] (`engine::plan_inputs::gather` does it through the `Store` trait):
+//!    the target's [`TargetGraph`] (its `.drv`s down to the glue boundary), G0's closure
+//!    ([`G0Side`]), sizes ([`PathFacts`], estimates marked), the live and booted sets, the disk.
+//! 2. [`plan`] gives a [`Planned`]: the units, the [`Diff`], the [`Frame`] (used, ceiling, lower
+//!    bound, plain upgrade's peak) and either a [`Plan`] or a [`Shortfall`] (what is missing,
+//!    the bottleneck, what would help).
+//! 3. A [`Plan`] is `steps: Vec<Step>`; step k's generation is the target under `step.mask`
+//!    (every unit not yet upgraded → its G0 counterpart, or a [`Stub`]). The last step's mask is
+//!    empty: it *is* the target. `step.space` has what it adds, frees and its peak;
+//!    `step.reboot_after` says to reboot into it before the next step.
+//! 4. [`Materialiser::materialise`] turns a mask into the `.drv` files to write, inputs first
+//!    ([`NewDrv`]: path, name, ATerm bytes, references) plus the step's toplevel `.drv` and `out`
+//!    path. One `Materialiser` per run keeps the hashes of the derivations it read. The empty
+//!    mask writes nothing and returns the target's own paths.
+//! 5. Stubs ([`Planned::stubs`]) are empty directories added with `nix-store --add` under the
+//!    name [`Stub::name`]; their path is known in advance ([`Stub::path`]) and must exist before
+//!    a step whose mask uses it is written.
+//!
+//! Pure: no I/O. Renderers ([`report`]) write to any `io::Write`.
+//!
+//! # The space model and its limits
+//!
+//! Sizes are NAR sizes (local path info, else the substituter's narinfo, else the G0
+//! counterpart's size, marked as an estimate); each step's glue is estimated by G0's glue. On the
+//! fixture's tmpfs the estimated peaks were within 0.1 MiB of the measured ones. Known limits:
+//! - non-glue inputs of glue that are only needed to build it (stdenv, perl for buildEnv…) count
+//!   as held by every generation from step 1 (they are "added" units without a G0 counterpart):
+//!   an over-estimate, exact if the engine keeps them rooted for the run;
+//! - a G0 path that is also reachable from a root other than the system's generations (a user
+//!   profile holding the same package) is taken as freeable: the `Store` trait offers the live
+//!   set, not the roots behind it;
+//! - filesystem overhead (block rounding, Nix's database growth) is left to the reserve.
+
+pub mod diff;
+pub mod mask;
+pub mod names;
+pub mod order;
+pub mod planner;
+pub mod report;
+pub mod space;
+pub mod units;
+
+pub use diff::{Diff, DiffRow};
+pub use mask::{Mask, Materialised, Materialiser, NewDrv, Stub};
+pub use names::PackageName;
+pub use planner::{
+    plan, Frame, PathFacts, Plan, PlanError, PlanInput, PlanOptions, Planned, Shortfall,
+    SizeSource, Step,
+};
+pub use units::{is_glue, Change, G0Side, TargetGraph, Unit, Units};

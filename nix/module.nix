@@ -1,0 +1,291 @@
+# services.stepwise: crash-safe upgrades for NixOS machines whose disk cannot hold the old and the
+# new system at once. Modelled on system.autoUpgrade (same option names where they mean the same).
+#
+# Units:
+#   stepwise-upgrade.timer    fires `dates` (hourly by default)
+#   stepwise-upgrade.service  `stepwise upgrade` with /etc/stepwise/config.toml and `flags`
+#   stepwise-resume.service   at boot: `stepwise resume` finishes a run a crash, OOM kill, power cut
+#                             or stepwise's own reboot interrupted (nothing to resume: exit 0)
+{ config, lib, pkgs, ... }:
+
+let
+  cfg = config.services.stepwise;
+  inherit (lib) mkOption types literalExpression;
+
+  configPath = "/etc/stepwise/config.toml";
+
+  # TOML without a build step: every value here is a string, an integer, or a list of those, and
+  # builtins.toJSON writes them in syntax TOML shares with JSON (basic strings, arrays).
+  tomlValue = builtins.toJSON;
+  tomlLines = pairs:
+    lib.concatMapStrings (p: "${p.name} = ${p.value}\n") (lib.filter (p: p.value != null) pairs);
+  setting = name: value: { inherit name value; };
+  optionalSetting = name: value: setting name (if value == null then null else tomlValue value);
+
+  configText = ''
+    # Written by the NixOS module services.stepwise. The keys are the long flags of
+    # `stepwise upgrade` (see stepwise(1)); flags on the command line win over this file.
+    journal = ${tomlValue cfg.journal}
+
+    [upgrade]
+  '' + tomlLines [
+    (optionalSetting "flake" cfg.flake)
+    (setting "action" (tomlValue cfg.action))
+    (setting "non-vital" (tomlValue cfg.nonVital))
+    (setting "together" (tomlValue cfg.together))
+    (optionalSetting "reserve" cfg.reserve)
+    (setting "on-failure" (tomlValue cfg.onFailure))
+    (setting "reboot" (tomlValue (if cfg.allowReboot then "when-needed" else "never")))
+    (setting "reboot-window" (
+      if cfg.allowReboot && cfg.rebootWindow != null then
+        "{ lower = ${tomlValue cfg.rebootWindow.lower}, upper = ${tomlValue cfg.rebootWindow.upper} }"
+      else null))
+  ];
+
+  # One ExecStart argument: systemd unquotes C-style double-quoted words (JSON's escapes are a
+  # subset) and expands % specifiers and $ variables, which must be doubled to stay literal.
+  execArg = arg: lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON arg);
+  execLine = args: lib.concatMapStringsSep " " execArg args;
+
+  stepwise = "${cfg.package}/bin/stepwise";
+
+  # Shared by both services: what Nix needs to fetch flakes and substitute, as for nixos-upgrade.
+  environment = config.nix.envVars // {
+    inherit (config.environment.sessionVariables) NIX_PATH;
+    HOME = "/root";
+  } // config.networking.proxy.envVars;
+
+  path = [
+    pkgs.coreutils
+    pkgs.gnutar
+    pkgs.xz.bin
+    pkgs.gzip
+    pkgs.gitMinimal
+    config.nix.package.out
+    config.programs.ssh.package
+    # `reboot-command` defaults to `systemctl reboot`.
+    config.systemd.package
+  ];
+
+  serviceConfig = {
+    Type = "oneshot";
+    # An upgrade yields to the machine's real work. (Builds that go through nix-daemon run at
+    # the daemon's priority instead: nix.daemonCPUSchedPolicy and nix.daemonIOSchedClass.)
+    Nice = 19;
+    CPUSchedulingPolicy = "idle";
+    IOSchedulingClass = "idle";
+    # On stop (shutdown, `systemctl stop`) SIGTERM goes to stepwise alone: it lets the running
+    # nix-store or switch-to-configuration child finish, journals the transition, and exits 3
+    # (resumable). With the default control-group mode the children would be killed in the middle
+    # instead. Whatever is left after TimeoutStopSec gets SIGKILL; the journal makes even that safe,
+    # the timeout only bounds how long a shutdown waits for a transition to finish.
+    KillMode = "mixed";
+    TimeoutStopSec = "15min";
+    # A run may take hours on a slow link; the journal, not a timeout, decides when it is stuck.
+    TimeoutStartSec = "infinity";
+  };
+in
+{
+  options.services.stepwise = {
+    enable = lib.mkEnableOption ''
+      stepwise: periodic NixOS upgrades that fit a small disk, by a chain of real intermediate
+      generations when the plain upgrade does not fit, resumable after any interruption'';
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.stepwise;
+      defaultText = literalExpression "pkgs.stepwise (the flake's nixosModules.default sets its own package)";
+      description = "The stepwise package to run.";
+    };
+
+    flake = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "github:me/nixos-config#web";
+      description = ''
+        The flake of the NixOS configuration to upgrade to, `REF[#HOST]` (the host defaults to
+        this machine's hostname). Leave null only if `flags` name a target (`--target` or `--file`).
+      '';
+    };
+
+    flags = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "--strategy" "stepwise" "-v" ];
+      description = "Additional arguments passed to `stepwise upgrade`; they win over the settings file.";
+    };
+
+    dates = mkOption {
+      type = types.str;
+      default = "hourly";
+      example = "04:40";
+      description = "When upgrades run, in the format of {manpage}`systemd.time(7)` (`OnCalendar=`).";
+    };
+
+    randomizedDelaySec = mkOption {
+      type = types.str;
+      default = "0";
+      example = "45min";
+      description = "A random delay, between zero and this span, added before each run.";
+    };
+
+    persistent = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Catch up on a run missed while the machine was off, at the next boot (after
+        `stepwise-resume.service` has finished).
+      '';
+    };
+
+    action = mkOption {
+      type = types.enum [ "switch" "boot" "test" ];
+      default = "switch";
+      description = ''
+        How the target is activated at the end. Intermediate generations are always switched to:
+        that is what lets the old packages go before the next step is built.
+      '';
+    };
+
+    nonVital = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "firefox" "libreoffice" ];
+      description = ''
+        Packages (names as `stepwise plan` shows them) that may be removed for the length of a run
+        when nothing else fits; they come back upgraded at the end.
+      '';
+    };
+
+    together = mkOption {
+      type = types.listOf (types.listOf types.str);
+      default = [ ];
+      example = [ [ "openssl" "curl" ] ];
+      description = "Groups of packages that must move in the same step.";
+    };
+
+    reserve = mkOption {
+      type = types.nullOr (types.either types.ints.unsigned (types.strMatching "[0-9]+[KMGTkmgt]?"));
+      default = null;
+      example = "64M";
+      description = ''
+        Space kept free for the journal and Nix's database: bytes, or with K/M/G/T (binary).
+        null: 1% of the store's filesystem, at least 1M, at most 256M.
+      '';
+    };
+
+    onFailure = mkOption {
+      type = types.enum [ "unwind" "hold" ];
+      default = "unwind";
+      description = ''
+        On a failed build: walk back to the generation the run started from (`unwind`), or stay at
+        the last good step (`hold`) until you run `stepwise unwind` or `stepwise resume`.
+      '';
+    };
+
+    allowReboot = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Let stepwise reboot when only a reboot frees the booted system's packages (the run goes on
+        after the boot, from `stepwise-resume.service`). See `rebootWindow`.
+      '';
+    };
+
+    rebootWindow = mkOption {
+      default = null;
+      example = { lower = "01:00"; upper = "05:00"; };
+      description = ''
+        Local times between which a reboot may happen (from `lower` to `upper`, across midnight
+        when `lower` is later). Outside it a run that needs a reboot stops (exit 3) and a later
+        run continues. null: any time. Only with `allowReboot`.
+      '';
+      type = types.nullOr (types.submodule {
+        options = {
+          lower = mkOption {
+            type = types.strMatching "[[:digit:]]{2}:[[:digit:]]{2}";
+            example = "01:00";
+            description = "Start of the reboot window.";
+          };
+          upper = mkOption {
+            type = types.strMatching "[[:digit:]]{2}:[[:digit:]]{2}";
+            example = "05:00";
+            description = "End of the reboot window.";
+          };
+        };
+      });
+    };
+
+    journal = mkOption {
+      type = types.strMatching "/.+/[^/]+";
+      default = "/var/lib/stepwise/journal.redb";
+      description = "The run journal; its directory is created 0700, root only.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.flake != null
+          || lib.any (f: lib.elem f [ "--flake" "--target" "--file" ]) cfg.flags;
+        message = "services.stepwise: set `flake` (or give --target or --file in `flags`): stepwise needs to know what to upgrade to.";
+      }
+      {
+        assertion = cfg.rebootWindow == null || cfg.rebootWindow.lower != cfg.rebootWindow.upper;
+        message = "services.stepwise.rebootWindow: lower and upper are equal, so the window is empty; set null to allow any time.";
+      }
+    ];
+
+    environment.systemPackages = [ cfg.package ];
+
+    environment.etc."stepwise/config.toml".text = configText;
+
+    systemd.tmpfiles.rules = [ "d ${dirOf cfg.journal} 0700 root root -" ];
+
+    systemd.services.stepwise-upgrade = {
+      description = "stepwise: upgrade NixOS within the disk it has";
+      documentation = [ "man:stepwise(1)" ];
+      # switch-to-configuration runs from inside this unit: restarting or stopping it there would
+      # kill the run that is switching. (stopIfChanged only matters for units that get restarted.)
+      restartIfChanged = false;
+      unitConfig.X-StopOnRemoval = false;
+      wants = [ "network-online.target" ];
+      # Never overlap the boot-time resume. Ordering the service rather than the timer keeps
+      # timers.target (which every timer is ordered before) from waiting for a long resume.
+      after = [ "network-online.target" "stepwise-resume.service" ];
+      inherit environment path;
+      serviceConfig = serviceConfig // {
+        ExecStart = execLine ([ stepwise "--config" configPath "upgrade" ] ++ cfg.flags);
+      };
+    };
+
+    systemd.timers.stepwise-upgrade = {
+      description = "stepwise: upgrade NixOS ${cfg.dates}";
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnCalendar = cfg.dates;
+        RandomizedDelaySec = cfg.randomizedDelaySec;
+        Persistent = cfg.persistent;
+        Unit = "stepwise-upgrade.service";
+      };
+    };
+
+    systemd.services.stepwise-resume = {
+      description = "stepwise: finish an interrupted upgrade";
+      documentation = [ "man:stepwise(1)" ];
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+      # Run once per boot: a oneshot that went inactive would be started again by every
+      # switch-to-configuration (it restarts active targets), and so in the middle of a run,
+      # where it would find the journal locked.
+      restartIfChanged = false;
+      unitConfig.X-StopOnRemoval = false;
+      inherit environment path;
+      serviceConfig = serviceConfig // {
+        RemainAfterExit = true;
+        ExecStart = execLine [ stepwise "--config" configPath "resume" ];
+      };
+    };
+  };
+}

@@ -1,0 +1,233 @@
+//! Gathering what the planner needs through the `Store` and `System` traits: the target's
+//! derivations, G0's closure and derivers, sizes (local, from the substituters, or estimated),
+//! the live and booted sets, and the disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use crate::drv::hash::SourceError;
+use crate::drv::{parse, Derivation, DrvSource, StorePath};
+use crate::effects::store::{Store, System};
+use crate::error::Error;
+use crate::plan::names::PackageName;
+use crate::plan::units::{is_glue, name_of_output, G0Path, G0Side, TargetGraph};
+use crate::plan::{PathFacts, PlanInput, PlanOptions, SizeSource};
+
+/// Derivations read from the store.
+pub struct StoreDrvs<'a>(pub &'a dyn Store);
+
+impl DrvSource for StoreDrvs<'_> {
+    fn read(&self, path: &StorePath) -> Result<Derivation, SourceError> {
+        let bytes = self.0.read_file(path)?;
+        Ok(parse(&bytes, self.0.store_dir())?)
+    }
+}
+
+/// The system being upgraded.
+#[derive(Debug, Clone)]
+pub struct SystemLinks {
+    pub profile: PathBuf,
+    pub current_system: PathBuf,
+    pub booted_system: PathBuf,
+}
+
+/// Gather the planner's input for `target` (a toplevel `.drv`).
+pub fn gather(
+    store: &dyn Store,
+    system: &dyn System,
+    target: &StorePath,
+    links: &SystemLinks,
+    reserve: Option<u64>,
+    options: PlanOptions,
+) -> Result<PlanInput, Error> {
+    let sd = store.store_dir().clone();
+    let graph = TargetGraph::read(sd.clone(), target.clone(), &StoreDrvs(store)).map_err(|e| {
+        Error::bad_input(
+            format!("reading the target {}: {e}", sd.display(target)),
+            "give the toplevel .drv of a NixOS system (instantiated in this store)",
+        )
+    })?;
+
+    let g0_top = system
+        .read_system_link(&links.current_system)?
+        .ok_or_else(|| {
+            Error::bad_input(
+                format!(
+                    "{} does not point at a system in the store",
+                    links.current_system.display()
+                ),
+                "pass --current-system with the link to the running system",
+            )
+        })?;
+    let g0_infos = store.closure_infos(std::slice::from_ref(&g0_top))?;
+    let derivers: Vec<StorePath> = g0_infos
+        .values()
+        .filter_map(|i| i.deriver.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut deriver_glue = BTreeMap::new();
+    for d in store.valid_paths(&derivers)? {
+        // A deriver that cannot be read or parsed is left to the name heuristic.
+        if let Ok(drv) = StoreDrvs(store).read(&d) {
+            deriver_glue.insert(d, is_glue(&drv));
+        }
+    }
+    let g0 = G0Side {
+        toplevel: Some(g0_top.clone()),
+        paths: g0_infos
+            .iter()
+            .map(|(p, i)| {
+                (
+                    p.clone(),
+                    G0Path {
+                        references: i.references.clone(),
+                        deriver: i.deriver.clone(),
+                    },
+                )
+            })
+            .collect(),
+        deriver_glue,
+    };
+
+    let mut facts: BTreeMap<StorePath, PathFacts> = g0_infos
+        .iter()
+        .map(|(p, i)| {
+            (
+                p.clone(),
+                PathFacts {
+                    size: i.nar_size,
+                    references: i.references.clone(),
+                    present: true,
+                    source: SizeSource::Local,
+                },
+            )
+        })
+        .collect();
+
+    // G0's sizes by package name, for estimates.
+    let g0_sizes: BTreeMap<(String, String), u64> = g0_infos
+        .iter()
+        .map(|(p, i)| {
+            let n = name_of_output(p, i.deriver.as_ref());
+            ((n.pname, n.output), i.nar_size)
+        })
+        .collect();
+    let unit_outputs = graph.unit_outputs();
+    let mut names: BTreeMap<StorePath, PackageName> = BTreeMap::new();
+    for (drv, outs) in &unit_outputs {
+        let dn = drv.derivation_name().unwrap_or(drv.name());
+        for (o, p) in outs {
+            names.insert(p.clone(), PackageName::from_drv(dn, o));
+        }
+    }
+    let srcs: BTreeSet<StorePath> = graph
+        .glue
+        .iter()
+        .flat_map(|d| graph.drvs[d].input_srcs.iter().cloned())
+        .collect();
+    let mut todo: Vec<StorePath> = unit_outputs
+        .values()
+        .flat_map(|m| m.values().cloned())
+        .chain(srcs)
+        .filter(|p| !facts.contains_key(p))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Close over references: local paths in one query, the rest from the substituters, level
+    // by level; what nobody has must be built and is estimated.
+    while !todo.is_empty() {
+        let valid: Vec<StorePath> = store.valid_paths(&todo)?.into_iter().collect();
+        for (p, i) in store.closure_infos(&valid)? {
+            facts.entry(p).or_insert(PathFacts {
+                size: i.nar_size,
+                references: i.references,
+                present: true,
+                source: SizeSource::Local,
+            });
+        }
+        let missing: Vec<StorePath> = todo
+            .iter()
+            .filter(|p| !facts.contains_key(*p))
+            .cloned()
+            .collect();
+        let subs = store.substitute_infos(&missing)?;
+        let mut next = BTreeSet::new();
+        for p in missing {
+            let f = match subs.get(&p) {
+                Some(s) => PathFacts {
+                    size: s.nar_size,
+                    references: s.references.clone(),
+                    present: false,
+                    source: SizeSource::Cache,
+                },
+                None => {
+                    let n = names
+                        .get(&p)
+                        .cloned()
+                        .unwrap_or_else(|| PackageName::from_path_name(p.name()));
+                    PathFacts {
+                        size: g0_sizes.get(&(n.pname, n.output)).copied().unwrap_or(0),
+                        references: BTreeSet::new(),
+                        present: false,
+                        source: SizeSource::Estimate,
+                    }
+                }
+            };
+            next.extend(
+                f.references
+                    .iter()
+                    .filter(|r| !facts.contains_key(*r) && *r != &p)
+                    .cloned(),
+            );
+            facts.insert(p, f);
+        }
+        todo = next
+            .into_iter()
+            .filter(|p| !facts.contains_key(p))
+            .collect();
+    }
+
+    let booted: BTreeSet<StorePath> = match system.read_system_link(&links.booted_system)? {
+        Some(b) => store.closure(&[b])?,
+        None => BTreeSet::new(),
+    };
+    let g0_closure: BTreeSet<&StorePath> = g0_infos.keys().collect();
+    let others: Vec<StorePath> = system
+        .generations(&links.profile)?
+        .into_iter()
+        .filter(|g| g.toplevel != g0_top)
+        .map(|g| g.toplevel)
+        .collect();
+    let mut keep: BTreeSet<StorePath> = store.closure(&others)?;
+    keep.extend(
+        store
+            .live_paths()?
+            .into_iter()
+            .filter(|p| !g0_closure.contains(p) && !booted.contains(p)),
+    );
+
+    let space = store.space()?;
+    let used = space.total.saturating_sub(space.free);
+    let reserve = reserve.unwrap_or_else(|| crate::effects::fs::default_reserve_size(space.total));
+    Ok(PlanInput {
+        target: graph,
+        g0,
+        facts,
+        keep,
+        booted,
+        used,
+        free: space.free,
+        reserve,
+        options,
+    })
+}
+
+impl From<crate::plan::PlanError> for Error {
+    fn from(e: crate::plan::PlanError) -> Self {
+        Error::bad_input(
+            e.to_string(),
+            "use the package names `stepwise plan` shows (the pname, without version)",
+        )
+    }
+}

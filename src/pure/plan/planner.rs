@@ -1,0 +1,514 @@
+//! From what the store said to a plan: units, the space problem, the order, and each step's mask.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::diff::{diff, Diff};
+use super::mask::{Mask, Stub};
+use super::order::{order_with, NoFit};
+use super::space::{Job, PathIdx, Side, SpaceProblem, StepSpace};
+use super::units::{
+    match_units, read_g0, together_groups, Change, G0Reading, G0Side, TargetGraph, Units,
+};
+use crate::drv::StorePath;
+
+/// Where a size comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SizeSource {
+    /// A valid path in the local store.
+    Local,
+    /// A substituter's narinfo.
+    Cache,
+    /// Must be built: estimated from its G0 counterpart (0 without one).
+    Estimate,
+}
+
+/// What is known of one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathFacts {
+    pub size: u64,
+    pub references: BTreeSet<StorePath>,
+    pub present: bool,
+    pub source: SizeSource,
+}
+
+/// The user's say in the plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanOptions {
+    /// pnames that may be stubbed for the duration.
+    pub non_vital: Vec<String>,
+    /// Extra groups of pnames that move together.
+    pub together: Vec<Vec<String>>,
+    pub reboot_allowed: bool,
+    /// 0: the lowest peak (default); up to 100: merge steps into the room above it, for fewer
+    /// generations (see `order::order_with`).
+    #[serde(default)]
+    pub merge_headroom_percent: u8,
+}
+
+/// Everything the plan is computed from (gathered by `engine::plan_inputs`).
+#[derive(Debug, Clone)]
+pub struct PlanInput {
+    pub target: TargetGraph,
+    pub g0: G0Side,
+    /// G0's closure and the closures of the target's unit outputs (not its glue outputs).
+    pub facts: BTreeMap<StorePath, PathFacts>,
+    /// Live through roots other than the system's generations stepwise manages.
+    pub keep: BTreeSet<StorePath>,
+    /// The booted system's closure.
+    pub booted: BTreeSet<StorePath>,
+    /// Bytes used and free on the store's filesystem, and the reserve kept free.
+    pub used: u64,
+    pub free: u64,
+    pub reserve: u64,
+    pub options: PlanOptions,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("--non-vital {0}: no package of that name in the target or the running system")]
+    UnknownNonVital(String),
+    #[error("--together: no package named {0} in the target or the running system")]
+    UnknownTogether(String),
+}
+
+/// One step: the generation G_k = the target under `mask`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// 1-based.
+    pub index: usize,
+    /// Units reaching their target version in this step (names; several units may share one).
+    pub upgraded: Vec<String>,
+    /// Units replaced by a stub in this step.
+    pub stubbed: Vec<String>,
+    /// The mask of this step's generation: every unit not yet upgraded.
+    pub mask: Mask,
+    pub space: StepSpace,
+    /// Reboot into this step before the next.
+    pub reboot_after: bool,
+}
+
+/// A plan that fits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Highest bytes used on the filesystem during the plan.
+    pub peak: u64,
+}
+
+/// Sizes that frame the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    pub used: u64,
+    pub free: u64,
+    pub reserve: u64,
+    /// `used` must stay at or below this.
+    pub ceiling: u64,
+    pub g0_closure: u64,
+    pub target_closure: u64,
+    /// No order does better: the bytes used with the larger of the two closures and nothing of
+    /// the other (used − |G0| + max(|G0|, |T|)).
+    pub lower_bound: u64,
+    /// What the plain upgrade needs at its peak.
+    pub plain_peak: u64,
+    /// Whether the plain upgrade fits.
+    pub plain_fits: bool,
+    /// Bytes of the target's closure that are estimates (to be built, no counterpart size).
+    pub estimated: u64,
+    /// The largest job: what its new version adds on its own, and its name. Its old and new
+    /// versions are on disk together at some point of any plan.
+    pub largest_move: u64,
+    pub largest_move_name: String,
+}
+
+/// Why no plan fits, in the user's words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shortfall {
+    pub missing_next: u64,
+    pub missing_total: u64,
+    /// The unit names of the job that could not move.
+    pub bottleneck: Vec<String>,
+    /// Units that would free room if marked non-vital, with bytes.
+    pub non_vital_candidates: Vec<(String, u64)>,
+    pub reboot_would_free: u64,
+    pub fits_with_reboot: bool,
+    /// Names that, marked non-vital, make the plan fit (empty: none found).
+    pub non_vital_that_fits: Vec<String>,
+    pub steps_done: usize,
+}
+
+/// The planner's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Planned {
+    pub units: Units,
+    pub g0: G0Reading,
+    pub diff: Diff,
+    pub frame: Frame,
+    /// Jobs as unit indices (units that move together).
+    pub jobs: Vec<Vec<usize>>,
+    pub outcome: Result<Plan, Shortfall>,
+    /// Things the user should know (ambiguous matches, estimates, glue read by name).
+    pub notes: Vec<String>,
+}
+
+/// Plan.
+pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
+    let glue_pnames = input.target.glue_pnames();
+    let g0 = read_g0(&input.g0, &glue_pnames);
+    let units = match_units(&input.target, &g0);
+    let known: BTreeSet<&str> = units.units.iter().map(|u| u.name.as_str()).collect();
+    for n in &input.options.non_vital {
+        if !known.contains(n.as_str()) {
+            return Err(PlanError::UnknownNonVital(n.clone()));
+        }
+    }
+    let groups = together_groups(&units, &input.options.together)
+        .map_err(|unknown| PlanError::UnknownTogether(unknown.join(", ")))?;
+
+    // Jobs: changing units, tied by groups (union-find).
+    let changing: Vec<usize> = (0..units.units.len())
+        .filter(|&u| matches!(units.units[u].change, Change::Changed | Change::Added))
+        .collect();
+    let mut parent: Vec<usize> = (0..units.units.len()).collect();
+    fn find(p: &mut [usize], x: usize) -> usize {
+        let mut r = x;
+        while p[r] != r {
+            r = p[r];
+        }
+        let mut y = x;
+        while p[y] != r {
+            let n = p[y];
+            p[y] = r;
+            y = n;
+        }
+        r
+    }
+    for g in &groups {
+        for w in g.windows(2) {
+            let (a, b) = (find(&mut parent, w[0]), find(&mut parent, w[1]));
+            parent[a.max(b)] = a.min(b);
+        }
+    }
+    let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &u in &changing {
+        let r = find(&mut parent, u);
+        by_root.entry(r).or_default().push(u);
+    }
+    let jobs_units: Vec<Vec<usize>> = by_root.into_values().collect();
+
+    // Paths.
+    let mut idx: HashMap<&StorePath, PathIdx> = HashMap::new();
+    let mut paths: Vec<&StorePath> = Vec::new();
+    for p in input.facts.keys() {
+        idx.insert(p, paths.len() as PathIdx);
+        paths.push(p);
+    }
+    let n = paths.len();
+    let mut sizes: Vec<u64> = paths.iter().map(|p| input.facts[*p].size).collect();
+    let mut present: Vec<bool> = paths.iter().map(|p| input.facts[*p].present).collect();
+    let mut keep: Vec<bool> = paths.iter().map(|p| input.keep.contains(*p)).collect();
+    let mut booted: Vec<bool> = paths.iter().map(|p| input.booted.contains(*p)).collect();
+    let refs: Vec<Vec<PathIdx>> = paths
+        .iter()
+        .map(|p| {
+            input.facts[*p]
+                .references
+                .iter()
+                .filter_map(|r| idx.get(r).copied())
+                .collect()
+        })
+        .collect();
+    let mut stamp = vec![0u32; n];
+    let mut epoch = 0u32;
+    let mut closure = |roots: &mut dyn Iterator<Item = &StorePath>| -> Vec<PathIdx> {
+        epoch += 1;
+        let mut out = Vec::new();
+        let mut todo: Vec<PathIdx> = roots.filter_map(|r| idx.get(r).copied()).collect();
+        while let Some(x) = todo.pop() {
+            if stamp[x as usize] == epoch {
+                continue;
+            }
+            stamp[x as usize] = epoch;
+            out.push(x);
+            todo.extend(refs[x as usize].iter().copied());
+        }
+        out.sort_unstable();
+        out
+    };
+
+    // Unchanged packages and the target glue's sources (`inputSrcs`): every generation holds
+    // them. Removed packages: only G0. One walk each.
+    let srcs = input
+        .target
+        .glue
+        .iter()
+        .flat_map(|d| input.target.drvs[d].input_srcs.iter());
+    let mut base: Vec<PathIdx> = closure(
+        &mut units
+            .units
+            .iter()
+            .filter(|u| u.change == Change::Unchanged)
+            .flat_map(|u| u.new.values())
+            .chain(srcs),
+    );
+    let mut base_old: Vec<PathIdx> = closure(
+        &mut units
+            .units
+            .iter()
+            .filter(|u| u.change == Change::Removed)
+            .flat_map(|u| u.old.values()),
+    );
+    base_old.extend(g0.glue.iter().filter_map(|p| idx.get(p).copied()));
+    base.sort_unstable();
+    base.dedup();
+    base_old.sort_unstable();
+    base_old.dedup();
+
+    let non_vital: BTreeSet<&str> = input.options.non_vital.iter().map(|s| s.as_str()).collect();
+    let stubs: BTreeMap<String, Stub> = non_vital
+        .iter()
+        .map(|n| (n.to_string(), Stub::for_package(&input.target.store_dir, n)))
+        .collect();
+    let mut jobs = Vec::new();
+    for members in &jobs_units {
+        let us: Vec<&super::units::Unit> = members.iter().map(|&u| &units.units[u]).collect();
+        let old = closure(&mut us.iter().flat_map(|u| u.old.values()));
+        let new = closure(&mut us.iter().flat_map(|u| u.new.values()));
+        let stub = us
+            .iter()
+            .all(|u| non_vital.contains(u.name.as_str()))
+            .then(|| {
+                sizes.push(empty_dir_nar_size());
+                present.push(false);
+                keep.push(false);
+                booted.push(false);
+                (sizes.len() - 1) as PathIdx
+            });
+        let mut name: Vec<&str> = us.iter().map(|u| u.name.as_str()).collect();
+        name.dedup();
+        jobs.push(Job {
+            name: name.join("+"),
+            old,
+            new,
+            stub,
+            maskable: us.iter().all(|u| u.maskable()),
+        });
+    }
+
+    // G0's glue size stands for each step's glue (the target's is not built yet).
+    let step_glue: u64 = g0
+        .glue
+        .iter()
+        .filter_map(|p| input.facts.get(p))
+        .map(|f| f.size)
+        .sum();
+    let ceiling = (input.used + input.free).saturating_sub(input.reserve);
+    let problem = SpaceProblem {
+        sizes,
+        present,
+        keep,
+        booted,
+        jobs,
+        base,
+        base_old,
+        step_glue,
+        used: input.used,
+        ceiling,
+        reboot_allowed: input.options.reboot_allowed,
+    };
+    debug_assert!(problem.validate().is_ok());
+
+    let g0_closure = problem.g0_size();
+    let target_closure = problem.target_size();
+    let plain_peak = problem.plain_peak();
+    let estimated: u64 = input
+        .facts
+        .values()
+        .filter(|f| f.source == SizeSource::Estimate && !f.present)
+        .map(|f| f.size)
+        .sum();
+    let (largest_move, largest_move_name) = problem
+        .jobs
+        .iter()
+        .map(|j| {
+            let add: u64 = j
+                .new
+                .iter()
+                .filter(|&&x| !problem.present[x as usize])
+                .map(|&x| problem.sizes[x as usize])
+                .sum();
+            (add, j.name.clone())
+        })
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+        .unwrap_or_default();
+    let frame = Frame {
+        used: input.used,
+        free: input.free,
+        reserve: input.reserve,
+        ceiling,
+        g0_closure,
+        target_closure,
+        lower_bound: input.used.saturating_sub(g0_closure) + g0_closure.max(target_closure),
+        plain_peak,
+        plain_fits: plain_peak <= ceiling,
+        estimated,
+        largest_move,
+        largest_move_name,
+    };
+
+    let mut notes = Vec::new();
+    for set in &units.ambiguous {
+        let u = &units.units[set[0]];
+        notes.push(format!(
+            "{} appears in several versions; they were matched by version order and move together",
+            u.name
+        ));
+    }
+    if estimated > 0 {
+        notes.push(format!(
+            "{} of the target must be built; its size is estimated from the running system",
+            super::report::human_bytes(estimated)
+        ));
+    }
+    if g0.glue.len() > g0.glue_by_deriver + 1 {
+        notes.push(format!(
+            "{} of the running system's {} glue paths were recognised by name (their derivations are gone)",
+            g0.glue.len() - g0.glue_by_deriver - 1,
+            g0.glue.len()
+        ));
+    }
+    for (j, members) in jobs_units.iter().enumerate() {
+        if !problem.jobs[j].maskable {
+            let names: Vec<&str> = members
+                .iter()
+                .map(|&u| units.units[u].name.as_str())
+                .collect();
+            notes.push(format!(
+                "{} has no counterpart in the running system: it moves in the first step{}",
+                names.join(", "),
+                if problem.jobs[j].stub.is_some() {
+                    " (as a stub while room is short)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+
+    let job_names = |j: u32| -> Vec<String> {
+        let mut v: Vec<String> = jobs_units[j as usize]
+            .iter()
+            .map(|&u| units.units[u].name.clone())
+            .collect();
+        v.dedup();
+        v
+    };
+    let outcome = match order_with(&problem, input.options.merge_headroom_percent) {
+        Ok(o) => {
+            let mut sides = vec![Side::Old; problem.jobs.len()];
+            let mut steps = Vec::new();
+            for (k, s) in o.steps.iter().enumerate() {
+                let mut upgraded = Vec::new();
+                let mut stubbed = Vec::new();
+                for m in &s.moves {
+                    sides[m.job as usize] = m.to;
+                    match m.to {
+                        Side::New => upgraded.extend(job_names(m.job)),
+                        Side::Stub => stubbed.extend(job_names(m.job)),
+                        Side::Old => {}
+                    }
+                }
+                let mut mask = Mask::default();
+                for (j, members) in jobs_units.iter().enumerate() {
+                    for &u in members {
+                        let unit = &units.units[u];
+                        match sides[j] {
+                            Side::New => {}
+                            Side::Old => {
+                                for (a, b) in unit.old_mask() {
+                                    mask.0.insert(a.clone(), b.clone());
+                                }
+                            }
+                            Side::Stub => {
+                                let stub = &stubs[&unit.name];
+                                for p in unit.new.values() {
+                                    mask.0.insert(p.clone(), stub.path.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+                steps.push(Step {
+                    index: k + 1,
+                    upgraded,
+                    stubbed,
+                    mask,
+                    space: s.space,
+                    reboot_after: s.reboot_after,
+                });
+            }
+            Ok(Plan {
+                steps,
+                peak: o.peak,
+            })
+        }
+        Err(NoFit {
+            moves_done,
+            missing_next,
+            missing_total,
+            bottleneck,
+            stub_candidates,
+            reboot_would_free,
+            fits_with_reboot,
+            fits_with_non_vital,
+        }) => Err(Shortfall {
+            non_vital_that_fits: fits_with_non_vital
+                .into_iter()
+                .flat_map(job_names)
+                .collect(),
+            missing_next,
+            missing_total,
+            bottleneck: bottleneck.map(job_names).unwrap_or_default(),
+            non_vital_candidates: stub_candidates
+                .into_iter()
+                .map(|(j, b)| (job_names(j).join("+"), b))
+                .collect(),
+            reboot_would_free,
+            fits_with_reboot,
+            steps_done: moves_done,
+        }),
+    };
+    let diff = diff(&units, &input.facts, g0_closure, target_closure);
+    Ok(Planned {
+        units,
+        g0,
+        diff,
+        frame,
+        jobs: jobs_units,
+        outcome,
+        notes,
+    })
+}
+
+fn empty_dir_nar_size() -> u64 {
+    super::mask::empty_dir_nar().len() as u64
+}
+
+impl Planned {
+    /// The stubs the plan uses (the engine creates them before the first step that needs them).
+    pub fn stubs(&self, store_dir: &crate::drv::StoreDir) -> Vec<Stub> {
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        if let Ok(p) = &self.outcome {
+            for s in &p.steps {
+                names.extend(s.stubbed.iter().map(|s| s.as_str()));
+            }
+        }
+        names
+            .into_iter()
+            .map(|n| Stub::for_package(store_dir, n))
+            .collect()
+    }
+}

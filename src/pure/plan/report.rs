@@ -1,0 +1,380 @@
+//! Rendering a plan: a human table, and versioned JSON.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::planner::{Frame, Planned, Shortfall};
+use super::units::Change;
+use crate::drv::{StoreDir, StorePath};
+
+/// Version of the plan's JSON document. Bump on any incompatible change.
+pub const PLAN_JSON_VERSION: u32 = 1;
+
+/// `1.5 MiB`, binary units, one decimal.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    // GiB and up: two decimals, so steps on a 10 GiB disk still differ visibly.
+    if u >= 3 {
+        format!("{v:.2} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn signed_bytes(d: i64) -> String {
+    if d < 0 {
+        format!("-{}", human_bytes(d.unsigned_abs()))
+    } else {
+        format!("+{}", human_bytes(d as u64))
+    }
+}
+
+/// What the plan is about, for the header.
+#[derive(Debug, Clone, Serialize)]
+pub struct Header {
+    pub g0: Option<String>,
+    pub target_drv: String,
+    pub target_out: Option<String>,
+}
+
+impl Header {
+    pub fn new(
+        sd: &StoreDir,
+        g0: Option<&StorePath>,
+        drv: &StorePath,
+        out: Option<&StorePath>,
+    ) -> Self {
+        Header {
+            g0: g0.map(|p| sd.display(p)),
+            target_drv: sd.display(drv),
+            target_out: out.map(|p| sd.display(p)),
+        }
+    }
+}
+
+fn versions(v: &[String]) -> String {
+    if v.is_empty() {
+        "∅".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The human table.
+pub fn write_human(w: &mut dyn Write, h: &Header, p: &Planned) -> io::Result<()> {
+    let d = &p.diff;
+    writeln!(
+        w,
+        "Upgrade {} → {}",
+        h.g0.as_deref().unwrap_or("(no running system)"),
+        h.target_out.as_deref().unwrap_or(&h.target_drv)
+    )?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "Packages: {} changed, {} added, {} removed, {} unchanged",
+        d.count(Change::Changed),
+        d.count(Change::Added),
+        d.count(Change::Removed),
+        d.unchanged
+    )?;
+    let width = d
+        .rows
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    for r in &d.rows {
+        let tag = match r.change {
+            Change::Changed => "C",
+            Change::Added => "A",
+            Change::Removed => "R",
+            Change::Unchanged => "=",
+        };
+        let outs = if r.outputs.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", r.outputs.join(","))
+        };
+        writeln!(
+            w,
+            "  {tag}  {:<width$}  {} → {}{}  {}{}",
+            r.name,
+            versions(&r.old_versions),
+            versions(&r.new_versions),
+            outs,
+            signed_bytes(r.delta()),
+            if r.estimate { " (estimate)" } else { "" },
+        )?;
+    }
+    writeln!(
+        w,
+        "Closure: {} → {} ({})",
+        human_bytes(d.g0_closure),
+        human_bytes(d.target_closure),
+        signed_bytes(d.target_closure as i64 - d.g0_closure as i64)
+    )?;
+    writeln!(w)?;
+    write_frame(w, &p.frame, p.outcome.as_ref().ok().map(|x| x.peak))?;
+    writeln!(w)?;
+    match &p.outcome {
+        Ok(plan) => {
+            writeln!(w, "Steps ({}):", plan.steps.len())?;
+            let names: Vec<String> = plan
+                .steps
+                .iter()
+                .map(|s| {
+                    let mut v: Vec<String> = s.upgraded.clone();
+                    v.extend(s.stubbed.iter().map(|n| format!("{n} (stub)")));
+                    if v.is_empty() {
+                        "(glue only)".to_string()
+                    } else {
+                        v.join(", ")
+                    }
+                })
+                .collect();
+            let nw = names
+                .iter()
+                .map(|n| n.chars().count())
+                .max()
+                .unwrap_or(8)
+                .clamp(8, 48);
+            writeln!(
+                w,
+                "  {:>3}  {:<nw$}  {:>11}  {:>11}  {:>11}",
+                "#", "upgrades", "adds", "frees", "peak"
+            )?;
+            for (s, n) in plan.steps.iter().zip(&names) {
+                let n = if n.chars().count() > nw {
+                    let cut: String = n.chars().take(nw - 1).collect();
+                    format!("{cut}…")
+                } else {
+                    n.clone()
+                };
+                write!(
+                    w,
+                    "  {:>3}  {:<nw$}  {:>11}  {:>11}  {:>11}",
+                    s.index,
+                    n,
+                    format!("+{}", human_bytes(s.space.adds)),
+                    if s.space.frees == 0 {
+                        "0 B".to_string()
+                    } else {
+                        format!("-{}", human_bytes(s.space.frees))
+                    },
+                    human_bytes(s.space.peak)
+                )?;
+                if s.reboot_after {
+                    write!(
+                        w,
+                        "  then reboot (frees {})",
+                        human_bytes(s.space.reboot_frees)
+                    )?;
+                }
+                writeln!(w)?;
+            }
+        }
+        Err(s) => write_shortfall(w, s, &p.frame)?,
+    }
+    if !p.notes.is_empty() {
+        writeln!(w)?;
+        writeln!(w, "Notes:")?;
+        for n in &p.notes {
+            writeln!(w, "  - {n}")?;
+        }
+    }
+    Ok(())
+}
+
+fn write_frame(w: &mut dyn Write, f: &Frame, peak: Option<u64>) -> io::Result<()> {
+    writeln!(
+        w,
+        "Disk: {} used, {} free, reserve {}: at most {} may be used",
+        human_bytes(f.used),
+        human_bytes(f.free),
+        human_bytes(f.reserve),
+        human_bytes(f.ceiling)
+    )?;
+    writeln!(
+        w,
+        "  plain upgrade peak  {:>11}  ({})",
+        human_bytes(f.plain_peak),
+        if f.plain_fits { "fits" } else { "does not fit" }
+    )?;
+    writeln!(
+        w,
+        "  lower bound         {:>11}  (used − |G0| + max(|G0|, |target|))",
+        human_bytes(f.lower_bound)
+    )?;
+    if f.largest_move > 0 {
+        writeln!(
+            w,
+            "  largest package     {:>11}  ({}: old and new side by side once)",
+            format!("+{}", human_bytes(f.largest_move)),
+            f.largest_move_name
+        )?;
+    }
+    if let Some(p) = peak {
+        writeln!(w, "  this plan's peak    {:>11}", human_bytes(p))?;
+    }
+    if f.estimated > 0 {
+        writeln!(
+            w,
+            "  of which estimated  {:>11}  (to be built)",
+            human_bytes(f.estimated)
+        )?;
+    }
+    Ok(())
+}
+
+fn write_shortfall(w: &mut dyn Write, s: &Shortfall, f: &Frame) -> io::Result<()> {
+    writeln!(
+        w,
+        "No order fits. After {} step(s), {} more is needed to move {}; the whole upgrade needs {} more without stubs or reboots.",
+        s.steps_done,
+        human_bytes(s.missing_next),
+        if s.bottleneck.is_empty() {
+            "on".to_string()
+        } else {
+            s.bottleneck.join("+")
+        },
+        human_bytes(s.missing_total)
+    )?;
+    writeln!(w, "What would help:")?;
+    for (n, b) in &s.non_vital_candidates {
+        writeln!(
+            w,
+            "  - --non-vital {n}: stubbing it for the duration frees {}",
+            human_bytes(*b)
+        )?;
+    }
+    if !s.non_vital_that_fits.is_empty() {
+        let flags: Vec<String> = s
+            .non_vital_that_fits
+            .iter()
+            .map(|n| format!("--non-vital {n}"))
+            .collect();
+        writeln!(w, "  - {}: with this the plan fits", flags.join(" "))?;
+    }
+    if s.reboot_would_free > 0 || s.fits_with_reboot {
+        writeln!(
+            w,
+            "  - --reboot when-needed: a reboot frees {} the booted system holds{}",
+            human_bytes(s.reboot_would_free),
+            if s.fits_with_reboot {
+                "; with it the plan fits"
+            } else {
+                ""
+            }
+        )?;
+    }
+    writeln!(
+        w,
+        "  - {} more free space on the store's filesystem (delete old generations, then collect garbage){}",
+        human_bytes(s.missing_total),
+        if f.reserve > 0 {
+            format!(", or a smaller --reserve (now {})", human_bytes(f.reserve))
+        } else {
+            String::new()
+        }
+    )?;
+    Ok(())
+}
+
+/// The JSON document (one line).
+pub fn write_json(w: &mut dyn Write, h: &Header, p: &Planned, sd: &StoreDir) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct JsonStep<'a> {
+        index: usize,
+        upgraded: &'a [String],
+        stubbed: &'a [String],
+        adds: u64,
+        frees: u64,
+        peak: u64,
+        used_after: u64,
+        reboot_after: bool,
+        reboot_frees: u64,
+        /// target path → replacement (full paths).
+        mask: std::collections::BTreeMap<String, String>,
+    }
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        stepwise: &'static str,
+        version: u32,
+        fits: bool,
+        #[serde(flatten)]
+        header: &'a Header,
+        frame: &'a Frame,
+        peak: Option<u64>,
+        diff: &'a super::diff::Diff,
+        steps: Vec<JsonStep<'a>>,
+        shortfall: Option<&'a Shortfall>,
+        notes: &'a [String],
+    }
+    let steps = p
+        .outcome
+        .as_ref()
+        .map(|plan| {
+            plan.steps
+                .iter()
+                .map(|s| JsonStep {
+                    index: s.index,
+                    upgraded: &s.upgraded,
+                    stubbed: &s.stubbed,
+                    adds: s.space.adds,
+                    frees: s.space.frees,
+                    peak: s.space.peak,
+                    used_after: s.space.used_after,
+                    reboot_after: s.reboot_after,
+                    reboot_frees: s.space.reboot_frees,
+                    mask: s
+                        .mask
+                        .0
+                        .iter()
+                        .map(|(a, b)| (sd.display(a), sd.display(b)))
+                        .collect(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let doc = Doc {
+        stepwise: "plan",
+        version: PLAN_JSON_VERSION,
+        fits: p.outcome.is_ok(),
+        header: h,
+        frame: &p.frame,
+        peak: p.outcome.as_ref().ok().map(|x| x.peak),
+        diff: &p.diff,
+        steps,
+        shortfall: p.outcome.as_ref().err(),
+        notes: &p.notes,
+    };
+    serde_json::to_writer(&mut *w, &doc)?;
+    writeln!(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(64 << 20), "64.0 MiB");
+        assert_eq!(signed_bytes(-2048), "-2.0 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.00 GiB");
+    }
+}

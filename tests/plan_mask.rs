@@ -1,0 +1,258 @@
+//! Glue rewriting on synthetic systems, without Nix (the real-Nix tests check that Nix accepts
+//! and realises the result): the empty mask is the target; masked paths vanish from the glue and
+//! come back as sources; every path a rewritten derivation mentions is an input; output paths
+//! are what hashDerivationModulo says; masks do not leak into later steps.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::synthetic::{store_dir, system, Params};
+use stepwise::drv::{to_aterm, Derivation, Hasher, StorePath};
+use stepwise::plan::{plan, Mask, Materialiser};
+
+fn small(changed: usize, seed: u64) -> common::synthetic::Synthetic {
+    system(&Params {
+        paths: 300,
+        units: 60,
+        changed,
+        dep_change_per_mille: 50,
+        seed,
+        booted: false,
+        free: 10 << 30,
+    })
+}
+
+/// Every store path string in builder, args and env values.
+fn mentioned(d: &Derivation) -> BTreeSet<StorePath> {
+    let sd = store_dir();
+    let prefix = format!("{}/", sd.as_str());
+    let mut out = BTreeSet::new();
+    let mut scan = |v: &[u8]| {
+        let s = String::from_utf8_lossy(v);
+        let mut rest: &str = &s;
+        while let Some(i) = rest.find(&prefix) {
+            let tail = &rest[i..];
+            let end = tail[prefix.len()..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "+-._?=".contains(c)))
+                .map(|e| e + prefix.len())
+                .unwrap_or(tail.len());
+            if let Ok(p) = sd.parse(&tail[..end]) {
+                out.insert(p);
+            }
+            rest = &tail[end.max(1)..];
+        }
+    };
+    scan(&d.builder);
+    for a in &d.args {
+        scan(a);
+    }
+    for v in d.env.values() {
+        scan(v);
+    }
+    out
+}
+
+#[test]
+fn empty_mask_is_the_target_itself() {
+    let s = small(20, 1);
+    let mut m = Materialiser::new(&s.input.target, &s.drvs);
+    let r = m.materialise(&Mask::default()).unwrap();
+    assert!(r.drvs.is_empty());
+    assert_eq!(r.toplevel_drv, s.input.target.root);
+    assert_eq!(&r.toplevel_out, s.input.target.root_out().unwrap());
+    // And the target's own bytes are canonical: writing them back gives the same .drv path.
+    let sd = store_dir();
+    for g in &s.input.target.glue {
+        let d = &s.input.target.drvs[g];
+        let name = g.derivation_name().unwrap();
+        assert_eq!(&stepwise::drv::drv_path(&sd, name, d), g);
+        let _ = to_aterm(d, &sd);
+    }
+}
+
+#[test]
+fn masked_units_are_replaced_and_every_mention_is_an_input() {
+    let s = small(20, 2);
+    let planned = plan(&s.input).unwrap();
+    let p = planned.outcome.as_ref().unwrap();
+    assert!(p.steps.len() >= 2, "masks to test: {} steps", p.steps.len());
+    let sd = store_dir();
+    let mut m = Materialiser::new(&s.input.target, &s.drvs);
+    for step in &p.steps {
+        let r = m.materialise(&step.mask).unwrap();
+        assert_eq!(r.drvs.is_empty(), step.mask.is_empty());
+        if step.mask.is_empty() {
+            assert_eq!(r.toplevel_drv, s.input.target.root);
+            continue;
+        }
+        assert_eq!(
+            r.drvs.last().unwrap().path,
+            r.toplevel_drv,
+            "the toplevel comes last"
+        );
+        let new: BTreeMap<&StorePath, &Derivation> =
+            r.drvs.iter().map(|d| (&d.path, &d.drv)).collect();
+        let lookup = |p: &StorePath| -> Derivation {
+            new.get(p)
+                .map(|d| (*d).clone())
+                .or_else(|| s.drvs.get(p).cloned())
+                .unwrap()
+        };
+        let mut seen = BTreeSet::new();
+        for d in &r.drvs {
+            assert!(seen.insert(d.path.clone()));
+            // Inputs before their users.
+            for i in d.drv.input_drvs.keys() {
+                if new.contains_key(i) {
+                    assert!(
+                        seen.contains(i),
+                        "{} is written before its input {}",
+                        d.name,
+                        i
+                    );
+                }
+            }
+            // No masked path survives; every mention is an input output or source.
+            let mut inputs: BTreeSet<StorePath> = d.drv.input_srcs.clone();
+            for (i, outs) in &d.drv.input_drvs {
+                let idrv = lookup(i);
+                for o in outs {
+                    inputs.insert(idrv.outputs[o].path.clone().unwrap());
+                }
+            }
+            for o in d.drv.outputs.values() {
+                inputs.insert(o.path.clone().unwrap());
+            }
+            for x in mentioned(&d.drv) {
+                assert!(
+                    !step.mask.0.contains_key(&x),
+                    "{} still mentions masked {x}",
+                    d.name
+                );
+                assert!(inputs.contains(&x), "{} mentions {x}, not an input", d.name);
+            }
+            // Output paths are hashDerivationModulo's.
+            let mut source: BTreeMap<StorePath, Derivation> = s.drvs.clone();
+            source.extend(r.drvs.iter().map(|x| (x.path.clone(), x.drv.clone())));
+            let computed = Hasher::new(sd.clone(), &source)
+                .output_paths(&d.drv, &d.name)
+                .unwrap();
+            for (o, out) in &d.drv.outputs {
+                assert_eq!(Some(&computed[o]), out.path.as_ref());
+                assert_eq!(
+                    d.drv.env.get(o.as_bytes()).unwrap(),
+                    &sd.display(&computed[o]).into_bytes()
+                );
+            }
+            assert_eq!(
+                stepwise::drv::drv_path(&sd, &d.name, &d.drv),
+                d.path,
+                "the .drv path"
+            );
+        }
+        // The system-path of this step lists exactly the planned versions.
+        let sp = r
+            .drvs
+            .iter()
+            .find(|d| d.name == "system-path")
+            .expect("system-path is rewritten when a package is masked");
+        let listed: Vec<String> = serde_json::from_slice(sp.drv.env_get("pkgs").unwrap()).unwrap();
+        for (pname, (old, new)) in &s.units {
+            let want = if step.mask.0.contains_key(new) {
+                old
+            } else {
+                new
+            };
+            assert!(
+                listed.contains(&sd.display(want)),
+                "step {}: {pname} should be {}",
+                step.index,
+                want
+            );
+        }
+    }
+    // A later empty mask is still the target: nothing leaks between steps.
+    let again = m.materialise(&Mask::default()).unwrap();
+    assert_eq!(again.toplevel_drv, s.input.target.root);
+}
+
+#[test]
+fn materialising_twice_gives_the_same_bytes() {
+    let s = small(30, 3);
+    let planned = plan(&s.input).unwrap();
+    let first = &planned.outcome.as_ref().unwrap().steps[0];
+    let mut a = Materialiser::new(&s.input.target, &s.drvs);
+    let mut b = Materialiser::new(&s.input.target, &s.drvs);
+    let x = a.materialise(&first.mask).unwrap();
+    let _ = b.materialise(&Mask::default()).unwrap();
+    let y = b.materialise(&first.mask).unwrap();
+    assert_eq!(x, y);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whole plans on random small systems: each changed package is upgraded once, every step
+    /// before the last masks exactly the packages not yet upgraded (to their G0 version or a
+    /// stub), the last step is the target, and every step materialises.
+    #[test]
+    fn plans_mask_exactly_what_is_not_upgraded_yet(
+        seed in 0u64..1_000_000,
+        changed in 1usize..12,
+        free_mib in 1u64..60,
+        booted in proptest::bool::ANY,
+        non_vital in proptest::option::of(0usize..12),
+    ) {
+        let mut s = system(&Params {
+            paths: 120,
+            units: 14,
+            changed,
+            dep_change_per_mille: 80,
+            seed,
+            booted,
+            free: free_mib << 20,
+        });
+        s.input.reserve = 0;
+        s.input.options.reboot_allowed = booted;
+        if let Some(n) = non_vital {
+            // A changing package (pkg0..pkg{changed-1} change).
+            s.input.options.non_vital = vec![format!("pkg{}", n % changed)];
+        }
+        let planned = plan(&s.input).unwrap();
+        let Ok(p) = &planned.outcome else { return Ok(()) };
+        let sd = store_dir();
+        let mut upgraded: BTreeSet<String> = BTreeSet::new();
+        let mut stubbed: BTreeSet<String> = BTreeSet::new();
+        let mut m = Materialiser::new(&s.input.target, &s.drvs);
+        for (k, step) in p.steps.iter().enumerate() {
+            proptest::prop_assert!(step.space.peak <= s.input.used + s.input.free);
+            for u in &step.upgraded {
+                proptest::prop_assert!(upgraded.insert(u.clone()), "{} upgraded twice", u);
+            }
+            stubbed.extend(step.stubbed.iter().cloned());
+            for (pname, (old, new)) in &s.units {
+                let changes = old != new;
+                let masked = step.mask.0.get(new);
+                if !changes || upgraded.contains(pname) {
+                    proptest::prop_assert!(masked.is_none(), "step {}: {} masked after its upgrade", k + 1, pname);
+                } else if stubbed.contains(pname) {
+                    let stub = stepwise::plan::Stub::for_package(&sd, pname);
+                    proptest::prop_assert_eq!(masked, Some(&stub.path));
+                } else {
+                    proptest::prop_assert_eq!(masked, Some(old), "step {}: {} should stay old", k + 1, pname);
+                }
+            }
+            let r = m.materialise(&step.mask).unwrap();
+            proptest::prop_assert_eq!(r.drvs.is_empty(), step.mask.is_empty());
+        }
+        proptest::prop_assert!(p.steps.last().unwrap().mask.is_empty(), "the last step is the target");
+        let all_changed: BTreeSet<String> = s
+            .units
+            .iter()
+            .filter(|(_, (o, n))| o != n)
+            .map(|(k, _)| k.clone())
+            .collect();
+        proptest::prop_assert_eq!(upgraded, all_changed);
+    }
+}
