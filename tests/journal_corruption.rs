@@ -85,6 +85,8 @@ struct Tally {
     detected: u64,
     harmless: u64,
     silent: Vec<String>,
+    /// Damage detected, but the file was written on the way (a damaged journal is evidence).
+    rewritten: Vec<String>,
 }
 
 struct Campaign {
@@ -135,6 +137,9 @@ impl Campaign {
                 Err(e) => {
                     assert_eq!(e.exit(), Exit::Journal, "{label}: {e}");
                     t.detected += 1;
+                    if std::fs::read(&path).unwrap() != damaged {
+                        t.rewritten.push(format!("{label} (writer: {writer}): {e}"));
+                    }
                 }
                 Ok(j) if j.all_records() == self.original.as_slice() => t.harmless += 1,
                 Ok(j) => t.silent.push(format!(
@@ -148,14 +153,28 @@ impl Campaign {
     }
 
     fn report(&self, what: &str) {
+        let counts = |t: &Tally| {
+            format!(
+                "detected {}, harmless {}, SILENT {}, detected but rewritten {}",
+                t.detected,
+                t.harmless,
+                t.silent.len(),
+                t.rewritten.len()
+            )
+        };
         eprintln!(
-            "{what}: file {} bytes; read-only {:?}; writer {:?}",
+            "{what}: file {} bytes; read-only: {}; writer: {}",
             self.bytes.len(),
-            self.tally[0],
-            self.tally[1]
+            counts(&self.tally[0]),
+            counts(&self.tally[1])
         );
         for t in &self.tally {
             assert!(t.silent.is_empty(), "{what}: silent: {:#?}", t.silent);
+            assert!(
+                t.rewritten.is_empty(),
+                "{what}: rewritten: {:#?}",
+                t.rewritten
+            );
             assert!(t.detected > 0, "{what}: nothing detected");
         }
     }

@@ -119,6 +119,15 @@ impl Journal {
             })?;
         }
         readable(path)?;
+        // Check it without writing first: redb repairs an unclean file in place on open, and a
+        // damaged journal is evidence that must stay as it is.
+        match read_checked(path, true) {
+            Ok(_) => {}
+            Err(ReadFailure::NoRoomForCopy(e)) => {
+                tracing::warn!("{e}; repairing the journal in place without checking it first");
+            }
+            Err(ReadFailure::Damaged(e)) => return Err(e),
+        }
         let db = guard(|| storage::open_writer(path).map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
@@ -146,35 +155,7 @@ impl Journal {
                     .into(),
             });
         }
-        readable(path)?;
-        // The witness before the database: a writer updates it after each commit, so the snapshot
-        // read below is at least as new.
-        let witness = lock::read_witness(path);
-        let db = guard(|| storage::open_reader(path).map_err(|e| e.to_string()))
-            .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
-        let db = match db {
-            Some(db) => db,
-            None => {
-                // Its writer died (crash, kill) and none is open to repair it: read a repaired
-                // copy, holding writers off while copying so the copy is not torn.
-                let _shared = lock::shared(path)?;
-                guard(|| storage::open_repaired_copy(path).map_err(|e| e.to_string())).map_err(
-                    |e| damaged(path, format!("cannot open it after its writer died: {e}")),
-                )?
-            }
-        };
-        let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
-            .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
-        let (records, runs) = check(path, &raw, witness.as_ref())?;
-        let id = journal_id(&raw);
-        Ok(Journal {
-            path: path.to_owned(),
-            db,
-            id,
-            _lock: None,
-            records,
-            runs,
-        })
+        read_checked(path, false).map_err(ReadFailure::into_error)
     }
 
     pub fn path(&self) -> &Path {
@@ -309,6 +290,75 @@ impl Journal {
             head: records.last().map_or_else(genesis_link, |r| r.link),
         })
     }
+}
+
+/// Why a journal could not be read without writing to it.
+enum ReadFailure {
+    /// Damaged, newer, unreadable: the error to report.
+    Damaged(Error),
+    /// The journal is unclean and no private copy could be made to repair (no room in the
+    /// temporary directory, typically).
+    NoRoomForCopy(Error),
+}
+
+impl ReadFailure {
+    fn into_error(self) -> Error {
+        match self {
+            ReadFailure::Damaged(e) | ReadFailure::NoRoomForCopy(e) => e,
+        }
+    }
+}
+
+/// Open without writing and check everything. A journal left unclean by a dead writer is read
+/// through a repaired private copy, holding other writers off meanwhile unless the caller holds
+/// the writer lock itself.
+fn read_checked(path: &Path, holding_lock: bool) -> Result<Journal, ReadFailure> {
+    use ReadFailure::Damaged;
+    readable(path).map_err(Damaged)?;
+    // The witness before the database: a writer updates it after each commit, so the snapshot
+    // read below is at least as new.
+    let witness = lock::read_witness(path);
+    let db = guard(|| storage::open_reader(path).map_err(|e| e.to_string()))
+        .map_err(|e| Damaged(damaged(path, format!("cannot open it: {e}"))))?;
+    let db = match db {
+        Some(db) => db,
+        None => {
+            let _shared = if holding_lock {
+                None
+            } else {
+                lock::shared(path).map_err(Damaged)?
+            };
+            let (_dir, copy) = storage::private_copy(path).map_err(|e| {
+                ReadFailure::NoRoomForCopy(Error::Journal {
+                    path: path.display().to_string(),
+                    what: format!(
+                        "its last writer died, and it cannot be copied to repair a private copy: {e}"
+                    ),
+                    hint: "free some space in the temporary directory (TMPDIR), or let \
+                           `stepwise resume` repair it in place"
+                        .into(),
+                })
+            })?;
+            guard(|| storage::open_writer(&copy).map_err(|e| e.to_string())).map_err(|e| {
+                Damaged(damaged(
+                    path,
+                    format!("cannot open it after its writer died: {e}"),
+                ))
+            })?
+        }
+    };
+    let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
+        .map_err(|e| Damaged(damaged(path, format!("cannot read it: {e}"))))?;
+    let (records, runs) = check(path, &raw, witness.as_ref()).map_err(Damaged)?;
+    let id = journal_id(&raw);
+    Ok(Journal {
+        path: path.to_owned(),
+        db,
+        id,
+        _lock: None,
+        records,
+        runs,
+    })
 }
 
 /// `journal verify`: everything `open_read_only` checks, and in addition redb's integrity check

@@ -144,15 +144,21 @@ pub fn open_reader(path: &Path) -> Result<Option<Db>, redb::Error> {
     }
 }
 
-/// Read an unclean journal without writing to it: copy it into a private temporary directory and
-/// let redb repair (and check every page of) the copy. The copy is unlinked at once; the open
-/// handle keeps it readable.
-pub fn open_repaired_copy(path: &Path) -> Result<Db, redb::Error> {
+/// A private copy of the journal in a new temporary directory (removed when the guard drops;
+/// a database opened on the copy keeps it readable).
+pub fn private_copy(path: &Path) -> std::io::Result<(tempfile::TempDir, std::path::PathBuf)> {
     let dir = tempfile::Builder::new()
         .prefix("stepwise-journal-")
         .tempdir()?;
     let copy = dir.path().join("journal.redb");
     std::fs::copy(path, &copy)?;
+    Ok((dir, copy))
+}
+
+/// Read an unclean journal without writing to it: let redb repair (and check every page of) a
+/// private copy.
+pub fn open_repaired_copy(path: &Path) -> Result<Db, redb::Error> {
+    let (_dir, copy) = private_copy(path)?;
     open_writer(&copy)
 }
 
