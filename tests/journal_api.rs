@@ -163,35 +163,107 @@ fn missing_file_read_only_is_a_journal_error() {
     assert!(!path.exists(), "a read-only open created the file");
 }
 
+/// Runs only as the child of `lock_holder_in_another_process`: hold the writer lock until
+/// stdin closes.
+#[test]
+fn child_holds_the_lock() {
+    let Some(path) = std::env::var_os("STEPWISE_LOCK_CHILD") else {
+        return;
+    };
+    let _j = Journal::open(std::path::Path::new(&path)).unwrap();
+    println!("ready");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+}
+
 #[test]
 fn lock_holder_in_another_process() {
-    // The lock is per open file description: a child process holding it is named by its pid.
     let (_dir, path) = temp_journal();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let lock = path.with_extension("redb.lock");
-    let mut child = std::process::Command::new("flock")
-        .arg("--exclusive")
-        .arg(&lock)
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "sh",
-            "-c",
-            "echo \"pid $$ since 1700000000000\" > \"$0\"; echo ready; read x",
+            "--exact",
+            "child_holds_the_lock",
+            "--nocapture",
+            "--test-threads=1",
         ])
-        .arg(&lock)
+        .env("STEPWISE_LOCK_CHILD", &path)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+    // libtest may print "test child_holds_the_lock ... " before it.
+    while !line.trim_end().ends_with("ready") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0);
+    }
     let e = match Journal::open(&path) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("lock not honoured"),
     };
+    let readers_see = Journal::open_read_only(&path).map(|j| j.all_records().len());
     drop(child.stdin.take());
     child.wait().unwrap();
-    assert!(e.contains("since 2023-11-14 22:13:20 UTC"), "{e}");
-    assert!(e.contains("locked by pid "), "{e}");
+    assert!(
+        e.contains(&format!("locked by pid {} since ", child.id())),
+        "{e}"
+    );
+    assert!(e.contains(" UTC"), "{e}");
+    // Readers are not held off by a writer.
+    assert_eq!(readers_see.unwrap(), 0);
+    // Gone with its process.
+    Journal::open(&path).unwrap();
+}
+
+#[test]
+fn witness_catches_a_rolled_back_journal() {
+    // A journal file replaced by an older state of itself (as redb would serve after losing its
+    // last commit): internally consistent, but the lock file's witness knows better.
+    let (_dir, path) = temp_journal();
+    let mut j = Journal::open(&path).unwrap();
+    let run = j.begin_run(sample::header()).unwrap();
+    j.append(run, Record::UnwindStarted { why: "a".into() })
+        .unwrap();
+    drop(j);
+    let older = std::fs::read(&path).unwrap();
+    let mut j = Journal::open(&path).unwrap();
+    j.append(run, Record::UnwindStarted { why: "b".into() })
+        .unwrap();
+    drop(j);
+    std::fs::write(&path, older).unwrap();
+    for writer in [false, true] {
+        let e = if writer {
+            Journal::open(&path).err()
+        } else {
+            Journal::open_read_only(&path).err()
+        };
+        let e = e.expect("a rolled-back journal was accepted");
+        assert_eq!(e.exit(), Exit::Journal);
+        assert!(
+            e.to_string()
+                .contains("it holds 2 records, but record 3 was committed"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_replaced_journal_is_not_judged_by_the_old_witness() {
+    // The damage hint says to move a broken journal aside: the next run starts a new one beside
+    // the old lock file.
+    let (_dir, path) = temp_journal();
+    let mut j = Journal::open(&path).unwrap();
+    let run = j.begin_run(sample::header()).unwrap();
+    j.append(run, Record::UnwindStarted { why: "a".into() })
+        .unwrap();
+    drop(j);
+    std::fs::rename(&path, path.with_extension("redb.damaged")).unwrap();
+    let mut j = Journal::open(&path).unwrap();
+    assert!(j.all_records().is_empty());
+    j.begin_run(sample::header()).unwrap();
+    drop(j);
+    let r = Journal::open_read_only(&path).unwrap();
+    assert_eq!(r.all_records().len(), 1);
+    r.verify().unwrap();
 }

@@ -55,8 +55,8 @@ fn run_child_and_kill(path: &Path, acks: usize) -> u64 {
     let mut seen = 0;
     while seen <= acks {
         let line = lines.next().expect("child ended early").unwrap();
-        if let Some(n) = line.strip_prefix("seq ") {
-            last = n.parse().unwrap();
+        if let Some(n) = seq_of(&line) {
+            last = n;
             seen += 1;
         }
     }
@@ -64,11 +64,17 @@ fn run_child_and_kill(path: &Path, acks: usize) -> u64 {
     child.wait().unwrap();
     // Lines printed between our last read and the kill are acknowledged too.
     for line in lines.map_while(Result::ok) {
-        if let Some(n) = line.strip_prefix("seq ") {
-            last = n.parse().unwrap();
+        if let Some(n) = seq_of(&line) {
+            last = n;
         }
     }
     last
+}
+
+/// `seq N`, possibly after libtest's "test child_writer ... " on the same line.
+fn seq_of(line: &str) -> Option<u64> {
+    let i = line.find("seq ")?;
+    line[i + 4..].trim().parse().ok()
 }
 
 #[test]

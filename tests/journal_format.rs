@@ -474,3 +474,22 @@ fn not_a_redb_file() {
     std::fs::write(&path, b"hello, I am not a journal\n").unwrap();
     journal_error(&path);
 }
+
+/// Seeds for the fuzz target (`fuzz/corpus/journal_record`): each sample record as
+/// kind (u16 LE) ‖ payload, and as a whole envelope. Run with `--ignored` to write them.
+#[test]
+#[ignore]
+fn write_fuzz_corpus() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/journal_record");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut records = vec![Record::RunStarted(Box::new(sample::header()))];
+    records.extend(sample::records(1));
+    records.extend(sample::interrupted_records(30));
+    for (i, r) in records.iter().enumerate() {
+        let mut b = r.kind().to_le_bytes().to_vec();
+        b.extend(r.encode_payload().unwrap());
+        std::fs::write(dir.join(format!("payload-{i:02}")), b).unwrap();
+        let (env, _) = envelope::encode(&genesis_link(), 1, 1, 5, r).unwrap();
+        std::fs::write(dir.join(format!("envelope-{i:02}")), env).unwrap();
+    }
+}

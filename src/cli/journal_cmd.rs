@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::effects::journal::{render, Journal};
+use crate::effects::journal::{self, render, Journal};
 use crate::error::{Error, Exit};
 
 use super::args::JournalCommand;
@@ -51,8 +51,7 @@ pub fn run(journal: &Path, json: bool, command: &JournalCommand) -> Result<Exit,
                     "nothing to verify there; pass --journal PATH (or STEPWISE_JOURNAL) for the journal to check",
                 ));
             }
-            let j = Journal::open_read_only(journal)?;
-            let s = j.verify()?;
+            let s = journal::verify_file(journal)?;
             if json {
                 let line = serde_json::json!({
                     "journal": journal.display().to_string(),

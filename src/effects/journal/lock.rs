@@ -2,7 +2,14 @@
 //! holder's pid and the time it took the lock, so a second writer can name it.
 //!
 //! flock locks die with their process (a crash, an OOM kill), so a stale lock file never blocks
-//! a `resume`; its content is only read when the lock is really held.
+//! a `resume`.
+//!
+//! The lock file also carries the *witness*: the journal's id and the seq and link of the last
+//! record committed, rewritten (without fsync) after every commit. redb, handed a file whose
+//! writer died, picks the newest commit slot it can trust; one flipped bit in its header can make
+//! that the commit before the last, a history one record short that is internally consistent.
+//! The witness, kept outside the database, catches that. It is advisory: missing, torn or stale
+//! (a power cut) it tells nothing, and it never makes a sound journal fail.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -17,8 +24,84 @@ use crate::error::Error;
 /// The held lock; dropping it releases the lock.
 #[derive(Debug)]
 pub struct WriterLock {
-    _lock: Flock<File>,
+    lock: Flock<File>,
     pub path: PathBuf,
+    holder_line: String,
+    /// The witness found when the lock was taken.
+    pub previous: Option<Witness>,
+}
+
+/// The last commit as the writer saw it return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witness {
+    pub journal_id: [u8; 16],
+    pub seq: u64,
+    pub link: [u8; 32],
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Witness {
+    fn body(&self) -> String {
+        format!("{} {} {}", hex(&self.journal_id), self.seq, hex(&self.link))
+    }
+
+    /// `witness ID SEQ LINK CHECK`: CHECK is the first 8 bytes of SHA-256 of `ID SEQ LINK`, so a
+    /// torn or garbled line is ignored rather than believed.
+    pub fn line(&self) -> String {
+        use sha2::Digest;
+        let body = self.body();
+        let check = sha2::Sha256::digest(body.as_bytes());
+        format!("witness {body} {}", hex(&check[..8]))
+    }
+
+    pub fn parse(content: &str) -> Option<Witness> {
+        use sha2::Digest;
+        let line = content.lines().find_map(|l| l.strip_prefix("witness "))?;
+        let mut w = line.split(' ');
+        let (id, seq, link, check) = (w.next()?, w.next()?, w.next()?, w.next()?);
+        if w.next().is_some() {
+            return None;
+        }
+        let witness = Witness {
+            journal_id: unhex(id)?,
+            seq: seq.parse().ok()?,
+            link: unhex(link)?,
+        };
+        let expected = sha2::Sha256::digest(witness.body().as_bytes());
+        (hex(&expected[..8]) == check).then_some(witness)
+    }
+}
+
+/// The witness in `journal`'s lock file, read without locking (None if absent or unreadable).
+pub fn read_witness(journal: &Path) -> Option<Witness> {
+    let content = std::fs::read_to_string(lock_path(journal)).ok()?;
+    Witness::parse(&content)
+}
+
+impl WriterLock {
+    /// Record the commit that just returned. Best effort: the journal is already durable.
+    pub fn witness(&mut self, w: &Witness) -> std::io::Result<()> {
+        let content = format!("{}\n{}\n", self.holder_line, w.line());
+        let f: &mut File = &mut self.lock;
+        // One write of the whole content at offset 0; a reader racing it sees a torn line whose
+        // check fails.
+        std::os::unix::fs::FileExt::write_all_at(f, content.as_bytes(), 0)?;
+        f.set_len(content.len() as u64)
+    }
 }
 
 /// `journal.redb` → `journal.redb.lock`.
@@ -59,13 +142,27 @@ pub fn acquire(journal: &Path, now_ms: u64) -> Result<WriterLock, Error> {
         }
         Err((_, e)) => return Err(io(std::io::Error::from(e))),
     };
+    let mut old = String::new();
+    let _ = lock.read_to_string(&mut old);
+    let previous = Witness::parse(&old);
+    let holder_line = format!("pid {} since {}", std::process::id(), now_ms);
+    let mut content = format!("{holder_line}\n");
+    if let Some(w) = &previous {
+        content.push_str(&w.line());
+        content.push('\n');
+    }
     let write = |f: &mut File| -> std::io::Result<()> {
         f.set_len(0)?;
         f.seek(SeekFrom::Start(0))?;
-        writeln!(f, "pid {} since {}", std::process::id(), now_ms)
+        f.write_all(content.as_bytes())
     };
     write(&mut lock).map_err(io)?;
-    Ok(WriterLock { _lock: lock, path })
+    Ok(WriterLock {
+        lock,
+        path,
+        holder_line,
+        previous,
+    })
 }
 
 /// Hold writers off for a moment (a shared lock), or say who is writing. No lock file: no writer

@@ -22,11 +22,23 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Resume: `j.last_run()` and `j.records(run)`; `open_intents(records)` lists the intents with no
-//! done/failed after them. For such a trailing intent the effect may or may not have happened:
-//! ask the world with the transition's probe (design §6), then append `Done` or `Failed`.
+//! `Done`/`Failed` name their intent by the `Seq` its `append` returned. The engine closes each
+//! intent before writing the next. Space: put bytes added/freed in `Done` where known (`journal
+//! show` sums them); the plan's expectations go in `RunHeader::plan`.
 //!
-//! `Journal::open_read_only` (show, verify, export, status) takes no lock and never writes.
+//! Resume: `j.last_run()`, `j.runs()` (headers) and `j.records(run)`; a `RunFinished` record says
+//! the run is over. `open_intents(records)` lists the intents with no done/failed after them. For
+//! such a trailing intent the effect may or may not have happened (or happened partly): ask the
+//! world with the transition's probe (design §6); append `Done { intent }` if it happened, else
+//! run the effect again (they are idempotent) and then append `Done` or `Failed`. A process
+//! taking a run over first appends `Record::Resumed`.
+//!
+//! `Journal::open_read_only` (show, export, status) takes no lock and never writes, and reads a
+//! journal whose writer died through a repaired private copy. `verify_file` (journal verify) adds
+//! redb's page-checksum check. `begin_run_at`/`append_at` take the time from the caller (tests).
+//!
+//! The writer keeps a witness of its last commit in the lock file (`lock`), which catches a
+//! crashed journal that redb would otherwise serve one commit short.
 
 pub mod envelope;
 pub mod lock;
@@ -52,6 +64,8 @@ use storage::{guard, Db, Raw};
 pub struct Journal {
     path: PathBuf,
     db: Db,
+    /// `meta.id` (absent in no journal this build created).
+    id: Option<[u8; 16]>,
     _lock: Option<lock::WriterLock>,
     records: Vec<Stored>,
     /// run id → index into `records` of its `RunStarted`.
@@ -95,23 +109,35 @@ impl Journal {
         if !exists {
             // Born complete (tables and format marker) under a temporary name, then renamed: a
             // journal file that exists is never legitimately empty.
-            guard(|| storage::create_fresh(path, FORMAT_VERSION).map_err(|e| e.to_string()))
+            let id = new_journal_id(path);
+            guard(|| storage::create_fresh(path, FORMAT_VERSION, &id).map_err(|e| e.to_string()))
                 .map_err(|e| Error::Journal {
-                    path: path.display().to_string(),
-                    what: format!("cannot create it: {e}"),
-                    hint:
-                        "check free space and permissions (stepwise runs as root) or pass --journal"
-                            .into(),
-                })?;
+                path: path.display().to_string(),
+                what: format!("cannot create it: {e}"),
+                hint: "check free space and permissions (stepwise runs as root) or pass --journal"
+                    .into(),
+            })?;
+        }
+        readable(path)?;
+        // Check it without writing first: redb repairs an unclean file in place on open, and a
+        // damaged journal is evidence that must stay as it is.
+        match read_checked(path, true) {
+            Ok(_) => {}
+            Err(ReadFailure::NoRoomForCopy(e)) => {
+                tracing::warn!("{e}; repairing the journal in place without checking it first");
+            }
+            Err(ReadFailure::Damaged(e)) => return Err(e),
         }
         let db = guard(|| storage::open_writer(path).map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
-        let (records, runs) = check(path, &raw)?;
+        let (records, runs) = check(path, &raw, lock.previous.as_ref())?;
+        let id = journal_id(&raw);
         Ok(Journal {
             path: path.to_owned(),
             db,
+            id,
             _lock: Some(lock),
             records,
             runs,
@@ -129,29 +155,7 @@ impl Journal {
                     .into(),
             });
         }
-        let db = guard(|| storage::open_reader(path).map_err(|e| e.to_string()))
-            .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
-        let db = match db {
-            Some(db) => db,
-            None => {
-                // Its writer died (crash, kill) and none is open to repair it: read a repaired
-                // copy, holding writers off while copying so the copy is not torn.
-                let _shared = lock::shared(path)?;
-                guard(|| storage::open_repaired_copy(path).map_err(|e| e.to_string())).map_err(
-                    |e| damaged(path, format!("cannot open it after its writer died: {e}")),
-                )?
-            }
-        };
-        let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
-            .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
-        let (records, runs) = check(path, &raw)?;
-        Ok(Journal {
-            path: path.to_owned(),
-            db,
-            _lock: None,
-            records,
-            runs,
-        })
+        read_checked(path, false).map_err(ReadFailure::into_error)
     }
 
     pub fn path(&self) -> &Path {
@@ -214,6 +218,19 @@ impl Journal {
                 .map_err(|e| e.to_string())
         })
         .map_err(|e| write_failed(&self.path, e))?;
+        if let (Some(lock), Some(journal_id)) = (self._lock.as_mut(), self.id) {
+            let w = lock::Witness {
+                journal_id,
+                seq,
+                link,
+            };
+            if let Err(e) = lock.witness(&w) {
+                tracing::warn!(
+                    "journal {}: cannot update the witness in its lock file: {e}",
+                    self.path.display()
+                );
+            }
+        }
         if new_run {
             self.runs.insert(run, self.records.len());
         }
@@ -262,16 +279,107 @@ impl Journal {
 
     /// Re-read the file and check its structure and chain again (what `journal verify` does).
     pub fn verify(&self) -> Result<Summary, Error> {
+        let witness = lock::read_witness(&self.path);
         let db = &self.db;
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
             .map_err(|e| damaged(&self.path, format!("cannot read it: {e}")))?;
-        let (records, runs) = check(&self.path, &raw)?;
+        let (records, runs) = check(&self.path, &raw, witness.as_ref())?;
         Ok(Summary {
             runs: runs.len() as u64,
             records: records.len() as u64,
             head: records.last().map_or_else(genesis_link, |r| r.link),
         })
     }
+}
+
+/// Why a journal could not be read without writing to it.
+enum ReadFailure {
+    /// Damaged, newer, unreadable: the error to report.
+    Damaged(Error),
+    /// The journal is unclean and no private copy could be made to repair (no room in the
+    /// temporary directory, typically).
+    NoRoomForCopy(Error),
+}
+
+impl ReadFailure {
+    fn into_error(self) -> Error {
+        match self {
+            ReadFailure::Damaged(e) | ReadFailure::NoRoomForCopy(e) => e,
+        }
+    }
+}
+
+/// Open without writing and check everything. A journal left unclean by a dead writer is read
+/// through a repaired private copy, holding other writers off meanwhile unless the caller holds
+/// the writer lock itself.
+fn read_checked(path: &Path, holding_lock: bool) -> Result<Journal, ReadFailure> {
+    use ReadFailure::Damaged;
+    readable(path).map_err(Damaged)?;
+    // The witness before the database: a writer updates it after each commit, so the snapshot
+    // read below is at least as new.
+    let witness = lock::read_witness(path);
+    let db = guard(|| storage::open_reader(path).map_err(|e| e.to_string()))
+        .map_err(|e| Damaged(damaged(path, format!("cannot open it: {e}"))))?;
+    let db = match db {
+        Some(db) => db,
+        None => {
+            let _shared = if holding_lock {
+                None
+            } else {
+                lock::shared(path).map_err(Damaged)?
+            };
+            let (_dir, copy) = storage::private_copy(path).map_err(|e| {
+                ReadFailure::NoRoomForCopy(Error::Journal {
+                    path: path.display().to_string(),
+                    what: format!(
+                        "its last writer died, and it cannot be copied to repair a private copy: {e}"
+                    ),
+                    hint: "free some space in the temporary directory (TMPDIR), or let \
+                           `stepwise resume` repair it in place"
+                        .into(),
+                })
+            })?;
+            guard(|| storage::open_writer(&copy).map_err(|e| e.to_string())).map_err(|e| {
+                Damaged(damaged(
+                    path,
+                    format!("cannot open it after its writer died: {e}"),
+                ))
+            })?
+        }
+    };
+    let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
+        .map_err(|e| Damaged(damaged(path, format!("cannot read it: {e}"))))?;
+    let (records, runs) = check(path, &raw, witness.as_ref()).map_err(Damaged)?;
+    let id = journal_id(&raw);
+    Ok(Journal {
+        path: path.to_owned(),
+        db,
+        id,
+        _lock: None,
+        records,
+        runs,
+    })
+}
+
+/// `journal verify`: everything `open_read_only` checks, and in addition redb's integrity check
+/// (every page checksum, the allocator state) run on a private copy, so damage outside the pages
+/// a read touches is found too. Never writes the journal.
+pub fn verify_file(path: &Path) -> Result<Summary, Error> {
+    let j = Journal::open_read_only(path)?;
+    let summary = j.verify()?;
+    let _shared = lock::shared(path)?;
+    let db = guard(|| storage::open_repaired_copy(path).map_err(|e| e.to_string()))
+        .map_err(|e| damaged(path, format!("redb's integrity check failed: {e}")))?;
+    let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
+        .map_err(|e| damaged(path, format!("redb's integrity check failed: {e}")))?;
+    let (records, _) = check(path, &raw, None)?;
+    if records != j.records {
+        return Err(damaged(
+            path,
+            "a checked copy reads a different history than the file itself".into(),
+        ));
+    }
+    Ok(summary)
 }
 
 /// The intents of `records` with no `Done` or `Failed` after them, oldest first. On resume the
@@ -302,6 +410,22 @@ fn damaged(path: &Path, what: String) -> Error {
     }
 }
 
+/// A file we may not open is not damage: say what it is.
+fn readable(path: &Path) -> Result<(), Error> {
+    match std::fs::File::open(path) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::Journal {
+            path: path.display().to_string(),
+            what: format!("cannot open it: {e}"),
+            hint: if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "the journal is readable by root only (mode 0600): run as root".into()
+            } else {
+                "check the path and the filesystem, or pass --journal PATH".into()
+            },
+        }),
+    }
+}
+
 fn write_failed(path: &Path, e: String) -> Error {
     Error::Journal {
         path: path.display().to_string(),
@@ -324,7 +448,7 @@ type Checked = (Vec<Stored>, BTreeMap<RunId, usize>);
 
 /// Interpret and check everything read: format marker, keys, envelopes, chain, head, run index,
 /// and the references between records. The first problem found is the error.
-fn check(path: &Path, raw: &Raw) -> Result<Checked, Error> {
+fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Checked, Error> {
     let bad = |what: String| Err(damaged(path, what));
     let newer = |v: u16| {
         Err(Error::Journal {
@@ -361,7 +485,7 @@ fn check(path: &Path, raw: &Raw) -> Result<Checked, Error> {
         let seq = i as u64 + 1;
         if *key != seq {
             return bad(format!(
-                "record {seq} is missing (the log jumps from {} to {key})",
+                "record {seq} is missing: the log's key after record {} is {key}",
                 seq - 1
             ));
         }
@@ -445,5 +569,44 @@ fn check(path: &Path, raw: &Raw) -> Result<Checked, Error> {
             raw.runs, index
         ));
     }
+    // The witness of another journal (one moved aside and replaced) says nothing about this one.
+    if let Some(w) = witness.filter(|w| raw.id.as_deref() == Some(w.journal_id.as_slice())) {
+        let n = records.len() as u64;
+        if w.seq > n {
+            return bad(format!(
+                "it holds {n} records, but record {} was committed (its lock file's witness says \
+                 so): committed records were lost",
+                w.seq
+            ));
+        }
+        if w.seq > 0 && records[w.seq as usize - 1].link != w.link {
+            return bad(format!(
+                "record {} is not the record that was committed (its lock file's witness holds \
+                 another link)",
+                w.seq
+            ));
+        }
+    }
     Ok((records, runs))
+}
+
+fn journal_id(raw: &Raw) -> Option<[u8; 16]> {
+    raw.id.as_deref().and_then(|b| b.try_into().ok())
+}
+
+/// A fresh journal's id: unique per creation (time, pid, path), not secret.
+fn new_journal_id(path: &Path) -> [u8; 16] {
+    use sha2::Digest;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let h = sha2::Sha256::new()
+        .chain_update(nanos.to_le_bytes())
+        .chain_update(std::process::id().to_le_bytes())
+        .chain_update(path.as_os_str().as_encoded_bytes())
+        .finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h[..16]);
+    id
 }

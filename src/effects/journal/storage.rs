@@ -23,11 +23,12 @@ use super::record::{RunId, Seq};
 pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// run id → seq of its `RunStarted` record.
 pub const RUNS: TableDefinition<u64, u64> = TableDefinition::new("runs");
-/// `format` → u16 LE; `head` → seq u64 LE ‖ link (32 bytes).
+/// `format` → u16 LE; `head` → seq u64 LE ‖ link (32 bytes); `id` → 16 bytes.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 pub const META_FORMAT: &str = "format";
 pub const META_HEAD: &str = "head";
+pub const META_ID: &str = "id";
 
 /// Everything stored, read in one read transaction, not yet interpreted.
 #[derive(Debug, Default)]
@@ -36,6 +37,7 @@ pub struct Raw {
     pub initialised: bool,
     pub format: Option<Vec<u8>>,
     pub head: Option<Vec<u8>>,
+    pub id: Option<Vec<u8>>,
     pub log: Vec<(u64, Vec<u8>)>,
     pub runs: Vec<(u64, u64)>,
 }
@@ -107,7 +109,7 @@ pub fn open_writer(path: &Path) -> Result<Db, redb::Error> {
 
 /// Create a journal at `path` atomically: written as `PATH.new` (0600) with its tables and the
 /// format marker, synced, renamed into place, and the directory synced.
-pub fn create_fresh(path: &Path, format: u16) -> Result<(), redb::Error> {
+pub fn create_fresh(path: &Path, format: u16, id: &[u8; 16]) -> Result<(), redb::Error> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".new");
     let tmp = std::path::PathBuf::from(tmp);
@@ -119,7 +121,7 @@ pub fn create_fresh(path: &Path, format: u16) -> Result<(), redb::Error> {
         .open(&tmp)?;
     {
         let db = Db::Writer(builder().create(&tmp)?);
-        db.initialise(format)?;
+        db.initialise(format, id)?;
         if let Db::Writer(d) = db {
             d.close()?;
         }
@@ -142,15 +144,21 @@ pub fn open_reader(path: &Path) -> Result<Option<Db>, redb::Error> {
     }
 }
 
-/// Read an unclean journal without writing to it: copy it into a private temporary directory and
-/// let redb repair (and check every page of) the copy. The copy is unlinked at once; the open
-/// handle keeps it readable.
-pub fn open_repaired_copy(path: &Path) -> Result<Db, redb::Error> {
+/// A private copy of the journal in a new temporary directory (removed when the guard drops;
+/// a database opened on the copy keeps it readable).
+pub fn private_copy(path: &Path) -> std::io::Result<(tempfile::TempDir, std::path::PathBuf)> {
     let dir = tempfile::Builder::new()
         .prefix("stepwise-journal-")
         .tempdir()?;
     let copy = dir.path().join("journal.redb");
     std::fs::copy(path, &copy)?;
+    Ok((dir, copy))
+}
+
+/// Read an unclean journal without writing to it: let redb repair (and check every page of) a
+/// private copy.
+pub fn open_repaired_copy(path: &Path) -> Result<Db, redb::Error> {
+    let (_dir, copy) = private_copy(path)?;
     open_writer(&copy)
 }
 
@@ -171,6 +179,7 @@ impl Db {
             initialised: true,
             format: meta.get(META_FORMAT)?.map(|v| v.value().to_vec()),
             head: meta.get(META_HEAD)?.map(|v| v.value().to_vec()),
+            id: meta.get(META_ID)?.map(|v| v.value().to_vec()),
             ..Raw::default()
         };
         let log = txn.open_table(LOG)?;
@@ -186,8 +195,8 @@ impl Db {
         Ok(raw)
     }
 
-    /// Create the tables and the format marker (a fresh file).
-    pub fn initialise(&self, format: u16) -> Result<(), redb::Error> {
+    /// Create the tables, the format marker and the journal's id (a fresh file).
+    pub fn initialise(&self, format: u16, id: &[u8; 16]) -> Result<(), redb::Error> {
         let Db::Writer(db) = self else {
             unreachable!("initialise on a reader")
         };
@@ -198,6 +207,7 @@ impl Db {
             txn.open_table(RUNS)?;
             let mut meta = txn.open_table(META)?;
             meta.insert(META_FORMAT, format.to_le_bytes().as_slice())?;
+            meta.insert(META_ID, id.as_slice())?;
         }
         txn.commit()?;
         Ok(())
