@@ -28,10 +28,6 @@ pub enum Error {
     #[error("{what}\n  hint: {hint}")]
     BadInput { what: String, hint: String },
 
-    /// A capability of a later milestone: say so, change nothing.
-    #[error("`{0}` is not available in this build of stepwise yet; nothing was changed")]
-    NotYet(&'static str),
-
     /// The run stopped and can be resumed.
     #[error("{what}\n  `stepwise resume` continues the run")]
     Stopped { what: String },
@@ -76,7 +72,7 @@ impl Error {
 
     pub fn exit(&self) -> Exit {
         match self {
-            Error::BadInput { .. } | Error::NotYet(_) => Exit::BadInput,
+            Error::BadInput { .. } => Exit::BadInput,
             Error::Stopped { .. } | Error::NoRoom { .. } => Exit::Stopped,
             Error::RunFailed { .. } => Exit::RunFailed,
             Error::Journal { .. } => Exit::Journal,
@@ -151,7 +147,6 @@ mod tests {
     fn every_error_says_what_to_do() {
         let cases = [
             Error::bad_input("x", "do y"),
-            Error::NotYet("stepwise plan"),
             Error::Stopped { what: "x".into() },
             Error::Journal {
                 path: "/j".into(),
