@@ -61,8 +61,10 @@
           machine.succeed("test \"$(readlink -f /run/current-system)\" = ${toplevel}")
 
       with subtest("status and journal"):
+          # Already at the target: done, and no run was journaled.
+          machine.succeed("journalctl -u stepwise-upgrade.service | grep -F 'nothing to do'")
+          machine.fail("test -e /var/lib/stepwise/journal.redb")
           print(machine.succeed("stepwise status"))
           print(machine.succeed("stepwise journal show"))
-          machine.succeed("stepwise journal verify")
     '';
 }

@@ -885,6 +885,19 @@ fn json_failed_upgrade_is_one_versioned_stream_ending_with_the_error() {
     );
 }
 
+/// The hourly timer meets this every hour without an update: done (exit 0), nothing written.
+#[test]
+fn upgrade_to_the_running_system_is_done_and_changes_nothing() {
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |_| Disk::Unlimited);
+    bed.install(&fx.new.drv).expect("installing the target");
+    let env = Env::new(bed);
+    let before = env.snapshot();
+    let run = env.run_system(&["upgrade", "--target", &fx.new.drv]);
+    run.expect_code(0);
+    env.unchanged(&before, &run);
+    run.says(&["already runs the target", "nothing to do"]);
+}
+
 // ---- commands that read the journal, without one ---------------------------------------------------
 
 #[test]

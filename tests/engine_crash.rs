@@ -423,3 +423,70 @@ fn non_vital_run_killed_at_checkpoints_then_resumed() {
     eprintln!("kill points covered (non-vital run): {covered}");
     assert!(covered >= 5, "only {covered} checkpoints");
 }
+
+/// Issue 8: `upgrade --non-vital` killed inside the stub probe (before any run exists) leaves
+/// the system as it was and no journal; the next `upgrade` removes the probe's scratch, runs,
+/// and leaves the store holding exactly what an uninterrupted run leaves.
+#[test]
+fn killed_in_the_stub_probe_then_upgraded_again() {
+    if !require_root("engine: kill inside the stub probe") {
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let spec = FixtureSpec::standard();
+    // Valid paths outside the target's closure, by name (hashes differ between beds' stores).
+    let extra = |bed: &Bed, fx: &Fixture| -> Vec<String> {
+        let closure = bed.closure(&[&fx.new.out]).unwrap();
+        let mut v: Vec<String> = bed
+            .valid_paths()
+            .unwrap()
+            .into_iter()
+            .filter(|p| !closure.contains(p))
+            .filter_map(|p| {
+                p.rsplit('/')
+                    .next()?
+                    .split_once('-')
+                    .map(|(_, n)| n.to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut baseline: Option<Vec<String>> = None;
+    for point in [None, Some("probe-written"), Some("probe-built")] {
+        let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib() + 32));
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        std::fs::remove_file(bed.booted_system_link()).unwrap();
+        let reserve = (bed.available_bytes() - 23 * MIB).to_string();
+        let args = ["--reserve", reserve.as_str(), "--non-vital", "big-b"];
+        if let Some(point) = point {
+            let o = upgrade_cmd(&bed, &fx, &args)
+                .env("STEPWISE_CRASH_AT", point)
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), None, "killed at {point}: {}", show(&o));
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains(&format!("crash point {point}")),
+                "{}",
+                show(&o)
+            );
+            assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+            assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+            assert!(!bed.journal_path().exists(), "no run was started");
+        }
+        let o = upgrade_cmd(&bed, &fx, &args).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+        verified(&bed);
+        let left = extra(&bed, &fx);
+        match &baseline {
+            None => {
+                eprintln!("outside the target's closure after a clean run: {left:?}");
+                // Only the fixture's own .drv files (the bed pins them): no probe output.
+                assert!(left.iter().all(|n| n.ends_with(".drv")), "{left:?}");
+                baseline = Some(left)
+            }
+            Some(b) => assert_eq!(&left, b, "after a kill at {point:?}: scratch left behind"),
+        }
+    }
+}

@@ -213,6 +213,24 @@ fn resume_before_the_reboot_waits() {
     assert_eq!(r.status.code(), Some(3), "{}", show(&r));
     assert!(String::from_utf8_lossy(&r.stderr).contains("waiting for the reboot"));
     assert_eq!(bed.profile_target(), before);
+    // The hourly timer's next `upgrade` waits for the unfinished run too (exit 3), and neither
+    // deletes nor journals anything.
+    let valid = bed.valid_paths().unwrap();
+    let records = stepwise(&bed, &["journal", "export"]).stdout;
+    let u = upgrade(
+        &bed,
+        &fx,
+        &["--reboot", "when-needed", "--reboot-command", "true"],
+    );
+    assert_eq!(u.status.code(), Some(3), "{}", show(&u));
+    assert!(
+        String::from_utf8_lossy(&u.stderr).contains("has not finished"),
+        "{}",
+        show(&u)
+    );
+    assert_eq!(bed.profile_target(), before);
+    assert_eq!(bed.valid_paths().unwrap(), valid);
+    assert_eq!(stepwise(&bed, &["journal", "export"]).stdout, records);
     verify(&bed);
 }
 
@@ -273,6 +291,10 @@ fn only_a_non_vital_package_out_and_back_makes_room() {
     let err = String::from_utf8_lossy(&o.stderr);
     eprintln!("{err}");
     assert!(
+        err.contains("checking that big-b can be taken out"),
+        "the stub was probed first: {err}"
+    );
+    assert!(
         err.contains("1 stub(s) added"),
         "big-b went out as a stub: {err}"
     );
@@ -295,4 +317,71 @@ fn only_a_non_vital_package_out_and_back_makes_room() {
         );
     }
     verify(&bed);
+}
+
+/// Issue 8: a non-vital package whose files the system's glue reads (here the `etc` glue copies
+/// big-b's config) cannot be replaced by a stub. On the same tight disk as above, `--non-vital
+/// big-b` is refused before anything changes: exit 2, the glue named with its log, and the
+/// profile, links, store and journal exactly as before (the probe's scratch removed).
+#[test]
+fn a_non_vital_package_the_glue_reads_is_refused_before_anything_changes() {
+    if !require_root("engine: non-vital package whose stub breaks a glue build") {
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let mut spec = FixtureSpec::standard();
+    for p in &mut spec.packages {
+        if p.pname == "big-b" {
+            *p = p.clone().config_read_by_glue();
+        }
+    }
+    let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib() + 32));
+    bed.install(&fx.old.drv).unwrap();
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let reserve = bed
+        .available_bytes()
+        .checked_sub(23 * MIB)
+        .expect("the tmpfs leaves more than 23 MiB after G0")
+        .to_string();
+    let state = || {
+        (
+            bed.profile_target(),
+            bed.current_system(),
+            std::fs::read_dir(bed.profile().parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect::<std::collections::BTreeSet<_>>(),
+            bed.valid_paths().unwrap(),
+        )
+    };
+    let before = state();
+
+    let o = upgrade(&bed, &fx, &["--reserve", &reserve, "--non-vital", "big-b"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("{err}");
+    assert!(
+        err.contains("--non-vital big-b: big-b cannot be taken out"),
+        "names the package: {err}"
+    );
+    assert!(
+        err.contains("-etc.drv"),
+        "names the glue that breaks: {err}"
+    );
+    assert!(
+        err.contains("stepwise-stub-big-b/etc/"),
+        "shows the build's log: {err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(before, state(), "nothing changed");
+    assert!(
+        !bed.journal_path().exists(),
+        "no run was started, no journal written"
+    );
+    let mut probe = bed.journal_path().into_os_string();
+    probe.push(".probe");
+    assert!(
+        !std::path::Path::new(&probe).exists(),
+        "the probe's scratch is gone"
+    );
 }

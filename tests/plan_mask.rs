@@ -256,3 +256,61 @@ proptest::proptest! {
         proptest::prop_assert_eq!(upgraded, all_changed);
     }
 }
+
+/// The stub probe's generation (issue 8): every named package replaced by its stub, every other
+/// package with a G0 counterpart at its old version, the rest (no counterpart) at the target's;
+/// the rewritten glue mentions the stub and no other version of the named package.
+#[test]
+fn the_stub_probe_is_g0_with_the_named_packages_stubbed() {
+    use stepwise::plan::probe::stub_probe_mask;
+    use stepwise::plan::Stub;
+    let s = small(20, 3);
+    let planned = plan(&s.input).unwrap();
+    let sd = store_dir();
+    assert_eq!(
+        stub_probe_mask(&planned, &sd, &[]),
+        None,
+        "nothing to probe"
+    );
+    assert_eq!(
+        stub_probe_mask(&planned, &sd, &["no-such-package".into()]),
+        None
+    );
+    let victim = planned
+        .units
+        .units
+        .iter()
+        .find(|u| u.maskable() && u.old_mask().next().is_some())
+        .expect("a changed unit with a counterpart");
+    let name = victim.name.clone();
+    let mask = stub_probe_mask(&planned, &sd, std::slice::from_ref(&name)).unwrap();
+    let stub = Stub::for_package(&sd, &name);
+    for u in &planned.units.units {
+        for (o, p) in &u.new {
+            let got = mask.0.get(p);
+            if u.name == name {
+                assert_eq!(got, Some(&stub.path), "{} {o} is stubbed", u.name);
+            } else if u.maskable() && u.old[o] != *p {
+                assert_eq!(got, Some(&u.old[o]), "{} {o} stays old", u.name);
+            } else {
+                assert_eq!(got, None, "{} {o} is as in the target", u.name);
+            }
+        }
+    }
+    let r = Materialiser::new(&s.input.target, &s.drvs)
+        .materialise(&mask)
+        .unwrap();
+    let all: BTreeSet<StorePath> = r.drvs.iter().flat_map(|d| mentioned(&d.drv)).collect();
+    assert!(all.contains(&stub.path), "some glue takes the stub");
+    for (u, paths) in planned
+        .units
+        .units
+        .iter()
+        .filter(|u| u.name == name)
+        .map(|u| (u, u.new.values().chain(u.old.values())))
+    {
+        for p in paths {
+            assert!(!all.contains(p), "{} {p} left in the probe's glue", u.name);
+        }
+    }
+}

@@ -45,7 +45,7 @@ complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l attr -d 'Attr
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l profile -d 'The system profile' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l current-system -d 'The link to the running system' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l booted-system -d 'The link to the system booted last' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l non-vital -d 'A package that may be removed for the duration and comes back upgraded (repeatable; names as in `stepwise plan`)' -r
+complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l non-vital -d 'A package that may be removed for the duration and comes back upgraded (repeatable; names as in `stepwise plan`). Checked before anything changes: one whose files the system\'s configuration reads is refused' -r
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l together -d 'Packages that must move in the same step, comma-separated (repeatable)' -r
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l reserve -d 'Space kept free for the journal and Nix\'s database: bytes, or with K/M/G (binary: 64M). Default: 1% of the store\'s filesystem, at least 1M, at most 256M' -r
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l reboot -d 'Whether stepwise may reboot when only a reboot frees the booted system\'s packages' -r -f -a "never\t''
@@ -63,7 +63,7 @@ complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l attr -d 'A
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l profile -d 'The system profile' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l current-system -d 'The link to the running system' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l booted-system -d 'The link to the system booted last' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l non-vital -d 'A package that may be removed for the duration and comes back upgraded (repeatable; names as in `stepwise plan`)' -r
+complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l non-vital -d 'A package that may be removed for the duration and comes back upgraded (repeatable; names as in `stepwise plan`). Checked before anything changes: one whose files the system\'s configuration reads is refused' -r
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l together -d 'Packages that must move in the same step, comma-separated (repeatable)' -r
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l reserve -d 'Space kept free for the journal and Nix\'s database: bytes, or with K/M/G (binary: 64M). Default: 1% of the store\'s filesystem, at least 1M, at most 256M' -r
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l reboot -d 'Whether stepwise may reboot when only a reboot frees the booted system\'s packages' -r -f -a "never\t''

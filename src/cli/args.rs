@@ -180,7 +180,8 @@ pub struct PlanArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RoomArgs {
     /// A package that may be removed for the duration and comes back upgraded (repeatable; names as
-    /// in `stepwise plan`).
+    /// in `stepwise plan`). Checked before anything changes: one whose files the system's
+    /// configuration reads is refused.
     #[arg(long = "non-vital", value_name = "NAME")]
     pub non_vital: Vec<String>,
     /// Packages that must move in the same step, comma-separated (repeatable).

@@ -219,11 +219,11 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         ));
     };
     if g0 == target_out {
-        return Err(Error::bad_input(
-            format!("the system already runs the target {target_out}"),
-            "nothing to upgrade",
-        ));
+        // Not an error: the hourly timer meets this every hour there is no update.
+        return already_there(out, &target_out);
     }
+    // A run left unfinished (a reboot pending, a crash) is continued, never overlaid.
+    refuse_unfinished_run(&cli.journal)?;
     let g0_closure = nix.closure(std::slice::from_ref(&g0)).map_err(|e| {
         Error::bad_input(
             format!("G0 {g0} is not complete in the store: {e}"),
@@ -267,6 +267,8 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         args.room.reserve,
         options.clone(),
     )?;
+    // Planned once before anything is deleted: bad names (`--non-vital typo`) stop us here.
+    let mut planned = crate::plan::plan(&input)?;
     // Unrooted results of an earlier attempt (a plain upgrade that ran out of space) take room
     // the plan needs: delete them first. Only dead paths of the target's closure, never a live one.
     let live = nix.live_paths()?;
@@ -288,11 +290,11 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
             );
         }
         input = gather(&nix, &nix, &target_drv, &links, args.room.reserve, options)?;
+        planned = crate::plan::plan(&input)?;
     }
-    let planned = crate::plan::plan(&input)?;
     let space = nix.space()?;
     let reserve_size = input.reserve;
-    let frame = planned.frame;
+    let frame = planned.frame.clone();
     let human = journal::transition::human_bytes;
     let mut masks = StepMasks {
         target_drv: target_drv.clone(),
@@ -379,7 +381,16 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     };
     let _ = &space;
 
-    // The lock, and no other run left unfinished.
+    // Non-vital packages go out only if every glue derivation builds without them.
+    if chain == Chain::Steps {
+        let names = crate::plan::probe::stubbed_names(&planned);
+        if !names.is_empty() {
+            let g0_set: std::collections::BTreeSet<_> = g0_closure.iter().cloned().collect();
+            check_stubs(&nix, &input, &planned, &names, &cli.journal, &g0_set, out)?;
+        }
+    }
+
+    // The lock, and no other run left unfinished (checked again under the lock).
     let mut j = Journal::open(&cli.journal)?;
     if let Some(run) = j.last_run() {
         let finished = j
@@ -387,10 +398,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
             .iter()
             .any(|s| matches!(s.record, Record::RunFinished { .. }));
         if !finished {
-            return Err(Error::bad_input(
-                format!("run {run} in {} has not finished", cli.journal.display()),
-                "`stepwise resume` continues it, `stepwise unwind` walks it back; then upgrade again",
-            ));
+            return Err(unfinished(run, &cli.journal));
         }
     }
     let reserve = fs::Reserve::new(reserve_path(&cli.journal), reserve_size);
@@ -575,6 +583,143 @@ pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
         }
     }
     Ok(Exit::Done)
+}
+
+/// `upgrade` when the system already runs the target: done, nothing to do.
+fn already_there(out: &mut Output, target_out: &crate::drv::StorePath) -> Result<Exit, Error> {
+    let line = format!("the system already runs the target {target_out}: nothing to do");
+    if out.is_json() {
+        let _ = out.json_line(
+            &mut std::io::stdout().lock(),
+            &serde_json::json!({"event": "finished", "command": "upgrade", "message": line}),
+        );
+    } else {
+        eprintln!("stepwise: {line}");
+    }
+    Ok(Exit::Done)
+}
+
+fn unfinished(run: journal::RunId, path: &Path) -> Error {
+    Error::Stopped {
+        what: format!(
+            "run {run} in {} has not finished: a new upgrade waits for it (`stepwise unwind` walks it back instead)",
+            path.display()
+        ),
+    }
+}
+
+/// Exit 3 before anything changes when the journal's last run has not finished (read-only: a
+/// missing journal is no run).
+fn refuse_unfinished_run(path: &Path) -> Result<(), Error> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let j = Journal::open_read_only(path)?;
+    if let Some(run) = j.last_run() {
+        let finished = j
+            .records(run)
+            .iter()
+            .any(|s| matches!(s.record, Record::RunFinished { .. }));
+        if !finished {
+            return Err(unfinished(run, path));
+        }
+    }
+    Ok(())
+}
+
+/// Build the stub probe (`plan::probe`) for the plan's non-vital packages: an error naming the
+/// packages that cannot be taken out, before anything changed.
+fn check_stubs(
+    nix: &NixCli,
+    input: &crate::plan::PlanInput,
+    planned: &crate::plan::Planned,
+    names: &[String],
+    journal: &Path,
+    g0_closure: &std::collections::BTreeSet<crate::drv::StorePath>,
+    out: &Output,
+) -> Result<(), Error> {
+    use crate::engine::stub_probe::{probe_stubs, ProbeOutcome};
+    let scratch = probe_dir(journal);
+    let probe = |names: &[String]| {
+        use crate::engine::stub_probe::ProbeError;
+        probe_stubs(nix, &input.target, planned, names, &scratch, g0_closure).map_err(|e| match e {
+            ProbeError::Store(e) => Error::Store(e),
+            ProbeError::Rewrite(e) => Error::bad_input(
+                format!(
+                    "rewriting the derivations without {}: {e}",
+                    names.join(", ")
+                ),
+                "report this with `stepwise drv inspect` of the target's toplevel .drv",
+            ),
+        })
+    };
+    if !out.is_json() {
+        eprintln!(
+            "stepwise: checking that {} can be taken out: building the system's glue without {}",
+            names.join(", "),
+            if names.len() == 1 { "it" } else { "them" }
+        );
+    }
+    let (drv, log_tail) = match probe(names)? {
+        ProbeOutcome::Builds => {
+            let _ = std::fs::remove_dir(&scratch);
+            return Ok(());
+        }
+        ProbeOutcome::OutOfSpace { message } => {
+            return Err(Error::NoRoom {
+                what: format!(
+                    "checking that {} can be taken out ran out of space: {message}",
+                    names.join(", ")
+                ),
+                help: vec![
+                    "free some space on the store's filesystem (`nix-collect-garbage -d` removes old generations), then retry".into(),
+                ],
+            })
+        }
+        ProbeOutcome::Breaks { drv, log_tail } => (drv, log_tail),
+    };
+    // Name the culprits: each alone, when there are several.
+    let mut culprits = Vec::new();
+    if names.len() > 1 {
+        for n in names {
+            if matches!(probe(std::slice::from_ref(n))?, ProbeOutcome::Breaks { .. }) {
+                culprits.push(n.clone());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(&scratch);
+    let blamed = if culprits.is_empty() {
+        names.to_vec()
+    } else {
+        culprits
+    };
+    let flags = blamed
+        .iter()
+        .map(|n| format!("--non-vital {n}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Err(Error::bad_input(
+        format!(
+            "{flags}: {} cannot be taken out for the upgrade: {} does not build with {} replaced by an empty stub (the system's configuration reads {}):\n{log_tail}\nnothing was changed",
+            blamed.join(", "),
+            nix.store_dir().display(&drv),
+            if blamed.len() == 1 { "it" } else { "them" },
+            if blamed.len() == 1 { "its files" } else { "their files" },
+        ),
+        format!(
+            "drop {flags} (services.stepwise.nonVital in the NixOS module); `stepwise plan` shows what else would make room"
+        ),
+    ))
+}
+
+/// The probe's scratch directory (its temporary GC root) beside the journal.
+fn probe_dir(journal: &Path) -> PathBuf {
+    let mut name = journal
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".probe");
+    journal.with_file_name(name)
 }
 
 /// Nothing fits: what is missing and what would help, before anything changed.

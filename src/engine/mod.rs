@@ -8,6 +8,7 @@ pub mod plan_inputs;
 pub mod record;
 pub mod run_plan;
 pub mod steps;
+pub mod stub_probe;
 
 pub use executor::{load, load_with, EngineError, Executor, Loaded, Progress, Reserve, RunEnd};
 pub use log::{LogError, MemLog, RunLog};

@@ -50,6 +50,10 @@ pub struct PackageSpec {
     /// Gets a unit file `unit-PNAME.service` with `ExecStart=PKG/bin/PNAME`.
     pub service: bool,
     pub role: Role,
+    /// Ships `etc/PNAME.conf`, which the `etc` glue copies: a glue build that reads the package's
+    /// files, so a stub standing in for it breaks that build.
+    #[serde(default)]
+    pub config_read_by_glue: bool,
 }
 
 fn version(v: &str, mib: u64) -> VersionSpec {
@@ -70,6 +74,7 @@ impl PackageSpec {
             extra_outputs: vec![],
             service: false,
             role: Role::Package,
+            config_read_by_glue: false,
         }
     }
 
@@ -117,6 +122,12 @@ impl PackageSpec {
     /// Gives the package a systemd unit file.
     pub fn service(mut self) -> PackageSpec {
         self.service = true;
+        self
+    }
+
+    /// Ships a config file that the `etc` glue copies (see `config_read_by_glue`).
+    pub fn config_read_by_glue(mut self) -> PackageSpec {
+        self.config_read_by_glue = true;
         self
     }
 
@@ -228,7 +239,7 @@ impl FixtureSpec {
                 let outputs: Vec<String> = p.outputs().iter().map(|o| nix_str(o)).collect();
                 let _ = writeln!(
                     t,
-                    "    {} = pkg {{ pname = {}; version = {}; outputs = [ {} ]; script = {}; role = {}; service = {}; }};",
+                    "    {} = pkg {{ pname = {}; version = {}; outputs = [ {} ]; script = {}; role = {}; service = {};{} }};",
                     nix_str(&p.pname),
                     nix_str(&p.pname),
                     nix_str(&v.version),
@@ -236,6 +247,11 @@ impl FixtureSpec {
                     nix_str(&build_script(p, v)),
                     nix_str(role_name(p.role)),
                     p.service,
+                    if p.config_read_by_glue {
+                        " configInGlue = true;"
+                    } else {
+                        ""
+                    },
                 );
             }
             let _ = writeln!(t, "  }};");
@@ -327,6 +343,10 @@ fn build_script(p: &PackageSpec, v: &VersionSpec) -> String {
         s,
         "{{ echo '{name}'; head -c {bytes} /dev/zero; }} > {payload}"
     );
+    if p.config_read_by_glue {
+        let _ = writeln!(s, "mkdir -p $out/etc");
+        let _ = writeln!(s, "echo 'release = {name}' > $out/etc/{pn}.conf");
+    }
     if p.role == Role::Package {
         let _ = writeln!(s, "mkdir -p $out/bin");
         let _ = writeln!(s, "printf '#!/bin/sh\\necho {name}\\n' > $out/bin/{pn}");
@@ -408,7 +428,7 @@ let
     builder = "/bin/sh";
     PATH = "/usr/bin:/bin";
     args = [ "-c" a.script ];
-  } // { inherit (a) role service; };
+  } // { inherit (a) role service; configInGlue = a.configInGlue or false; };
   glue = name: attrs: script: derivation ({
     inherit name system;
     builder = "/bin/sh";
@@ -440,14 +460,19 @@ let
       '';
       units = map unit (builtins.filter (p: p.service) packages);
       firmware = ofRole "firmware" pkgs;
-      etc = glue "etc" {
+      # Packages whose config the etc glue copies (absent from the derivation when there are
+      # none, so fixtures without them keep their paths).
+      configs = builtins.filter (p: p.configInGlue) packages;
+      etc = glue "etc" ({
         inherit units firmware release;
-      } ''
+      } // (if configs == [] then {} else { inherit configs; })) (''
         mkdir -p $out/etc/systemd/system
         for u in $units; do ln -s $u $out/etc/systemd/system/''${u#*-unit-}; done
         for f in $firmware; do mkdir -p $out/etc/firmware; ln -s $f/lib/firmware/* $out/etc/firmware/; done
         printf 'NAME=NixOS\nVERSION_ID="%s"\n' "$release" > $out/etc/os-release
-      '';
+      '' + (if configs == [] then "" else ''
+        for c in $configs; do cp $c/etc/*.conf $out/etc/ || exit 1; done
+      ''));
       kernel = first (ofRole "kernel" pkgs);
       initrd = first (ofRole "initrd" pkgs);
       toplevel = glue "nixos-system-${host}-${release}" {

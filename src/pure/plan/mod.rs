@@ -40,6 +40,7 @@ pub mod mask;
 pub mod names;
 pub mod order;
 pub mod planner;
+pub mod probe;
 pub mod report;
 pub mod space;
 pub mod units;
