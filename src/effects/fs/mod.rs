@@ -27,6 +27,44 @@ pub fn space(path: &Path) -> Result<Space, StoreError> {
     })
 }
 
+/// Allocate `size` bytes of real blocks for `f` with fallocate: `Ok(false)` where the filesystem
+/// does not support it (the caller writes the blocks instead).
+fn allocate(f: &File, size: u64) -> std::io::Result<bool> {
+    use nix::errno::Errno;
+    use nix::fcntl::{fallocate, FallocateFlags};
+    let Ok(len) = i64::try_from(size) else {
+        return Ok(false);
+    };
+    if len == 0 {
+        return Ok(true);
+    }
+    match fallocate(f, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(true),
+        Err(Errno::EOPNOTSUPP | Errno::ENOSYS | Errno::EINVAL) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Write `size` bytes no compressor can shrink (xorshift64*: fast, and randomness is not needed,
+/// only incompressibility).
+fn write_incompressible(f: &mut File, size: u64) -> std::io::Result<()> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for word in chunk.chunks_exact_mut(8) {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            word.copy_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
 /// Default reserve: 1% of the filesystem, at least 1 MiB, at most 256 MiB (design §6).
 pub fn default_reserve_size(fs_total: u64) -> u64 {
     (fs_total / 100).clamp(1 << 20, 256 << 20)
@@ -68,9 +106,14 @@ impl Reserve {
         std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.size)
     }
 
-    /// Create (or complete) the reserve with real blocks: written zeros, not a sparse file, and
-    /// fsynced with its directory. Fails with `OutOfSpace` (removing the partial file) when the
-    /// disk cannot hold it.
+    /// Create (or complete) the reserve with real blocks, fsynced with its directory. Fails with
+    /// `OutOfSpace` (removing the partial file) when the disk cannot hold it.
+    ///
+    /// The blocks come from `fallocate` (ext4, xfs, btrfs, tmpfs: no data written, so taking a
+    /// 256 MiB reserve costs milliseconds, and btrfs keeps preallocated extents uncompressed).
+    /// Where that is not supported (ZFS, some FUSE filesystems) the file is written with
+    /// pseudo-random bytes: zeros would shrink to nothing on a compressed store (btrfs
+    /// `compress=`, ZFS `compression=`), a reserve that reserves nothing.
     pub fn take(&self) -> Result<(), StoreError> {
         if self.is_held() {
             return Ok(());
@@ -83,12 +126,8 @@ impl Reserve {
                 .truncate(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            let chunk = vec![0u8; 1 << 20];
-            let mut left = self.size;
-            while left > 0 {
-                let n = left.min(chunk.len() as u64) as usize;
-                f.write_all(&chunk[..n])?;
-                left -= n as u64;
+            if !allocate(&f, self.size)? {
+                write_incompressible(&mut f, self.size)?;
             }
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)?;
@@ -196,6 +235,28 @@ mod tests {
         r.release().unwrap();
         r.take().unwrap();
         assert!(r.is_held());
+    }
+
+    #[test]
+    fn the_written_fallback_does_not_compress() {
+        use std::io::Read;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("reserve");
+        let mut f = File::create(&p).unwrap();
+        write_incompressible(&mut f, (1 << 20) + 12_345).unwrap();
+        drop(f);
+        let mut bytes = Vec::new();
+        File::open(&p).unwrap().read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes.len(), (1 << 20) + 12_345);
+        // No byte value dominates, and no 4 KiB block repeats: nothing for a compressor.
+        let mut counts = [0usize; 256];
+        for b in &bytes {
+            counts[*b as usize] += 1;
+        }
+        let max = *counts.iter().max().unwrap();
+        assert!(max < bytes.len() / 128, "byte histogram too skewed: {max}");
+        let blocks: std::collections::BTreeSet<&[u8]> = bytes.chunks(4096).collect();
+        assert_eq!(blocks.len(), bytes.len().div_ceil(4096));
     }
 
     #[test]
