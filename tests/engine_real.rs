@@ -31,6 +31,27 @@ fn show(o: &Output) -> String {
     )
 }
 
+/// What "nothing changed" compares: the profile and current-system links, the profile's
+/// generation links, and the store's valid paths.
+type SystemState = (
+    Option<String>,
+    Option<String>,
+    std::collections::BTreeSet<std::ffi::OsString>,
+    std::collections::BTreeSet<String>,
+);
+
+fn system_state(bed: &Bed) -> SystemState {
+    (
+        bed.profile_target(),
+        bed.current_system(),
+        std::fs::read_dir(bed.profile().parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect(),
+        bed.valid_paths().unwrap(),
+    )
+}
+
 fn verify(bed: &Bed) {
     let v = stepwise(bed, &["journal", "verify"]);
     assert_eq!(v.status.code(), Some(0), "journal verify: {}", show(&v));
@@ -256,15 +277,7 @@ fn only_a_non_vital_package_out_and_back_makes_room() {
         .checked_sub(23 * MIB)
         .expect("the tmpfs leaves more than 23 MiB after G0");
     let reserve = reserve.to_string();
-    let before = (
-        bed.profile_target(),
-        bed.current_system(),
-        std::fs::read_dir(bed.profile().parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect::<std::collections::BTreeSet<_>>(),
-        bed.valid_paths().unwrap(),
-    );
+    let before = system_state(&bed);
 
     let o = upgrade(&bed, &fx, &["--reserve", &reserve]);
     assert_eq!(o.status.code(), Some(3), "{}", show(&o));
@@ -275,16 +288,7 @@ fn only_a_non_vital_package_out_and_back_makes_room() {
     );
     assert!(!err.contains("resume"), "there is no run to resume: {err}");
     eprintln!("{err}");
-    let after = (
-        bed.profile_target(),
-        bed.current_system(),
-        std::fs::read_dir(bed.profile().parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect::<std::collections::BTreeSet<_>>(),
-        bed.valid_paths().unwrap(),
-    );
-    assert_eq!(before, after, "nothing changed");
+    assert_eq!(before, system_state(&bed), "nothing changed");
 
     let o = upgrade(&bed, &fx, &["--reserve", &reserve, "--non-vital", "big-b"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
@@ -343,18 +347,7 @@ fn a_non_vital_package_the_glue_reads_is_refused_before_anything_changes() {
         .checked_sub(23 * MIB)
         .expect("the tmpfs leaves more than 23 MiB after G0")
         .to_string();
-    let state = || {
-        (
-            bed.profile_target(),
-            bed.current_system(),
-            std::fs::read_dir(bed.profile().parent().unwrap())
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect::<std::collections::BTreeSet<_>>(),
-            bed.valid_paths().unwrap(),
-        )
-    };
-    let before = state();
+    let before = system_state(&bed);
 
     let o = upgrade(&bed, &fx, &["--reserve", &reserve, "--non-vital", "big-b"]);
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
@@ -373,7 +366,7 @@ fn a_non_vital_package_the_glue_reads_is_refused_before_anything_changes() {
         "shows the build's log: {err}"
     );
     assert!(err.contains("nothing was changed"), "{err}");
-    assert_eq!(before, state(), "nothing changed");
+    assert_eq!(before, system_state(&bed), "nothing changed");
     assert!(
         !bed.journal_path().exists(),
         "no run was started, no journal written"

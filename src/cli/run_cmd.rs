@@ -95,12 +95,7 @@ impl engine::Reserve for ReserveFile {
 }
 
 fn reserve_path(journal: &Path) -> PathBuf {
-    let mut name = journal
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".reserve");
-    journal.with_file_name(name)
+    fs::beside(journal, ".reserve")
 }
 
 /// Human progress lines on stderr; JSON event lines on stdout with `--json`.
@@ -392,15 +387,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
 
     // The lock, and no other run left unfinished (checked again under the lock).
     let mut j = Journal::open(&cli.journal)?;
-    if let Some(run) = j.last_run() {
-        let finished = j
-            .records(run)
-            .iter()
-            .any(|s| matches!(s.record, Record::RunFinished { .. }));
-        if !finished {
-            return Err(unfinished(run, &cli.journal));
-        }
-    }
+    refuse_unfinished(&j, &cli.journal)?;
     let reserve = fs::Reserve::new(reserve_path(&cli.journal), reserve_size);
     reserve.take()?;
     let _ = g0_closure;
@@ -614,7 +601,10 @@ fn refuse_unfinished_run(path: &Path) -> Result<(), Error> {
     if !path.exists() {
         return Ok(());
     }
-    let j = Journal::open_read_only(path)?;
+    refuse_unfinished(&Journal::open_read_only(path)?, path)
+}
+
+fn refuse_unfinished(j: &Journal, path: &Path) -> Result<(), Error> {
     if let Some(run) = j.last_run() {
         let finished = j
             .records(run)
@@ -714,12 +704,7 @@ fn check_stubs(
 
 /// The probe's scratch directory (its temporary GC root) beside the journal.
 fn probe_dir(journal: &Path) -> PathBuf {
-    let mut name = journal
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".probe");
-    journal.with_file_name(name)
+    fs::beside(journal, ".probe")
 }
 
 /// Nothing fits: what is missing and what would help, before anything changed.

@@ -71,12 +71,7 @@ pub struct SpecError(pub String);
 impl Spec {
     /// The run-owned roots of a journal live beside it.
     pub fn roots_dir_for(journal: &Path) -> PathBuf {
-        let mut name = journal
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        name.push(".roots");
-        journal.with_file_name(name)
+        crate::effects::fs::beside(journal, ".roots")
     }
 
     pub fn new(header: RunHeader, roots_dir: PathBuf) -> Result<Spec, SpecError> {

@@ -31,12 +31,7 @@ pub struct StepMasks {
 
 impl StepMasks {
     pub fn path_for(journal: &Path) -> PathBuf {
-        let mut name = journal
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        name.push(".steps.json");
-        journal.with_file_name(name)
+        crate::effects::fs::beside(journal, ".steps.json")
     }
 
     /// Write atomically (temp file, fsync, rename, fsync the directory).

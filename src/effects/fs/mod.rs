@@ -65,6 +65,15 @@ fn write_incompressible(f: &mut File, size: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A file kept beside `journal` in its directory (`journal.redb` → `journal.redb.SUFFIX`): the
+/// reserve, the run-owned roots, the step masks, the stub probe's scratch. All on the journal's
+/// disk, all found from the journal's path alone.
+pub fn beside(journal: &Path, suffix: &str) -> PathBuf {
+    let mut name = journal.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    journal.with_file_name(name)
+}
+
 /// Default reserve: 1% of the filesystem, at least 1 MiB, at most 256 MiB (design §6).
 pub fn default_reserve_size(fs_total: u64) -> u64 {
     (fs_total / 100).clamp(1 << 20, 256 << 20)
@@ -88,9 +97,7 @@ impl Reserve {
 
     /// The reserve of a journal: `<journal>.reserve` in the journal's directory, on the same disk.
     pub fn beside(journal: &Path, size: u64) -> Self {
-        let mut name = journal.file_name().unwrap_or_default().to_os_string();
-        name.push(".reserve");
-        Reserve::new(journal.with_file_name(name), size)
+        Reserve::new(beside(journal, ".reserve"), size)
     }
 
     pub fn path(&self) -> &Path {
