@@ -94,6 +94,9 @@ pub struct BootPlan {
     /// The same for a boot loader that copies the new files before removing unused ones (then
     /// G_{k-2}'s pair is still there during the install).
     pub pairs_max_copy_first: usize,
+    /// Kernel+initrd pairs other than G0's in `/boot` at once, at most, for any boot loader
+    /// (copying first included): what `/boot` must have room for beyond what it holds now.
+    pub pairs_added_max: usize,
     /// The initrd is glue: its paths are known only once each step is materialised.
     pub initrd_is_glue: bool,
     pub steps: Vec<BootStep>,
@@ -178,13 +181,17 @@ pub fn boot_plan(
         .filter(|s| s.new_pair)
         .map(|s| s.index)
         .collect();
-    // Distinct pairs among the generations k-w..=k, over the steps k (each step installs).
-    let window = |w: usize| -> usize {
+    // Distinct pairs among the generations k-w..=k, over the steps k (each step installs);
+    // `beyond_g0`: only those that may differ from G0's.
+    let window = |w: usize, beyond_g0: bool| -> usize {
         (1..=n)
             .map(|k| {
                 let from = k.saturating_sub(w);
                 let mut seen: Vec<&Pair> = Vec::new();
-                for p in &pairs[from..=k] {
+                for (i, p) in pairs.iter().enumerate().take(k + 1).skip(from) {
+                    if beyond_g0 && (i == 0 || !differ(&pairs[0], p)) {
+                        continue;
+                    }
                     if !seen.iter().any(|q| !differ(q, p)) {
                         seen.push(p);
                     }
@@ -222,8 +229,9 @@ pub fn boot_plan(
         kernel_group,
         kernel_step,
         pair_steps,
-        pairs_max: window(1),
-        pairs_max_copy_first: window(2),
+        pairs_max: window(1, false),
+        pairs_max_copy_first: window(2, false),
+        pairs_added_max: window(2, true),
         initrd_is_glue: glue_initrd_inputs.is_some(),
         steps: boot_steps,
     }
@@ -353,6 +361,7 @@ mod tests {
         assert_eq!(b.pair_steps, vec![1, 2]);
         assert_eq!(b.pairs_max, 2);
         assert_eq!(b.pairs_max_copy_first, 3);
+        assert_eq!(b.pairs_added_max, 2);
         assert_eq!(b.steps[0].kernel.as_ref(), Some(&linux_old));
         assert_eq!(
             b.steps[0].initrd,

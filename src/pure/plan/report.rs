@@ -255,6 +255,11 @@ fn write_boot(w: &mut dyn Write, b: &BootPlan, sd: &StoreDir) -> io::Result<()> 
             ""
         }
     )?;
+    writeln!(
+        w,
+        "  /boot needs room for {} kernel+initrd pair(s) more than it holds now, at most",
+        b.pairs_added_max
+    )?;
     for s in &b.steps {
         writeln!(
             w,
@@ -420,6 +425,7 @@ pub fn write_json(w: &mut dyn Write, h: &Header, p: &Planned, sd: &StoreDir) -> 
         pair_steps: &'a [usize],
         pairs_max: usize,
         pairs_max_copy_first: usize,
+        pairs_added_max: usize,
         initrd_is_glue: bool,
         steps: Vec<JsonBootStep>,
     }
@@ -435,6 +441,7 @@ pub fn write_json(w: &mut dyn Write, h: &Header, p: &Planned, sd: &StoreDir) -> 
         pair_steps: &b.pair_steps,
         pairs_max: b.pairs_max,
         pairs_max_copy_first: b.pairs_max_copy_first,
+        pairs_added_max: b.pairs_added_max,
         initrd_is_glue: b.initrd_is_glue,
         steps: b
             .steps
