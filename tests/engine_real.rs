@@ -366,6 +366,13 @@ fn boot_entries_run(disk: impl FnOnce(&Fixture) -> Disk) {
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
     assert_eq!(installs.len(), planned_installs, "{installs:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "boot loader: {planned_installs} install(s), at most 1 boot entry more than now"
+        )),
+        "the upgrade states the figures: {err}"
+    );
     assert_eq!(
         installs.last().map(|i| i.2.as_str()),
         Some(fx.new.out.as_str())

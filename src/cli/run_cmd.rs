@@ -436,6 +436,21 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     };
     if !out.is_json() {
         eprintln!("stepwise: upgrading to {target_out} ({why})");
+        if let (Chain::Steps, Some(b)) = (chain, &planned.boot) {
+            let installs = if args.action == crate::effects::store::Action::Test {
+                b.installs_with_test
+            } else {
+                b.installs
+            };
+            eprintln!(
+                "stepwise: boot loader: {installs} install(s), at most {} boot entr{} more than now{}",
+                b.entries_added_max,
+                if b.entries_added_max == 1 { "y" } else { "ies" },
+                b.kernel_step
+                    .map(|k| format!("; the kernel changes in step {k}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     install_stop_handlers();
     let mut reserve = ReserveFile(reserve);
