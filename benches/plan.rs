@@ -90,6 +90,7 @@ fn main() {
             seed: 7,
             booted: false,
             free: 8 << 30,
+            kernel: false,
         });
         let input_bytes = LIVE.load(Relaxed);
         let base = LIVE.load(Relaxed);

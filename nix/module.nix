@@ -40,6 +40,7 @@ let
       if cfg.allowReboot && cfg.rebootWindow != null then
         "{ lower = ${tomlValue cfg.rebootWindow.lower}, upper = ${tomlValue cfg.rebootWindow.upper} }"
       else null))
+    (optionalSetting "boot-dir" cfg.bootDir)
   ];
 
   # One ExecStart argument: systemd unquotes C-style double-quoted words (JSON's escapes are a
@@ -214,6 +215,17 @@ in
           };
         };
       });
+    };
+
+    bootDir = mkOption {
+      type = types.nullOr (types.strMatching "/.*");
+      default = null;
+      example = "/boot";
+      description = ''
+        The boot partition. When it is a filesystem of its own, stepwise checks before a run that
+        it has room for the kernels and initrds the run adds (sized from the running system's),
+        and otherwise stops (exit 3) saying what to delete. null: no check.
+      '';
     };
 
     journal = mkOption {

@@ -66,6 +66,14 @@ fn old_generation_realises_and_switches() {
         format!("switch {g0}\ntest {}\nboot {}\n", fx.new.out, fx.new.out),
         "activations in order"
     );
+    // Boot-loader installs (switch, boot) record the profile's generation links: one here.
+    assert_eq!(
+        bed.boot_installs(),
+        vec![
+            (1, "switch".to_string(), g0.clone()),
+            (1, "boot".to_string(), fx.new.out.clone())
+        ]
+    );
     assert!(
         bed.switch(&fx.new.out, "bogus").is_err(),
         "an unknown action fails"

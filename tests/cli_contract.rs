@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use stepwise_testbed::{Bed, Disk, Fixture, FixtureSpec};
+use stepwise_testbed::{Bed, Disk, Fixture, FixtureSpec, TmpfsMount};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stepwise");
 
@@ -300,6 +300,7 @@ fn help_lists_every_command_and_flag_of_the_contract() {
         "--reboot-command",
         "--reserve",
         "64M",
+        "--boot-dir",
     ]) {
         assert!(
             upgrade.stdout.contains(word),
@@ -994,5 +995,49 @@ fn a_journal_that_cannot_be_created_stops_the_upgrade_before_any_change() {
     assert_eq!(
         env.bed.current_system().as_deref(),
         Some(fx.old.out.as_str())
+    );
+}
+
+/// `--boot-dir` on a filesystem of its own without room for the kernel and initrd the run adds:
+/// exit 3 before anything changes, saying what is missing and what to do. With room, the check
+/// passes and the upgrade goes on.
+#[test]
+fn a_boot_dir_without_room_for_the_new_kernel_stops_before_any_change() {
+    if !stepwise_testbed::require_root("cli: --boot-dir on small tmpfs mounts") {
+        return;
+    }
+    let (env, fx) = installed();
+    // The fixture's kernel and initrd take 10 MiB together.
+    let small = TmpfsMount::new(&env.bed.root().join("boot-small"), 4).unwrap();
+    let before = env.snapshot();
+    let run = env.run_system(&[
+        "upgrade",
+        "--target",
+        &fx.new.drv,
+        "--boot-dir",
+        small.path().to_str().unwrap(),
+    ]);
+    eprintln!("{}", run.stderr);
+    run.expect_code(3).says(&[
+        "boot-small",
+        "1 kernel+initrd pair",
+        "more is needed",
+        "--delete-generations",
+        "configurationLimit",
+    ]);
+    env.unchanged(&before, &run);
+
+    let roomy = TmpfsMount::new(&env.bed.root().join("boot-roomy"), 64).unwrap();
+    env.run_system(&[
+        "upgrade",
+        "--target",
+        &fx.new.drv,
+        "--boot-dir",
+        roomy.path().to_str().unwrap(),
+    ])
+    .expect_code(0);
+    assert_eq!(
+        env.bed.profile_target().as_deref(),
+        Some(fx.new.out.as_str())
     );
 }

@@ -42,9 +42,26 @@ struct World {
 /// A system of `sizes.len()` packages (old size, new size in KiB), each under a system-path
 /// glue and a unit file glue, with a toplevel; G0 installed and running (not booted).
 fn world(sizes: &[(u64, u64)], broken: Option<usize>, capacity: u64) -> World {
+    world_with_history(sizes, broken, capacity, 0)
+}
+
+/// `world`, with `older` generations of the user's in the profile before G0's.
+fn world_with_history(
+    sizes: &[(u64, u64)],
+    broken: Option<usize>,
+    capacity: u64,
+    older: usize,
+) -> World {
     let sd = StoreDir::new("/nix/store").unwrap();
     let ms = ModelStore::new(sd, capacity);
     ms.set_system_links(CURRENT, BOOTED);
+    for i in 0..older {
+        let hash = stepwise::drv::nix32::encode(&[i as u8 + 1; 20]);
+        let top = StorePath::from_base_name(&format!("{hash}-nixos-system-model-22.{i}")).unwrap();
+        ms.add_valid(&top, 4 * KIB, &[]);
+        ms.mark_system(&top);
+        ms.set_profile(Path::new(PROFILE), &top).unwrap();
+    }
     let mut gens = Vec::new();
     for (gi, release) in ["23.05", "23.11"].iter().enumerate() {
         let mut pkgs = Vec::new();
@@ -110,6 +127,8 @@ struct Prepared {
     masks: StepMasks,
     chain: Chain,
     allowed: BTreeSet<StorePath>,
+    /// The plan's boot figures.
+    boot: stepwise::plan::BootPlan,
 }
 
 /// What `stepwise upgrade` does before the run: plan, rewrite the steps, choose the chain.
@@ -194,6 +213,10 @@ fn prepare(w: &World, strategy: Strategy, on_failure: OnFailure) -> Option<Prepa
         masks,
         chain,
         allowed,
+        boot: planned
+            .boot
+            .clone()
+            .expect("a plan that fits has boot figures"),
     })
 }
 
@@ -231,6 +254,31 @@ fn check(ms: &ModelStore, allowed: &BTreeSet<StorePath>) -> Result<(), String> {
     Ok(())
 }
 
+/// Superseded generations are dropped before the next boot-loader install: every install since
+/// `installs_before` saw at most one generation more than the profile had before the run.
+fn check_boot_entries(
+    ms: &ModelStore,
+    installs_before: usize,
+    generations_before: usize,
+) -> Result<(), String> {
+    for (i, inst) in ms.boot_installs().iter().enumerate().skip(installs_before) {
+        let n = inst
+            .generations
+            .get(Path::new(PROFILE))
+            .copied()
+            .unwrap_or(0);
+        if n > generations_before + 1 {
+            return Err(format!(
+                "boot-loader install {} ({} {}) saw {n} profile generations; {generations_before} before the run",
+                i - installs_before + 1,
+                inst.action.as_str(),
+                inst.toplevel
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Next {
     Resume,
@@ -250,6 +298,9 @@ fn run(
     let passed = Rc::new(RefCell::new(0usize));
     let violation: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
     let roots = PathBuf::from(ROOTS);
+    // Boot entries: the profile's generations at each boot-loader install of this run.
+    let generations_before = w.store.generations(Path::new(PROFILE)).unwrap().len();
+    let installs_before = w.store.boot_installs().len();
     let make_hook = |crash_at: Option<usize>| {
         let passed = passed.clone();
         let violation = violation.clone();
@@ -308,6 +359,7 @@ fn run(
     if let Some(v) = violation.borrow().clone() {
         return Err(v);
     }
+    check_boot_entries(&w.store, installs_before, generations_before)?;
     assert!(!log.last_run().is_empty());
     Ok((end, first))
 }
@@ -349,6 +401,40 @@ fn stepwise_run_reaches_the_target_exactly() {
     assert_eq!(at(&w.store), (w.target_out.clone(), w.target_out.clone()));
     assert!(!w.store.all_valid().contains(&w.g0_out), "G0 was collected");
     eprintln!("checkpoints in a clean stepwise run: {n}");
+}
+
+/// A stepwise run with two older generations of the user's: one boot-loader install per step, as
+/// the plan says, each seeing at most one generation more than before the run (the previous step's
+/// generation is dropped before the next install), and the bound is reached.
+#[test]
+fn one_install_per_step_and_one_entry_more_at_most() {
+    let sizes = [(100, 110), (200, 190), (50, 60), (150, 160)];
+    // Room for everything: the bound must come from the order of the transitions, not from
+    // a disk that forces the drops.
+    let roomy = (sizes.iter().map(|s| s.0 + s.1).sum::<u64>() + 256) * KIB;
+    let w = world_with_history(&sizes, None, roomy, 2);
+    let prep = prepare(&w, Strategy::Stepwise, OnFailure::Unwind).unwrap();
+    assert_eq!(prep.boot.entries_before, 3);
+    assert_eq!(prep.boot.entries_added_max, 1);
+    assert!(prep.boot.installs >= 3, "{} steps", prep.boot.installs);
+    let (end, _) = run(&w, &prep, None, Next::Resume).unwrap();
+    assert!(matches!(
+        end,
+        RunEnd::Finished {
+            outcome: Outcome::ReachedTarget,
+            ..
+        }
+    ));
+    let installs = w.store.boot_installs();
+    assert_eq!(installs.len(), prep.boot.installs, "{installs:?}");
+    let seen: Vec<usize> = installs
+        .iter()
+        .map(|i| i.generations[Path::new(PROFILE)])
+        .collect();
+    eprintln!("profile generations at each install: {seen:?} (3 before the run)");
+    assert!(seen.iter().all(|&n| n <= 3 + 1), "{seen:?}");
+    assert_eq!(seen.iter().max(), Some(&4));
+    assert_eq!(w.store.generations(Path::new(PROFILE)).unwrap().len(), 3);
 }
 
 #[test]
@@ -400,6 +486,7 @@ proptest! {
         strategy in prop_oneof![Just(Strategy::Auto), Just(Strategy::Stepwise), Just(Strategy::Direct)],
         crash_at in proptest::option::of(1usize..80),
         unwind_after in any::<bool>(),
+        older in 0usize..3,
     ) {
         let broken = broken.filter(|b| *b < sizes.len());
         let roomy = strategy == Strategy::Direct;
@@ -408,7 +495,15 @@ proptest! {
         } else {
             tight_capacity(&sizes)
         };
-        let w = world(&sizes, broken, cap);
+        let w = world_with_history(&sizes, broken, cap, older);
+        let history: Vec<StorePath> = w
+            .store
+            .generations(Path::new(PROFILE))
+            .unwrap()
+            .into_iter()
+            .filter(|g| !g.current)
+            .map(|g| g.toplevel)
+            .collect();
         let on_failure = if hold { OnFailure::Hold } else { OnFailure::Unwind };
         let Some(prep) = prepare(&w, strategy, on_failure) else { return Ok(()) };
         if activation_fails {
@@ -434,5 +529,15 @@ proptest! {
             }
             other => prop_assert!(false, "{:?}", other),
         }
+        // The user's older generations are untouched; the run leaves exactly one of its own.
+        let gens: Vec<StorePath> = w
+            .store
+            .generations(Path::new(PROFILE))
+            .unwrap()
+            .into_iter()
+            .map(|g| g.toplevel)
+            .collect();
+        prop_assert_eq!(&gens[..gens.len() - 1], &history[..], "{:?}", gens);
+        prop_assert_eq!(gens.last(), Some(&p));
     }
 }

@@ -378,3 +378,98 @@ fn a_non_vital_package_the_glue_reads_is_refused_before_anything_changes() {
         "the probe's scratch is gone"
     );
 }
+
+/// Issue 8, /boot: superseded generations are dropped before the next boot-loader install. The
+/// fixture's `switch-to-configuration switch|boot` records how many generation links the profile
+/// has (a NixOS boot loader writes one entry per generation). A stepwise run with an older
+/// generation of the user's in the profile: every install sees at most one generation more than
+/// before the run, there are as many installs as the plan states, and the user's generation is
+/// still there at the end. On the tight disk, and on a roomy one where nothing but the order of
+/// the transitions keeps the bound.
+#[test]
+fn every_boot_loader_install_sees_at_most_one_generation_more() {
+    if !require_root("engine: boot entries on a tight tmpfs") {
+        return;
+    }
+    boot_entries_run(|f| Disk::TmpfsMib(f.tight_disk_mib()));
+}
+
+#[test]
+fn every_boot_loader_install_sees_at_most_one_generation_more_on_a_roomy_disk() {
+    if !require_root("engine: boot entries on a roomy tmpfs") {
+        return;
+    }
+    boot_entries_run(|f| Disk::TmpfsMib(f.roomy_disk_mib()));
+}
+
+fn boot_entries_run(disk: impl FnOnce(&Fixture) -> Disk) {
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), disk);
+    // An older generation of the user's: a tiny store path, set before G0.
+    let older_dir = tempfile::tempdir().unwrap();
+    let older_src = older_dir.path().join("nixos-system-vps-22.11");
+    std::fs::create_dir_all(&older_src).unwrap();
+    let added = bed
+        .command("nix-store")
+        .arg("--add")
+        .arg(&older_src)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", show(&added));
+    let older = String::from_utf8_lossy(&added.stdout).trim().to_string();
+    bed.set_profile(&older).unwrap();
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let installs_before = bed.boot_installs().len();
+    let generations_before = 2;
+
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.args(["--json", "plan", "--target", &fx.new.drv]);
+    cmd.args(bed.system_args());
+    let p = cmd.output().unwrap();
+    assert_eq!(p.status.code(), Some(0), "{}", show(&p));
+    let plan: serde_json::Value = serde_json::from_slice(&p.stdout).unwrap();
+    let boot = &plan["boot"];
+    eprintln!("plan's boot figures: {boot}");
+    assert_eq!(boot["entries_before"], generations_before);
+    assert_eq!(boot["entries_added_max"], 1);
+    let planned_installs = boot["installs"].as_u64().unwrap() as usize;
+    assert_eq!(planned_installs, plan["steps"].as_array().unwrap().len());
+    assert!(planned_installs >= 2, "a stepwise plan: {plan}");
+
+    let o = upgrade(&bed, &fx, &["--strategy", "stepwise"]);
+    let installs: Vec<(usize, String, String)> = bed.boot_installs().split_off(installs_before);
+    eprintln!("boot-loader installs (generations seen, action, toplevel): {installs:?}");
+    for (n, action, top) in &installs {
+        assert!(
+            *n <= generations_before + 1,
+            "the install of {top} ({action}) saw {n} generations; {generations_before} before the run"
+        );
+    }
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert_eq!(installs.len(), planned_installs, "{installs:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "boot loader: {planned_installs} install(s), at most 1 boot entry more than now"
+        )),
+        "the upgrade states the figures: {err}"
+    );
+    assert_eq!(
+        installs.last().map(|i| i.2.as_str()),
+        Some(fx.new.out.as_str())
+    );
+    assert!(installs.iter().all(|i| i.2 != g0));
+    // The user's generation stays; the run leaves one of its own.
+    let links: Vec<String> = std::fs::read_dir(bed.profile().parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("system-") && n.ends_with("-link"))
+        .collect();
+    assert_eq!(links.len(), generations_before, "{links:?}");
+    assert_eq!(
+        bed.read_link(&bed.profile().with_file_name("system-1-link")),
+        Some(older)
+    );
+    verify(&bed);
+}

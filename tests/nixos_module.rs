@@ -101,6 +101,7 @@ fn every_option() -> Value {
         "onFailure": "hold",
         "allowReboot": true,
         "rebootWindow": {"lower": "23:30", "upper": "05:00"},
+        "bootDir": "/boot",
         "journal": "/srv/stepwise/journal.redb",
     })
 }
@@ -364,6 +365,7 @@ fn example_config_parses_with_stepwise() {
             upper: ClockTime::parse("05:00").unwrap(),
         })
     );
+    assert_eq!(u.boot_dir.as_deref(), Some(Path::new("/boot")));
 }
 
 /// flake.nix's outputs, with nixpkgs' lib and stand-ins for the rest of nixpkgs

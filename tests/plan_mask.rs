@@ -20,6 +20,7 @@ fn small(changed: usize, seed: u64) -> common::synthetic::Synthetic {
         seed,
         booted: false,
         free: 10 << 30,
+        kernel: false,
     })
 }
 
@@ -212,6 +213,7 @@ proptest::proptest! {
             seed,
             booted,
             free: free_mib << 20,
+            kernel: false,
         });
         s.input.reserve = 0;
         s.input.options.reboot_allowed = booted;

@@ -183,6 +183,31 @@ fn execute(
             .realise(&m.toplevel_drv, &root, &mut |_| {})
             .unwrap_or_else(|e| panic!("step {} does not realise: {e}", step.index));
         assert_eq!(outs["out"], m.toplevel_out);
+        // The kernel and initrd the plan names for this step are the ones the toplevel links.
+        if let Some(boot) = &planned.boot {
+            let b = &boot.steps[step.index - 1];
+            let top = nix.store_dir().to_path(&m.toplevel_out);
+            for (link, want) in [
+                ("kernel", b.kernel.clone()),
+                (
+                    "initrd",
+                    match &b.initrd {
+                        stepwise::plan::Initrd::Path(p) => Some(p.clone()),
+                        _ => None,
+                    },
+                ),
+            ] {
+                if let Some(want) = want {
+                    let got = fs::read_link(top.join(link)).unwrap();
+                    assert!(
+                        got.starts_with(nix.store_dir().to_path(&want)),
+                        "step {}: {link} → {}, the plan said {want}",
+                        step.index,
+                        got.display()
+                    );
+                }
+            }
+        }
         measured.push(bed.used_bytes());
         upgraded.extend(step.upgraded.iter().cloned());
         stubbed.extend(step.stubbed.iter().cloned());
@@ -264,6 +289,34 @@ fn every_step_realises_with_the_versions_the_plan_says() {
             .map(|s| s.index)
     };
     assert_eq!(step_of("linux"), step_of("initrd-linux"));
+    // The boot figures: one install per step, one entry more at most, the kernel group's step,
+    // two kernel+initrd pairs at most (G0's until the kernel step, the target's after).
+    let boot = planned
+        .boot
+        .as_ref()
+        .expect("a plan that fits has boot figures");
+    assert_eq!(boot.installs, plan.steps.len());
+    assert_eq!(boot.installs_with_test, plan.steps.len() - 1);
+    assert_eq!(boot.entries_before, 1);
+    assert_eq!(boot.entries_added_max, 1);
+    assert_eq!(boot.kernel_step, step_of("linux"));
+    assert_eq!(boot.pair_steps, vec![step_of("linux").unwrap()]);
+    assert_eq!(boot.pairs_max, 2);
+    assert!(!boot.initrd_is_glue);
+    let linux = fx.package("linux");
+    for b in &boot.steps {
+        let v = if b.index < boot.kernel_step.unwrap() {
+            &linux.old
+        } else {
+            &linux.new
+        };
+        assert_eq!(
+            b.kernel.as_ref().map(|k| nix.store_dir().display(k)),
+            Some(v.as_ref().unwrap().out().to_string()),
+            "step {}'s kernel",
+            b.index
+        );
+    }
     assert_eq!(step_of("new-tool"), Some(1), "an added package moves first");
     assert!(plan.steps.len() >= 2, "the big packages move apart");
     assert_ne!(step_of("big-a"), step_of("big-b"));
@@ -286,6 +339,9 @@ fn every_step_realises_with_the_versions_the_plan_says() {
     assert_eq!(v["version"], 1);
     assert_eq!(v["fits"], true);
     assert_eq!(v["steps"].as_array().unwrap().len(), plan.steps.len());
+    assert_eq!(v["boot"]["installs"], plan.steps.len());
+    assert_eq!(v["boot"]["entries_added_max"], 1);
+    assert_eq!(v["boot"]["kernel_step"], step_of("linux").unwrap());
 
     execute(&bed, &nix, &fx, &input, &planned);
 }

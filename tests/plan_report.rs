@@ -38,6 +38,7 @@ fn render(free: u64, booted: bool) -> (String, String) {
         seed: 11,
         booted,
         free,
+        kernel: true,
     });
     s.input.used = 3 << 30;
     s.input.options.non_vital = vec!["pkg3".into()];

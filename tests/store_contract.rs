@@ -615,6 +615,19 @@ fn profiles_and_generations(s: &(impl Store + System), fx: &Fx) {
     assert_eq!(s.read_system_link(profile).unwrap(), Some(app.clone()));
     assert_eq!(s.read_system_link(&g[0].link).unwrap(), Some(top.clone()));
 
+    // Back to an existing generation: no new one (walking back adds no boot entry).
+    s.switch_generation(profile, 1).unwrap();
+    let g = s.generations(profile).unwrap();
+    assert_eq!(
+        g.iter().map(|g| (g.number, g.current)).collect::<Vec<_>>(),
+        [(1, true), (2, false)]
+    );
+    assert_eq!(s.read_system_link(profile).unwrap(), Some(top.clone()));
+    let e = s.switch_generation(profile, 7).unwrap_err();
+    assert!(matches!(e, StoreError::Refused(_)), "{e}");
+    s.switch_generation(profile, 2).unwrap();
+    assert_eq!(s.read_system_link(profile).unwrap(), Some(app.clone()));
+
     let e = s.delete_generations(profile, &[2]).unwrap_err();
     assert!(matches!(e, StoreError::Refused(_)), "{e}");
     let live = s.live_paths().unwrap();

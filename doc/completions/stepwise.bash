@@ -350,7 +350,7 @@ _stepwise() {
             return 0
             ;;
         stepwise__subcmd__upgrade)
-            opts="-v -q -h --target --flake --file --attr --profile --current-system --booted-system --non-vital --together --reserve --reboot --action --strategy --on-failure --reboot-command --reboot-window --journal --config --json --verbose --quiet --help"
+            opts="-v -q -h --target --flake --file --attr --profile --current-system --booted-system --non-vital --together --reserve --reboot --action --strategy --on-failure --reboot-command --reboot-window --boot-dir --journal --config --json --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -417,6 +417,10 @@ _stepwise() {
                     return 0
                     ;;
                 --reboot-window)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --boot-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -78,6 +78,7 @@ complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l on-failure
 hold\t''"
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l reboot-command -d 'The command run for a reboot, split on whitespace (no shell)' -r
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l reboot-window -d 'Local times between which a reboot may happen, LOWER-UPPER (e.g. 01:00-05:00; may cross midnight). Outside it a run that needs a reboot stops (exit 3). Default: any time' -r
+complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l boot-dir -d 'The boot partition (e.g. /boot). When it is another filesystem than the store\'s, check before changing anything that it has room for the kernels and initrds the run adds (sized from the running system\'s); without room: exit 3. Default: no check' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'

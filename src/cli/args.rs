@@ -220,6 +220,11 @@ pub struct UpgradeArgs {
     /// midnight). Outside it a run that needs a reboot stops (exit 3). Default: any time.
     #[arg(long, value_name = "HH:MM-HH:MM", value_parser = crate::cli::config::RebootWindow::parse)]
     pub reboot_window: Option<crate::cli::config::RebootWindow>,
+    /// The boot partition (e.g. /boot). When it is another filesystem than the store's, check
+    /// before changing anything that it has room for the kernels and initrds the run adds (sized
+    /// from the running system's); without room: exit 3. Default: no check.
+    #[arg(long, value_name = "PATH")]
+    pub boot_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]

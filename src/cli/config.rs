@@ -17,6 +17,7 @@
 //! on-failure = "unwind"          # unwind | hold
 //! reboot = "when-needed"         # never | when-needed
 //! reboot-window = { lower = "01:00", upper = "05:00" }
+//! boot-dir = "/boot"             # checked for room for the run's kernels and initrds
 //! ```
 
 use std::fmt;
@@ -65,6 +66,7 @@ pub struct UpgradeConfig {
     pub reboot: Option<RebootPolicy>,
     pub reboot_command: Option<String>,
     pub reboot_window: Option<RebootWindow>,
+    pub boot_dir: Option<PathBuf>,
 }
 
 /// A size: a number of bytes, or a string with a binary unit (`"64M"`), as `--reserve` takes.
@@ -353,6 +355,9 @@ impl UpgradeConfig {
         if !given(m, "reboot_window") && self.reboot_window.is_some() {
             a.reboot_window = self.reboot_window;
         }
+        if !given(m, "boot_dir") && self.boot_dir.is_some() {
+            a.boot_dir = self.boot_dir.clone();
+        }
         Ok(())
     }
 }
@@ -438,6 +443,7 @@ on-failure = "hold"
 reboot = "when-needed"
 reboot-command = "/run/current-system/sw/bin/systemctl reboot"
 reboot-window = { lower = "23:00", upper = "05:00" }
+boot-dir = "/boot"
 "#;
 
     #[test]
@@ -463,6 +469,7 @@ reboot-window = { lower = "23:00", upper = "05:00" }
             a.reboot_command,
             "/run/current-system/sw/bin/systemctl reboot"
         );
+        assert_eq!(a.boot_dir.as_deref(), Some(Path::new("/boot")));
         assert_eq!(
             a.reboot_window,
             Some(RebootWindow::parse("23:00-05:00").unwrap())
@@ -495,6 +502,8 @@ reboot-window = { lower = "23:00", upper = "05:00" }
                 "true",
                 "--reboot-window",
                 "01:00-02:00",
+                "--boot-dir",
+                "/efi",
                 "--profile",
                 "/p2",
                 "--journal",
@@ -511,6 +520,7 @@ reboot-window = { lower = "23:00", upper = "05:00" }
         assert_eq!(a.system.profile, PathBuf::from("/p2"));
         assert_eq!(a.system.current_system, PathBuf::from("/c"));
         assert_eq!(a.action, Action::Switch);
+        assert_eq!(a.boot_dir.as_deref(), Some(Path::new("/efi")));
         assert_eq!(a.strategy, Strategy::Auto);
         assert_eq!(a.room.non_vital, ["vim"]);
         assert_eq!(a.room.together, vec![vec!["x", "y"]]);

@@ -264,6 +264,11 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     )?;
     // Planned once before anything is deleted: bad names (`--non-vital typo`) stop us here.
     let mut planned = crate::plan::plan(&input)?;
+    // /boot, when it is its own filesystem: room for the kernels and initrds the run adds,
+    // checked before anything changes (deleting leftovers below included).
+    if let Some(dir) = &args.boot_dir {
+        check_boot_room(&nix, dir, &sys.profile, &g0, planned.boot.as_ref())?;
+    }
     // Unrooted results of an earlier attempt (a plain upgrade that ran out of space) take room
     // the plan needs: delete them first. Only dead paths of the target's closure, never a live one.
     let live = nix.live_paths()?;
@@ -425,6 +430,21 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     };
     if !out.is_json() {
         eprintln!("stepwise: upgrading to {target_out} ({why})");
+        if let (Chain::Steps, Some(b)) = (chain, &planned.boot) {
+            let installs = if args.action == crate::effects::store::Action::Test {
+                b.installs_with_test
+            } else {
+                b.installs
+            };
+            eprintln!(
+                "stepwise: boot loader: {installs} install(s), at most {} boot entr{} more than now{}",
+                b.entries_added_max,
+                if b.entries_added_max == 1 { "y" } else { "ies" },
+                b.kernel_step
+                    .map(|k| format!("; the kernel changes in step {k}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     install_stop_handlers();
     let mut reserve = ReserveFile(reserve);
@@ -705,6 +725,76 @@ fn check_stubs(
 /// The probe's scratch directory (its temporary GC root) beside the journal.
 fn probe_dir(journal: &Path) -> PathBuf {
     fs::beside(journal, ".probe")
+}
+
+/// Whether `dir` (the boot partition) can take the kernel+initrd pairs the run adds beyond what
+/// it holds, each sized as G0's `kernel` and `initrd` (through the toplevel's links). Skipped
+/// when `dir` is on the store's filesystem (nothing separate to fill) or nothing is added.
+fn check_boot_room(
+    nix: &NixCli,
+    dir: &Path,
+    profile: &Path,
+    g0: &crate::drv::StorePath,
+    boot: Option<&crate::plan::BootPlan>,
+) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let human = journal::transition::human_bytes;
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        Error::bad_input(
+            format!("--boot-dir {}: {e}", dir.display()),
+            "pass the directory the boot loader installs into (e.g. /boot), or leave --boot-dir out",
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::bad_input(
+            format!("--boot-dir {} is not a directory", dir.display()),
+            "pass the directory the boot loader installs into (e.g. /boot), or leave --boot-dir out",
+        ));
+    }
+    let store = Path::new(nix.store_dir().as_str());
+    let same_fs = std::fs::metadata(store).is_ok_and(|s| s.dev() == meta.dev());
+    let Some(boot) = boot else { return Ok(()) };
+    if same_fs || boot.pairs_added_max == 0 {
+        return Ok(());
+    }
+    let top = nix.store_dir().to_path(g0);
+    let size = |name: &str| std::fs::metadata(top.join(name)).map(|m| m.len());
+    let pair = match (size("kernel"), size("initrd")) {
+        (Ok(k), Ok(i)) => k + i,
+        // Without G0's files there is nothing to size them by: say so, do not guess.
+        _ => {
+            eprintln!(
+                "stepwise: {} has no kernel and initrd to size /boot's needs by: {} not checked",
+                top.display(),
+                dir.display()
+            );
+            return Ok(());
+        }
+    };
+    let needed = pair * boot.pairs_added_max as u64;
+    let free = crate::effects::fs::space(dir)?.free;
+    if free >= needed {
+        return Ok(());
+    }
+    Err(Error::NoRoom {
+        what: format!(
+            "{} has {} free; the run adds up to {} kernel+initrd pair(s) of about {} each ({}): {} more is needed",
+            dir.display(),
+            human(free),
+            boot.pairs_added_max,
+            human(pair),
+            human(needed),
+            human(needed - free)
+        ),
+        help: vec![
+            format!(
+                "delete old generations (`nix-env --profile {} --delete-generations old` deletes all but the current one), then let the boot loader drop their files (`{}/bin/switch-to-configuration boot`)",
+                profile.display(),
+                top.display()
+            ),
+            "keep fewer boot entries for good: boot.loader.systemd-boot.configurationLimit (or boot.loader.grub.configurationLimit)".into(),
+        ],
+    })
 }
 
 /// Nothing fits: what is missing and what would help, before anything changed.

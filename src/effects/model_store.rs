@@ -89,6 +89,16 @@ impl DrvSpec {
     }
 }
 
+/// What a boot-loader install (an activation with `switch` or `boot`) saw: on NixOS it writes one
+/// entry per generation of the profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootInstall {
+    pub action: Action,
+    pub toplevel: StorePath,
+    /// Each profile's number of generations at that moment.
+    pub generations: BTreeMap<PathBuf, usize>,
+}
+
 #[derive(Debug, Clone)]
 struct Object {
     size: u64,
@@ -143,6 +153,7 @@ struct Model {
     boot_default: Option<StorePath>,
     targets: BTreeMap<String, std::result::Result<StorePath, String>>,
     activations: Vec<(Action, StorePath)>,
+    boot_installs: Vec<BootInstall>,
     reboots: u64,
     effects: u64,
     faults: Faults,
@@ -187,6 +198,7 @@ impl ModelStore {
                 boot_default: None,
                 targets: BTreeMap::new(),
                 activations: Vec::new(),
+                boot_installs: Vec::new(),
                 reboots: 0,
                 effects: 0,
                 faults: Faults::default(),
@@ -435,6 +447,11 @@ impl ModelStore {
 
     pub fn activations(&self) -> Vec<(Action, StorePath)> {
         self.m().activations.clone()
+    }
+
+    /// Every boot-loader install so far, with the profiles' generation counts it saw.
+    pub fn boot_installs(&self) -> Vec<BootInstall> {
+        self.m().boot_installs.clone()
     }
 
     pub fn reboots(&self) -> u64 {
@@ -1085,6 +1102,22 @@ impl System for ModelStore {
         })
     }
 
+    fn switch_generation(&self, profile: &Path, number: u64) -> Result<()> {
+        self.effect("switch_generation", |m| {
+            let prof = m.profiles.get_mut(profile);
+            match prof {
+                Some(prof) if prof.generations.contains_key(&number) => {
+                    prof.current = Some(number);
+                    Ok(())
+                }
+                _ => Err(StoreError::Refused(format!(
+                    "{} has no generation {number}",
+                    profile.display()
+                ))),
+            }
+        })
+    }
+
     fn delete_generations(&self, profile: &Path, numbers: &[u64]) -> Result<()> {
         if numbers.is_empty() {
             return Ok(());
@@ -1136,6 +1169,16 @@ impl System for ModelStore {
             }
             if matches!(action, Action::Switch | Action::Boot) {
                 m.boot_default = Some(toplevel.clone());
+                let generations = m
+                    .profiles
+                    .iter()
+                    .map(|(p, prof)| (p.clone(), prof.generations.len()))
+                    .collect();
+                m.boot_installs.push(BootInstall {
+                    action,
+                    toplevel: toplevel.clone(),
+                    generations,
+                });
             }
             Ok(())
         })

@@ -267,6 +267,10 @@ pub trait System {
     /// Point the profile at `toplevel` (a new generation unless it already points there).
     fn set_profile(&self, profile: &Path, toplevel: &StorePath) -> Result<()>;
 
+    /// Point the profile at its existing generation `number` (`nix-env --switch-generation`): no
+    /// new generation. Refused if there is no such generation.
+    fn switch_generation(&self, profile: &Path, number: u64) -> Result<()>;
+
     /// Delete these generations; absent ones are fine, the current one is refused.
     fn delete_generations(&self, profile: &Path, numbers: &[u64]) -> Result<()>;
 

@@ -636,11 +636,9 @@ impl<'a> Executor<'a> {
                 .write_derivations(spec, state.chain, gen)
                 .map_err(store_err),
             (Effect::Realise { gen }, _) => self.realise(spec, state.chain, gen),
-            (Effect::SetProfile { gen }, _) => self
-                .system
-                .set_profile(&spec.header.profile, &gen_of(gen).out)
-                .map(|()| (String::new(), None, None))
-                .map_err(store_err),
+            (Effect::SetProfile { gen }, _) => {
+                self.set_profile(spec, gen_of(gen)).map_err(store_err)
+            }
             (Effect::Activate { gen }, Transition::Activate { action, .. }) => self
                 .system
                 .activate(&gen_of(gen).out, *action)
@@ -909,6 +907,36 @@ impl<'a> Executor<'a> {
             todo.extend(drv.input_drvs.keys().cloned());
         }
         Ok(map)
+    }
+
+    /// Point the profile at `g`. Walking back, `g`'s own generation may still be there (its
+    /// DropGeneration had not run): switch to it rather than add one, so that the next
+    /// boot-loader install sees no more generations than any other (one entry per generation).
+    fn set_profile(
+        &self,
+        spec: &Spec,
+        g: &GenPlan,
+    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+        let profile = &spec.header.profile;
+        let gens = self.system.generations(profile)?;
+        if gens.iter().any(|x| x.current && x.toplevel == g.out) {
+            return Ok((String::new(), None, None));
+        }
+        match gens
+            .iter()
+            .filter(|x| x.toplevel == g.out)
+            .map(|x| x.number)
+            .max()
+        {
+            Some(n) => {
+                self.system.switch_generation(profile, n)?;
+                Ok((format!("back to generation {n}"), None, None))
+            }
+            None => {
+                self.system.set_profile(profile, &g.out)?;
+                Ok((String::new(), None, None))
+            }
+        }
     }
 
     fn drop_generation(

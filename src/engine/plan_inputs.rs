@@ -193,8 +193,12 @@ pub fn gather(
         None => BTreeSet::new(),
     };
     let g0_closure: BTreeSet<&StorePath> = g0_infos.keys().collect();
-    let others: Vec<StorePath> = system
-        .generations(&links.profile)?
+    let generations = system.generations(&links.profile)?;
+    let profile = crate::plan::ProfileFacts {
+        generations: generations.len(),
+        g0_generations: generations.iter().filter(|g| g.toplevel == g0_top).count(),
+    };
+    let others: Vec<StorePath> = generations
         .into_iter()
         .filter(|g| g.toplevel != g0_top)
         .map(|g| g.toplevel)
@@ -220,6 +224,7 @@ pub fn gather(
         free: space.free,
         reserve,
         options,
+        profile,
     })
 }
 

@@ -182,6 +182,26 @@ impl Bed {
         self.root.join("run/activations.log")
     }
 
+    /// The file where the fixture's `switch-to-configuration switch|boot` (a boot-loader install)
+    /// appends `ENTRIES ACTION TOPLEVEL`, ENTRIES being the profile's generation links then.
+    pub fn boot_installs_log(&self) -> PathBuf {
+        self.root.join("run/boot-installs.log")
+    }
+
+    /// The boot-loader installs so far: (profile generations seen, action, toplevel).
+    pub fn boot_installs(&self) -> Vec<(usize, String, String)> {
+        fs::read_to_string(self.boot_installs_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut f = l.splitn(3, ' ');
+                let n = f.next().and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
+                let a = f.next().unwrap_or_default().to_string();
+                (n, a, f.next().unwrap_or_default().to_string())
+            })
+            .collect()
+    }
+
     /// Where a stepwise journal belongs in this bed: on the store's disk, as /var/lib is on a VPS
     /// (`<root>/nix/var/lib/stepwise/journal.redb`; the directory exists).
     pub fn journal_path(&self) -> PathBuf {

@@ -291,6 +291,10 @@ pub struct Links {
     pub current_system: PathBuf,
     pub boot_default: PathBuf,
     pub activation_log: PathBuf,
+    /// The system profile, whose generation links a boot-loader install counts.
+    pub profile: PathBuf,
+    /// Where each `switch|boot` appends `ENTRIES ACTION TOPLEVEL`.
+    pub boot_installs: PathBuf,
 }
 
 impl Links {
@@ -299,6 +303,8 @@ impl Links {
             current_system: "/ROOT/run/current-system".into(),
             boot_default: "/ROOT/run/boot-default".into(),
             activation_log: "/ROOT/run/activations.log".into(),
+            profile: "/ROOT/nix/var/nix/profiles/system".into(),
+            boot_installs: "/ROOT/run/boot-installs.log".into(),
         }
     }
 
@@ -308,6 +314,8 @@ impl Links {
             current_system: root.join("run/current-system"),
             boot_default: root.join("run/boot-default"),
             activation_log: root.join("run/activations.log"),
+            profile: root.join("nix/var/nix/profiles/system"),
+            boot_installs: root.join("run/boot-installs.log"),
         }
     }
 }
@@ -365,7 +373,9 @@ fn build_script(p: &PackageSpec, v: &VersionSpec) -> String {
 }
 
 /// `switch-to-configuration`: `switch`/`test` atomically point the current-system link at this
-/// toplevel, `switch`/`boot` record it as the boot default. `@out@` is the toplevel.
+/// toplevel, `switch`/`boot` record it as the boot default and, as a boot-loader install writes
+/// one entry per generation of the profile, how many generation links the profile has.
+/// `@out@` is the toplevel.
 fn switch_script(links: &Links) -> String {
     let q = |p: &Path| {
         let s = p.to_string_lossy();
@@ -375,6 +385,8 @@ fn switch_script(links: &Links) -> String {
     let link = q(&links.current_system);
     let boot = q(&links.boot_default);
     let log = q(&links.activation_log);
+    let profile = q(&links.profile);
+    let installs = q(&links.boot_installs);
     format!(
         r#"#!/bin/sh
 # Activates this system: switch|test make it current, switch|boot make it the boot default.
@@ -393,6 +405,9 @@ fi
 if [ "$action" = switch ] || [ "$action" = boot ]; then
   printf '%s\n' "$toplevel" > {boot}.tmp.$$
   mv -T {boot}.tmp.$$ {boot}
+  entries=0
+  for l in {profile}-*-link; do if [ -L "$l" ]; then entries=$((entries + 1)); fi; done
+  printf '%s %s %s\n' "$entries" "$action" "$toplevel" >> {installs}
 fi
 printf '%s %s\n' "$action" "$toplevel" >> {log}
 "#

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha256};
 use stepwise::drv::{drv_path, Derivation, Hasher, Output, StoreDir, StorePath};
 use stepwise::plan::units::{G0Path, G0Side, TargetGraph};
-use stepwise::plan::{PathFacts, PlanInput, PlanOptions, SizeSource};
+use stepwise::plan::{PathFacts, PlanInput, PlanOptions, ProfileFacts, SizeSource};
 
 /// xorshift64*: deterministic, no dependency.
 pub struct Rng(u64);
@@ -62,6 +62,8 @@ pub struct Params {
     pub booted: bool,
     /// Free bytes on the disk.
     pub free: u64,
+    /// Units 0 and 1 are the kernel `linux` and its `initrd-linux` (else `pkg0`, `pkg1`).
+    pub kernel: bool,
 }
 
 pub struct Synthetic {
@@ -253,7 +255,11 @@ pub fn system(p: &Params) -> Synthetic {
         }
     }
     for u in 0..p.units {
-        let pname = format!("pkg{u}");
+        let pname = match u {
+            0 if p.kernel => "linux".to_string(),
+            1 if p.kernel => "initrd-linux".to_string(),
+            _ => format!("pkg{u}"),
+        };
         let man = u % 10 == 3;
         let changed = u < p.changed;
         let (od, odrv) = unit_drv(&sd, &pname, "1.0", man);
@@ -372,6 +378,10 @@ pub fn system(p: &Params) -> Synthetic {
             free: p.free,
             reserve: 64 << 20,
             options: PlanOptions::default(),
+            profile: ProfileFacts {
+                generations: 1,
+                g0_generations: 1,
+            },
         },
         drvs: all,
         units,

@@ -629,6 +629,21 @@ impl System for NixCli {
         Ok(())
     }
 
+    fn switch_generation(&self, profile: &Path, number: u64) -> Result<()> {
+        if !self
+            .generations(profile)?
+            .iter()
+            .any(|g| g.number == number)
+        {
+            return Err(StoreError::Refused(format!(
+                "{} has no generation {number}",
+                profile.display()
+            )));
+        }
+        self.query(&self.cmds.switch_generation(profile, number))?;
+        Ok(())
+    }
+
     fn delete_generations(&self, profile: &Path, numbers: &[u64]) -> Result<()> {
         if numbers.is_empty() {
             return Ok(());

@@ -257,6 +257,14 @@ impl NixCommands {
             .arg(self.store_dir.display(path))
     }
 
+    pub fn switch_generation(&self, profile: &Path, number: u64) -> Invocation {
+        self.tool("nix-env")
+            .arg("--profile")
+            .arg(profile)
+            .arg("--switch-generation")
+            .arg(number.to_string())
+    }
+
     pub fn delete_generations(&self, profile: &Path, numbers: &[u64]) -> Invocation {
         self.tool("nix-env")
             .arg("--profile")

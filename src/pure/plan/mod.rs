@@ -35,6 +35,7 @@
 //!   set, not the roots behind it;
 //! - filesystem overhead (block rounding, Nix's database growth) is left to the reserve.
 
+pub mod boot;
 pub mod diff;
 pub mod mask;
 pub mod names;
@@ -45,6 +46,7 @@ pub mod report;
 pub mod space;
 pub mod units;
 
+pub use boot::{BootPlan, BootStep, Initrd, ProfileFacts};
 pub use diff::{Diff, DiffRow};
 pub use mask::{Mask, Materialised, Materialiser, NewDrv, Stub};
 pub use names::PackageName;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::boot::{boot_plan, BootPlan, ProfileFacts};
 use super::diff::{diff, Diff};
 use super::mask::{Mask, Stub};
 use super::order::{order_with, NoFit};
@@ -65,6 +66,8 @@ pub struct PlanInput {
     pub free: u64,
     pub reserve: u64,
     pub options: PlanOptions,
+    /// The system profile's generations before the run (for the boot figures).
+    pub profile: ProfileFacts,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -152,6 +155,8 @@ pub struct Planned {
     pub outcome: Result<Plan, Shortfall>,
     /// Things the user should know (ambiguous matches, estimates, glue read by name).
     pub notes: Vec<String>,
+    /// What the plan does to the boot loader and /boot (when a plan fits).
+    pub boot: Option<BootPlan>,
 }
 
 /// Plan.
@@ -482,6 +487,10 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         }),
     };
     let diff = diff(&units, &input.facts, g0_closure, target_closure);
+    let boot = outcome
+        .as_ref()
+        .ok()
+        .map(|p| boot_plan(&units, &input.target, &p.steps, &input.profile));
     Ok(Planned {
         units,
         g0,
@@ -490,6 +499,7 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         jobs: jobs_units,
         outcome,
         notes,
+        boot,
     })
 }
 

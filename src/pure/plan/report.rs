@@ -4,6 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use super::boot::{BootPlan, Initrd};
 use super::planner::{Frame, Planned, Shortfall};
 use super::units::Change;
 use crate::drv::{StoreDir, StorePath};
@@ -45,6 +46,9 @@ pub struct Header {
     pub g0: Option<String>,
     pub target_drv: String,
     pub target_out: Option<String>,
+    /// For the full paths of the boot figures.
+    #[serde(skip)]
+    pub store_dir: Option<StoreDir>,
 }
 
 impl Header {
@@ -58,6 +62,7 @@ impl Header {
             g0: g0.map(|p| sd.display(p)),
             target_drv: sd.display(drv),
             target_out: out.map(|p| sd.display(p)),
+            store_dir: Some(sd.clone()),
         }
     }
 }
@@ -187,12 +192,85 @@ pub fn write_human(w: &mut dyn Write, h: &Header, p: &Planned) -> io::Result<()>
         }
         Err(s) => write_shortfall(w, s, &p.frame)?,
     }
+    if let (Some(b), Some(sd)) = (&p.boot, &h.store_dir) {
+        writeln!(w)?;
+        write_boot(w, b, sd)?;
+    }
     if !p.notes.is_empty() {
         writeln!(w)?;
         writeln!(w, "Notes:")?;
         for n in &p.notes {
             writeln!(w, "  - {n}")?;
         }
+    }
+    Ok(())
+}
+
+fn initrd_text(i: &Initrd, sd: &StoreDir) -> String {
+    match i {
+        Initrd::Path(p) => sd.display(p),
+        Initrd::Glue(_) => "rebuilt as glue (its path is known once the step is written)".into(),
+        Initrd::Unknown => "G0's (glue)".into(),
+        Initrd::None => "none found".into(),
+    }
+}
+
+fn write_boot(w: &mut dyn Write, b: &BootPlan, sd: &StoreDir) -> io::Result<()> {
+    writeln!(w, "Boot loader and /boot (a run that reaches the target):")?;
+    writeln!(
+        w,
+        "  boot-loader installs  {}  (one per step with --action switch or boot; {} with --action test)",
+        b.installs, b.installs_with_test
+    )?;
+    writeln!(
+        w,
+        "  boot entries          +{} at most at any install  ({} before the run, so at most {}{})",
+        b.entries_added_max,
+        b.entries_before,
+        b.entries_before + b.entries_added_max,
+        if b.g0_in_profile {
+            ""
+        } else {
+            "; the running system is not a generation of the profile, so none of the run's replaces it"
+        }
+    )?;
+    match (&b.kernel_unit, b.kernel_step) {
+        (None, _) => writeln!(w, "  kernel                none found in the system")?,
+        (Some(k), None) => writeln!(w, "  kernel                {k} does not change")?,
+        (Some(_), Some(s)) => writeln!(
+            w,
+            "  kernel group          {} change{} together in step {s}",
+            b.kernel_group.join(", "),
+            if b.kernel_group.len() == 1 { "s" } else { "" }
+        )?,
+    }
+    writeln!(
+        w,
+        "  kernel+initrd pairs   at most {} of this run in /boot at once ({} while a loader that copies before removing installs){}",
+        b.pairs_max,
+        b.pairs_max_copy_first,
+        if b.initrd_is_glue {
+            "; a bound: the initrd is glue"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(
+        w,
+        "  /boot needs room for {} kernel+initrd pair(s) more than it holds now, at most",
+        b.pairs_added_max
+    )?;
+    for s in &b.steps {
+        writeln!(
+            w,
+            "  {:>3}  kernel {}{}",
+            s.index,
+            s.kernel
+                .as_ref()
+                .map_or("none found".to_string(), |k| sd.display(k)),
+            if s.new_pair { "  (new pair)" } else { "" }
+        )?;
+        writeln!(w, "       initrd {}", initrd_text(&s.initrd, sd))?;
     }
     Ok(())
 }
@@ -321,7 +399,65 @@ pub fn write_json(w: &mut dyn Write, h: &Header, p: &Planned, sd: &StoreDir) -> 
         steps: Vec<JsonStep<'a>>,
         shortfall: Option<&'a Shortfall>,
         notes: &'a [String],
+        boot: Option<JsonBoot<'a>>,
     }
+    #[derive(Serialize)]
+    struct JsonBootStep {
+        index: usize,
+        /// The kernel package's output (full path), if known.
+        kernel: Option<String>,
+        /// The initrd's path when it is known before the step is written (a unit's output).
+        initrd: Option<String>,
+        /// The initrd is glue rebuilt for this step.
+        initrd_rebuilt: bool,
+        new_pair: bool,
+    }
+    #[derive(Serialize)]
+    struct JsonBoot<'a> {
+        installs: usize,
+        installs_with_test: usize,
+        entries_before: usize,
+        entries_added_max: usize,
+        g0_in_profile: bool,
+        kernel_unit: &'a Option<String>,
+        kernel_group: &'a [String],
+        kernel_step: Option<usize>,
+        pair_steps: &'a [usize],
+        pairs_max: usize,
+        pairs_max_copy_first: usize,
+        pairs_added_max: usize,
+        initrd_is_glue: bool,
+        steps: Vec<JsonBootStep>,
+    }
+    let boot = p.boot.as_ref().map(|b| JsonBoot {
+        installs: b.installs,
+        installs_with_test: b.installs_with_test,
+        entries_before: b.entries_before,
+        entries_added_max: b.entries_added_max,
+        g0_in_profile: b.g0_in_profile,
+        kernel_unit: &b.kernel_unit,
+        kernel_group: &b.kernel_group,
+        kernel_step: b.kernel_step,
+        pair_steps: &b.pair_steps,
+        pairs_max: b.pairs_max,
+        pairs_max_copy_first: b.pairs_max_copy_first,
+        pairs_added_max: b.pairs_added_max,
+        initrd_is_glue: b.initrd_is_glue,
+        steps: b
+            .steps
+            .iter()
+            .map(|s| JsonBootStep {
+                index: s.index,
+                kernel: s.kernel.as_ref().map(|k| sd.display(k)),
+                initrd: match &s.initrd {
+                    Initrd::Path(p) => Some(sd.display(p)),
+                    _ => None,
+                },
+                initrd_rebuilt: matches!(s.initrd, Initrd::Glue(_)),
+                new_pair: s.new_pair,
+            })
+            .collect(),
+    });
     let steps = p
         .outcome
         .as_ref()
@@ -359,6 +495,7 @@ pub fn write_json(w: &mut dyn Write, h: &Header, p: &Planned, sd: &StoreDir) -> 
         steps,
         shortfall: p.outcome.as_ref().err(),
         notes: &p.notes,
+        boot,
     };
     serde_json::to_writer(&mut *w, &doc)?;
     writeln!(w)

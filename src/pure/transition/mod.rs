@@ -9,11 +9,16 @@
 //! |------------------|-------------------------------------------------|----------------------------------|
 //! | WriteDerivations | write the step's `.drv`s, root them             | none: kept until the run ends    |
 //! | Realise          | build `to` under a run-owned root               | Unpin + Collect `to`             |
-//! | SetProfile       | profile → `to`                                  | SetProfile `from`                |
+//! | SetProfile       | profile → `to` (its generation if one is left)  | SetProfile `from`                |
 //! | Activate         | `switch-to-configuration` of `to`               | Activate `from`                  |
 //! | DropGeneration   | delete the profile generations of `from`        | SetProfile `from` (recreates it) |
 //! | Unpin            | remove `from`'s run-owned root                  | Realise `from` (roots it again)  |
 //! | Collect          | delete `from`'s closure minus the live set      | Realise `from` (from its `.drv`) |
+//!
+//! Activate installs the boot loader (one entry per profile generation) and DropGeneration of
+//! `from` follows it, so every install sees the user's generations plus `from` and `to`: one
+//! entry more than before the run at most (`plan::boot`). Walking back, SetProfile returns to
+//! `to`'s generation when it is still there rather than adding one, to keep that bound.
 //!
 //! Unpin comes before Collect (the brief had it last) so that the superseded generation's own root
 //! never keeps it alive; the new generation's root stays until the next move supersedes it.
