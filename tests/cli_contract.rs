@@ -899,6 +899,28 @@ fn upgrade_to_the_running_system_is_done_and_changes_nothing() {
     run.says(&["already runs the target", "nothing to do"]);
 }
 
+/// `--action test` never moves the boot default off the running system, which the upgrade
+/// deletes unless it is the booted one; and a reboot would boot that default, not the step.
+/// Both are refused before anything changes.
+#[test]
+fn action_test_that_would_leave_an_unbootable_default_is_refused() {
+    let (env, fx) = installed();
+    env.refused_system(&[
+        "upgrade",
+        "--target",
+        &fx.new.drv,
+        "--action",
+        "test",
+        "--reboot",
+        "when-needed",
+    ])
+    .says(&["--action test", "--reboot when-needed", "--action switch"]);
+    // Switched since boot: the booted system is another one.
+    fs::remove_file(env.bed.booted_system_link()).unwrap();
+    env.refused_system(&["upgrade", "--target", &fx.new.drv, "--action", "test"])
+        .says(&["--action test", "boot loader's default", "--action switch"]);
+}
+
 // ---- commands that read the journal, without one ---------------------------------------------------
 
 #[test]

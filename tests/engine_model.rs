@@ -437,6 +437,37 @@ fn one_install_per_step_and_one_entry_more_at_most() {
     assert_eq!(w.store.generations(Path::new(PROFILE)).unwrap().len(), 3);
 }
 
+/// `--action test`: every step, intermediate ones included, is activated with `test`, so the run
+/// never installs the boot loader (its default stays where it was); the target is reached.
+#[test]
+fn action_test_installs_nothing() {
+    let sizes = [(100, 110), (200, 190), (50, 60), (150, 160)];
+    let roomy = (sizes.iter().map(|s| s.0 + s.1).sum::<u64>() + 256) * KIB;
+    let w = world_with_history(&sizes, None, roomy, 2);
+    let mut prep = prepare(&w, Strategy::Stepwise, OnFailure::Unwind).unwrap();
+    prep.header.action = Action::Test;
+    assert!(
+        prep.header.plan.len() >= 3,
+        "intermediate steps to activate"
+    );
+    let before = w.store.boot_installs().len();
+    let (end, _) = run(&w, &prep, None, Next::Resume).unwrap();
+    assert!(matches!(
+        end,
+        RunEnd::Finished {
+            outcome: Outcome::ReachedTarget,
+            ..
+        }
+    ));
+    assert_eq!(
+        w.store.boot_installs().len(),
+        before,
+        "{:?}",
+        w.store.boot_installs()
+    );
+    assert_eq!(prep.boot.installs_with_test, 0);
+}
+
 #[test]
 fn crash_at_every_checkpoint_then_resume_or_unwind() {
     let sizes = [(100, 110), (200, 190), (50, 60)];

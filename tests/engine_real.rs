@@ -473,3 +473,37 @@ fn boot_entries_run(disk: impl FnOnce(&Fixture) -> Disk) {
     );
     verify(&bed);
 }
+
+/// `--action test` (as `nixos-rebuild test`): every step is activated with `test`, the boot
+/// loader is never installed and its default stays G0, which the booted pin keeps valid until
+/// the reboot. A run on a roomy disk reaches the target with the boot default and G0's closure
+/// intact. (With G0 pinned, stepping frees nothing: the plan is one step; the model tests cover
+/// intermediate steps activated with `test`.)
+#[test]
+fn action_test_leaves_the_boot_default_at_the_booted_g0() {
+    if !require_root("engine: --action test keeps the boot default") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.roomy_disk_mib())
+    });
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    assert_eq!(bed.boot_default().as_deref(), Some(g0.as_str()));
+    let installs_before = bed.boot_installs().len();
+    let o = upgrade(&bed, &fx, &["--action", "test", "--strategy", "stepwise"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("(test)"), "activated with test: {err}");
+    assert!(!err.contains("(switch)"), "no step was switched to: {err}");
+    assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    assert_eq!(bed.boot_installs().len(), installs_before, "no install");
+    assert_eq!(bed.boot_default().as_deref(), Some(g0.as_str()));
+    let closure = bed.closure(&[&g0]).unwrap();
+    for p in &closure {
+        assert!(
+            bed.is_valid(p).unwrap(),
+            "the boot default's {p} is still there"
+        );
+    }
+    verify(&bed);
+}

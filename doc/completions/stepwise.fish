@@ -68,7 +68,7 @@ complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l together -
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l reserve -d 'Space kept free for the journal and Nix\'s database: bytes, or with K/M/G (binary: 64M). Default: 1% of the store\'s filesystem, at least 1M, at most 256M' -r
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l reboot -d 'Whether stepwise may reboot when only a reboot frees the booted system\'s packages' -r -f -a "never\t''
 when-needed\t''"
-complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l action -d 'How the target is activated at the end (intermediate steps are always switched to)' -r -f -a "switch\t'Make it the boot default and activate it now'
+complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l action -d 'How the target is activated at the end. Intermediate steps are switched to, except with `test`, which never touches the boot loader (accepted only when the running system is the booted one, and not with --reboot when-needed)' -r -f -a "switch\t'Make it the boot default and activate it now'
 boot\t'Make it the boot default; activate at the next boot'
 test\t'Activate now without making it the boot default'"
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l strategy -d 'auto: plain upgrade when it fits, else steps; direct: plain only; stepwise: steps only' -r -f -a "auto\t''

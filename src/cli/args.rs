@@ -204,7 +204,9 @@ pub struct UpgradeArgs {
     pub system: SystemArgs,
     #[command(flatten)]
     pub room: RoomArgs,
-    /// How the target is activated at the end (intermediate steps are always switched to).
+    /// How the target is activated at the end. Intermediate steps are switched to, except with
+    /// `test`, which never touches the boot loader (accepted only when the running system is the
+    /// booted one, and not with --reboot when-needed).
     #[arg(long, value_enum, default_value_t = Action::Switch)]
     pub action: Action,
     /// auto: plain upgrade when it fits, else steps; direct: plain only; stepwise: steps only.

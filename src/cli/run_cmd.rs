@@ -219,6 +219,9 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     }
     // A run left unfinished (a reboot pending, a crash) is continued, never overlaid.
     refuse_unfinished_run(&cli.journal)?;
+    if args.action == crate::effects::store::Action::Test {
+        test_action_keeps_a_bootable_default(&nix, args, &g0)?;
+    }
     let g0_closure = nix.closure(std::slice::from_ref(&g0)).map_err(|e| {
         Error::bad_input(
             format!("G0 {g0} is not complete in the store: {e}"),
@@ -613,6 +616,35 @@ fn unfinished(run: journal::RunId, path: &Path) -> Error {
             path.display()
         ),
     }
+}
+
+/// `--action test` never installs the boot loader, so its default stays the running system's
+/// (G0). The run deletes G0's generation and, unless a pin keeps them, its paths: the default
+/// stays bootable only where G0 is the booted system (pinned until the reboot, which returns to
+/// it, as after `nixos-rebuild test`). A reboot in the middle would boot G0, not the step.
+fn test_action_keeps_a_bootable_default(
+    nix: &NixCli,
+    args: &UpgradeArgs,
+    g0: &crate::drv::StorePath,
+) -> Result<(), Error> {
+    if args.room.reboot == RebootPolicy::WhenNeeded {
+        return Err(Error::bad_input(
+            "--action test with --reboot when-needed: a reboot boots the boot loader's default, which --action test leaves at the running system, not at the step to boot into",
+            "use --action switch (or boot) to reboot between steps, or --reboot never",
+        ));
+    }
+    let booted = nix.read_system_link(&args.system.booted_system)?;
+    if booted.as_ref() != Some(g0) {
+        return Err(Error::bad_input(
+            format!(
+                "--action test leaves the boot loader's default at the running system {g0}, which this upgrade deletes: {} {}, so nothing keeps it until the next boot",
+                args.system.booted_system.display(),
+                booted.map_or("does not point at a system".to_string(), |b| format!("is {b}"))
+            ),
+            "use --action switch or --action boot (the boot default moves with the upgrade)",
+        ));
+    }
+    Ok(())
 }
 
 /// Exit 3 before anything changes when the journal's last run has not finished (read-only: a

@@ -145,14 +145,19 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
     })
 }
 
-/// The action an `Activate` of `gen` uses: the user's for the target reached forwards, `switch`
-/// for every intermediate and every step back.
+/// The action an `Activate` of `gen` uses: the user's for the target reached forwards; for the
+/// intermediate steps `switch` (they must become current-system to free their predecessor, and
+/// the boot loader must never point at a deleted generation), except that `--action test` keeps
+/// the boot loader untouched (`test`) all the way; `switch` for every step back (the walk back
+/// ends where the run started, booted as before).
 pub fn activation_action(spec: &Spec, state: &RunState, gen: transition::Gen) -> Action {
     match state.phase {
-        transition::Phase::Moving(m)
-            if m.direction == transition::Direction::Forward && gen == state.last_gen() =>
-        {
-            spec.header.action
+        transition::Phase::Moving(m) if m.direction == transition::Direction::Forward => {
+            if gen == state.last_gen() || spec.header.action == Action::Test {
+                spec.header.action
+            } else {
+                Action::Switch
+            }
         }
         _ => Action::Switch,
     }

@@ -10,8 +10,10 @@
 //! a generation of the profile (as after `nixos-rebuild switch`). If it is not, nothing of the
 //! run replaces it and the bound is two.
 //!
-//! Intermediate steps are always switched to (`engine::record::activation_action`); the target is
-//! activated with the user's `--action`, so `test` installs one time fewer.
+//! Intermediate steps are switched to (`engine::record::activation_action`) and the target is
+//! activated with the user's `--action`; with `--action test` every step is activated with
+//! `test`, so the run installs nothing (its boot default stays G0's, which `upgrade` requires
+//! to be the booted system, pinned until the reboot).
 //!
 //! The kernel group (kernel, modules, initrd, firmware) moves in one step (`together_groups`).
 //! A step's kernel is the kernel unit's old or new output per the step's mask, so its path is
@@ -72,7 +74,7 @@ pub struct BootPlan {
     /// Boot-loader installs of a run that reaches the target with `--action switch` or `boot`:
     /// one per step.
     pub installs: usize,
-    /// The same with `--action test` (the target is activated without an install).
+    /// The same with `--action test`: none (every step is activated with `test`).
     pub installs_with_test: usize,
     /// Boot entries before the run (generations of the system profile).
     pub entries_before: usize,
@@ -221,7 +223,7 @@ pub fn boot_plan(
     kernel_group.sort_by_key(|n| n != "linux");
     BootPlan {
         installs: n,
-        installs_with_test: n.saturating_sub(1),
+        installs_with_test: 0,
         entries_before: profile.generations,
         entries_added_max,
         g0_in_profile,
@@ -368,7 +370,7 @@ mod tests {
             Initrd::Glue(vec![kmod_old.clone(), bb_new.clone()])
         );
         assert_eq!(b.steps[1].kernel.as_ref(), Some(&linux_new));
-        assert_eq!((b.installs, b.installs_with_test), (2, 1));
+        assert_eq!((b.installs, b.installs_with_test), (2, 0));
         assert!(!b.g0_in_profile);
         assert_eq!((b.entries_before, b.entries_added_max), (3, 2));
         let with_g0 = boot_plan(
