@@ -72,6 +72,11 @@ impl Output {
             });
             let _ = self.json_line(&mut std::io::stdout().lock(), &line);
         }
-        eprintln!("stepwise: error: {e}");
+        // A run that stopped to be resumed (a reboot, a signal) did not fail: say so.
+        let kind = match e {
+            Error::Stopped { .. } => "stopped",
+            _ => "error",
+        };
+        eprintln!("stepwise: {kind}: {e}");
     }
 }
