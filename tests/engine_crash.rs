@@ -423,3 +423,57 @@ fn non_vital_run_killed_at_checkpoints_then_resumed() {
     eprintln!("kill points covered (non-vital run): {covered}");
     assert!(covered >= 5, "only {covered} checkpoints");
 }
+
+/// Killed in the middle of a long unwind (four steps, the last fails to build; the way back
+/// G3 → G2 → G1 → G0 on the tight disk), at two points: after the intent to realise G1 again
+/// (then `stepwise resume`), and after G1 was activated but before that was journaled (then
+/// `stepwise unwind`, which probes the activation). Either way: exit 1, G0 exactly and whole,
+/// `journal verify` passes, no run root left.
+#[test]
+fn killed_in_the_middle_of_a_long_unwind_then_resumed_or_unwound() {
+    if !require_root("engine: kill during a long unwind") {
+        return;
+    }
+    let spec = FixtureSpec::long_chain_failing_last(3);
+    // Realise intents: steps 1..4 forward (4 fails), then G2, G1, G0 on the way back.
+    // Activations: G1, G2, G3 forward, then G2, G1 on the way back.
+    for (point, then) in [
+        ("after-intent-realise:6", "resume"),
+        ("after-effect-activate:5", "unwind"),
+    ] {
+        let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib()));
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        std::fs::remove_file(bed.booted_system_link()).unwrap();
+        let g0_closure = bed.closure(&[&g0]).unwrap();
+        let o = upgrade_cmd(&bed, &fx, &["--strategy", "stepwise"])
+            .env("STEPWISE_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), None, "{point}: killed: {}", show(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("failed"),
+            "{point}: killed after the failure: {}",
+            show(&o)
+        );
+        let steps = planned_outs(&bed);
+        assert_eq!(steps.len(), 4, "{point}: {steps:?}");
+        // In the middle: neither at G0 nor at the target, but at a step in between.
+        let at = bed.profile_target().unwrap();
+        assert!(steps[..3].contains(&at), "{point}: profile at {at}");
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        let r = stepwise_cmd(&bed, &[then]).output().unwrap();
+        assert_eq!(r.status.code(), Some(1), "{point}, {then}: {}", show(&r));
+        assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+        assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+        for p in &g0_closure {
+            assert!(bed.is_valid(p).unwrap(), "{point}: {p} of G0 is back");
+        }
+        let roots = bed.journal_path().with_extension("redb.roots");
+        assert!(
+            !roots.exists() || std::fs::read_dir(&roots).unwrap().next().is_none(),
+            "{point}: no run root left"
+        );
+        verified(&bed);
+    }
+}
