@@ -583,6 +583,63 @@ fn long_unwind_from_the_last_step_crashed_at_every_checkpoint() {
     );
 }
 
+/// An activation failure at step 2 walks back to G1, whose first profile generation was not
+/// dropped yet: `setProfile` makes a second one for it. The move back to G0 drops both (the
+/// journal's `dropGeneration` names only the newest, journal-format.md §6): at the end the
+/// profile holds G0 alone.
+#[test]
+fn an_activation_failure_mid_chain_leaves_no_stale_generation() {
+    let sizes = [(100, 100), (110, 110), (120, 120)];
+    let w = world(&sizes, None, tight_capacity(&sizes));
+    let prep = prepare(&w, Strategy::Stepwise, OnFailure::Unwind).expect("a plan fits");
+    assert_eq!(prep.header.plan.len(), 3, "{:?}", prep.header.plan);
+    let g1 = prep.header.plan[0].toplevel_out.clone();
+    w.store
+        .set_activation_fails(&prep.header.plan[1].toplevel_out, true);
+    // Before each drop: how many non-current generations hold G1.
+    let seen: Rc<RefCell<Vec<usize>>> = Rc::default();
+    let log = MemLog::default();
+    let stop = AtomicBool::new(false);
+    let end = {
+        let mut l = log.clone();
+        let source = PlannerSource::new(&w.store, prep.masks.clone());
+        let mut ex = Executor::new(&w.store, &w.store, &mut l, &source, &stop);
+        let (seen, ms, g1) = (seen.clone(), w.store.clone(), g1.clone());
+        ex.checkpoint = Box::new(move |name: &str| {
+            if name == "before-intent-drop-generation" {
+                let gens = ms.generations(Path::new(PROFILE)).unwrap();
+                let n = gens
+                    .iter()
+                    .filter(|g| g.toplevel == g1 && !g.current)
+                    .count();
+                seen.borrow_mut().push(n);
+            }
+            false
+        });
+        ex.start(prep.header.clone(), ROOTS.into(), prep.chain, "test".into())
+            .unwrap()
+    };
+    assert!(
+        matches!(
+            end,
+            RunEnd::Finished {
+                outcome: Outcome::Unwound { failed: true },
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    assert_eq!(at(&w.store), (w.g0_out.clone(), w.g0_out.clone()));
+    assert!(
+        seen.borrow().contains(&2),
+        "some drop met two generations of G1: {:?}",
+        seen.borrow()
+    );
+    let gens = w.store.generations(Path::new(PROFILE)).unwrap();
+    assert_eq!(gens.len(), 1, "only G0's generation is left: {gens:?}");
+    assert!(gens[0].current && gens[0].toplevel == w.g0_out);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
