@@ -307,9 +307,9 @@ fn export(bed: &Bed) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The intents journaled from the first `failed` record on, each as "what gen" (gen 0: G0, k:
+/// The intents journaled from the first record of `kind` on, each as "what gen" (gen 0: G0, k:
 /// step k; roots by file name).
-fn moves_after_failure(records: &[serde_json::Value], g0: &str) -> Vec<String> {
+fn moves_after(records: &[serde_json::Value], kind: &str, g0: &str) -> Vec<String> {
     let plan = records
         .iter()
         .find(|r| r["kind"] == "runStarted")
@@ -329,8 +329,8 @@ fn moves_after_failure(records: &[serde_json::Value], g0: &str) -> Vec<String> {
     };
     let from = records
         .iter()
-        .position(|r| r["kind"] == "failed")
-        .expect("the run failed");
+        .position(|r| r["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} record"));
     records[from..]
         .iter()
         .filter(|r| r["kind"] == "intent")
@@ -416,7 +416,7 @@ fn a_failure_at_step_four_walks_back_through_every_step_to_g0() {
     let roots_dir = bed.journal_path().with_extension("redb.roots");
     let roots_name = roots_dir.file_name().unwrap().to_string_lossy().to_string();
     assert_eq!(
-        moves_after_failure(&records, &g0),
+        moves_after(&records, "failed", &g0),
         expected_way_back(4, &roots_name)
     );
     assert!(
@@ -445,4 +445,67 @@ fn a_failure_at_step_four_walks_back_through_every_step_to_g0() {
         assert!(collected.contains(&old), "the forward walk collected {old}");
         assert!(bed.is_valid(&old).unwrap(), "{old} came back");
     }
+}
+
+/// `--on-failure hold`: the failure at step 4 stops the run at G3, the last good generation,
+/// its roots kept (exit 1). A later `stepwise unwind`, a new process, walks G3 → G2 → G1 → G0,
+/// rebuilding G2 and G1 from rewritten `.drv`s with old packages from the cache: exit 1 (the
+/// run failed), G0 exactly and whole, the way back journaled in order, no run root left.
+#[test]
+fn held_at_step_three_then_unwound_through_every_step_to_g0() {
+    if !require_root("engine: hold, then unwind, on a tight tmpfs") {
+        return;
+    }
+    let spec = FixtureSpec::long_chain_failing_last(3);
+    let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib()));
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let g0_closure = bed.closure(&[&g0]).unwrap();
+    let o = upgrade(
+        &bed,
+        &fx,
+        &["--strategy", "stepwise", "--on-failure", "hold"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("stays at step 3"), "{err}");
+    let records = export(&bed);
+    let plan = records.iter().find(|r| r["kind"] == "runStarted").unwrap()["data"]["plan"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(plan.len(), 4, "one package a step: {plan:?}");
+    let g3 = format!(
+        "{}/{}",
+        bed.store_dir(),
+        plan[2]["toplevelOut"].as_str().unwrap()
+    );
+    assert_eq!(bed.profile_target().as_deref(), Some(g3.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(g3.as_str()));
+    let roots_dir = bed.journal_path().with_extension("redb.roots");
+    assert!(
+        std::fs::read_dir(&roots_dir).unwrap().next().is_some(),
+        "a held run keeps its roots"
+    );
+    verify(&bed);
+
+    let u = stepwise(&bed, &["unwind"]);
+    assert_eq!(u.status.code(), Some(1), "{}", show(&u));
+    assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+    for p in &g0_closure {
+        assert!(bed.is_valid(p).unwrap(), "{p} of G0 is back");
+    }
+    let records = export(&bed);
+    let roots_name = roots_dir.file_name().unwrap().to_string_lossy().to_string();
+    // The way back from G3: that of a failure at step 4 without the failed step's cleanup.
+    assert_eq!(
+        moves_after(&records, "unwindStarted", &g0),
+        expected_way_back(4, &roots_name)[2..]
+    );
+    assert!(
+        !roots_dir.exists() || std::fs::read_dir(&roots_dir).unwrap().next().is_none(),
+        "no run-owned root is left"
+    );
+    verify(&bed);
 }
