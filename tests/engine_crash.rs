@@ -490,3 +490,97 @@ fn killed_in_the_stub_probe_then_upgraded_again() {
         }
     }
 }
+
+/// Killed in the middle of a long unwind (four steps, the last fails to build; the way back
+/// G3 → G2 → G1 → G0 on the tight disk), at two points: after the intent to realise G1 again
+/// (then `stepwise resume`), and after G1 was activated but before that was journaled (then
+/// `stepwise unwind`, which probes the activation). Either way: exit 1, G0 exactly and whole,
+/// `journal verify` passes, no run root left. With STEPWISE_CRASH_ALL=1 also at every
+/// checkpoint of the whole run in turn (`any:K`, ~200, half resumed, half unwound).
+#[test]
+fn killed_in_the_middle_of_a_long_unwind_then_resumed_or_unwound() {
+    if !require_root("engine: kill during a long unwind") {
+        return;
+    }
+    let spec = FixtureSpec::long_chain_failing_last(3);
+    // Realise intents: steps 1..4 forward (4 fails), then G2, G1, G0 on the way back.
+    // Activations: G1, G2, G3 forward, then G2, G1 on the way back.
+    let mut points: Vec<(String, &str, bool)> = vec![
+        ("after-intent-realise:6".into(), "resume", true),
+        ("after-effect-activate:5".into(), "unwind", true),
+    ];
+    if std::env::var("STEPWISE_CRASH_ALL").is_ok_and(|v| v == "1") {
+        for k in 1..400 {
+            let then = if k % 2 == 0 { "resume" } else { "unwind" };
+            points.push((format!("any:{k}"), then, false));
+        }
+    }
+    let mut covered = 0;
+    for (point, then, middle) in points {
+        let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib()));
+        let g0 = bed.install(&fx.old.drv).unwrap();
+        std::fs::remove_file(bed.booted_system_link()).unwrap();
+        let g0_closure = bed.closure(&[&g0]).unwrap();
+        let o = upgrade_cmd(&bed, &fx, &["--strategy", "stepwise"])
+            .env("STEPWISE_CRASH_AT", &point)
+            .output()
+            .unwrap();
+        if !middle && o.status.code() == Some(1) {
+            // K is past the last checkpoint: the run ended as it does unkilled.
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("zz-broken"),
+                "{point}: {}",
+                show(&o)
+            );
+            eprintln!("{point}: the run ended before the checkpoint");
+            break;
+        }
+        assert_eq!(o.status.code(), None, "{point}: killed: {}", show(&o));
+        covered += 1;
+        if middle {
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("FAILED"),
+                "{point}: killed after the failure: {}",
+                show(&o)
+            );
+            let steps = planned_outs(&bed);
+            assert_eq!(steps.len(), 4, "{point}: {steps:?}");
+            // In the middle: neither at G0 nor at the target, but at a step in between.
+            let at = bed.profile_target().unwrap();
+            assert!(steps[..3].contains(&at), "{point}: profile at {at}");
+        }
+        consistent(&bed, &fx, &g0);
+        verified(&bed);
+        let r = stepwise_cmd(&bed, &[then]).output().unwrap();
+        if String::from_utf8_lossy(&r.stderr).contains("no run") {
+            // Killed before the run was recorded: nothing changed; nothing to converge.
+            assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+            continue;
+        }
+        // Exit 1 when the build failed (journaled, possibly by this process re-running the
+        // realise it found in flight); a user's unwind before that ends with exit 0.
+        let export = stepwise_cmd(&bed, &["journal", "export"]).output().unwrap();
+        let failed = String::from_utf8_lossy(&export.stdout).contains(r#""kind":"failed""#);
+        // Killed after the last transition: the run is over, there is nothing to unwind (exit 2,
+        // the end is recorded).
+        let over = String::from_utf8_lossy(&r.stderr).contains("already finished");
+        let want = match (then, failed) {
+            ("unwind", _) if over => 2,
+            ("unwind", false) => 0,
+            _ => 1,
+        };
+        assert_eq!(r.status.code(), Some(want), "{point}, {then}: {}", show(&r));
+        assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+        assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+        for p in &g0_closure {
+            assert!(bed.is_valid(p).unwrap(), "{point}: {p} of G0 is back");
+        }
+        let roots = bed.journal_path().with_extension("redb.roots");
+        assert!(
+            !roots.exists() || std::fs::read_dir(&roots).unwrap().next().is_none(),
+            "{point}: no run root left"
+        );
+        verified(&bed);
+    }
+    eprintln!("kill points covered (long unwind): {covered}");
+}

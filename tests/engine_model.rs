@@ -15,7 +15,7 @@ use proptest::prelude::*;
 
 use stepwise::cli::args::{OnFailure, RebootPolicy, Strategy};
 use stepwise::drv::{StoreDir, StorePath};
-use stepwise::effects::journal::{PlannedStep, RunHeader, Target};
+use stepwise::effects::journal::{PlannedStep, Record, RunHeader, Target, Transition};
 use stepwise::effects::model_store::{DrvSpec, ModelStore};
 use stepwise::effects::store::Action;
 use stepwise::effects::{Store, System};
@@ -29,7 +29,10 @@ const KIB: u64 = 1024;
 const PROFILE: &str = "/nix/var/nix/profiles/system";
 const CURRENT: &str = "/run/current-system";
 const BOOTED: &str = "/run/booted-system";
-const ROOTS: &str = "/var/lib/stepwise/journal.redb.roots";
+/// The run's roots directory: a path where no directory can ever be made, so a model run that
+/// reached for the real filesystem (it did: tests running in parallel raced on a shared real
+/// directory, and `pin-derivations` failed now and then) fails every time.
+const ROOTS: &str = "/dev/null/stepwise-roots";
 
 struct World {
     store: ModelStore,
@@ -361,6 +364,13 @@ fn run(
     }
     check_boot_entries(&w.store, installs_before, generations_before)?;
     assert!(!log.last_run().is_empty());
+    if let RunEnd::Finished { outcome, .. } = &end {
+        // A run that ended (not held) owns no root any more.
+        let left = w.store.roots(&roots).unwrap();
+        if !matches!(outcome, Outcome::Held { .. }) && !left.is_empty() {
+            return Err(format!("{outcome:?}, yet run roots are left: {left:?}"));
+        }
+    }
     Ok((end, first))
 }
 
@@ -502,6 +512,249 @@ fn crash_at_every_checkpoint_then_resume_or_unwind() {
         total - 1
     );
     assert!(total > 40);
+}
+
+/// The intents a run journaled, each as "what gen" (gen: 0 for G0, k for step k; roots by
+/// name), from the record after the first `Failed` on: the way back.
+fn moves_after_failure(prep: &Prepared, records: &[(u64, Record)]) -> Vec<String> {
+    let gen_of = |out: &StorePath| {
+        if *out == prep.header.g0_toplevel {
+            return "0".to_string();
+        }
+        let k = prep
+            .header
+            .plan
+            .iter()
+            .find(|s| s.toplevel_out == *out)
+            .unwrap_or_else(|| panic!("{out} is not a planned generation"));
+        k.index.to_string()
+    };
+    let from = records
+        .iter()
+        .position(|(_, r)| matches!(r, Record::Failed { .. }))
+        .expect("the run failed");
+    records[from..]
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::Intent { transition } => Some(match transition {
+                Transition::Realise { step, .. } => format!("realise {step}"),
+                Transition::SetProfile { toplevel, .. } => {
+                    format!("set-profile {}", gen_of(toplevel))
+                }
+                Transition::Activate { toplevel, .. } => format!("activate {}", gen_of(toplevel)),
+                Transition::Unpin { root } => format!(
+                    "unpin {}",
+                    root.file_name().unwrap_or_default().to_string_lossy()
+                ),
+                t => t.name().to_string(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The way back from a failure to build step `n` (the last): its partial results removed, then
+/// G_{n-1} → … → G1 → G0, each generation realised again, switched to, and its successor
+/// dropped, unpinned and collected; then the run's roots released.
+fn expected_way_back(n: u32) -> Vec<String> {
+    let root = |k: u32| {
+        if k == 0 {
+            "out-g0-0".to_string()
+        } else {
+            format!("out-steps-{k}")
+        }
+    };
+    let mut v = vec![format!("unpin {}", root(n)), "collect".into()];
+    for k in (1..n).rev() {
+        v.extend([
+            format!("realise {}", k - 1),
+            format!("set-profile {}", k - 1),
+            format!("activate {}", k - 1),
+            "drop-generation".into(),
+            format!("unpin {}", root(k)),
+            "collect".into(),
+        ]);
+    }
+    v.push(format!(
+        "unpin {}",
+        Path::new(ROOTS).file_name().unwrap().to_string_lossy()
+    ));
+    v
+}
+
+/// Unwinding from an intermediate step back through older intermediate steps. Five packages of
+/// distinct sizes, none two of which fit in one step under the sequence's peak, so each step
+/// upgrades one; the largest fails to build and moves last. The run fails at step 5 and walks
+/// back G4 → G3 → G2 → G1 → G0, each intermediate generation rewritten from the target's graph
+/// (its `.drv`s went with it), its old packages substituted again. Then crashed at every
+/// checkpoint of that walk, and resumed or unwound by a fresh executor: G0 exactly, whole, and
+/// no run root left.
+#[test]
+fn long_unwind_from_the_last_step_crashed_at_every_checkpoint() {
+    let sizes = [(100, 100), (110, 110), (120, 120), (130, 130), (140, 140)];
+    let broken = Some(4);
+    let fresh = || {
+        let w = world(&sizes, broken, tight_capacity(&sizes));
+        let prep = prepare(&w, Strategy::Stepwise, OnFailure::Unwind).expect("a plan fits");
+        (w, prep)
+    };
+    let (w, prep) = fresh();
+    let n = prep.header.plan.len() as u32;
+    assert_eq!(n, 5, "one package a step: {:?}", prep.header.plan);
+    assert!(
+        prep.header.plan[4]
+            .units
+            .iter()
+            .any(|u| u.starts_with("pkg4")),
+        "the failing package moves last: {:?}",
+        prep.header.plan
+    );
+    let g0_closure = w.store.closure(std::slice::from_ref(&w.g0_out)).unwrap();
+
+    // The clean failing run: where the failure falls among the checkpoints, and the way back.
+    let log = MemLog::default();
+    let stop = AtomicBool::new(false);
+    let names: Rc<RefCell<Vec<(String, bool)>>> = Rc::default();
+    let end = {
+        let mut l = log.clone();
+        let source = PlannerSource::new(&w.store, prep.masks.clone());
+        let mut ex = Executor::new(&w.store, &w.store, &mut l, &source, &stop);
+        let (names, log) = (names.clone(), log.clone());
+        ex.checkpoint = Box::new(move |name: &str| {
+            let failed = log
+                .0
+                .borrow()
+                .iter()
+                .any(|(_, r)| matches!(r, Record::Failed { .. }));
+            names.borrow_mut().push((name.to_string(), failed));
+            false
+        });
+        ex.start(prep.header.clone(), ROOTS.into(), prep.chain, "test".into())
+            .unwrap()
+    };
+    assert!(
+        matches!(
+            end,
+            RunEnd::Finished {
+                outcome: Outcome::Unwound { failed: true },
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    assert_eq!(at(&w.store), (w.g0_out.clone(), w.g0_out.clone()));
+    let records = log.last_run();
+    assert!(
+        records.iter().any(|(_, r)| matches!(
+            r,
+            Record::Failed { intent, .. }
+                if records.iter().any(|(s, i)| s == intent && matches!(
+                    i,
+                    Record::Intent { transition: Transition::Realise { step: 5, .. } }
+                ))
+        )),
+        "the realise of step 5 failed"
+    );
+    assert_eq!(moves_after_failure(&prep, &records), expected_way_back(n));
+    let names = names.borrow().clone();
+    let first_after = names.iter().position(|(_, f)| *f).expect("a failure") + 1;
+    let total = names.len();
+
+    let mut covered = 0;
+    for k in first_after..=total {
+        for then in [Next::Resume, Next::Unwind] {
+            let (w, prep) = fresh();
+            let (end, _) = run(&w, &prep, Some(k), then)
+                .unwrap_or_else(|e| panic!("crash at {k}, {then:?}: {e}"));
+            assert!(
+                matches!(
+                    end,
+                    RunEnd::Finished {
+                        outcome: Outcome::Unwound { .. },
+                        ..
+                    }
+                ),
+                "crash at {k} ({}), {then:?}: {end:?}",
+                names[k - 1].0
+            );
+            assert_eq!(
+                at(&w.store),
+                (w.g0_out.clone(), w.g0_out.clone()),
+                "crash at {k}"
+            );
+            let valid = w.store.all_valid();
+            assert!(
+                g0_closure.iter().all(|p| valid.contains(p)),
+                "crash at {k}, {then:?}: G0's closure is whole"
+            );
+            covered += 1;
+        }
+    }
+    eprintln!(
+        "long unwind: {} checkpoints after the failure × resume/unwind = {covered}",
+        total + 1 - first_after
+    );
+    assert!(
+        covered >= 2 * 4 * 6,
+        "every stage of 4 moves back: {covered}"
+    );
+}
+
+/// An activation failure at step 2 walks back to G1, whose first profile generation was not
+/// dropped yet: `setProfile` makes a second one for it. The move back to G0 drops both (the
+/// journal's `dropGeneration` names only the newest, journal-format.md §6): at the end the
+/// profile holds G0 alone.
+#[test]
+fn an_activation_failure_mid_chain_leaves_no_stale_generation() {
+    let sizes = [(100, 100), (110, 110), (120, 120)];
+    let w = world(&sizes, None, tight_capacity(&sizes));
+    let prep = prepare(&w, Strategy::Stepwise, OnFailure::Unwind).expect("a plan fits");
+    assert_eq!(prep.header.plan.len(), 3, "{:?}", prep.header.plan);
+    let g1 = prep.header.plan[0].toplevel_out.clone();
+    w.store
+        .set_activation_fails(&prep.header.plan[1].toplevel_out, true);
+    // Before each drop: how many non-current generations hold G1.
+    let seen: Rc<RefCell<Vec<usize>>> = Rc::default();
+    let log = MemLog::default();
+    let stop = AtomicBool::new(false);
+    let end = {
+        let mut l = log.clone();
+        let source = PlannerSource::new(&w.store, prep.masks.clone());
+        let mut ex = Executor::new(&w.store, &w.store, &mut l, &source, &stop);
+        let (seen, ms, g1) = (seen.clone(), w.store.clone(), g1.clone());
+        ex.checkpoint = Box::new(move |name: &str| {
+            if name == "before-intent-drop-generation" {
+                let gens = ms.generations(Path::new(PROFILE)).unwrap();
+                let n = gens
+                    .iter()
+                    .filter(|g| g.toplevel == g1 && !g.current)
+                    .count();
+                seen.borrow_mut().push(n);
+            }
+            false
+        });
+        ex.start(prep.header.clone(), ROOTS.into(), prep.chain, "test".into())
+            .unwrap()
+    };
+    assert!(
+        matches!(
+            end,
+            RunEnd::Finished {
+                outcome: Outcome::Unwound { failed: true },
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    assert_eq!(at(&w.store), (w.g0_out.clone(), w.g0_out.clone()));
+    assert!(
+        seen.borrow().contains(&2),
+        "some drop met two generations of G1: {:?}",
+        seen.borrow()
+    );
+    let gens = w.store.generations(Path::new(PROFILE)).unwrap();
+    assert_eq!(gens.len(), 1, "only G0's generation is left: {gens:?}");
+    assert!(gens[0].current && gens[0].toplevel == w.g0_out);
 }
 
 proptest! {

@@ -507,3 +507,216 @@ fn action_test_leaves_the_boot_default_at_the_booted_g0() {
     }
     verify(&bed);
 }
+
+/// The journal's records (`stepwise journal export`), as JSON values.
+fn export(bed: &Bed) -> Vec<serde_json::Value> {
+    let o = stepwise(bed, &["journal", "export"]);
+    assert_eq!(o.status.code(), Some(0), "journal export: {}", show(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// The intents journaled from the first record of `kind` on, each as "what gen" (gen 0: G0, k:
+/// step k; roots by file name).
+fn moves_after(records: &[serde_json::Value], kind: &str, g0: &str) -> Vec<String> {
+    let plan = records
+        .iter()
+        .find(|r| r["kind"] == "runStarted")
+        .expect("a run")["data"]["plan"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let gen_of = |out: &serde_json::Value| {
+        let out = out.as_str().unwrap();
+        if g0.ends_with(out) {
+            return "0".to_string();
+        }
+        plan.iter()
+            .find(|s| s["toplevelOut"] == out)
+            .unwrap_or_else(|| panic!("{out} is not a planned generation"))["index"]
+            .to_string()
+    };
+    let from = records
+        .iter()
+        .position(|r| r["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} record"));
+    records[from..]
+        .iter()
+        .filter(|r| r["kind"] == "intent")
+        .map(|r| {
+            let t = r["data"]["transition"].as_object().unwrap();
+            let (kind, v) = t.iter().next().unwrap();
+            match kind.as_str() {
+                "realise" => format!("realise {}", v["step"]),
+                "setProfile" => format!("set-profile {}", gen_of(&v["toplevel"])),
+                "activate" => format!("activate {}", gen_of(&v["toplevel"])),
+                "unpin" => format!(
+                    "unpin {}",
+                    std::path::Path::new(v["root"].as_str().unwrap())
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                ),
+                other => other.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The way back from a failure to build step `n` (the last): its partial results removed, then
+/// G_{n-1} → … → G1 → G0, each realised again, switched to, its successor dropped, unpinned and
+/// collected; then the run's roots released.
+fn expected_way_back(n: u64, roots_dir: &str) -> Vec<String> {
+    let root = |k: u64| match k {
+        0 => "out-g0-0".to_string(),
+        k => format!("out-steps-{k}"),
+    };
+    let mut v = vec![format!("unpin {}", root(n)), "collect".into()];
+    for k in (1..n).rev() {
+        v.extend([
+            format!("realise {}", k - 1),
+            format!("set-profile {}", k - 1),
+            format!("activate {}", k - 1),
+            "dropGeneration".into(),
+            format!("unpin {}", root(k)),
+            "collect".into(),
+        ]);
+    }
+    v.push(format!("unpin {roots_dir}"));
+    v
+}
+
+/// Unwinding from an intermediate step through older intermediate steps, on real Nix and the
+/// tight disk: four steps, one package each, the last (`zz-broken`) fails to build. The run
+/// walks back G3 → G2 → G1 → G0, each intermediate generation rebuilt from its `.drv` (rewritten
+/// again: a step's own `.drv`s went with it), the old packages the forward walk had collected
+/// coming back from the file:// cache. Exit 1, G0 exactly and whole, the way back journaled in
+/// order, no run root left.
+#[test]
+fn a_failure_at_step_four_walks_back_through_every_step_to_g0() {
+    if !require_root("engine: long unwind on a tight tmpfs") {
+        return;
+    }
+    let spec = FixtureSpec::long_chain_failing_last(3);
+    let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib()));
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let g0_closure = bed.closure(&[&g0]).unwrap();
+    let o = upgrade(&bed, &fx, &["--strategy", "stepwise"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("{err}");
+    assert!(err.contains("zz-broken"), "names the package: {err}");
+    assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+    verify(&bed);
+
+    let records = export(&bed);
+    let plan = records.iter().find(|r| r["kind"] == "runStarted").unwrap()["data"]["plan"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(plan.len(), 4, "one package a step: {plan:?}");
+    assert_eq!(
+        plan[3]["units"],
+        serde_json::json!(["zz-broken"]),
+        "the failing package moves last"
+    );
+    let roots_dir = bed.journal_path().with_extension("redb.roots");
+    let roots_name = roots_dir.file_name().unwrap().to_string_lossy().to_string();
+    assert_eq!(
+        moves_after(&records, "failed", &g0),
+        expected_way_back(4, &roots_name)
+    );
+    assert!(
+        !roots_dir.exists() || std::fs::read_dir(&roots_dir).unwrap().next().is_none(),
+        "no run-owned root is left in {}",
+        roots_dir.display()
+    );
+    // G0's closure is back, the old packages the forward walk collected included: they came
+    // from the cache.
+    for p in &g0_closure {
+        assert!(bed.is_valid(p).unwrap(), "{p} of G0 is back");
+    }
+    let collected: Vec<String> = records
+        .iter()
+        .filter(|r| r["kind"] == "intent")
+        .filter_map(|r| {
+            r["data"]["transition"]["collect"]["paths"]
+                .as_array()
+                .cloned()
+        })
+        .flatten()
+        .filter_map(|p| p.as_str().map(|p| format!("{}/{p}", bed.store_dir())))
+        .collect();
+    for pname in ["step-a", "step-b", "step-c"] {
+        let old = fx.package(pname).old.as_ref().unwrap().out().to_string();
+        assert!(collected.contains(&old), "the forward walk collected {old}");
+        assert!(bed.is_valid(&old).unwrap(), "{old} came back");
+    }
+}
+
+/// `--on-failure hold`: the failure at step 4 stops the run at G3, the last good generation,
+/// its roots kept (exit 1). A later `stepwise unwind`, a new process, walks G3 → G2 → G1 → G0,
+/// rebuilding G2 and G1 from rewritten `.drv`s with old packages from the cache: exit 1 (the
+/// run failed), G0 exactly and whole, the way back journaled in order, no run root left.
+#[test]
+fn held_at_step_three_then_unwound_through_every_step_to_g0() {
+    if !require_root("engine: hold, then unwind, on a tight tmpfs") {
+        return;
+    }
+    let spec = FixtureSpec::long_chain_failing_last(3);
+    let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib()));
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let g0_closure = bed.closure(&[&g0]).unwrap();
+    let o = upgrade(
+        &bed,
+        &fx,
+        &["--strategy", "stepwise", "--on-failure", "hold"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("stays at step 3"), "{err}");
+    let records = export(&bed);
+    let plan = records.iter().find(|r| r["kind"] == "runStarted").unwrap()["data"]["plan"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(plan.len(), 4, "one package a step: {plan:?}");
+    let g3 = format!(
+        "{}/{}",
+        bed.store_dir(),
+        plan[2]["toplevelOut"].as_str().unwrap()
+    );
+    assert_eq!(bed.profile_target().as_deref(), Some(g3.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(g3.as_str()));
+    let roots_dir = bed.journal_path().with_extension("redb.roots");
+    assert!(
+        std::fs::read_dir(&roots_dir).unwrap().next().is_some(),
+        "a held run keeps its roots"
+    );
+    verify(&bed);
+
+    let u = stepwise(&bed, &["unwind"]);
+    assert_eq!(u.status.code(), Some(1), "{}", show(&u));
+    assert_eq!(bed.profile_target().as_deref(), Some(g0.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
+    for p in &g0_closure {
+        assert!(bed.is_valid(p).unwrap(), "{p} of G0 is back");
+    }
+    let records = export(&bed);
+    let roots_name = roots_dir.file_name().unwrap().to_string_lossy().to_string();
+    // The way back from G3: that of a failure at step 4 without the failed step's cleanup.
+    assert_eq!(
+        moves_after(&records, "unwindStarted", &g0),
+        expected_way_back(4, &roots_name)[2..]
+    );
+    assert!(
+        !roots_dir.exists() || std::fs::read_dir(&roots_dir).unwrap().next().is_none(),
+        "no run-owned root is left"
+    );
+    verify(&bed);
+}

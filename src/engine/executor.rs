@@ -729,10 +729,8 @@ impl<'a> Executor<'a> {
         spec: &Spec,
         state: &RunState,
     ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
-        std::fs::create_dir_all(&spec.roots_dir).map_err(|source| StoreError::Io {
-            path: spec.roots_dir.clone(),
-            source,
-        })?;
+        // The store makes the roots' directory (`Store::add_root`): the executor itself never
+        // touches the filesystem for roots, so the in-memory model sees every root it makes.
         // G0's `.drv` closure stays for the whole run: exact unwind rebuilds from it.
         self.store
             .add_root(&spec.drv_root(state.chain, 0), &spec.g0.drv)?;
@@ -985,12 +983,13 @@ impl<'a> Executor<'a> {
             "{}.src",
             root.file_name().unwrap_or_default().to_string_lossy()
         );
-        if spec.roots_dir.exists() {
-            for link in self.store.roots(&spec.roots_dir)?.into_keys() {
-                let name = link.file_name().unwrap_or_default().to_string_lossy();
-                if name.starts_with(&prefix) {
-                    self.store.remove_root(&link)?;
-                }
+        // Asked of the store, not the filesystem (a missing directory lists as empty): a check
+        // of the real directory left the `.src` roots of an in-memory store behind whenever
+        // another run had removed the directory meanwhile.
+        for link in self.store.roots(&spec.roots_dir)?.into_keys() {
+            let name = link.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with(&prefix) {
+                self.store.remove_root(&link)?;
             }
         }
         Ok(())
@@ -1007,11 +1006,10 @@ impl<'a> Executor<'a> {
                 self.store.remove_root(&spec.drv_root(chain, gen))?;
             }
         }
-        if spec.roots_dir.exists() {
-            for link in self.store.roots(&spec.roots_dir)?.into_keys() {
-                self.store.remove_root(&link)?;
-            }
+        for link in self.store.roots(&spec.roots_dir)?.into_keys() {
+            self.store.remove_root(&link)?;
         }
+        // Tidy only: the directory is empty now (or was never made, with an in-memory store).
         let _ = std::fs::remove_dir(&spec.roots_dir);
         Ok(("run roots removed".into(), None, None))
     }

@@ -216,6 +216,21 @@ impl FixtureSpec {
             .package(PackageSpec::unchanged("coreutils", 1))
     }
 
+    /// A long chain ending in a failure: `good` (at most 26) changed packages `step-a`,
+    /// `step-b` … of 3, 4, 5 … MiB
+    /// (old and new the same size: no two fit in one step under the plan's peak, so each moves
+    /// alone, smallest first) and `zz-broken`, the largest, whose new version fails to build: it
+    /// moves last, so a run fails at step `good + 1` and walks back through every step.
+    pub fn long_chain_failing_last(good: u64) -> FixtureSpec {
+        let mut spec = FixtureSpec::new("vps");
+        for i in 1..=good {
+            // A letter, not a digit: `step-1-1.0` would parse as pname `step`.
+            let pname = format!("step-{}", (b'a' + (i - 1) as u8) as char);
+            spec = spec.package(PackageSpec::changed(&pname, i + 2, i + 2));
+        }
+        spec.package(PackageSpec::changed("zz-broken", good + 3, good + 3).new_fails())
+    }
+
     /// The Nix expression of the fixture. `links` are baked into `switch-to-configuration` as
     /// plain strings (no store context).
     pub fn nix_text(&self, links: &Links) -> String {

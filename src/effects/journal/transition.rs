@@ -33,7 +33,9 @@ pub enum Transition {
     /// `toplevel/bin/switch-to-configuration action`. Probe: current-system → toplevel (switch,
     /// test).
     Activate { toplevel: StorePath, action: Action },
-    /// Delete generation `number` of `profile`. Probe: its link is gone.
+    /// Delete every generation of `profile` that is not current and holds the toplevel the move
+    /// leaves; `number` is the newest of them (0: none left). Format 1 names only that one
+    /// (journal-format.md §6). Probe: no such generation is left.
     DropGeneration { profile: PathBuf, number: u64 },
     /// Delete exactly `paths` (no longer live), `bytes` in total by their NAR sizes.
     /// Probe: the paths are invalid.
