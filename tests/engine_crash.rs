@@ -358,7 +358,6 @@ fn non_vital_run_killed_at_checkpoints_then_resumed() {
     if !require_root("engine: non-vital run crash at checkpoints") {
         return;
     }
-    const MIB: u64 = 1 << 20;
     let spec = FixtureSpec::standard();
     let stride = if std::env::var("STEPWISE_CRASH_ALL").is_ok_and(|v| v == "1") {
         1
@@ -368,10 +367,7 @@ fn non_vital_run_killed_at_checkpoints_then_resumed() {
     let mut covered = 0;
     let mut k = 1;
     loop {
-        let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib() + 32));
-        let g0 = bed.install(&fx.old.drv).unwrap();
-        std::fs::remove_file(bed.booted_system_link()).unwrap();
-        let reserve = (bed.available_bytes() - 23 * MIB).to_string();
+        let (bed, fx, g0, reserve) = Bed::squeezed(&spec, 23);
         // `--strategy stepwise`: with auto, a kill before the first transition resumes on the
         // direct chain (reported to the lead; not this test's subject).
         let args = [
@@ -438,7 +434,6 @@ fn killed_in_the_stub_probe_then_upgraded_again() {
     if !require_root("engine: kill inside the stub probe") {
         return;
     }
-    const MIB: u64 = 1 << 20;
     let spec = FixtureSpec::standard();
     // Valid paths outside the target's closure, by name (hashes differ between beds' stores).
     let extra = |bed: &Bed, fx: &Fixture| -> Vec<String> {
@@ -460,10 +455,7 @@ fn killed_in_the_stub_probe_then_upgraded_again() {
     };
     let mut baseline: Option<Vec<String>> = None;
     for point in [None, Some("probe-written"), Some("probe-built")] {
-        let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib() + 32));
-        let g0 = bed.install(&fx.old.drv).unwrap();
-        std::fs::remove_file(bed.booted_system_link()).unwrap();
-        let reserve = (bed.available_bytes() - 23 * MIB).to_string();
+        let (bed, fx, g0, reserve) = Bed::squeezed(&spec, 23);
         let args = ["--reserve", reserve.as_str(), "--non-vital", "big-b"];
         if let Some(point) = point {
             let o = upgrade_cmd(&bed, &fx, &args)

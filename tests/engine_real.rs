@@ -264,19 +264,8 @@ fn only_a_non_vital_package_out_and_back_makes_room() {
     if !require_root("engine: non-vital package out and back on a tight tmpfs") {
         return;
     }
-    const MIB: u64 = 1 << 20;
-    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
-        Disk::TmpfsMib(f.tight_disk_mib() + 32)
-    });
-    let g0 = bed.install(&fx.old.drv).unwrap();
-    // Switched since boot: no booted pin, only room is short.
-    std::fs::remove_file(bed.booted_system_link()).unwrap();
-    // The reserve file takes all but 23 MiB of the tmpfs: the disk is really that tight.
-    let reserve = bed
-        .available_bytes()
-        .checked_sub(23 * MIB)
-        .expect("the tmpfs leaves more than 23 MiB after G0");
-    let reserve = reserve.to_string();
+    // Switched since boot (no booted pin), and a reserve that leaves 23 MiB: only room is short.
+    let (bed, fx, g0, reserve) = Bed::squeezed(&FixtureSpec::standard(), 23);
     let before = system_state(&bed);
 
     let o = upgrade(&bed, &fx, &["--reserve", &reserve]);
@@ -332,21 +321,13 @@ fn a_non_vital_package_the_glue_reads_is_refused_before_anything_changes() {
     if !require_root("engine: non-vital package whose stub breaks a glue build") {
         return;
     }
-    const MIB: u64 = 1 << 20;
     let mut spec = FixtureSpec::standard();
     for p in &mut spec.packages {
         if p.pname == "big-b" {
             *p = p.clone().config_read_by_glue();
         }
     }
-    let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib() + 32));
-    bed.install(&fx.old.drv).unwrap();
-    std::fs::remove_file(bed.booted_system_link()).unwrap();
-    let reserve = bed
-        .available_bytes()
-        .checked_sub(23 * MIB)
-        .expect("the tmpfs leaves more than 23 MiB after G0")
-        .to_string();
+    let (bed, fx, _g0, reserve) = Bed::squeezed(&spec, 23);
     let before = system_state(&bed);
 
     let o = upgrade(&bed, &fx, &["--reserve", &reserve, "--non-vital", "big-b"]);

@@ -170,6 +170,12 @@ fn finish(end: RunEnd, out: &mut Output, command: &str) -> Result<Exit, Error> {
             })
         }
     };
+    announce_finished(out, command, &line);
+    Ok(exit)
+}
+
+/// The last word of a command that ended well: a `finished` event with `--json`, else a line.
+fn announce_finished(out: &mut Output, command: &str, line: &str) {
     if out.is_json() {
         let _ = out.json_line(
             &mut std::io::stdout().lock(),
@@ -178,7 +184,6 @@ fn finish(end: RunEnd, out: &mut Output, command: &str) -> Result<Exit, Error> {
     } else {
         eprintln!("stepwise: {line}");
     }
-    Ok(exit)
 }
 
 /// `stepwise upgrade`.
@@ -598,14 +603,7 @@ pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
 /// `upgrade` when the system already runs the target: done, nothing to do.
 fn already_there(out: &mut Output, target_out: &crate::drv::StorePath) -> Result<Exit, Error> {
     let line = format!("the system already runs the target {target_out}: nothing to do");
-    if out.is_json() {
-        let _ = out.json_line(
-            &mut std::io::stdout().lock(),
-            &serde_json::json!({"event": "finished", "command": "upgrade", "message": line}),
-        );
-    } else {
-        eprintln!("stepwise: {line}");
-    }
+    announce_finished(out, "upgrade", &line);
     Ok(Exit::Done)
 }
 

@@ -472,7 +472,7 @@ impl<'a> Executor<'a> {
                 if let Effect::Reboot { gen } = e {
                     return Ok(RunEnd::Stopped {
                         why: format!(
-                            "rebooting into {} ({}); `stepwise resume` at boot continues the run",
+                            "rebooting into {} ({})",
                             spec.gen(state.chain, gen).out,
                             spec.gen(state.chain, gen).label
                         ),

@@ -54,37 +54,42 @@ pub fn probe_stubs(
         .map_err(|e| ProbeError::Rewrite(e.to_string()))?;
     let stubs: Vec<Stub> = names.iter().map(|n| Stub::for_package(&sd, n)).collect();
 
-    // Everything the probe may add: its derivations and their outputs, the stubs, and the
-    // target's packages not on disk yet (those without a G0 counterpart get fetched).
+    // What only the probe makes: its derivations and their outputs, and the stubs (a killed
+    // probe may have left them; nothing else names them). The target's packages are the
+    // probe's only if it fetched them: those valid before are not its to delete.
     let mut candidates: BTreeSet<StorePath> = BTreeSet::new();
     for d in &generation.drvs {
         candidates.insert(d.path.clone());
         candidates.extend(d.drv.outputs.values().filter_map(|o| o.path.clone()));
     }
     candidates.extend(stubs.iter().map(|s| s.path.clone()));
-    for unit in &planned.units.units {
-        candidates.extend(unit.new.values().cloned());
-    }
+    let packages: Vec<StorePath> = planned
+        .units
+        .units
+        .iter()
+        .flat_map(|u| u.new.values().cloned())
+        .collect();
+    let packages_before = store.valid_paths(&packages)?;
+    candidates.extend(
+        packages
+            .into_iter()
+            .filter(|p| !packages_before.contains(p)),
+    );
     let candidate_list: Vec<StorePath> = candidates.iter().cloned().collect();
 
-    std::fs::create_dir_all(scratch).map_err(|e| StoreError::Io {
-        path: scratch.to_path_buf(),
-        source: e,
-    })?;
-    let root = scratch.join("probe");
-    // A probe killed earlier left its root: it only kept scratch alive.
-    if root.symlink_metadata().is_ok() {
-        store.remove_root(&root)?;
-    }
-
-    let outcome = build(store, &generation, &stubs, &root);
+    // Roots through the Store seam only (as the executor's): a probe killed earlier left its
+    // root, which kept nothing but scratch alive.
+    let release = || -> Result<(), StoreError> {
+        for link in store.roots(scratch)?.into_keys() {
+            store.remove_root(&link)?;
+        }
+        Ok(())
+    };
+    release()?;
+    let outcome = build(store, &generation, &stubs, &scratch.join("probe"));
     super::crash::point("probe-built");
     // Clean up whatever the build did, also when it failed.
-    if root.symlink_metadata().is_ok() {
-        store.remove_root(&root)?;
-    }
-    // Every dead candidate goes, also one a killed probe left: none is anything but scratch
-    // (the target's packages among them are fetched again by the step that needs them).
+    release()?;
     let live = store.live_paths()?;
     let now = store.valid_paths(&candidate_list)?;
     let scratch_paths: Vec<StorePath> = now

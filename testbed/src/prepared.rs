@@ -88,6 +88,21 @@ impl Bed {
         }
     }
 
+    /// The disk of issue 8's non-vital tests: `spec` on a tmpfs 32 MiB above its tight size, G0
+    /// installed, switched since boot (no booted pin), and a reserve size that leaves only
+    /// `room_mib` MiB for the upgrade. Returns the bed, the fixture, G0's toplevel and the
+    /// `--reserve` value to pass.
+    pub fn squeezed(spec: &FixtureSpec, room_mib: u64) -> (Bed, Fixture, String, String) {
+        let (bed, fx) = Bed::prepared_with(spec, |f| Disk::TmpfsMib(f.tight_disk_mib() + 32));
+        let g0 = bed.install(&fx.old.drv).expect("installing G0");
+        std::fs::remove_file(bed.booted_system_link()).expect("removing the booted pin");
+        let reserve = bed
+            .available_bytes()
+            .checked_sub(room_mib << 20)
+            .unwrap_or_else(|| panic!("the tmpfs leaves more than {room_mib} MiB after G0"));
+        (bed, fx, g0, reserve.to_string())
+    }
+
     /// As `prepared_with`, returning errors.
     pub fn try_prepared_with(
         spec: &FixtureSpec,
