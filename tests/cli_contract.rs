@@ -1063,3 +1063,38 @@ fn a_boot_dir_without_room_for_the_new_kernel_stops_before_any_change() {
         Some(fx.new.out.as_str())
     );
 }
+
+/// An unfinished run recorded by format 1 (the golden journal's run 2) whose masks were in the
+/// side file format 1 kept: without that file `resume` and `unwind` refuse it (exit 4, saying
+/// why and what to do) and write nothing; `journal verify` and `journal show` still read it.
+#[test]
+fn an_unfinished_format_1_run_without_its_side_file_is_refused_and_left_as_it_was() {
+    let (env, _fx) = installed();
+    let j = env.journal();
+    fs::create_dir_all(j.parent().unwrap()).unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal/v1.redb");
+    fs::copy(&golden, &j).unwrap();
+    // What the journal holds (redb itself may touch the file when a writer opens it).
+    let export = || {
+        let run = env.run(&[
+            OsStr::new("--journal"),
+            j.as_os_str(),
+            OsStr::new("journal"),
+            OsStr::new("export"),
+        ]);
+        run.expect_code(0);
+        run.stdout
+    };
+    let records = export();
+    for command in ["resume", "unwind"] {
+        let run = env.run(&[OsStr::new("--journal"), j.as_os_str(), OsStr::new(command)]);
+        run.expect_code(4)
+            .says(&["journal format 1", "steps.json", &j.display().to_string()]);
+        assert!(export() == records, "{command} wrote to the journal");
+    }
+    for command in [&["journal", "show"][..], &["journal", "verify"]] {
+        let mut args = vec![OsStr::new("--journal"), j.as_os_str()];
+        args.extend(command.iter().map(OsStr::new));
+        env.run(&args).expect_code(0);
+    }
+}

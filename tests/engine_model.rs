@@ -13,11 +13,11 @@ use std::sync::atomic::AtomicBool;
 
 use proptest::prelude::*;
 
-use stepwise::cli::args::{OnFailure, RebootPolicy, Strategy};
 use stepwise::drv::{StoreDir, StorePath};
-use stepwise::effects::journal::{PlannedStep, Record, RunHeader, Target, Transition};
+use stepwise::effects::journal::{
+    Action, OnFailure, PlannedStep, RebootPolicy, Record, RunHeader, Strategy, Target, Transition,
+};
 use stepwise::effects::model_store::{DrvSpec, ModelStore};
-use stepwise::effects::store::Action;
 use stepwise::effects::{Store, System};
 use stepwise::engine::plan_inputs::{gather, SystemLinks};
 use stepwise::engine::steps::{PlannerSource, StepMasks};
@@ -174,6 +174,8 @@ fn prepare(w: &World, strategy: Strategy, on_failure: OnFailure) -> Option<Prepa
             units: st.upgraded.clone(),
             adds: st.space.adds,
             frees: st.space.frees,
+            mask: Some(st.mask.clone()),
+            reboot_after: Some(false),
         })
         .collect();
     let mut allowed: BTreeSet<StorePath> = tops.iter().map(|(_, o)| o.clone()).collect();
@@ -210,6 +212,7 @@ fn prepare(w: &World, strategy: Strategy, on_failure: OnFailure) -> Option<Prepa
         g0_toplevel: w.g0_out.clone(),
         g0_drv: Some(w.g0_drv.clone()),
         plan,
+        reboot_window: None,
     };
     Some(Prepared {
         header,
@@ -575,10 +578,7 @@ fn expected_way_back(n: u32) -> Vec<String> {
             "collect".into(),
         ]);
     }
-    v.push(format!(
-        "unpin {}",
-        Path::new(ROOTS).file_name().unwrap().to_string_lossy()
-    ));
+    v.push("release-roots".into());
     v
 }
 
@@ -850,4 +850,64 @@ proptest! {
         prop_assert_eq!(&gens[..gens.len() - 1], &history[..], "{:?}", gens);
         prop_assert_eq!(gens.last(), Some(&p));
     }
+}
+
+/// A run recorded by format 1 (its header without masks; they were in `<journal>.steps.json`),
+/// stopped mid-chain: continued when the side file's masks are given, refused (and the journal
+/// left as it is) without them.
+#[test]
+fn a_format_1_run_continues_with_its_side_file_and_is_refused_without() {
+    let sizes = [(100, 110), (200, 190), (50, 60)];
+    let w = world(&sizes, None, tight_capacity(&sizes));
+    let prep = prepare(&w, Strategy::Auto, OnFailure::Unwind).expect("a plan fits");
+    assert_eq!(prep.chain, Chain::Steps);
+    let log = MemLog::default();
+    let stop = AtomicBool::new(false);
+    let source = PlannerSource::new(&w.store, prep.masks.clone());
+    {
+        let mut l = log.clone();
+        let mut ex = Executor::new(&w.store, &w.store, &mut l, &source, &stop);
+        let mut n = 0;
+        ex.checkpoint = Box::new(move |name: &str| {
+            n += 1;
+            n > 12 && name.starts_with("after-intent")
+        });
+        let end = ex
+            .start(prep.header.clone(), ROOTS.into(), prep.chain, "test".into())
+            .unwrap();
+        assert!(matches!(end, RunEnd::Crashed { .. }), "{end:?}");
+    }
+    // What a format-1 header reads back as.
+    if let Record::RunStarted(h) = &mut log.0.borrow_mut()[0].1 {
+        for s in &mut h.plan {
+            s.mask = None;
+            s.reboot_after = None;
+        }
+    }
+    let before = log.0.borrow().len();
+    let mut l = log.clone();
+    let e = match Executor::new(&w.store, &w.store, &mut l, &source, &stop).resume(ROOTS.into()) {
+        Err(e) => e,
+        Ok(end) => panic!("resumed without masks: {end:?}"),
+    };
+    assert!(
+        matches!(e, stepwise::engine::EngineError::Incomplete(_)),
+        "{e}"
+    );
+    assert!(e.to_string().contains("steps.json"), "{e}");
+    assert_eq!(log.0.borrow().len(), before, "nothing was written");
+    let mut ex = Executor::new(&w.store, &w.store, &mut l, &source, &stop);
+    ex.legacy_masks = Some(prep.masks.clone());
+    let end = ex.resume(ROOTS.into()).unwrap();
+    assert!(
+        matches!(
+            end,
+            RunEnd::Finished {
+                outcome: Outcome::ReachedTarget,
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    assert_eq!(at(&w.store), (w.target_out.clone(), w.target_out.clone()));
 }

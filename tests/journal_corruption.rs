@@ -112,7 +112,7 @@ impl Campaign {
             .unwrap()
             .all_records()
             .to_vec();
-        assert_eq!(original.len(), 37);
+        assert_eq!(original.len(), 39);
         Campaign {
             dir,
             original,

@@ -6,15 +6,15 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use redb::{Database, ReadableTable};
 
-use stepwise::cli::args::{OnFailure, RebootPolicy, Strategy as RunStrategy};
 use stepwise::drv::StorePath;
 use stepwise::effects::journal::envelope::{self, genesis_link, EnvelopeError, HEADER_LEN};
 use stepwise::effects::journal::storage::{LOG, META, META_FORMAT};
 use stepwise::effects::journal::{
-    sample, ChosenStrategy, Journal, Outcome, PlannedStep, Record, RunHeader, Target, Transition,
+    sample, Action, ChosenStrategy, Journal, OnFailure, Outcome, PlannedStep, RebootPolicy,
+    RebootWindow, Record, RunHeader, Strategy as RunStrategy, Target, Transition,
 };
-use stepwise::effects::store::Action;
 use stepwise::error::Exit;
+use stepwise::plan::mask::Mask;
 
 fn store_path() -> impl Strategy<Value = StorePath> {
     "[a-z0-9][a-z0-9.+_?=-]{0,30}".prop_map(|n| sample::store_path(&n))
@@ -52,6 +52,9 @@ fn transition() -> impl Strategy<Value = Transition> {
             .prop_map(|(paths, bytes)| Transition::Collect { paths, bytes }),
         store_path().prop_map(|expected_booted| Transition::Reboot { expected_booted }),
         path().prop_map(|root| Transition::Unpin { root }),
+        prop::collection::vec(store_path(), 0..3)
+            .prop_map(|drvs| Transition::PinDerivations { drvs }),
+        path().prop_map(|dir| Transition::ReleaseRoots { dir }),
     ]
 }
 
@@ -72,15 +75,21 @@ fn header() -> impl Strategy<Value = RunHeader> {
         prop::collection::vec(text(), 0..3),
         any::<u64>(),
         any::<u64>(),
+        prop::collection::btree_map(store_path(), store_path(), 0..3),
+        any::<bool>(),
     )
         .prop_map(
-            |(index, toplevel_drv, toplevel_out, units, adds, frees)| PlannedStep {
-                index,
-                toplevel_drv,
-                toplevel_out,
-                units,
-                adds,
-                frees,
+            |(index, toplevel_drv, toplevel_out, units, adds, frees, mask, reboot_after)| {
+                PlannedStep {
+                    index,
+                    toplevel_drv,
+                    toplevel_out,
+                    units,
+                    adds,
+                    frees,
+                    mask: Some(Mask(mask)),
+                    reboot_after: Some(reboot_after),
+                }
             },
         );
     (
@@ -112,6 +121,7 @@ fn header() -> impl Strategy<Value = RunHeader> {
             store_path(),
             prop::option::of(store_path()),
             prop::collection::vec(step, 0..4),
+            prop::option::of((0u16..1440, 0u16..1440)),
         ),
     )
         .prop_map(
@@ -136,7 +146,7 @@ fn header() -> impl Strategy<Value = RunHeader> {
                     together,
                     reserve,
                 ),
-                (g0_toplevel, g0_drv, plan),
+                (g0_toplevel, g0_drv, plan, window),
             )| RunHeader {
                 stepwise_version,
                 pid,
@@ -157,6 +167,10 @@ fn header() -> impl Strategy<Value = RunHeader> {
                 g0_toplevel,
                 g0_drv,
                 plan,
+                reboot_window: window.map(|(lower_minute, upper_minute)| RebootWindow {
+                    lower_minute,
+                    upper_minute,
+                }),
             },
         )
 }
@@ -283,7 +297,8 @@ proptest! {
     #[test]
     fn arbitrary_bytes_do_not_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), kind in 0u16..12) {
         let _ = envelope::decode(&genesis_link(), 1, &bytes);
-        let _ = Record::decode_payload(kind, &bytes);
+        let _ = Record::decode_payload(1, kind, &bytes);
+        let _ = Record::decode_payload(2, kind, &bytes);
     }
 }
 
@@ -296,7 +311,7 @@ fn trailing_payload_bytes_are_refused() {
     let r = Record::PlainAttemptFailed { why: "x".into() };
     let mut payload = r.encode_payload().unwrap();
     payload.push(0);
-    let e = Record::decode_payload(r.kind(), &payload).unwrap_err();
+    let e = Record::decode_payload(2, r.kind(), &payload).unwrap_err();
     assert!(
         e.to_string().contains("1 byte(s) after its last field"),
         "{e}"
@@ -319,8 +334,8 @@ fn unknown_kind_and_newer_version_are_named() {
     let e = envelope::decode(&genesis_link(), 1, &relinked(1, 99, b"")).unwrap_err();
     assert_eq!(e, EnvelopeError::UnknownKind(99));
     assert!(e.to_string().contains("unknown kind 99"));
-    let e = envelope::decode(&genesis_link(), 1, &relinked(2, 1, b"whatever")).unwrap_err();
-    assert_eq!(e, EnvelopeError::NewerFormat(2));
+    let e = envelope::decode(&genesis_link(), 1, &relinked(3, 1, b"whatever")).unwrap_err();
+    assert_eq!(e, EnvelopeError::NewerFormat(3));
     // A newer format may link differently: still "newer", not "broken".
     let mut b = relinked(3, 1, b"x");
     b[HEADER_LEN - 1] ^= 1;
@@ -374,12 +389,12 @@ fn newer_format_marker_is_exit_4() {
     let (_d, path) = tamper(|t| {
         t.open_table(META)
             .unwrap()
-            .insert(META_FORMAT, 2u16.to_le_bytes().as_slice())
+            .insert(META_FORMAT, 3u16.to_le_bytes().as_slice())
             .unwrap();
     });
     let e = journal_error(&path);
-    assert!(e.contains("journal format 2 by a newer stepwise"), "{e}");
-    assert!(e.contains("reads up to format 1"), "{e}");
+    assert!(e.contains("journal format 3 by a newer stepwise"), "{e}");
+    assert!(e.contains("reads up to format 2"), "{e}");
 }
 
 #[test]
@@ -387,11 +402,11 @@ fn newer_record_is_exit_4() {
     let (_d, path) = tamper(|t| {
         let mut log = t.open_table(LOG).unwrap();
         let mut v = log.get(6).unwrap().unwrap().value().to_vec();
-        v[0] = 2;
+        v[0] = 3;
         log.insert(6, v.as_slice()).unwrap();
     });
     let e = journal_error(&path);
-    assert!(e.contains("journal format 2"), "{e}");
+    assert!(e.contains("journal format 3"), "{e}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Golden tests of the plan's renderers (human table and versioned JSON), for a plan that fits and
-//! one that does not. `UPDATE_GOLDEN=1 cargo test --test plan_report` rewrites the files; review
+//! one that does not. `STEPWISE_BLESS=1 cargo test --test plan_report` rewrites the files; review
 //! the diff.
 
 mod common;
@@ -14,17 +14,17 @@ fn golden(name: &str, got: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(name);
-    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+    if std::env::var("STEPWISE_BLESS").is_ok_and(|v| v == "1") {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, got).unwrap();
         return;
     }
     let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
+        .unwrap_or_else(|e| panic!("{}: {e} (STEPWISE_BLESS=1 creates it)", path.display()));
     assert_eq!(
         got,
         want,
-        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
+        "{} differs (STEPWISE_BLESS=1 rewrites it)",
         path.display()
     );
 }

@@ -7,6 +7,7 @@ pub mod drv_inspect;
 mod journal_cmd;
 pub mod plan_cmd;
 mod run_cmd;
+mod to_journal;
 
 use std::process::ExitCode;
 

@@ -60,6 +60,13 @@ fn engine_err(journal: &Path, e: EngineError) -> Error {
             "start a new run with `stepwise upgrade`",
         ),
         EngineError::Spec(s) => Error::bad_input(s.to_string(), "check the plan and the system"),
+        e @ EngineError::Incomplete(_) => Error::Journal {
+            path: journal.display().to_string(),
+            what: e.to_string(),
+            hint: "finish it with the stepwise that started it (`stepwise journal show` names \
+                   its version), or restore `<journal>.steps.json` beside the journal"
+                .into(),
+        },
         e @ (EngineError::Journal(_) | EngineError::Replay(_)) => Error::Journal {
             path: journal.display().to_string(),
             what: e.to_string(),
@@ -334,6 +341,8 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
                     units: st.upgraded.clone(),
                     adds: st.space.adds,
                     frees: st.space.frees,
+                    mask: Some(st.mask.clone()),
+                    reboot_after: Some(st.reboot_after),
                 });
             }
         }
@@ -351,6 +360,8 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
             units: vec![],
             adds: frame.plain_peak.saturating_sub(frame.used),
             frees: 0,
+            mask: Some(Default::default()),
+            reboot_after: Some(false),
         }];
     }
     let stepwise_ok = planned.outcome.is_ok();
@@ -404,12 +415,6 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     let reserve = fs::Reserve::new(reserve_path(&cli.journal), reserve_size);
     reserve.take()?;
     let _ = g0_closure;
-    masks
-        .save(&StepMasks::path_for(&cli.journal))
-        .map_err(|e| Error::Io {
-            context: format!("writing {}", StepMasks::path_for(&cli.journal).display()),
-            source: e,
-        })?;
 
     let header = RunHeader {
         stepwise_version: env!("CARGO_PKG_VERSION").into(),
@@ -419,10 +424,10 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         profile: sys.profile.clone(),
         current_system: sys.current_system.clone(),
         booted_system: sys.booted_system.clone(),
-        action: args.action,
-        strategy: args.strategy,
-        on_failure: args.on_failure,
-        reboot: args.room.reboot,
+        action: args.action.into(),
+        strategy: args.strategy.into(),
+        on_failure: args.on_failure.into(),
+        reboot: args.room.reboot.into(),
         reboot_command: args
             .reboot_command
             .split_whitespace()
@@ -435,6 +440,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         g0_drv: Some(g0_drv),
         plan,
         store_dir: store_dir.as_str().to_string(),
+        reboot_window: args.reboot_window.map(Into::into),
     };
     if !out.is_json() {
         eprintln!("stepwise: upgrading to {target_out} ({why})");
@@ -456,10 +462,8 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     }
     install_stop_handlers();
     let mut reserve = ReserveFile(reserve);
-    let reboot_after = masks.reboot_after;
     let source = PlannerSource::new(&nix, masks);
     let mut ex = Executor::new(&nix, &nix, &mut j, &source, &STOP);
-    ex.reboot_after = reboot_after;
     ex.reserve = Some(&mut reserve);
     ex.progress = Box::new(progress_printer(out.is_json()));
     let end = ex
@@ -474,25 +478,31 @@ fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error
     }
     let nix = nix()?;
     let mut j = Journal::open(&cli.journal)?;
-    let reserve_size = match RunLog::last_run(&j).first() {
-        Some((_, Record::RunStarted(h))) => h.reserve,
+    let mut header = match RunLog::last_run(&j).first() {
+        Some((_, Record::RunStarted(h))) => (**h).clone(),
         _ => return Err(engine_err(&cli.journal, EngineError::NoRun)),
     };
+    let reserve_size = header.reserve;
     install_stop_handlers();
     let mut reserve = ReserveFile(fs::Reserve::new(reserve_path(&cli.journal), reserve_size));
-    let masks_path = StepMasks::path_for(&cli.journal);
+    // A format-1 run's masks are in the side file format 1 kept; the executor refuses the run
+    // when they are missing there too.
+    let legacy = (!header.is_complete())
+        .then(|| StepMasks::load_legacy(&StepMasks::legacy_path_for(&cli.journal)).ok())
+        .flatten();
     let planner_source;
-    let mut reboot_after = 0;
-    let source: &dyn GenSource = match StepMasks::load(&masks_path) {
-        Ok(m) => {
-            reboot_after = m.reboot_after;
+    let source: &dyn GenSource = match StepMasks::complete(&mut header, legacy.as_ref())
+        .ok()
+        .and_then(|()| StepMasks::from_header(&header))
+    {
+        Some(m) => {
             planner_source = PlannerSource::new(&nix, m);
             &planner_source
         }
-        Err(_) => &NothingToWrite,
+        None => &NothingToWrite,
     };
     let mut ex = Executor::new(&nix, &nix, &mut j, source, &STOP);
-    ex.reboot_after = reboot_after;
+    ex.legacy_masks = legacy;
     ex.reserve = Some(&mut reserve);
     ex.progress = Box::new(progress_printer(out.is_json()));
     let roots = Spec::roots_dir_for(&cli.journal);
@@ -532,10 +542,8 @@ pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
         return Ok(Exit::Done);
     }
     let j = Journal::open_read_only(&cli.journal)?;
-    let reboot_after = StepMasks::load(&StepMasks::path_for(&cli.journal))
-        .map(|m| m.reboot_after)
-        .unwrap_or(0);
-    let loaded = engine::load_with(&j, Spec::roots_dir_for(&cli.journal), reboot_after)
+    let legacy = StepMasks::load_legacy(&StepMasks::legacy_path_for(&cli.journal)).ok();
+    let loaded = engine::load(&j, Spec::roots_dir_for(&cli.journal), legacy.as_ref())
         .map_err(|e| engine_err(&cli.journal, e))?;
     let s = &loaded.replayed.state;
     let spec = &loaded.spec;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::log::{LogError, RunLog};
 use super::record::{self, activation_action, Replayed};
 use super::run_plan::{GenPlan, GenSource, Spec, SpecError};
+use super::steps::StepMasks;
 use crate::drv::StorePath;
 use crate::effects::journal::{Record, RunHeader, Seq, Transition};
 use crate::effects::store::{RealiseError, RealiseEvent, StoreError};
@@ -68,6 +69,11 @@ pub enum EngineError {
     Spec(#[from] SpecError),
     #[error("the last run has finished ({0:?}); there is nothing to {1}")]
     Finished(Outcome, &'static str),
+    /// A format-1 run that cannot be continued safely: its masks are not in the journal.
+    #[error(
+        "the run was recorded by an older stepwise (journal format 1) and cannot be continued: {0}"
+    )]
+    Incomplete(String),
 }
 
 pub struct Executor<'a> {
@@ -82,8 +88,8 @@ pub struct Executor<'a> {
     /// goes to `crash::point`, which aborts the process under the `crash-points` feature.
     pub checkpoint: Box<dyn FnMut(&str) -> bool + 'a>,
     pub progress: Box<dyn FnMut(Progress) + 'a>,
-    /// Bit k: reboot after step k (the plan's, kept beside the journal).
-    pub reboot_after: u64,
+    /// For a format-1 run: the masks format 1 kept beside the journal (`StepMasks::complete`).
+    pub legacy_masks: Option<StepMasks>,
     reserve_released: bool,
 }
 
@@ -92,31 +98,32 @@ pub struct Loaded {
     pub spec: Spec,
     pub replayed: Replayed,
     pub records: Vec<(Seq, Record)>,
+    /// Why the run's header lacks what continuing it needs (a format-1 run without its side
+    /// file); `None` when it is complete.
+    pub incomplete: Option<String>,
 }
 
-/// Rebuild the last run's state from its records alone.
-pub fn load(log: &dyn RunLog, roots_dir: PathBuf) -> Result<Loaded, EngineError> {
-    load_with(log, roots_dir, 0)
-}
-
-/// `load` for a plan that reboots after the steps in `reboot_after` (bit k: step k).
-pub fn load_with(
+/// Rebuild the last run's state from its records alone (and, for a format-1 run, `legacy`: the
+/// masks format 1 kept beside the journal).
+pub fn load(
     log: &dyn RunLog,
     roots_dir: PathBuf,
-    reboot_after: u64,
+    legacy: Option<&StepMasks>,
 ) -> Result<Loaded, EngineError> {
     let records = log.last_run();
     let Some((_, Record::RunStarted(header))) = records.first() else {
         return Err(EngineError::NoRun);
     };
-    let mut spec = Spec::new((**header).clone(), roots_dir)?;
-    spec.reboot_after = reboot_after;
+    let mut header = (**header).clone();
+    let incomplete = StepMasks::complete(&mut header, legacy).err();
+    let spec = Spec::new(header, roots_dir)?;
     let replayed =
         record::replay(&spec, &records).map_err(|e| EngineError::Replay(e.to_string()))?;
     Ok(Loaded {
         spec,
         replayed,
         records,
+        incomplete,
     })
 }
 
@@ -149,7 +156,7 @@ impl<'a> Executor<'a> {
                 false
             }),
             progress: Box::new(|_| {}),
-            reboot_after: 0,
+            legacy_masks: None,
             reserve_released: false,
         }
     }
@@ -199,8 +206,12 @@ impl<'a> Executor<'a> {
         chain: Chain,
         why: String,
     ) -> Result<RunEnd, EngineError> {
-        let mut spec = Spec::new(header.clone(), roots_dir.clone())?;
-        spec.reboot_after = self.reboot_after;
+        if !header.is_complete() {
+            return Err(EngineError::Spec(SpecError(
+                "the run's header lacks a step's mask or reboot point".into(),
+            )));
+        }
+        let spec = Spec::new(header.clone(), roots_dir.clone())?;
         if chain == Chain::Steps && spec.steps.is_empty() {
             return Err(EngineError::Spec(SpecError("no steps planned".into())));
         }
@@ -231,9 +242,16 @@ impl<'a> Executor<'a> {
         unwind: bool,
         resumed: bool,
     ) -> Result<RunEnd, EngineError> {
-        let Loaded { spec, replayed, .. } = load_with(&*self.log, roots_dir, self.reboot_after)?;
+        self.refuse_incomplete_unfinished()?;
+        let Loaded {
+            spec,
+            replayed,
+            incomplete,
+            ..
+        } = load(&*self.log, roots_dir, self.legacy_masks.as_ref())?;
         let mut state = replayed.state.clone();
         let what = if unwind { "unwind" } else { "resume" };
+
         if let transition::Phase::Finished(o) = state.phase {
             let held = matches!(o, Outcome::Held { .. });
             if !(unwind && held) {
@@ -248,6 +266,10 @@ impl<'a> Executor<'a> {
                 }
                 return Err(EngineError::Finished(o, what));
             }
+        }
+        // Checked before anything is written: a run that cannot be continued stays as it is.
+        if let Some(why) = incomplete {
+            return Err(EngineError::Incomplete(why));
         }
         if resumed {
             self.append(Record::Resumed {
@@ -286,7 +308,7 @@ impl<'a> Executor<'a> {
             // Killed between the header and the strategy: nothing was done. `auto` takes the
             // recorded stepwise plan when there is one: it is the way that was planned to fit,
             // while a plain attempt on a disk it does not fit would end in an unwind.
-            use crate::cli::args::Strategy;
+            use crate::effects::journal::Strategy;
             let chain = match spec.header.strategy {
                 Strategy::Stepwise => Chain::Steps,
                 Strategy::Auto if spec.steps.len() > 1 => Chain::Steps,
@@ -338,6 +360,24 @@ impl<'a> Executor<'a> {
         self.drive(&spec, state, true)
     }
 
+    /// An unfinished format-1 run whose masks cannot be found is refused before its records are
+    /// even replayed: what it lacks is the clearer message.
+    fn refuse_incomplete_unfinished(&self) -> Result<(), EngineError> {
+        let records = self.log.last_run();
+        let Some((_, Record::RunStarted(header))) = records.first() else {
+            return Ok(());
+        };
+        if records
+            .iter()
+            .any(|(_, r)| matches!(r, Record::RunFinished { .. }))
+        {
+            return Ok(());
+        }
+        let mut header = (**header).clone();
+        StepMasks::complete(&mut header, self.legacy_masks.as_ref())
+            .map_err(EngineError::Incomplete)
+    }
+
     /// Resolve an intent whose outcome was not journaled: probe the world, or run the effect again
     /// (every effect is idempotent, and collects recheck liveness).
     fn settle(
@@ -379,7 +419,7 @@ impl<'a> Executor<'a> {
             }
             Effect::Activate { gen } => {
                 let g = spec.gen(state.chain, gen);
-                activation_action(spec, state, gen) != crate::effects::store::Action::Boot
+                activation_action(spec, state, gen) != crate::effects::journal::Action::Boot
                     && self
                         .system
                         .read_system_link(&spec.header.current_system)
@@ -486,8 +526,7 @@ impl<'a> Executor<'a> {
     fn concretise(&self, spec: &Spec, state: &RunState, e: Effect) -> Result<Transition, String> {
         let g = |gen| spec.gen(state.chain, gen);
         Ok(match e {
-            Effect::PinDerivations => Transition::WriteDerivations {
-                step: 0,
+            Effect::PinDerivations => Transition::PinDerivations {
                 drvs: vec![spec.g0.drv.clone(), spec.target.drv.clone()],
             },
             Effect::WriteDerivations { gen } => {
@@ -552,8 +591,8 @@ impl<'a> Executor<'a> {
                     .sum();
                 Transition::Collect { paths, bytes }
             }
-            Effect::Release => Transition::Unpin {
-                root: spec.roots_dir.clone(),
+            Effect::Release => Transition::ReleaseRoots {
+                dir: spec.roots_dir.clone(),
             },
             Effect::Reboot { gen } => Transition::Reboot {
                 expected_booted: g(gen).out.clone(),
@@ -641,7 +680,7 @@ impl<'a> Executor<'a> {
             }
             (Effect::Activate { gen }, Transition::Activate { action, .. }) => self
                 .system
-                .activate(&gen_of(gen).out, *action)
+                .activate(&gen_of(gen).out, (*action).into())
                 .map(|()| (action.as_str().to_string(), None, None))
                 .map_err(|e| match e {
                     StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),

@@ -10,6 +10,6 @@ pub mod run_plan;
 pub mod steps;
 pub mod stub_probe;
 
-pub use executor::{load, load_with, EngineError, Executor, Loaded, Progress, Reserve, RunEnd};
+pub use executor::{load, EngineError, Executor, Loaded, Progress, Reserve, RunEnd};
 pub use log::{LogError, MemLog, RunLog};
 pub use run_plan::{DrvWrite, GenPlan, GenSource, NothingToWrite, Spec};

@@ -3,10 +3,12 @@
 //! machine by decoding each intent against the effect the machine expects at that point.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use super::run_plan::Spec;
-use crate::effects::journal::{ChosenStrategy, Outcome as JOutcome, Record, Seq, Transition};
-use crate::effects::store::Action;
+use crate::effects::journal::{
+    Action, ChosenStrategy, Outcome as JOutcome, Record, Seq, Transition,
+};
 use crate::transition::{self, Chain, Effect, Event, FailureKind, Outcome, RunState};
 
 pub fn chosen(chain: Chain) -> ChosenStrategy {
@@ -39,6 +41,8 @@ fn kind_of(effect: Effect, out_of_space: bool) -> FailureKind {
 pub fn matches(spec: &Spec, state: &RunState, effect: Effect, t: &Transition) -> bool {
     let g = |gen| spec.gen(state.chain, gen);
     match (effect, t) {
+        (Effect::PinDerivations, Transition::PinDerivations { .. }) => true,
+        // Format 1 wrote the pin as step 0's derivations.
         (Effect::PinDerivations, Transition::WriteDerivations { step, .. }) => *step == 0,
         (Effect::WriteDerivations { gen }, Transition::WriteDerivations { step, .. }) => {
             *step == g(gen).step && *step != 0
@@ -50,14 +54,36 @@ pub fn matches(spec: &Spec, state: &RunState, effect: Effect, t: &Transition) ->
         }
         (Effect::DropGeneration { .. }, Transition::DropGeneration { .. }) => true,
         (Effect::Unpin { gen }, Transition::Unpin { root }) => {
-            *root == spec.out_root(state.chain, gen)
+            same_path(root, &spec.out_root(state.chain, gen))
         }
         (Effect::Collect { .. }, Transition::Collect { .. }) => true,
-        (Effect::Release, Transition::Unpin { root }) => *root == spec.roots_dir,
+        (Effect::Release, Transition::ReleaseRoots { dir }) => same_path(dir, &spec.roots_dir),
+        // Format 1 wrote the release as an unpin of the roots' directory.
+        (Effect::Release, Transition::Unpin { root }) => same_path(root, &spec.roots_dir),
         (Effect::Reboot { gen }, Transition::Reboot { expected_booted }) => {
             *expected_booted == g(gen).out
         }
         _ => false,
+    }
+}
+
+/// Whether two spellings of a path (relative, through a symlinked directory) name the same
+/// file. The last component is compared as written (a root may be gone already); its directory
+/// is resolved when it exists.
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    a == b || canonical(a) == canonical(b)
+}
+
+/// `path` with its directory resolved (absolute, no symlinks) where that directory exists.
+pub fn canonical(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(d) if d.as_os_str().is_empty() => Path::new("."),
+        Some(d) => d,
+        None => return path.to_owned(),
+    };
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => path.to_owned(),
     }
 }
 

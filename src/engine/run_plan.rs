@@ -5,9 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::cli::args::{OnFailure, Strategy};
 use crate::drv::StorePath;
-use crate::effects::journal::RunHeader;
+use crate::effects::journal::{OnFailure, RunHeader, Strategy};
 use crate::transition::{Chain, FailurePolicy, Gen, RunShape};
 
 /// A `.drv` file a step writes, with the path it must get.
@@ -60,7 +59,7 @@ pub struct Spec {
     /// G1..Gn, the last being the target; empty for a plain-only run.
     pub steps: Vec<GenPlan>,
     pub target: GenPlan,
-    /// Bit k: reboot after step k (from the step file beside the journal).
+    /// Bit k: reboot after step k (from the header's plan).
     pub reboot_after: u64,
 }
 
@@ -70,8 +69,10 @@ pub struct SpecError(pub String);
 
 impl Spec {
     /// The run-owned roots of a journal live beside it.
+    /// The journal's directory is resolved first, so that every spelling of the journal's path
+    /// (relative, through a symlinked directory) gives the same roots.
     pub fn roots_dir_for(journal: &Path) -> PathBuf {
-        crate::effects::fs::beside(journal, ".roots")
+        crate::effects::fs::beside(&super::record::canonical(journal), ".roots")
     }
 
     pub fn new(header: RunHeader, roots_dir: PathBuf) -> Result<Spec, SpecError> {
@@ -120,9 +121,13 @@ impl Spec {
             },
             steps,
             target,
+            reboot_after: header
+                .plan
+                .iter()
+                .filter(|s| s.index < 64 && s.reboot_after == Some(true))
+                .fold(0, |bits, s| bits | 1 << s.index),
             header,
             roots_dir,
-            reboot_after: 0,
         })
     }
 

@@ -1,6 +1,5 @@
 //! The step generations' derivations, derived again on demand from the target's `.drv` graph
-//! and each step's mask (kept in a side file beside the journal, written before the run
-//! starts): the `GenSource` of real runs. Derivations are data: a step's `.drv` files may be
+//! and each step's mask (in the run's header): the `GenSource` of real runs. Derivations are data: a step's `.drv` files may be
 //! deleted with the generation they describe (they reference its old packages) and are rewritten,
 //! byte for byte, when the run comes back to that step.
 
@@ -13,11 +12,14 @@ use serde::{Deserialize, Serialize};
 use super::plan_inputs::StoreDrvs;
 use super::run_plan::{DrvWrite, GenSource};
 use crate::drv::StorePath;
+use crate::effects::journal::RunHeader;
 use crate::effects::Store;
 use crate::plan::mask::{Mask, Materialised, Materialiser};
 use crate::plan::units::TargetGraph;
 
-/// What the journal's header does not hold: each step's mask.
+/// Each step's mask, as the planner's rewriting needs it: from the run's header (format 2), or for
+/// a format-1 run from the side file format 1 kept beside the journal (`<journal>.steps.json`),
+/// which nothing writes any more.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepMasks {
     pub target_drv: StorePath,
@@ -30,24 +32,73 @@ pub struct StepMasks {
 }
 
 impl StepMasks {
-    pub fn path_for(journal: &Path) -> PathBuf {
+    /// The masks a complete header carries; `None` for a format-1 header.
+    pub fn from_header(header: &RunHeader) -> Option<StepMasks> {
+        let mut masks = StepMasks {
+            target_drv: header.target_drv.clone(),
+            g0_toplevel: header.g0_toplevel.clone(),
+            masks: BTreeMap::new(),
+            reboot_after: 0,
+        };
+        for step in &header.plan {
+            masks.masks.insert(step.index, step.mask.clone()?);
+            if step.reboot_after? && step.index < 64 {
+                masks.reboot_after |= 1 << step.index;
+            }
+        }
+        Some(masks)
+    }
+
+    /// Where format 1 kept the masks of the journal at `journal`.
+    pub fn legacy_path_for(journal: &Path) -> PathBuf {
         crate::effects::fs::beside(journal, ".steps.json")
     }
 
-    /// Write atomically (temp file, fsync, rename, fsync the directory).
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        crate::effects::fs::sync_dir(path.parent().unwrap_or(Path::new(".")))
-    }
-
-    pub fn load(path: &Path) -> std::io::Result<StepMasks> {
+    /// Read format 1's side file.
+    pub fn load_legacy(path: &Path) -> std::io::Result<StepMasks> {
         let bytes = std::fs::read(path)?;
         serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+
+    /// Fill a format-1 header's missing masks and reboot points: from `legacy` (format 1's side
+    /// file) when it describes this run, or, for a plan whose only step is the target, with
+    /// nothing masked and no reboot. `Err`: why the run cannot be completed.
+    pub fn complete(header: &mut RunHeader, legacy: Option<&StepMasks>) -> Result<(), String> {
+        if header.is_complete() {
+            return Ok(());
+        }
+        let only_the_target =
+            header.plan.len() == 1 && header.plan[0].toplevel_drv == header.target_drv;
+        if only_the_target {
+            header.plan[0].mask = Some(Mask::default());
+            header.plan[0].reboot_after = Some(false);
+            return Ok(());
+        }
+        let Some(legacy) = legacy else {
+            return Err(
+                "its steps' masks were kept in the side file `<journal>.steps.json`, \
+                        which is missing or unreadable"
+                    .into(),
+            );
+        };
+        if legacy.target_drv != header.target_drv || legacy.g0_toplevel != header.g0_toplevel {
+            return Err(format!(
+                "the side file `<journal>.steps.json` describes another run (target {}, G0 {})",
+                legacy.target_drv, legacy.g0_toplevel
+            ));
+        }
+        for step in &mut header.plan {
+            let Some(mask) = legacy.masks.get(&step.index) else {
+                return Err(format!(
+                    "the side file `<journal>.steps.json` has no mask for step {}",
+                    step.index
+                ));
+            };
+            step.mask = Some(mask.clone());
+            step.reboot_after =
+                Some(step.index < 64 && legacy.reboot_after & (1 << step.index) != 0);
+        }
+        Ok(())
     }
 }
 

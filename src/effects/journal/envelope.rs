@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     2  format version, u16 little-endian (1)
+//!      0     2  format version, u16 little-endian (2; 1 in records written by format 1)
 //!      2     2  kind tag, u16 little-endian (Record::kind)
 //!      4     8  run id, u64 little-endian
 //!     12     8  time, unix milliseconds, u64 little-endian
@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::record::{Record, RunId, Seq};
 
 /// The format version this build writes, and the highest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 52;
 
@@ -135,10 +135,10 @@ pub fn decode(prev: &Link, seq: Seq, bytes: &[u8]) -> Result<Stored, EnvelopeErr
     }
     match version {
         0 => return Err(EnvelopeError::BadFormat(0)),
-        1 => {}
+        1 | 2 => {}
         v => return Err(EnvelopeError::NewerFormat(v)),
     }
-    let record = Record::decode_payload(kind, payload)
+    let record = Record::decode_payload(version, kind, payload)
         .map_err(|e| EnvelopeError::Payload(e.to_string()))?
         .ok_or(EnvelopeError::UnknownKind(kind))?;
     Ok(Stored {
@@ -158,7 +158,14 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    /// The worked example of `journal-format.md` §4.
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The worked example of `journal-format.md` §4, as format 2 writes it.
     #[test]
     fn spec_test_vector() {
         assert_eq!(
@@ -173,13 +180,52 @@ mod tests {
         let (bytes, link) = encode(&genesis_link(), 6, 1, 1_700_000_000_000, &r).unwrap();
         assert_eq!(
             hex(&bytes[..20]),
-            "0100060001000000000000000068e5cf8b010000"
+            "0200060001000000000000000068e5cf8b010000"
         );
         assert_eq!(hex(&bytes[52..]), "050180804000");
         assert_eq!(
             hex(&link),
-            "8b330daa801757e7541b7c54e1f487018dd58001ca80d5a3bc1358aa4402646f"
+            "2b945747676a9b3f390f887647c58c17bc054a72ec34948aa374fbc1cdb1058c"
         );
         assert_eq!(decode(&genesis_link(), 6, &bytes).unwrap().record, r);
+    }
+
+    /// The same record as format 1 wrote it still decodes.
+    #[test]
+    fn format_1_test_vector_decodes() {
+        let bytes = unhex(concat!(
+            "0100060001000000000000000068e5cf8b010000",
+            "8b330daa801757e7541b7c54e1f487018dd58001ca80d5a3bc1358aa4402646f",
+            "050180804000"
+        ));
+        let s = decode(&genesis_link(), 6, &bytes).unwrap();
+        assert_eq!(
+            s.record,
+            Record::Done {
+                intent: 5,
+                added: Some(1 << 20),
+                freed: None,
+            }
+        );
+    }
+
+    /// Format 1 had no `pinDerivations` or `releaseRoots`: a format-1 record holding one is damage.
+    #[test]
+    fn format_1_record_with_a_format_2_transition_is_refused() {
+        let r = Record::Intent {
+            transition: crate::effects::journal::Transition::ReleaseRoots { dir: "/r".into() },
+        };
+        let payload = r.encode_payload().unwrap();
+        let mut head = Vec::new();
+        head.extend_from_slice(&1u16.to_le_bytes());
+        head.extend_from_slice(&5u16.to_le_bytes());
+        head.extend_from_slice(&1u64.to_le_bytes());
+        head.extend_from_slice(&0u64.to_le_bytes());
+        let link = chain(&genesis_link(), 1, &head, &payload);
+        let bytes = [head.as_slice(), &link, &payload].concat();
+        assert!(matches!(
+            decode(&genesis_link(), 1, &bytes),
+            Err(EnvelopeError::Payload(_))
+        ));
     }
 }

@@ -40,6 +40,7 @@
 //! The writer keeps a witness of its last commit in the lock file (`lock`), which catches a
 //! crashed journal that redb would otherwise serve one commit short.
 
+pub mod codes;
 pub mod envelope;
 pub mod lock;
 pub mod record;
@@ -52,6 +53,7 @@ pub mod transition;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use codes::{Action, OnFailure, RebootPolicy, RebootWindow, Strategy};
 pub use envelope::{Link, Stored, FORMAT_VERSION};
 pub use record::{ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, RunId, Seq, Target};
 pub use transition::Transition;
@@ -70,6 +72,9 @@ pub struct Journal {
     records: Vec<Stored>,
     /// run id → index into `records` of its `RunStarted`.
     runs: BTreeMap<RunId, usize>,
+    /// The format marker: the newest format of any record in the file (the format it was created
+    /// in while it holds none). Raised with the first record of a newer format.
+    format: u16,
 }
 
 /// What `verify` found in a sound journal.
@@ -141,6 +146,7 @@ impl Journal {
             _lock: Some(lock),
             records,
             runs,
+            format: format_marker(&raw),
         })
     }
 
@@ -160,6 +166,11 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The journal's format: the newest of its records' (its format marker).
+    pub fn format(&self) -> u16 {
+        self.format
     }
 
     /// Start a run: append its `RunStarted` record. The run id is one more than the last.
@@ -213,11 +224,15 @@ impl Journal {
                 hint: "paths in the journal must be UTF-8; nothing was written".into(),
             })?;
         let db = &self.db;
+        // A format-1 journal gets format 2's marker with its first format-2 record: an older
+        // stepwise then refuses the file as newer, before reading a record it cannot decode.
+        let raise = (self.format < FORMAT_VERSION).then_some(FORMAT_VERSION);
         guard(|| {
-            db.append(seq, &bytes, &link, new_run.then_some(run))
+            db.append(seq, &bytes, &link, new_run.then_some(run), raise)
                 .map_err(|e| e.to_string())
         })
         .map_err(|e| write_failed(&self.path, e))?;
+        self.format = self.format.max(FORMAT_VERSION);
         if let (Some(lock), Some(journal_id)) = (self._lock.as_mut(), self.id) {
             let w = lock::Witness {
                 journal_id,
@@ -358,6 +373,7 @@ fn read_checked(path: &Path, holding_lock: bool) -> Result<Journal, ReadFailure>
         _lock: None,
         records,
         runs,
+        format: format_marker(&raw),
     })
 }
 
@@ -588,6 +604,14 @@ fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Chec
         }
     }
     Ok((records, runs))
+}
+
+/// The checked format marker (`check` refused a missing or malformed one).
+fn format_marker(raw: &Raw) -> u16 {
+    match raw.format.as_deref() {
+        Some(&[a, b]) => u16::from_le_bytes([a, b]),
+        _ => FORMAT_VERSION,
+    }
 }
 
 fn journal_id(raw: &Raw) -> Option<[u8; 16]> {

@@ -1,16 +1,18 @@
 //! What the journal records: the run header and the run-level records, and their kind tags.
 //!
-//! Part of the on-disk format (`journal-format.md`, format 1): each record's payload is the
-//! postcard encoding of its fields in declaration order. Never reorder or insert fields or
-//! variants; a change is a new format version with its own decoder kept forever.
+//! Part of the on-disk format (`journal-format.md`): each record's payload is the postcard
+//! encoding of its fields in declaration order. Never reorder or insert fields or variants; a
+//! change is a new format version with its own decoder kept forever. The in-memory `RunHeader` is
+//! written through `HeaderV2` and read through `HeaderV1` or `HeaderV2` by the record's format.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::args::{OnFailure, RebootPolicy, Strategy};
+use super::codes::{Action, OnFailure, RebootPolicy, RebootWindow, Strategy};
 use crate::drv::StorePath;
-use crate::effects::store::{Action, TargetSpec};
+use crate::effects::store::TargetSpec;
+use crate::plan::mask::Mask;
 
 use super::transition::Transition;
 
@@ -53,6 +55,19 @@ pub struct RunHeader {
     pub g0_drv: Option<StorePath>,
     /// The steps G1 … Gn = T (empty for a plain upgrade).
     pub plan: Vec<PlannedStep>,
+    /// Format 2: when the run may reboot (`--reboot-window`); `None`: at any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_window: Option<RebootWindow>,
+}
+
+impl RunHeader {
+    /// Whether every step carries its mask and reboot point (format 2, or a format-1 header
+    /// completed from its legacy `.steps.json`).
+    pub fn is_complete(&self) -> bool {
+        self.plan
+            .iter()
+            .all(|s| s.mask.is_some() && s.reboot_after.is_some())
+    }
 }
 
 /// One generation of the plan.
@@ -68,6 +83,14 @@ pub struct PlannedStep {
     /// Bytes the step is expected to add to the store, and to free after it.
     pub adds: u64,
     pub frees: u64,
+    /// Format 2: what stands in for each of the target's unit outputs in this step (empty for
+    /// the target). `None` only in a format-1 header read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Mask>,
+    /// Format 2: reboot after this step (`--reboot when-needed`, where the plan says so).
+    /// `None` only in a format-1 header read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_after: Option<bool>,
 }
 
 /// The target as the user gave it (mirrors `store::TargetSpec`, with a stable encoding).
@@ -210,7 +233,7 @@ impl Record {
     /// The postcard payload: the variant's fields, without a variant tag (the envelope has it).
     pub fn encode_payload(&self) -> Result<Vec<u8>, postcard::Error> {
         match self {
-            Record::RunStarted(h) => postcard::to_stdvec(h),
+            Record::RunStarted(h) => postcard::to_stdvec(&HeaderV2::from(&**h)),
             Record::StrategyChosen { strategy, why } => postcard::to_stdvec(&(strategy, why)),
             Record::PlainAttemptFailed { why } => postcard::to_stdvec(why),
             Record::UnwindStarted { why } => postcard::to_stdvec(why),
@@ -226,19 +249,32 @@ impl Record {
         }
     }
 
-    /// Decode the payload of a format-1 record of kind `kind`. `Ok(None)`: unknown kind.
-    pub fn decode_payload(kind: u16, payload: &[u8]) -> Result<Option<Record>, DecodeError> {
+    /// Decode the payload of a record of kind `kind` written in format `format` (1 or 2).
+    /// `Ok(None)`: unknown kind.
+    pub fn decode_payload(
+        format: u16,
+        kind: u16,
+        payload: &[u8],
+    ) -> Result<Option<Record>, DecodeError> {
         Ok(Some(match kind {
-            1 => Record::RunStarted(Box::new(all(payload)?)),
+            1 if format == 1 => Record::RunStarted(Box::new(all::<HeaderV1>(payload)?.into())),
+            1 => Record::RunStarted(Box::new(all::<HeaderV2>(payload)?.into())),
             2 => {
                 let (strategy, why) = all(payload)?;
                 Record::StrategyChosen { strategy, why }
             }
             3 => Record::PlainAttemptFailed { why: all(payload)? },
             4 => Record::UnwindStarted { why: all(payload)? },
-            5 => Record::Intent {
-                transition: all(payload)?,
-            },
+            5 => {
+                let transition: Transition = all(payload)?;
+                if format == 1 && !transition.in_format_1() {
+                    return Err(DecodeError::Postcard(format!(
+                        "a {} intent in a format-1 record",
+                        transition.name()
+                    )));
+                }
+                Record::Intent { transition }
+            }
             6 => {
                 let (intent, added, freed) = all(payload)?;
                 Record::Done {
@@ -291,5 +327,156 @@ fn all<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
         Ok(value)
     } else {
         Err(DecodeError::TrailingBytes(rest.len()))
+    }
+}
+
+/// The format-1 payload of `runStarted`, field for field.
+#[derive(Serialize, Deserialize)]
+struct HeaderV1 {
+    stepwise_version: String,
+    pid: u32,
+    store_dir: String,
+    target: Target,
+    target_drv: StorePath,
+    profile: PathBuf,
+    current_system: PathBuf,
+    booted_system: PathBuf,
+    action: Action,
+    strategy: Strategy,
+    on_failure: OnFailure,
+    reboot: RebootPolicy,
+    reboot_command: Vec<String>,
+    non_vital: Vec<String>,
+    together: Vec<Vec<String>>,
+    reserve: u64,
+    g0_toplevel: StorePath,
+    g0_drv: Option<StorePath>,
+    plan: Vec<StepV1>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StepV1 {
+    index: u32,
+    toplevel_drv: StorePath,
+    toplevel_out: StorePath,
+    units: Vec<String>,
+    adds: u64,
+    frees: u64,
+}
+
+/// The format-2 payload of `runStarted`: the format-1 fields, then per step its mask and reboot
+/// point (in plan order), then the reboot window.
+#[derive(Serialize, Deserialize)]
+struct HeaderV2 {
+    v1: HeaderV1,
+    steps: Vec<StepV2>,
+    reboot_window: Option<RebootWindow>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StepV2 {
+    mask: Mask,
+    reboot_after: bool,
+}
+
+impl From<&RunHeader> for HeaderV2 {
+    fn from(h: &RunHeader) -> Self {
+        HeaderV2 {
+            v1: HeaderV1 {
+                stepwise_version: h.stepwise_version.clone(),
+                pid: h.pid,
+                store_dir: h.store_dir.clone(),
+                target: h.target.clone(),
+                target_drv: h.target_drv.clone(),
+                profile: h.profile.clone(),
+                current_system: h.current_system.clone(),
+                booted_system: h.booted_system.clone(),
+                action: h.action,
+                strategy: h.strategy,
+                on_failure: h.on_failure,
+                reboot: h.reboot,
+                reboot_command: h.reboot_command.clone(),
+                non_vital: h.non_vital.clone(),
+                together: h.together.clone(),
+                reserve: h.reserve,
+                g0_toplevel: h.g0_toplevel.clone(),
+                g0_drv: h.g0_drv.clone(),
+                plan: h
+                    .plan
+                    .iter()
+                    .map(|s| StepV1 {
+                        index: s.index,
+                        toplevel_drv: s.toplevel_drv.clone(),
+                        toplevel_out: s.toplevel_out.clone(),
+                        units: s.units.clone(),
+                        adds: s.adds,
+                        frees: s.frees,
+                    })
+                    .collect(),
+            },
+            // A header built without them (tests) says: nothing masked, no reboot.
+            steps: h
+                .plan
+                .iter()
+                .map(|s| StepV2 {
+                    mask: s.mask.clone().unwrap_or_default(),
+                    reboot_after: s.reboot_after.unwrap_or(false),
+                })
+                .collect(),
+            reboot_window: h.reboot_window,
+        }
+    }
+}
+
+impl From<HeaderV1> for RunHeader {
+    fn from(h: HeaderV1) -> Self {
+        RunHeader {
+            stepwise_version: h.stepwise_version,
+            pid: h.pid,
+            store_dir: h.store_dir,
+            target: h.target,
+            target_drv: h.target_drv,
+            profile: h.profile,
+            current_system: h.current_system,
+            booted_system: h.booted_system,
+            action: h.action,
+            strategy: h.strategy,
+            on_failure: h.on_failure,
+            reboot: h.reboot,
+            reboot_command: h.reboot_command,
+            non_vital: h.non_vital,
+            together: h.together,
+            reserve: h.reserve,
+            g0_toplevel: h.g0_toplevel,
+            g0_drv: h.g0_drv,
+            plan: h
+                .plan
+                .into_iter()
+                .map(|s| PlannedStep {
+                    index: s.index,
+                    toplevel_drv: s.toplevel_drv,
+                    toplevel_out: s.toplevel_out,
+                    units: s.units,
+                    adds: s.adds,
+                    frees: s.frees,
+                    mask: None,
+                    reboot_after: None,
+                })
+                .collect(),
+            reboot_window: None,
+        }
+    }
+}
+
+impl From<HeaderV2> for RunHeader {
+    fn from(h: HeaderV2) -> Self {
+        let mut header = RunHeader::from(h.v1);
+        // A count mismatch leaves the tail `None`: the run is then refused as incomplete.
+        for (step, extra) in header.plan.iter_mut().zip(h.steps) {
+            step.mask = Some(extra.mask);
+            step.reboot_after = Some(extra.reboot_after);
+        }
+        header.reboot_window = h.reboot_window;
+        header
     }
 }

@@ -337,9 +337,15 @@ pub fn show(w: &mut impl Write, journal: &Journal, only: Option<RunId>) -> io::R
     Ok(())
 }
 
-/// The first line of `show --json` and `export`.
+/// The first line of `show --json` and `export` where there is no journal: the format this
+/// build writes.
 pub fn json_header(kind: &str) -> Value {
-    json!({ "stepwise": kind, "version": JSON_FORMAT_VERSION, "journalFormat": FORMAT_VERSION })
+    json_header_at(kind, FORMAT_VERSION)
+}
+
+/// The first line of `show --json` and `export` of `journal`: the format it is in.
+pub fn json_header_at(kind: &str, journal_format: u16) -> Value {
+    json!({ "stepwise": kind, "version": JSON_FORMAT_VERSION, "journalFormat": journal_format })
 }
 
 /// One record as JSON: position, time, kind, link, and the record's fields under `data`.
@@ -369,7 +375,7 @@ fn hex(b: &[u8]) -> String {
 
 /// `journal export`: the header line, then one record per line, oldest first.
 pub fn export(w: &mut impl Write, journal: &Journal) -> io::Result<()> {
-    writeln!(w, "{}", json_header("journal-export"))?;
+    writeln!(w, "{}", json_header_at("journal-export", journal.format()))?;
     for r in journal.all_records() {
         writeln!(w, "{}", record_json(r))?;
     }
@@ -378,7 +384,7 @@ pub fn export(w: &mut impl Write, journal: &Journal) -> io::Result<()> {
 
 /// `journal show --json`: the header line, then one line per run with its summary and records.
 pub fn show_json(w: &mut impl Write, journal: &Journal, only: Option<RunId>) -> io::Result<()> {
-    writeln!(w, "{}", json_header("journal-show"))?;
+    writeln!(w, "{}", json_header_at("journal-show", journal.format()))?;
     for (run, _) in journal.runs() {
         if only.is_some_and(|o| o != run) {
             continue;

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
+use super::codes::{Action, OnFailure, RebootPolicy, Strategy};
 use super::record::{ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, Target};
 use super::transition::Transition;
-use crate::cli::args::{OnFailure, RebootPolicy, Strategy};
 use crate::drv::StorePath;
-use crate::effects::store::Action;
+use crate::plan::mask::Mask;
 
 /// A store path `<hash>-name` whose hash is derived from `name`.
 pub fn store_path(name: &str) -> StorePath {
@@ -57,8 +57,16 @@ pub fn header() -> RunHeader {
                 units: vec![format!("unit-{i}a"), format!("unit-{i}b")],
                 adds: 150 << 20,
                 frees: 120 << 20,
+                // Step 1 keeps unit-2a at its G0 version; the last step masks nothing.
+                mask: Some(Mask(if i == 1 {
+                    [(store_path("unit-2a-2.0"), store_path("unit-2a-1.0"))].into()
+                } else {
+                    Default::default()
+                })),
+                reboot_after: Some(false),
             })
             .collect(),
+        reboot_window: None,
     }
 }
 
@@ -73,6 +81,20 @@ pub fn records(first_seq: u64) -> Vec<Record> {
         out.push(Record::Intent { transition: t });
         first_seq + out.len() as u64
     };
+    let i = intent(
+        &mut out,
+        Transition::PinDerivations {
+            drvs: vec![
+                store_path("nixos-system-web-24.05.drv"),
+                store_path("nixos-system-web-24.11.drv"),
+            ],
+        },
+    );
+    out.push(Record::Done {
+        intent: i,
+        added: None,
+        freed: None,
+    });
     let profile = PathBuf::from("/nix/var/nix/profiles/system");
     for step in 1..=2u32 {
         let drv = store_path(&format!("nixos-system-web-step{step}.drv"));
@@ -156,8 +178,8 @@ pub fn records(first_seq: u64) -> Vec<Record> {
     }
     let i = intent(
         &mut out,
-        Transition::Unpin {
-            root: PathBuf::from("/nix/var/nix/gcroots/stepwise/step-1"),
+        Transition::ReleaseRoots {
+            dir: PathBuf::from("/nix/var/nix/gcroots/stepwise"),
         },
     );
     out.push(Record::Failed {

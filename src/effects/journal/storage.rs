@@ -213,13 +213,15 @@ impl Db {
         Ok(())
     }
 
-    /// Append one record (and index a new run) in one durable transaction.
+    /// Append one record (and index a new run, raise the format marker) in one durable
+    /// transaction.
     pub fn append(
         &self,
         seq: Seq,
         bytes: &[u8],
         link: &Link,
         new_run: Option<RunId>,
+        raise_format: Option<u16>,
     ) -> Result<(), redb::Error> {
         let Db::Writer(db) = self else {
             unreachable!("append on a reader")
@@ -235,7 +237,11 @@ impl Db {
             let mut head = Vec::with_capacity(40);
             head.extend_from_slice(&seq.to_le_bytes());
             head.extend_from_slice(link);
-            txn.open_table(META)?.insert(META_HEAD, head.as_slice())?;
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_HEAD, head.as_slice())?;
+            if let Some(format) = raise_format {
+                meta.insert(META_FORMAT, format.to_le_bytes().as_slice())?;
+            }
         }
         txn.commit()?;
         Ok(())

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::codes::Action;
 use crate::drv::StorePath;
-use crate::effects::store::Action;
 
 /// One effect on the world, recorded as an intent before it runs and as done or failed after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,9 +44,23 @@ pub enum Transition {
     Reboot { expected_booted: StorePath },
     /// Remove the run-owned GC root `root`. Probe: the root is gone.
     Unpin { root: PathBuf },
+    /// Format 2: hold G0's and the target's `.drv` closures with run-owned roots for the whole
+    /// run (exact unwind rebuilds from G0's). Format 1 wrote this as `WriteDerivations { step: 0 }`.
+    PinDerivations { drvs: Vec<StorePath> },
+    /// Format 2: remove every run-owned root in `dir`, the run's last effect. Format 1 wrote this
+    /// as `Unpin { root: dir }`.
+    ReleaseRoots { dir: PathBuf },
 }
 
 impl Transition {
+    /// Whether format 1 had this kind of transition.
+    pub fn in_format_1(&self) -> bool {
+        !matches!(
+            self,
+            Transition::PinDerivations { .. } | Transition::ReleaseRoots { .. }
+        )
+    }
+
     /// A short name for audits: `realise`, `set-profile`, ….
     pub fn name(&self) -> &'static str {
         match self {
@@ -58,6 +72,8 @@ impl Transition {
             Transition::Collect { .. } => "collect",
             Transition::Reboot { .. } => "reboot",
             Transition::Unpin { .. } => "unpin",
+            Transition::PinDerivations { .. } => "pin-derivations",
+            Transition::ReleaseRoots { .. } => "release-roots",
         }
     }
 
@@ -86,6 +102,12 @@ impl Transition {
                 format!("reboot into {expected_booted}")
             }
             Transition::Unpin { root } => format!("unpin {}", root.display()),
+            Transition::PinDerivations { drvs } => {
+                format!("pin {} derivation(s) of G0 and the target", drvs.len())
+            }
+            Transition::ReleaseRoots { dir } => {
+                format!("release the run's roots in {}", dir.display())
+            }
         }
     }
 }
