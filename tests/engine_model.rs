@@ -6,7 +6,7 @@
 //! ends at the target or at G0 (or held at a step when asked).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
@@ -15,14 +15,16 @@ use proptest::prelude::*;
 
 use stepwise::drv::{StoreDir, StorePath};
 use stepwise::effects::journal::{
-    Action, OnFailure, PlannedStep, RebootPolicy, Record, RunHeader, Strategy, Target, Transition,
+    Action, OnFailure, RebootPolicy, Record, RunHeader, Strategy, Target, Transition,
 };
 use stepwise::effects::model_store::{DrvSpec, ModelStore};
 use stepwise::effects::{Store, System};
-use stepwise::engine::plan_inputs::{gather, SystemLinks};
+use stepwise::engine::plan_inputs::SystemLinks;
 use stepwise::engine::steps::{PlannerSource, StepMasks};
-use stepwise::engine::{Executor, MemLog, RunEnd, RunLog};
-use stepwise::plan::PlanOptions;
+use stepwise::engine::{
+    ContinueRequest, Executor, MemLog, Prepared as Prepared_, RunEnd, RunLog, Seams, SystemClock,
+    UpgradeOutcome, UpgradeRequest,
+};
 use stepwise::transition::{Chain, Outcome};
 
 const KIB: u64 = 1024;
@@ -36,7 +38,6 @@ const ROOTS: &str = "/dev/null/stepwise-roots";
 
 struct World {
     store: ModelStore,
-    g0_drv: StorePath,
     g0_out: StorePath,
     target_drv: StorePath,
     target_out: StorePath,
@@ -118,7 +119,6 @@ fn world_with_history(
     ms.set_running_system(&g0_out, false);
     World {
         store: ms,
-        g0_drv,
         g0_out,
         target_drv,
         target_out,
@@ -126,81 +126,30 @@ fn world_with_history(
 }
 
 struct Prepared {
+    /// What the test asks `upgrade` for.
+    req: UpgradeRequest,
     header: RunHeader,
     masks: StepMasks,
     chain: Chain,
     allowed: BTreeSet<StorePath>,
     /// The plan's boot figures.
     boot: stepwise::plan::BootPlan,
+    /// Start the run from `header` as edited by the test, past `upgrade`'s preflight (which would
+    /// refuse or plan it differently).
+    past_preflight: bool,
 }
 
-/// What `stepwise upgrade` does before the run: plan, rewrite the steps, choose the chain.
-fn prepare(w: &World, strategy: Strategy, on_failure: OnFailure) -> Option<Prepared> {
-    let ms = &w.store;
-    let links = SystemLinks {
-        profile: PROFILE.into(),
-        current_system: CURRENT.into(),
-        booted_system: BOOTED.into(),
-    };
-    let input = gather(
-        ms,
-        ms,
-        &w.target_drv,
-        &links,
-        Some(0),
-        PlanOptions::default(),
-    )
-    .unwrap();
-    let planned = stepwise::plan::plan(&input).unwrap();
-    let p = planned.outcome.as_ref().ok()?;
-    let mut masks = StepMasks {
-        target_drv: w.target_drv.clone(),
-        g0_toplevel: w.g0_out.clone(),
-        masks: BTreeMap::new(),
-        reboot_after: 0,
-    };
-    for st in &p.steps {
-        masks.masks.insert(st.index as u32, st.mask.clone());
-    }
-    let tops = PlannerSource::new(ms, masks.clone()).toplevels().unwrap();
-    let plan: Vec<PlannedStep> = p
-        .steps
-        .iter()
-        .zip(&tops)
-        .map(|(st, (d, o))| PlannedStep {
-            index: st.index as u32,
-            toplevel_drv: d.clone(),
-            toplevel_out: o.clone(),
-            units: st.upgraded.clone(),
-            adds: st.space.adds,
-            frees: st.space.frees,
-            mask: Some(st.mask.clone()),
-            reboot_after: Some(false),
-        })
-        .collect();
-    let mut allowed: BTreeSet<StorePath> = tops.iter().map(|(_, o)| o.clone()).collect();
-    allowed.insert(w.g0_out.clone());
-    allowed.insert(w.target_out.clone());
-    for o in &allowed {
-        ms.mark_system(o);
-    }
-    let chain = match strategy {
-        Strategy::Direct => Chain::Direct,
-        Strategy::Stepwise => Chain::Steps,
-        Strategy::Auto if planned.frame.plain_fits => Chain::Direct,
-        Strategy::Auto => Chain::Steps,
-    };
-    let header = RunHeader {
-        stepwise_version: "test".into(),
-        pid: 1,
-        store_dir: "/nix/store".into(),
+fn request(w: &World, strategy: Strategy, on_failure: OnFailure) -> UpgradeRequest {
+    UpgradeRequest {
         target: Target::Drv {
             path: PathBuf::from(format!("/nix/store/{}", w.target_drv)),
         },
         target_drv: w.target_drv.clone(),
-        profile: PROFILE.into(),
-        current_system: CURRENT.into(),
-        booted_system: BOOTED.into(),
+        links: SystemLinks {
+            profile: PROFILE.into(),
+            current_system: CURRENT.into(),
+            booted_system: BOOTED.into(),
+        },
         action: Action::Switch,
         strategy,
         on_failure,
@@ -208,21 +157,50 @@ fn prepare(w: &World, strategy: Strategy, on_failure: OnFailure) -> Option<Prepa
         reboot_command: vec![],
         non_vital: vec![],
         together: vec![],
-        reserve: 0,
-        g0_toplevel: w.g0_out.clone(),
-        g0_drv: Some(w.g0_drv.clone()),
-        plan,
+        reserve: Some(0),
         reboot_window: None,
+        boot_dir: None,
+        roots_dir: ROOTS.into(),
+        probe_dir: "/dev/null/stepwise-probe".into(),
+        journal: "model".into(),
+    }
+}
+
+/// What `stepwise upgrade` does before the run, through the engine's own `prepare` (the code the
+/// command line runs): plan, rewrite the steps, choose the chain. `None`: nothing fits.
+fn prepare(w: &World, strategy: Strategy, on_failure: OnFailure) -> Option<Prepared> {
+    prepare_with(w, request(w, strategy, on_failure))
+}
+
+fn prepare_with(w: &World, req: UpgradeRequest) -> Option<Prepared> {
+    let ms = &w.store;
+    let run = match stepwise::engine::prepare(&req, ms, ms, &mut |_| {}) {
+        Ok(Prepared_::Run(run)) => run,
+        Ok(Prepared_::AlreadyThere { .. }) => panic!("G0 is not the target"),
+        Err(stepwise::error::Error::NoRoom { .. }) => return None,
+        Err(e) => panic!("{e}"),
     };
+    // The model's scenarios want a stepwise plan that fits (it has the boot figures).
+    let boot = run.boot.clone()?;
+    let mut allowed: BTreeSet<StorePath> = run
+        .header
+        .plan
+        .iter()
+        .map(|s| s.toplevel_out.clone())
+        .collect();
+    allowed.insert(w.g0_out.clone());
+    allowed.insert(w.target_out.clone());
+    for o in &allowed {
+        ms.mark_system(o);
+    }
     Some(Prepared {
-        header,
-        masks,
-        chain,
+        req,
+        header: run.header.clone(),
+        masks: run.masks.clone(),
+        chain: run.chain,
         allowed,
-        boot: planned
-            .boot
-            .clone()
-            .expect("a plan that fits has boot figures"),
+        boot,
+        past_preflight: false,
     })
 }
 
@@ -322,9 +300,18 @@ fn run(
             crash_at == Some(*passed.borrow())
         }) as Box<dyn FnMut(&str) -> bool>
     };
-    let mut l1 = log.clone();
-    let source = PlannerSource::new(&w.store, prep.masks.clone());
-    let end = {
+    let seams = |hook| Seams {
+        store: &w.store,
+        system: &w.store,
+        clock: &SystemClock,
+        stop: &stop,
+        reserve: None,
+        progress: Box::new(|_| {}),
+        checkpoint: Some(hook),
+    };
+    let end = if prep.past_preflight {
+        let source = PlannerSource::new(&w.store, prep.masks.clone());
+        let mut l1 = log.clone();
         let mut ex = Executor::new(&w.store, &w.store, &mut l1, &source, &stop);
         ex.checkpoint = make_hook(crash_at);
         ex.start(
@@ -334,6 +321,17 @@ fn run(
             "test".into(),
         )
         .map_err(|e| e.to_string())?
+    } else {
+        match stepwise::engine::upgrade(
+            &prep.req,
+            &mut seams(make_hook(crash_at)),
+            &mut log.clone(),
+        )
+        .map_err(|e| e.to_string())?
+        {
+            UpgradeOutcome::Ran(end) => end,
+            other => return Err(format!("{other:?}")),
+        }
     };
     let first = *passed.borrow();
     if let Some(v) = violation.borrow().clone() {
@@ -342,13 +340,14 @@ fn run(
     let end = match end {
         RunEnd::Crashed { .. } => {
             // A new process: a fresh executor and planner source over the same journal and world.
-            let mut l2 = log.clone();
-            let source = PlannerSource::new(&w.store, prep.masks.clone());
-            let mut ex = Executor::new(&w.store, &w.store, &mut l2, &source, &stop);
-            ex.checkpoint = make_hook(None);
+            let req = ContinueRequest {
+                roots_dir: roots.clone(),
+                legacy_masks: None,
+            };
+            let mut seams = seams(make_hook(None));
             let r = match then {
-                Next::Resume => ex.resume(roots.clone()),
-                Next::Unwind => ex.unwind(roots.clone()),
+                Next::Resume => stepwise::engine::resume(req, &mut seams, &mut log.clone()),
+                Next::Unwind => stepwise::engine::unwind(req, &mut seams, &mut log.clone()),
             };
             match r {
                 Ok(e) => e,
@@ -457,11 +456,16 @@ fn action_test_installs_nothing() {
     let sizes = [(100, 110), (200, 190), (50, 60), (150, 160)];
     let roomy = (sizes.iter().map(|s| s.0 + s.1).sum::<u64>() + 256) * KIB;
     let w = world_with_history(&sizes, None, roomy, 2);
+    // Past preflight: it accepts `--action test` only where G0 is the booted system, whose pin
+    // leaves nothing to free and so no intermediate step; the executor's choice of action for
+    // intermediate steps is what this checks.
     let mut prep = prepare(&w, Strategy::Stepwise, OnFailure::Unwind).unwrap();
     prep.header.action = Action::Test;
+    prep.past_preflight = true;
     assert!(
         prep.header.plan.len() >= 3,
-        "intermediate steps to activate"
+        "intermediate steps to activate: {} step(s)",
+        prep.header.plan.len()
     );
     let before = w.store.boot_installs().len();
     let (end, _) = run(&w, &prep, None, Next::Resume).unwrap();

@@ -16,8 +16,21 @@ use crate::effects::store::{RealiseError, RealiseEvent, StoreError};
 use crate::effects::{Store, System};
 use crate::transition::{self, Chain, Effect, Event, FailureKind, Gen, Next, Outcome, RunState};
 
+impl EngineError {
+    pub fn from_error(e: crate::error::Error) -> Self {
+        EngineError::Refused(Box::new(e))
+    }
+}
+
 /// Space kept free beside the journal, given back when the disk is full.
 pub trait Reserve {
+    /// The run's reserve is `bytes` (what `restore` makes again), without touching the disk.
+    fn set_size(&mut self, bytes: u64);
+    /// Hold `bytes` (made before a run starts, and again when it has ended).
+    fn hold(&mut self, bytes: u64) -> std::io::Result<()> {
+        self.set_size(bytes);
+        self.restore()
+    }
     fn release(&mut self) -> std::io::Result<()>;
     fn restore(&mut self) -> std::io::Result<()>;
 }
@@ -41,6 +54,8 @@ pub enum Progress<'a> {
         message: &'a str,
     },
     Info(&'a str),
+    /// A line of `upgrade`'s preflight for people (not part of the `--json` stream).
+    Note(&'a str),
 }
 
 /// How a drive of the run ended.
@@ -69,6 +84,9 @@ pub enum EngineError {
     Spec(#[from] SpecError),
     #[error("the last run has finished ({0:?}); there is nothing to {1}")]
     Finished(Outcome, &'static str),
+    /// The journal could not be opened or read (locked, damaged, newer): the error to report.
+    #[error("{0}")]
+    Refused(Box<crate::error::Error>),
     /// A format-1 run that cannot be continued safely: its masks are not in the journal.
     #[error(
         "the run was recorded by an older stepwise (journal format 1) and cannot be continued: {0}"

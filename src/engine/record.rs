@@ -188,3 +188,25 @@ pub fn activation_action(spec: &Spec, state: &RunState, gen: transition::Gen) ->
         _ => Action::Switch,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal reached through a symlinked directory or a relative path names the same roots.
+    #[test]
+    fn spellings_of_one_path_are_the_same_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(same_path(
+            &real.join("journal.roots"),
+            &link.join("journal.roots")
+        ));
+        assert!(!same_path(&real.join("a"), &real.join("b")));
+        let here = std::env::current_dir().unwrap();
+        assert!(same_path(Path::new("x.roots"), &here.join("x.roots")));
+    }
+}

@@ -56,7 +56,7 @@ use std::path::{Path, PathBuf};
 pub use codes::{Action, OnFailure, RebootPolicy, RebootWindow, Strategy};
 pub use envelope::{Link, Stored, FORMAT_VERSION};
 pub use record::{ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, RunId, Seq, Target};
-pub use transition::Transition;
+pub use transition::{human_bytes, Transition};
 
 use crate::error::Error;
 use envelope::{genesis_link, EnvelopeError};
