@@ -63,7 +63,9 @@ use storage::{guard, Db, Raw};
 /// An open journal: the checked records, and the writer lock when opened for writing.
 pub struct Journal {
     path: PathBuf,
-    db: Db,
+    /// `None` after a failed write until it is reopened: redb refuses every write after an I/O
+    /// error (fail-stop) until the database is closed and opened again.
+    db: Option<Db>,
     /// `meta.id` (absent in no journal this build created).
     id: Option<[u8; 16]>,
     _lock: Option<lock::WriterLock>,
@@ -136,7 +138,7 @@ impl Journal {
         let id = journal_id(&raw);
         Ok(Journal {
             path: path.to_owned(),
-            db,
+            db: Some(db),
             id,
             _lock: Some(lock),
             records,
@@ -212,12 +214,22 @@ impl Journal {
                 what: format!("cannot encode a {} record: {e}", record.kind_name()),
                 hint: "paths in the journal must be UTF-8; nothing was written".into(),
             })?;
-        let db = &self.db;
-        guard(|| {
+        if self.db.is_none() {
+            self.reopen_writer()?;
+        }
+        let db = self.db.as_ref().expect("reopened above");
+        let appended = guard(|| {
             db.append(seq, &bytes, &link, new_run.then_some(run))
                 .map_err(|e| e.to_string())
-        })
-        .map_err(|e| write_failed(&self.path, e))?;
+        });
+        if let Err(e) = appended {
+            // Close the database now, so that the next append (after the caller made room: the
+            // engine releases its reserve) reopens it and reaches the disk.
+            self.db = None;
+            if !self.landed_after_all(seq, &link) {
+                return Err(write_failed(&self.path, e));
+            }
+        }
         if let (Some(lock), Some(journal_id)) = (self._lock.as_mut(), self.id) {
             let w = lock::Witness {
                 journal_id,
@@ -242,6 +254,52 @@ impl Journal {
             link,
         });
         Ok(seq)
+    }
+
+    /// Open the database again after a failed write and check that it holds exactly what this
+    /// process has seen committed (a reopen that finds less is damage).
+    fn reopen_writer(&mut self) -> Result<(), Error> {
+        self.db = None;
+        let path = &self.path;
+        let db = guard(|| storage::open_writer(path).map_err(|e| e.to_string()))
+            .map_err(|e| write_failed(path, format!("reopening it after a failed write: {e}")))?;
+        let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
+            .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
+        let (records, _) = check(path, &raw, None)?;
+        if records.len() < self.records.len()
+            || records[..self.records.len()] != self.records[..]
+        {
+            return Err(damaged(
+                path,
+                format!(
+                    "reopened after a failed write, it holds {} records where {} were committed",
+                    records.len(),
+                    self.records.len()
+                ),
+            ));
+        }
+        if records.len() > self.records.len() + 1 {
+            return Err(damaged(
+                path,
+                "reopened after a failed write, it holds records this writer never wrote".into(),
+            ));
+        }
+        self.db = Some(db);
+        Ok(())
+    }
+
+    /// After a failed append of record `seq`: reopen, and tell whether the record was committed
+    /// all the same (the error came after the commit). A reopen that fails leaves the database
+    /// closed; the next write tries again.
+    fn landed_after_all(&mut self, seq: Seq, link: &Link) -> bool {
+        if self.reopen_writer().is_err() {
+            return false;
+        }
+        let Some(db) = &self.db else { return false };
+        guard(|| db.read_all().map_err(|e| e.to_string())).is_ok_and(|raw| {
+            raw.log.len() as u64 == seq
+                && raw.head.as_deref().is_some_and(|h| h.len() == 40 && h[8..] == link[..])
+        })
     }
 
     /// The runs, oldest first, with their headers.
@@ -280,7 +338,12 @@ impl Journal {
     /// Re-read the file and check its structure and chain again (what `journal verify` does).
     pub fn verify(&self) -> Result<Summary, Error> {
         let witness = lock::read_witness(&self.path);
-        let db = &self.db;
+        let Some(db) = &self.db else {
+            return Err(write_failed(
+                &self.path,
+                "it was closed after a failed write and is not open again yet".into(),
+            ));
+        };
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
             .map_err(|e| damaged(&self.path, format!("cannot read it: {e}")))?;
         let (records, runs) = check(&self.path, &raw, witness.as_ref())?;
@@ -353,7 +416,7 @@ fn read_checked(path: &Path, holding_lock: bool) -> Result<Journal, ReadFailure>
     let id = journal_id(&raw);
     Ok(Journal {
         path: path.to_owned(),
-        db,
+        db: Some(db),
         id,
         _lock: None,
         records,
