@@ -64,7 +64,13 @@ fn an_append_that_hit_enospc_reaches_the_disk_once_room_is_made() {
     // Room again (the reserve released): the next append must land, durably.
     std::fs::remove_file(&filler).unwrap();
     let last = j
-        .append(run, Record::Resumed { pid: 1, command: "resume".into() })
+        .append(
+            run,
+            Record::Resumed {
+                pid: 1,
+                command: "resume".into(),
+            },
+        )
         .unwrap_or_else(|e| panic!("an append after room was made failed: {e}"));
     written += 1;
     assert_eq!(j.records(run).len() as u64, written);

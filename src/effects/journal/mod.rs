@@ -41,6 +41,7 @@
 //! crashed journal that redb would otherwise serve one commit short.
 
 pub mod envelope;
+pub mod location;
 pub mod lock;
 pub mod record;
 pub mod render;
@@ -266,9 +267,7 @@ impl Journal {
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
         let (records, _) = check(path, &raw, None)?;
-        if records.len() < self.records.len()
-            || records[..self.records.len()] != self.records[..]
-        {
+        if records.len() < self.records.len() || records[..self.records.len()] != self.records[..] {
             return Err(damaged(
                 path,
                 format!(
@@ -298,7 +297,10 @@ impl Journal {
         let Some(db) = &self.db else { return false };
         guard(|| db.read_all().map_err(|e| e.to_string())).is_ok_and(|raw| {
             raw.log.len() as u64 == seq
-                && raw.head.as_deref().is_some_and(|h| h.len() == 40 && h[8..] == link[..])
+                && raw
+                    .head
+                    .as_deref()
+                    .is_some_and(|h| h.len() == 40 && h[8..] == link[..])
         })
     }
 
