@@ -50,7 +50,11 @@ pub fn checked(path: &Path, writes: bool) -> Result<PathBuf, Error> {
             EXAMPLE,
         )
     })?;
-    let full = resolved.join(&rest);
+    let full = if rest.as_os_str().is_empty() {
+        resolved
+    } else {
+        resolved.join(&rest)
+    };
     if full.is_dir() {
         return Err(is_a_directory(path));
     }
@@ -224,6 +228,12 @@ mod tests {
         // Directories that do not exist yet are kept as spelled.
         let deeper = checked(&dir.path().join("link/a/b/j.redb"), true).unwrap();
         assert_eq!(deeper, real.join("a/b/j.redb"));
+        // An existing journal keeps its name (no trailing slash).
+        std::fs::write(real.join("j.redb"), b"").unwrap();
+        assert_eq!(
+            checked(&dir.path().join("link/j.redb"), true).unwrap(),
+            direct
+        );
     }
 
     #[test]
