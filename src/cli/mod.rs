@@ -32,6 +32,7 @@ pub fn main() -> ExitCode {
     let mut out = Output::new(cli.json);
     let result = config::apply_config_file(&mut cli, &matches)
         .and_then(|()| checks::before_run(&cli))
+        .and_then(|()| resolve_journal(&mut cli))
         .and_then(|()| run(&cli, &mut out));
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
@@ -80,6 +81,18 @@ fn init_tracing(cli: &Cli) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// The journal's path, checked and spelled one way (absolute, directories resolved) before any
+/// command opens it; the commands that write it also check who else could write beside it.
+fn resolve_journal(cli: &mut Cli) -> Result<(), Error> {
+    let writes = match &cli.command {
+        Command::Upgrade(_) | Command::Resume | Command::Unwind => true,
+        Command::Status | Command::Journal(_) => false,
+        Command::Plan(_) | Command::Drv(_) => return Ok(()),
+    };
+    cli.journal = crate::effects::journal::location::checked(&cli.journal, writes)?;
+    Ok(())
 }
 
 /// Dispatch one command. Returns the exit code of a successful command (a finished unwind is 1 for

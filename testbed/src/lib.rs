@@ -29,6 +29,7 @@ mod guard;
 mod mount;
 mod prepared;
 mod process;
+mod series;
 mod util;
 
 pub use bed::{base_dir, Bed, Disk};
@@ -40,5 +41,6 @@ pub use fixture::{
 pub use guard::{is_root, require_root, root_tests_required, REQUIRE_ROOT_ENV};
 pub use mount::{is_mount_point, TmpfsMount};
 pub use prepared::SlotLock;
-pub use process::{kill_group, spawn_own_group};
+pub use process::{kill_group, kill_session, spawn_own_group, spawn_own_session};
+pub use series::{Revision, Series, SeriesSpec};
 pub use util::{force_remove, replace_symlink};

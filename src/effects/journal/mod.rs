@@ -42,6 +42,7 @@
 
 pub mod codes;
 pub mod envelope;
+pub mod location;
 pub mod lock;
 pub mod record;
 pub mod render;
@@ -65,7 +66,9 @@ use storage::{guard, Db, Raw};
 /// An open journal: the checked records, and the writer lock when opened for writing.
 pub struct Journal {
     path: PathBuf,
-    db: Db,
+    /// `None` after a failed write until it is reopened: redb refuses every write after an I/O
+    /// error (fail-stop) until the database is closed and opened again.
+    db: Option<Db>,
     /// `meta.id` (absent in no journal this build created).
     id: Option<[u8; 16]>,
     _lock: Option<lock::WriterLock>,
@@ -75,6 +78,50 @@ pub struct Journal {
     /// The format marker: the newest format of any record in the file (the format it was created
     /// in while it holds none). Raised with the first record of a newer format.
     format: u16,
+    /// Where the retained records start (the genesis until a compaction).
+    base: Base,
+    retention: Retention,
+}
+
+/// What a compaction removed: the chain goes on from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Base {
+    /// The last removed record (0: none).
+    pub seq: Seq,
+    /// Its link (the genesis link when nothing was removed).
+    pub link: Link,
+    /// The last removed run (0: none).
+    pub run: RunId,
+}
+
+impl Base {
+    fn genesis() -> Base {
+        Base {
+            seq: 0,
+            link: genesis_link(),
+            run: 0,
+        }
+    }
+}
+
+/// Which finished runs a journal keeps when a new run begins. The run before the new one is
+/// always kept (`status` and `journal show` speak of it), and so is any unfinished run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many runs (the newest).
+    pub max_runs: u64,
+    /// Drop finished runs that started more than this many days ago.
+    pub max_age_days: u64,
+}
+
+impl Default for Retention {
+    /// About a year of weekly updates, and every run of the last three months.
+    fn default() -> Self {
+        Retention {
+            max_runs: 50,
+            max_age_days: 90,
+        }
+    }
 }
 
 /// What `verify` found in a sound journal.
@@ -84,6 +131,8 @@ pub struct Summary {
     pub records: u64,
     /// The link of the last record (the genesis link for an empty journal).
     pub head: Link,
+    /// Where the retained records start, when older runs were compacted away.
+    pub compacted: Option<Base>,
 }
 
 /// The current time in unix milliseconds.
@@ -137,16 +186,18 @@ impl Journal {
             .map_err(|e| damaged(path, format!("cannot open it: {e}")))?;
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
             .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
-        let (records, runs) = check(path, &raw, lock.previous.as_ref())?;
+        let (records, runs, base) = check(path, &raw, lock.previous.as_ref())?;
         let id = journal_id(&raw);
         Ok(Journal {
             path: path.to_owned(),
-            db,
+            db: Some(db),
             id,
             _lock: Some(lock),
             records,
             runs,
             format: format_marker(&raw),
+            base,
+            retention: Retention::default(),
         })
     }
 
@@ -180,7 +231,12 @@ impl Journal {
 
     /// `begin_run` with a given time (tests, golden files).
     pub fn begin_run_at(&mut self, header: RunHeader, at_ms: u64) -> Result<RunId, Error> {
-        let run = self.runs.keys().next_back().map_or(1, |r| r + 1);
+        self.compact(at_ms)?;
+        let run = self
+            .runs
+            .keys()
+            .next_back()
+            .map_or(self.base.run + 1, |r| r + 1);
         self.write(run, Record::RunStarted(Box::new(header)), true, at_ms)?;
         Ok(run)
     }
@@ -215,23 +271,33 @@ impl Journal {
         if self._lock.is_none() {
             return Err(misuse(&self.path, "append to a journal opened read-only"));
         }
-        let prev = self.records.last().map_or_else(genesis_link, |r| r.link);
-        let seq = self.records.len() as u64 + 1;
+        let prev = self.records.last().map_or(self.base.link, |r| r.link);
+        let seq = self.records.last().map_or(self.base.seq, |r| r.seq) + 1;
         let (bytes, link) =
             envelope::encode(&prev, seq, run, at_ms, &record).map_err(|e| Error::Journal {
                 path: self.path.display().to_string(),
                 what: format!("cannot encode a {} record: {e}", record.kind_name()),
                 hint: "paths in the journal must be UTF-8; nothing was written".into(),
             })?;
-        let db = &self.db;
+        if self.db.is_none() {
+            self.reopen_writer()?;
+        }
+        let db = self.db.as_ref().expect("reopened above");
         // A format-1 journal gets format 2's marker with its first format-2 record: an older
         // stepwise then refuses the file as newer, before reading a record it cannot decode.
         let raise = (self.format < FORMAT_VERSION).then_some(FORMAT_VERSION);
-        guard(|| {
+        let appended = guard(|| {
             db.append(seq, &bytes, &link, new_run.then_some(run), raise)
                 .map_err(|e| e.to_string())
-        })
-        .map_err(|e| write_failed(&self.path, e))?;
+        });
+        if let Err(e) = appended {
+            // Close the database now, so that the next append (after the caller made room: the
+            // engine releases its reserve) reopens it and reaches the disk.
+            self.db = None;
+            if !self.landed_after_all(seq, &link) {
+                return Err(write_failed(&self.path, e));
+            }
+        }
         self.format = self.format.max(FORMAT_VERSION);
         if let (Some(lock), Some(journal_id)) = (self._lock.as_mut(), self.id) {
             let w = lock::Witness {
@@ -257,6 +323,125 @@ impl Journal {
             link,
         });
         Ok(seq)
+    }
+
+    /// Open the database again after a failed write and check that it holds exactly what this
+    /// process has seen committed (a reopen that finds less is damage).
+    fn reopen_writer(&mut self) -> Result<(), Error> {
+        self.db = None;
+        let path = &self.path;
+        let db = guard(|| storage::open_writer(path).map_err(|e| e.to_string()))
+            .map_err(|e| write_failed(path, format!("reopening it after a failed write: {e}")))?;
+        let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
+            .map_err(|e| damaged(path, format!("cannot read it: {e}")))?;
+        let (records, _, _) = check(path, &raw, None)?;
+        if records.len() < self.records.len() || records[..self.records.len()] != self.records[..] {
+            return Err(damaged(
+                path,
+                format!(
+                    "reopened after a failed write, it holds {} records where {} were committed",
+                    records.len(),
+                    self.records.len()
+                ),
+            ));
+        }
+        if records.len() > self.records.len() + 1 {
+            return Err(damaged(
+                path,
+                "reopened after a failed write, it holds records this writer never wrote".into(),
+            ));
+        }
+        self.db = Some(db);
+        Ok(())
+    }
+
+    /// After a failed append of record `seq`: reopen, and tell whether the record was committed
+    /// all the same (the error came after the commit). A reopen that fails leaves the database
+    /// closed; the next write tries again.
+    fn landed_after_all(&mut self, seq: Seq, link: &Link) -> bool {
+        if self.reopen_writer().is_err() {
+            return false;
+        }
+        let Some(db) = &self.db else { return false };
+        guard(|| db.read_all().map_err(|e| e.to_string())).is_ok_and(|raw| {
+            raw.log.last().is_some_and(|(k, _)| *k == seq)
+                && raw
+                    .head
+                    .as_deref()
+                    .is_some_and(|h| h.len() == 40 && h[8..] == link[..])
+        })
+    }
+
+    /// How many finished runs to keep when a run begins (`Retention::default()` otherwise).
+    pub fn set_retention(&mut self, retention: Retention) {
+        self.retention = retention;
+    }
+
+    /// Drop the oldest finished runs the retention does not keep, in one durable transaction:
+    /// their records go, the chain goes on from the last removed link (kept as the base), and
+    /// the ids of the runs after them stay as they were. Returns how many runs were removed.
+    pub fn compact(&mut self, now_ms: u64) -> Result<u64, Error> {
+        let drop = self.runs_to_drop(now_ms);
+        let Some(&(last_run, end)) = drop.last() else {
+            return Ok(0);
+        };
+        let last = &self.records[end - 1];
+        let base = Base {
+            seq: last.seq,
+            link: last.link,
+            run: last_run,
+        };
+        if self.db.is_none() {
+            self.reopen_writer()?;
+        }
+        let db = self.db.as_ref().expect("reopened above");
+        guard(|| {
+            db.compact(base.seq, &base.link, base.run, FORMAT_VERSION)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| {
+            self.db = None;
+            write_failed(&self.path, e)
+        })?;
+        self.format = self.format.max(FORMAT_VERSION);
+        self.records.drain(..end);
+        self.runs = self
+            .runs
+            .iter()
+            .filter(|(&r, _)| r > base.run)
+            .map(|(&r, &i)| (r, i - end))
+            .collect();
+        self.base = base;
+        Ok(drop.len() as u64)
+    }
+
+    /// The oldest runs to drop, each with the index just past its last record: a prefix of the
+    /// runs, finished, not the last, and either beyond `max_runs` or older than `max_age_days`.
+    fn runs_to_drop(&self, now_ms: u64) -> Vec<(RunId, usize)> {
+        let keep = self.retention;
+        let max_age_ms = keep.max_age_days.saturating_mul(86_400_000);
+        // One run begins after this: it counts against `max_runs`.
+        let total = self.runs.len() as u64 + 1;
+        let mut out = Vec::new();
+        let last = self.last_run();
+        for (n, (&run, &start)) in self.runs.iter().enumerate() {
+            let records = self.records(run);
+            let finished = records
+                .iter()
+                .any(|r| matches!(r.record, Record::RunFinished { .. }));
+            let too_many = total - n as u64 > keep.max_runs;
+            let too_old = now_ms.saturating_sub(self.records[start].at_ms) > max_age_ms;
+            if Some(run) == last || !finished || !(too_many || too_old) {
+                break;
+            }
+            out.push((run, start + records.len()));
+        }
+        out
+    }
+
+    /// Where the retained records start.
+    pub fn base(&self) -> Base {
+        self.base
     }
 
     /// The runs, oldest first, with their headers.
@@ -295,14 +480,20 @@ impl Journal {
     /// Re-read the file and check its structure and chain again (what `journal verify` does).
     pub fn verify(&self) -> Result<Summary, Error> {
         let witness = lock::read_witness(&self.path);
-        let db = &self.db;
+        let Some(db) = &self.db else {
+            return Err(write_failed(
+                &self.path,
+                "it was closed after a failed write and is not open again yet".into(),
+            ));
+        };
         let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
             .map_err(|e| damaged(&self.path, format!("cannot read it: {e}")))?;
-        let (records, runs) = check(&self.path, &raw, witness.as_ref())?;
+        let (records, runs, base) = check(&self.path, &raw, witness.as_ref())?;
         Ok(Summary {
             runs: runs.len() as u64,
             records: records.len() as u64,
-            head: records.last().map_or_else(genesis_link, |r| r.link),
+            head: records.last().map_or(base.link, |r| r.link),
+            compacted: (base.seq > 0).then_some(base),
         })
     }
 }
@@ -364,16 +555,18 @@ fn read_checked(path: &Path, holding_lock: bool) -> Result<Journal, ReadFailure>
     };
     let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
         .map_err(|e| Damaged(damaged(path, format!("cannot read it: {e}"))))?;
-    let (records, runs) = check(path, &raw, witness.as_ref()).map_err(Damaged)?;
+    let (records, runs, base) = check(path, &raw, witness.as_ref()).map_err(Damaged)?;
     let id = journal_id(&raw);
     Ok(Journal {
         path: path.to_owned(),
-        db,
+        db: Some(db),
         id,
         _lock: None,
         records,
         runs,
         format: format_marker(&raw),
+        base,
+        retention: Retention::default(),
     })
 }
 
@@ -388,7 +581,7 @@ pub fn verify_file(path: &Path) -> Result<Summary, Error> {
         .map_err(|e| damaged(path, format!("redb's integrity check failed: {e}")))?;
     let raw = guard(|| db.read_all().map_err(|e| e.to_string()))
         .map_err(|e| damaged(path, format!("redb's integrity check failed: {e}")))?;
-    let (records, _) = check(path, &raw, None)?;
+    let (records, _, _) = check(path, &raw, None)?;
     if records != j.records {
         return Err(damaged(
             path,
@@ -460,7 +653,7 @@ fn misuse(path: &Path, what: &str) -> Error {
     }
 }
 
-type Checked = (Vec<Stored>, BTreeMap<RunId, usize>);
+type Checked = (Vec<Stored>, BTreeMap<RunId, usize>, Base);
 
 /// Interpret and check everything read: format marker, keys, envelopes, chain, head, run index,
 /// and the references between records. The first problem found is the error.
@@ -493,12 +686,21 @@ fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Chec
         Some(other) => return bad(format!("format marker is {} bytes, not 2", other.len())),
         None => return bad("format marker (meta table, key \"format\") is missing".into()),
     }
+    let base = match raw.base.as_deref() {
+        None => Base::genesis(),
+        Some(b) if b.len() == 48 => Base {
+            seq: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            link: b[8..40].try_into().expect("32 bytes"),
+            run: u64::from_le_bytes(b[40..].try_into().expect("8 bytes")),
+        },
+        Some(b) => return bad(format!("base marker is {} bytes, not 48", b.len())),
+    };
     let mut records: Vec<Stored> = Vec::with_capacity(raw.log.len());
     let mut runs: BTreeMap<RunId, usize> = BTreeMap::new();
     let mut intents: BTreeMap<Seq, (RunId, bool)> = BTreeMap::new();
-    let mut prev = genesis_link();
+    let mut prev = base.link;
     for (i, (key, bytes)) in raw.log.iter().enumerate() {
-        let seq = i as u64 + 1;
+        let seq = base.seq + i as u64 + 1;
         if *key != seq {
             return bad(format!(
                 "record {seq} is missing: the log's key after record {} is {key}",
@@ -513,7 +715,7 @@ fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Chec
         let current_run = runs.keys().next_back().copied();
         match &stored.record {
             Record::RunStarted(_) => {
-                let expected = current_run.map_or(1, |r| r + 1);
+                let expected = current_run.map_or(base.run + 1, |r| r + 1);
                 if stored.run != expected {
                     return bad(format!(
                         "record {seq} starts run {} where run {expected} was due",
@@ -553,7 +755,7 @@ fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Chec
     }
     // The head is written with every record: a log that lost its tail no longer matches it.
     match raw.head.as_deref() {
-        None if records.is_empty() => {}
+        None if records.is_empty() && base.seq == 0 => {}
         None => {
             return bad(format!(
                 "head marker is missing but {} records exist",
@@ -564,10 +766,10 @@ fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Chec
             let mut n = [0u8; 8];
             n.copy_from_slice(&h[..8]);
             let head_seq = u64::from_le_bytes(n);
-            if head_seq != records.len() as u64 {
+            let last_seq = base.seq + records.len() as u64;
+            if head_seq != last_seq {
                 return bad(format!(
-                    "head marker says {head_seq} records were written, the log holds {}",
-                    records.len()
+                    "head marker says {head_seq} records were written, the log holds up to {last_seq}",
                 ));
             }
             if h[8..] != prev {
@@ -587,7 +789,7 @@ fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Chec
     }
     // The witness of another journal (one moved aside and replaced) says nothing about this one.
     if let Some(w) = witness.filter(|w| raw.id.as_deref() == Some(w.journal_id.as_slice())) {
-        let n = records.len() as u64;
+        let n = base.seq + records.len() as u64;
         if w.seq > n {
             return bad(format!(
                 "it holds {n} records, but record {} was committed (its lock file's witness says \
@@ -595,7 +797,13 @@ fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Chec
                 w.seq
             ));
         }
-        if w.seq > 0 && records[w.seq as usize - 1].link != w.link {
+        let witnessed = match w.seq.checked_sub(base.seq + 1) {
+            Some(i) => records[i as usize].link,
+            None if w.seq == base.seq => base.link,
+            // Compacted away since: nothing left to compare.
+            None => w.link,
+        };
+        if w.seq > 0 && witnessed != w.link {
             return bad(format!(
                 "record {} is not the record that was committed (its lock file's witness holds \
                  another link)",
@@ -603,7 +811,7 @@ fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Chec
             ));
         }
     }
-    Ok((records, runs))
+    Ok((records, runs, base))
 }
 
 /// The checked format marker (`check` refused a missing or malformed one).

@@ -29,6 +29,9 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const META_FORMAT: &str = "format";
 pub const META_HEAD: &str = "head";
 pub const META_ID: &str = "id";
+/// Present once older runs were compacted away: seq of the last removed record (u64 LE) ‖ its
+/// link (32 bytes) ‖ the id of the last removed run (u64 LE).
+pub const META_BASE: &str = "base";
 
 /// Everything stored, read in one read transaction, not yet interpreted.
 #[derive(Debug, Default)]
@@ -38,6 +41,7 @@ pub struct Raw {
     pub format: Option<Vec<u8>>,
     pub head: Option<Vec<u8>>,
     pub id: Option<Vec<u8>>,
+    pub base: Option<Vec<u8>>,
     pub log: Vec<(u64, Vec<u8>)>,
     pub runs: Vec<(u64, u64)>,
 }
@@ -180,6 +184,7 @@ impl Db {
             format: meta.get(META_FORMAT)?.map(|v| v.value().to_vec()),
             head: meta.get(META_HEAD)?.map(|v| v.value().to_vec()),
             id: meta.get(META_ID)?.map(|v| v.value().to_vec()),
+            base: meta.get(META_BASE)?.map(|v| v.value().to_vec()),
             ..Raw::default()
         };
         let log = txn.open_table(LOG)?;
@@ -242,6 +247,35 @@ impl Db {
             if let Some(format) = raise_format {
                 meta.insert(META_FORMAT, format.to_le_bytes().as_slice())?;
             }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Remove the records up to `base_seq` and the runs up to `base_run` in one durable
+    /// transaction, recording the base (the chain goes on from `base_link`) and the format.
+    pub fn compact(
+        &self,
+        base_seq: Seq,
+        base_link: &Link,
+        base_run: RunId,
+        format: u16,
+    ) -> Result<(), redb::Error> {
+        let Db::Writer(db) = self else {
+            unreachable!("compact on a reader")
+        };
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            txn.open_table(LOG)?.retain(|seq, _| seq > base_seq)?;
+            txn.open_table(RUNS)?.retain(|run, _| run > base_run)?;
+            let mut base = Vec::with_capacity(48);
+            base.extend_from_slice(&base_seq.to_le_bytes());
+            base.extend_from_slice(base_link);
+            base.extend_from_slice(&base_run.to_le_bytes());
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_BASE, base.as_slice())?;
+            meta.insert(META_FORMAT, format.to_le_bytes().as_slice())?;
         }
         txn.commit()?;
         Ok(())

@@ -1,0 +1,280 @@
+//! The year in a test: a system taken through 12 successive revisions (each bumping another mix
+//! of packages, as hourly nixpkgs updates do) on a disk where the big ones do not fit as a plain
+//! upgrade, driving the binary exactly as the NixOS module does: the timer's `stepwise upgrade`
+//! and the boot's `stepwise resume`. Power cuts (every process of the run's session SIGKILLed)
+//! at seeded random moments, each followed by a boot (`resume`) or by the next timer tick, and
+//! now and then an hourly `nix-store --gc` between them.
+//!
+//! Checked: after every cut the profile and current-system point at a complete generation; every
+//! boot's `resume` exits 0; every revision is reached exactly; `journal verify` passes at the end.
+//! `STEPWISE_SOAK_SEED` replays a seed. Root only (tmpfs).
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use stepwise_testbed::{
+    kill_session, require_root, spawn_own_session, Bed, PackageSpec, Role, Series, SeriesSpec,
+    NIX_STATE_ALLOWANCE_MIB,
+};
+
+const MIB: u64 = 1 << 20;
+
+/// The packages of revision 0 and, for each later revision, the packages it bumps (`+NAME`
+/// adds one, `-NAME` removes it).
+const BUMPS: [&[&str]; 12] = [
+    &["tool-d"],
+    &["big-a"],
+    &["big-b", "mid-c"],
+    &["linux", "initrd-linux"],
+    &["big-a", "big-b"],
+    &["tool-d", "mid-c"],
+    &["+extra-e"],
+    &["-extra-e", "big-a"],
+    // A mass rebuild (glibc): everything changes.
+    &[
+        "big-a",
+        "big-b",
+        "mid-c",
+        "tool-d",
+        "linux",
+        "initrd-linux",
+        "coreutils",
+    ],
+    &["mid-c"],
+    &["big-b"],
+    &["tool-d", "linux", "initrd-linux"],
+];
+
+fn base_packages() -> Vec<PackageSpec> {
+    vec![
+        PackageSpec::unchanged("big-a", 12).service(),
+        PackageSpec::unchanged("big-b", 10).with_output("man"),
+        PackageSpec::unchanged("mid-c", 6),
+        PackageSpec::unchanged("tool-d", 2).service(),
+        PackageSpec::unchanged("coreutils", 1),
+        PackageSpec::unchanged("linux", 4).role(Role::Kernel),
+        PackageSpec::unchanged("initrd-linux", 1).role(Role::Initrd),
+    ]
+}
+
+/// Revision k's packages: revision k-1's with the bumped ones at version k.
+fn series_spec() -> SeriesSpec {
+    let mut revisions = vec![base_packages()];
+    for (k, bumps) in BUMPS.iter().enumerate() {
+        let mut next = revisions[k].clone();
+        for b in bumps.iter() {
+            if let Some(name) = b.strip_prefix('+') {
+                next.push(PackageSpec::unchanged(name, 3));
+            } else if let Some(name) = b.strip_prefix('-') {
+                next.retain(|p| p.pname != name);
+            } else {
+                let p = next.iter_mut().find(|p| p.pname == *b).expect("a package");
+                let v = p.old.as_mut().expect("a version");
+                v.version = format!("{}.0", k + 2);
+            }
+        }
+        revisions.push(next);
+    }
+    SeriesSpec {
+        host: "soak".into(),
+        revisions,
+    }
+}
+
+/// A small seeded generator (xorshift), so a failing run can be replayed.
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+fn stepwise(bed: &Bed, args: &[&str]) -> Command {
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.arg("--journal").arg(bed.journal_path());
+    cmd.args(args);
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// The timer's run, as the module starts it with `allowReboot`: the reboot command is `true`
+/// here, so the run stops (exit 3, "rebooting into …") and the test boots the machine.
+fn upgrade(bed: &Bed, target_drv: &str) -> Command {
+    let mut cmd = stepwise(bed, &["upgrade", "--target", target_drv]);
+    cmd.args(bed.system_args());
+    cmd.args(["--reboot", "when-needed", "--reboot-command", "true"]);
+    cmd
+}
+
+/// Whether a run stopped to reboot (and the test must boot the machine).
+fn rebooting(o: &Output) -> bool {
+    o.status.code() == Some(3) && String::from_utf8_lossy(&o.stderr).contains("rebooting into")
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The profile and current-system name generations whose closures are complete.
+fn complete(bed: &Bed, when: &str) {
+    for (what, link) in [
+        ("profile", bed.profile_target()),
+        ("current-system", bed.current_system()),
+    ] {
+        let link = link.unwrap_or_else(|| panic!("{when}: {what} is missing"));
+        let closure = bed
+            .closure(&[&link])
+            .unwrap_or_else(|e| panic!("{when}: {what} {link}: {e}"));
+        for p in &closure {
+            assert!(
+                bed.is_valid(p).unwrap(),
+                "{when}: {what}'s {p} is not valid"
+            );
+        }
+    }
+}
+
+/// A boot (after a power cut or a reboot the run asked for): the boot loader's default becomes
+/// the booted and the current system, then the module's `stepwise-resume.service` runs, which
+/// exits 0, or asks for the next reboot. Returns the boots.
+fn boot(bed: &Bed, when: &str) -> u32 {
+    for boots in 1..10 {
+        let default = bed
+            .boot_default()
+            .unwrap_or_else(|| panic!("{when}: no boot default"));
+        bed.set_booted(&default).unwrap();
+        stepwise_testbed::replace_symlink(default.as_ref(), &bed.current_system_link()).unwrap();
+        complete(bed, &format!("{when}, boot {boots}"));
+        let o = stepwise(bed, &["resume"]).output().unwrap();
+        if !rebooting(&o) {
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{when}: the boot's resume: {}",
+                show(&o)
+            );
+            return boots;
+        }
+    }
+    panic!("{when}: still rebooting after 10 boots");
+}
+
+#[derive(Default, Debug)]
+struct Figures {
+    cuts: u32,
+    boots: u32,
+    ticks: u32,
+    gcs: u32,
+    plain_would_not_fit: u32,
+}
+
+#[test]
+fn twelve_revisions_through_power_cuts_boots_and_timer_ticks() {
+    if !require_root("soak: twelve revisions with power cuts") {
+        return;
+    }
+    let mut seed: u64 = std::env::var("STEPWISE_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_50a4);
+    eprintln!("seed {seed} (STEPWISE_SOAK_SEED replays it)");
+    let spec = series_spec();
+    // The disk: the largest revision, its largest package once more, and Nix's state.
+    let largest = spec_largest_closure_guess();
+    let disk_mib = largest + 12 + NIX_STATE_ALLOWANCE_MIB + 4;
+    let (bed, series) = Bed::series(&spec, disk_mib).expect("building the series");
+    let mut figures = Figures::default();
+    for k in 1..series.revisions.len() {
+        let plain_peak = series.union_bytes[k - 1] / MIB + NIX_STATE_ALLOWANCE_MIB;
+        if plain_peak > disk_mib {
+            figures.plain_would_not_fit += 1;
+        }
+        reach(&bed, &series, k, &mut seed, &mut figures);
+    }
+    let o = stepwise(&bed, &["journal", "verify"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "journal verify: {}", show(&o));
+    let bytes = std::fs::metadata(bed.journal_path()).unwrap().len();
+    eprintln!(
+        "soak: {} revisions on a {disk_mib} MiB disk ({} of them too big for a plain upgrade): \
+         {} power cuts, {} boots, {} timer ticks, {} GCs; journal {} KiB",
+        series.revisions.len() - 1,
+        figures.plain_would_not_fit,
+        figures.cuts,
+        figures.boots,
+        figures.ticks,
+        figures.gcs,
+        bytes / 1024
+    );
+    assert!(
+        figures.plain_would_not_fit > 0,
+        "the disk is too roomy: {figures:?}"
+    );
+    assert!(figures.cuts > 0 && figures.boots > 0, "{figures:?}");
+}
+
+/// MiB of the largest revision's closure, from the spec's sizes (packages and their `man`
+/// outputs), rounded up, plus a MiB of glue.
+fn spec_largest_closure_guess() -> u64 {
+    series_spec()
+        .revisions
+        .iter()
+        .map(|r| {
+            r.iter()
+                .filter_map(|p| p.old.as_ref())
+                .map(|v| v.kib.div_ceil(1024))
+                .sum::<u64>()
+                + 1
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Timer ticks (some cut short by a power cut, then a boot or not) until revision `k` runs.
+fn reach(bed: &Bed, series: &Series, k: usize, seed: &mut u64, f: &mut Figures) {
+    let target = &series.revisions[k];
+    let mut cuts_here = 0;
+    for attempt in 0.. {
+        assert!(attempt < 10, "revision {k} not reached after 10 ticks");
+        let when = format!("revision {k}, tick {attempt}");
+        f.ticks += 1;
+        if cuts_here < 2 && next(seed) % 3 != 0 {
+            let mut child = spawn_own_session(
+                upgrade(bed, &target.drv)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+            .unwrap();
+            // A random moment, not a synchronisation: wherever the run is, the cut must be safe.
+            std::thread::sleep(Duration::from_millis(next(seed) % 4000));
+            kill_session(&mut child, Signal::SIGKILL).unwrap();
+            f.cuts += 1;
+            cuts_here += 1;
+            complete(bed, &format!("{when}, after the cut"));
+            if next(seed) % 2 == 0 {
+                f.boots += boot(bed, &when);
+            }
+            if next(seed) % 4 == 0 {
+                bed.gc().unwrap();
+                f.gcs += 1;
+            }
+            continue;
+        }
+        let o = upgrade(bed, &target.drv).output().unwrap();
+        if rebooting(&o) {
+            f.boots += boot(bed, &when);
+        } else {
+            assert_eq!(o.status.code(), Some(0), "{when}: {}", show(&o));
+        }
+        if bed.profile_target().as_deref() == Some(target.out.as_str()) {
+            assert_eq!(bed.current_system().as_deref(), Some(target.out.as_str()));
+            complete(bed, &when);
+            return;
+        }
+    }
+}
