@@ -228,7 +228,7 @@ pub struct FailureScan {
 
 impl FailureScan {
     pub fn observe(&mut self, store_dir: &StoreDir, line: &str) {
-        if line.contains(crate::effects::nix::runner::NIX_INTERRUPTED) {
+        if line.contains(crate::effects::nix::runner::NIX_INTERRUPTED) || builder_stopped(line) {
             self.interrupted = true;
         }
         if self.out_of_space.is_none() && OUT_OF_SPACE_MARKERS.iter().any(|m| line.contains(m)) {
@@ -253,6 +253,21 @@ impl FailureScan {
             None => FailureKind::Other,
         }
     }
+}
+
+/// A builder killed by SIGHUP, SIGINT, SIGQUIT or SIGTERM: the signal a stop sends to every
+/// process of the unit (Nix, seeing its builder die first, may report that instead of its own
+/// interruption). `… failed due to signal 15 (Terminated)` on every version. SIGKILL is left a
+/// failure: alone it is the OOM killer inside a build, which a retry would meet again.
+fn builder_stopped(line: &str) -> bool {
+    let Some(at) = line.find("due to signal ") else {
+        return false;
+    };
+    let number: String = line[at + "due to signal ".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    matches!(number.parse::<i32>(), Ok(1 | 2 | 3 | 15))
 }
 
 fn failed_drv(store_dir: &StoreDir, line: &str) -> Option<StorePath> {
@@ -481,6 +496,16 @@ mod tests {
         // A group-wide SIGTERM: the builder dies of it too, but the run was stopped.
         let stopped = format!("{s28}error: interrupted by the user\n");
         assert_eq!(classify_failure(&sd(), &stopped), FailureKind::Interrupted);
+        // … or Nix saw its builder die of the signal first (2.8, recorded).
+        let term = "error: builder for '/nix/store/p58n9l32hn8hb37ic9lwlxdnv9824p7x-fail-1.0.drv' failed due to signal 15 (Terminated)\n";
+        assert_eq!(classify_failure(&sd(), term), FailureKind::Interrupted);
+        let s224_int = "error: Cannot build '/nix/store/p58n9l32hn8hb37ic9lwlxdnv9824p7x-fail-1.0.drv'.\n       Reason: builder failed due to signal 2 (Interrupt).\n";
+        assert_eq!(classify_failure(&sd(), s224_int), FailureKind::Interrupted);
+        let oom = term.replace("signal 15 (Terminated)", "signal 9 (Killed)");
+        assert_eq!(
+            classify_failure(&sd(), &oom),
+            FailureKind::BuildFailed(drv.clone())
+        );
     }
 
     #[test]
