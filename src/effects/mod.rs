@@ -7,5 +7,6 @@ pub mod journal;
 pub mod model_store;
 pub mod nix;
 pub mod store;
+pub mod system_lock;
 
 pub use store::{Store, System};
