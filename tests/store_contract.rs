@@ -163,13 +163,16 @@ fn nix_text(specs: &[Spec]) -> String {
     t
 }
 
+/// Makes the toplevel's switch-to-configuration exit with a code, naming failed units.
+type SetActivationExit = dyn Fn(i32, &[&str]);
+
 /// What the contract tests refer to, the same for both stores.
 struct Fx {
     store_dir: StoreDir,
     drvs: BTreeMap<&'static str, StorePath>,
     places: Places,
     /// Make the toplevel's switch-to-configuration exit with this code, naming these units.
-    set_activation_exit: Box<dyn Fn(i32, &[&str])>,
+    set_activation_exit: Box<SetActivationExit>,
 }
 
 impl Fx {

@@ -259,6 +259,9 @@ impl Default for StdoutMode {
     }
 }
 
+/// What receives the child's output lines.
+pub type LineSink<'a> = dyn FnMut(Stream, &str) + 'a;
+
 /// Per-call options.
 #[derive(Default)]
 pub struct RunOptions<'a> {
@@ -268,7 +271,7 @@ pub struct RunOptions<'a> {
     pub stdout: StdoutMode,
     /// Called with every line of stderr, and of stdout when it is streamed (without the newline,
     /// cut at [`MAX_LINE_BYTES`]), as it arrives.
-    pub on_line: Option<&'a mut dyn FnMut(Stream, &str)>,
+    pub on_line: Option<&'a mut LineSink<'a>>,
 }
 
 pub struct Runner {
