@@ -89,3 +89,58 @@ fn a_profile_whose_directory_is_missing_is_bad_input() {
     assert_eq!(e.exit(), Exit::BadInput);
     assert!(!run.exists(), "nothing created");
 }
+
+/// The holder in another process, killed as an OOM kill or a power cut would: its lock dies
+/// with it, so a stale lock file never blocks the next run.
+#[test]
+fn a_lock_held_by_another_process_is_refused_and_dies_with_it() {
+    use std::io::BufRead;
+    let (d, run, profile) = dirs();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "lock_holder_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("STEPWISE_LOCK_HELPER", d.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("LOCK-HELD") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the helper never took the lock"
+        );
+    }
+    let e = acquire(&run, &profile, &d.path().join("mine.redb"), 0).unwrap_err();
+    let shown = e.to_string();
+    assert!(shown.contains(&format!("pid {}", child.id())), "{shown}");
+    assert!(shown.contains("theirs.redb"), "{shown}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    acquire(&run, &profile, &d.path().join("mine.redb"), 0).unwrap();
+}
+
+/// Runs only inside the test above: takes the lock, says so, and holds it until killed.
+#[test]
+fn lock_holder_helper() {
+    let Some(root) = std::env::var_os("STEPWISE_LOCK_HELPER") else {
+        return;
+    };
+    let root = std::path::PathBuf::from(root);
+    let _held = acquire(
+        &root.join("run/stepwise"),
+        &root.join("profiles/system"),
+        &root.join("theirs.redb"),
+        0,
+    )
+    .unwrap();
+    println!("LOCK-HELD");
+    let mut sink = String::new();
+    let _ = std::io::stdin().read_line(&mut sink);
+}
