@@ -103,6 +103,9 @@ fn store_hint(e: &StoreError) -> String {
         }
         StoreError::Refused(_) => "stepwise stopped rather than risk the system; `stepwise status` shows where the run stands",
         StoreError::OutOfSpace(_) => OUT_OF_SPACE_HINT,
+        StoreError::Interrupted { .. } => {
+            "nothing failed: the run was stopped; `stepwise resume` redoes what was interrupted"
+        }
         StoreError::Io { source, .. } => return io_hint(source),
         StoreError::Injected(_) => return String::new(),
     };

@@ -10,7 +10,7 @@ use stepwise::drv::{self, StoreDir, StorePath};
 use stepwise::effects::model_store::{nar_size_of_file, DrvSpec, ModelStore};
 use stepwise::effects::nix::{NixCli, NixCliConfig};
 use stepwise::effects::store::{
-    Action, RealiseError, RealiseEvent, Store, StoreError, System, TargetSpec,
+    Action, Activated, RealiseError, RealiseEvent, Store, StoreError, System, TargetSpec,
 };
 use stepwise_testbed::{nix_str, require_root, Bed, Disk};
 
@@ -50,15 +50,33 @@ struct Places {
     current_link: PathBuf,
     booted_link: PathBuf,
     boot_file: PathBuf,
+    /// `CODE [UNITS]`: how the fixture's switch-to-configuration exits (absent: 0).
+    activation_exit_file: PathBuf,
     profile: PathBuf,
     roots_dir: PathBuf,
     nix_file: PathBuf,
 }
 
 fn specs(p: &Places) -> Vec<Spec> {
-    // The fixture's switch-to-configuration: switch/test point the current link here,
-    // switch/boot record the boot default.
-    let switch = "mkdir -p $out/bin; echo $app > $out/app; printf '#!/bin/sh\\ncase \"$1\" in switch|test) ln -sfn %s %s;; esac\\ncase \"$1\" in switch|boot) echo %s > %s;; esac\\n' $out $currentLink $out $bootFile > $out/bin/switch-to-configuration; chmod +x $out/bin/switch-to-configuration";
+    // The fixture's switch-to-configuration, with NixOS's exit codes: switch/boot record the
+    // boot default; exit 100 (an incompatible init) before activating; switch/test point the
+    // current link here; exit 4 after it, naming the failed units as the real one does. The
+    // exit code and units are read from the activation exit file.
+    let switch = r#"mkdir -p $out/bin; echo $app > $out/app
+cat > $out/bin/switch-to-configuration <<EOF
+#!/bin/sh
+case "\$1" in switch|boot) echo $out > $bootFile;; esac
+[ "\$1" = boot ] && exit 0
+code=0; units=
+[ -e $exitFile ] && read code units < $exitFile
+[ "\$code" = 100 ] && { echo 'Warning: the new NixOS configuration has an init that is incompatible with the current configuration.' >&2; exit 100; }
+[ "\$code" = 0 ] || [ "\$code" = 4 ] || { echo 'activation failed' >&2; exit \$code; }
+echo activating the configuration...
+ln -sfn $out $currentLink
+[ -n "\$units" ] && echo "warning: the following units failed: \$units" >&2
+exit \$code
+EOF
+chmod +x $out/bin/switch-to-configuration"#;
     vec![
         spec(
             "lib",
@@ -106,6 +124,7 @@ fn specs(p: &Places) -> Vec<Spec> {
             extra_env: vec![
                 ("currentLink", p.current_link.display().to_string()),
                 ("bootFile", p.boot_file.display().to_string()),
+                ("exitFile", p.activation_exit_file.display().to_string()),
             ],
             system: true,
             ..spec("toplevel", "nixos-system-contract-1", switch, 2000)
@@ -144,11 +163,16 @@ fn nix_text(specs: &[Spec]) -> String {
     t
 }
 
+/// Makes the toplevel's switch-to-configuration exit with a code, naming failed units.
+type SetActivationExit = dyn Fn(i32, &[&str]);
+
 /// What the contract tests refer to, the same for both stores.
 struct Fx {
     store_dir: StoreDir,
     drvs: BTreeMap<&'static str, StorePath>,
     places: Places,
+    /// Make the toplevel's switch-to-configuration exit with this code, naming these units.
+    set_activation_exit: Box<SetActivationExit>,
 }
 
 impl Fx {
@@ -171,6 +195,7 @@ fn places_in(root: &Path, current: PathBuf, booted: PathBuf, profile: PathBuf) -
         current_link: current,
         booted_link: booted,
         boot_file: root.join("run/boot-default"),
+        activation_exit_file: root.join("run/activation-exit"),
         profile,
         roots_dir: root.join("stepwise/gcroots"),
         nix_file: root.join("contract.nix"),
@@ -213,10 +238,12 @@ fn model_at(store_dir: StoreDir, places: Places) -> (ModelStore, Fx) {
         drvs.insert(sp.attr, p);
     }
     s.make_substitutable(&drvs["cached"]);
+    let (m, top) = (s.clone(), outs["toplevel"].clone());
     let fx = Fx {
         store_dir,
         drvs,
         places,
+        set_activation_exit: Box::new(move |code, units| m.set_activation_exit(&top, code, units)),
     };
     s.set_target(&fx.target("toplevel"), Ok(fx.drv("toplevel").clone()));
     s.set_target(&fx.target("system"), Ok(fx.drv("toplevel").clone()));
@@ -288,10 +315,14 @@ fn real() -> Option<(NixCli, Fx, Real)> {
         ..Default::default()
     })
     .unwrap();
+    let exit_file = places.activation_exit_file.clone();
     let fx = Fx {
         store_dir: StoreDir::new(bed.store_dir()).unwrap(),
         drvs,
         places,
+        set_activation_exit: Box::new(move |code, units| {
+            std::fs::write(&exit_file, format!("{code} {}\n", units.join(", "))).unwrap()
+        }),
     };
     Some((cli, fx, Real { bed, _cache: cache }))
 }
@@ -646,11 +677,14 @@ fn activation_checks_and_switches(s: &(impl Store + System), fx: &Fx) {
     let (top, app) = (out(s, fx, "toplevel"), out(s, fx, "app"));
     realise(s, fx, "toplevel");
     assert_eq!(s.read_system_link(&fx.places.current_link).unwrap(), None);
-    let e = s.activate(&app, Action::Switch).unwrap_err();
+    let e = s.activate(&app, Action::Switch, &mut |_| {}).unwrap_err();
     assert!(matches!(e, StoreError::Refused(_)), "{e}");
     assert_eq!(s.read_system_link(&fx.places.current_link).unwrap(), None);
 
-    s.activate(&top, Action::Test).unwrap();
+    assert_eq!(
+        s.activate(&top, Action::Test, &mut |_| {}).unwrap(),
+        Activated::Done
+    );
     assert_eq!(
         s.read_system_link(&fx.places.current_link).unwrap(),
         Some(top.clone())
@@ -702,7 +736,59 @@ macro_rules! contract {
     };
 }
 
+/// NixOS's exit codes: 4 is switched with failed units (named), 100 is a reboot required (boot
+/// default set, nothing activated), anything else an error.
+fn activation_exit_codes(s: &(impl Store + System), fx: &Fx) {
+    let top = out(s, fx, "toplevel");
+    realise(s, fx, "toplevel");
+    let current = || s.read_system_link(&fx.places.current_link).unwrap();
+
+    (fx.set_activation_exit)(100, &[]);
+    assert_eq!(
+        s.activate(&top, Action::Switch, &mut |_| {}).unwrap(),
+        Activated::RebootRequired
+    );
+    assert_eq!(current(), None, "nothing activated");
+    assert_eq!(
+        std::fs::read_to_string(&fx.places.boot_file)
+            .ok()
+            .map(|b| b.trim().to_string()),
+        // The model keeps its boot default in memory.
+        std::fs::metadata(&fx.places.boot_file)
+            .is_ok()
+            .then(|| fx.store_dir.display(&top))
+    );
+
+    (fx.set_activation_exit)(4, &["a.service", "b@x.service"]);
+    let mut lines = Vec::new();
+    let got = s
+        .activate(&top, Action::Switch, &mut |l| lines.push(l.to_string()))
+        .unwrap();
+    assert_eq!(
+        got,
+        Activated::UnitsFailed(vec!["a.service".into(), "b@x.service".into()])
+    );
+    assert_eq!(current(), Some(top.clone()), "switched all the same");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("the following units failed")),
+        "{lines:?}"
+    );
+
+    (fx.set_activation_exit)(4, &[]);
+    assert_eq!(
+        s.activate(&top, Action::Test, &mut |_| {}).unwrap(),
+        Activated::UnitsFailed(vec![])
+    );
+
+    (fx.set_activation_exit)(2, &[]);
+    let e = s.activate(&top, Action::Switch, &mut |_| {}).unwrap_err();
+    assert!(matches!(e, StoreError::Command { .. }), "{e}");
+}
+
 contract!(
+    activation_exit_codes,
     info_and_targets,
     realise_closure_and_sizes,
     multiple_outputs_get_one_root_each,

@@ -110,7 +110,9 @@ fn apply(w: &World, op: &Op) -> Result<(), String> {
             .map_err(|e| e.to_string()),
         Op::Activate(p, a) => {
             let action = [Action::Switch, Action::Boot, Action::Test][*a as usize];
-            s.activate(&out(*p), action).map_err(|e| e.to_string())
+            s.activate(&out(*p), action, &mut |_| {})
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
     }
 }

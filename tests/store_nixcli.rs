@@ -213,7 +213,7 @@ fn cancelled_commands_are_refused_with_a_clear_error() {
     s.cancel_token().cancel();
     let e = s.live_paths().unwrap_err();
     assert!(
-        matches!(&e, StoreError::Spawn { why, .. } if why.contains("cancelled")),
+        matches!(&e, StoreError::Interrupted { why, .. } if why.contains("cancelled")),
         "{e}"
     );
 }

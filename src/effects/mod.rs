@@ -6,6 +6,8 @@ pub mod fs;
 pub mod journal;
 pub mod model_store;
 pub mod nix;
+pub mod signals;
 pub mod store;
+pub mod system_lock;
 
 pub use store::{Store, System};

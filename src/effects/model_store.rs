@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::drv::{self, Derivation, Hasher, Output, StoreDir, StorePath};
 use crate::effects::store::{
-    Action, Generation, NixImplementation, NixInfo, PathInfo, RealiseError, RealiseEvent, Result,
-    Space, Store, StoreError, SubstituteInfo, System, TargetSpec,
+    Action, Activated, Generation, NixImplementation, NixInfo, PathInfo, RealiseError,
+    RealiseEvent, Result, Space, Store, StoreError, SubstituteInfo, System, TargetSpec,
 };
 
 /// Built outputs without a size hint take this many bytes.
@@ -124,6 +124,7 @@ struct Profile {
 #[derive(Debug, Clone, Default)]
 struct Faults {
     fail_at: Option<u64>,
+    interrupt_at: Option<u64>,
     crash_after: Option<u64>,
     stop_after: Option<u64>,
     dead: bool,
@@ -142,7 +143,8 @@ struct Model {
     /// Derivations whose builds fail → the log tail.
     failing: BTreeMap<StorePath, String>,
     systems: BTreeSet<StorePath>,
-    failing_activation: BTreeSet<StorePath>,
+    /// Systems whose `switch-to-configuration` exits non-zero → (exit code, failed units).
+    activation_exits: BTreeMap<StorePath, (i32, Vec<String>)>,
     /// Root links (stepwise's and the test's own) → path.
     roots: BTreeMap<PathBuf, StorePath>,
     profiles: BTreeMap<PathBuf, Profile>,
@@ -188,7 +190,7 @@ impl ModelStore {
                 build_sizes: BTreeMap::new(),
                 failing: BTreeMap::new(),
                 systems: BTreeSet::new(),
-                failing_activation: BTreeSet::new(),
+                activation_exits: BTreeMap::new(),
                 roots: BTreeMap::new(),
                 profiles: BTreeMap::new(),
                 current_system_link: "/run/current-system".into(),
@@ -400,11 +402,19 @@ impl ModelStore {
     }
 
     pub fn set_activation_fails(&self, toplevel: &StorePath, fails: bool) {
+        self.set_activation_exit(toplevel, if fails { 1 } else { 0 }, &[]);
+    }
+
+    /// `toplevel`'s `switch-to-configuration` exits `code` as the real one would: 4 after
+    /// switching with `failed_units` named, 100 before activating (the boot default is set),
+    /// anything else non-zero before doing anything.
+    pub fn set_activation_exit(&self, toplevel: &StorePath, code: i32, failed_units: &[&str]) {
         let mut m = self.m();
-        if fails {
-            m.failing_activation.insert(toplevel.clone());
+        if code == 0 {
+            m.activation_exits.remove(toplevel);
         } else {
-            m.failing_activation.remove(toplevel);
+            let units = failed_units.iter().map(|u| u.to_string()).collect();
+            m.activation_exits.insert(toplevel.clone(), (code, units));
         }
     }
 
@@ -476,6 +486,12 @@ impl ModelStore {
         self.m().faults.crash_after = Some(n);
     }
 
+    /// The `n`-th effect is interrupted without happening, as a stop signal reaching Nix is
+    /// ([`StoreError::Interrupted`]).
+    pub fn interrupt_effect(&self, n: u64) {
+        self.m().faults.interrupt_at = Some(n);
+    }
+
     /// Effects after the `n`-th are refused until `revive` (the process died before them).
     pub fn stop_after(&self, n: u64) {
         self.m().faults.stop_after = Some(n);
@@ -505,6 +521,12 @@ impl ModelStore {
         }
         if f.fail_at == Some(n) {
             return Err(StoreError::Injected(format!("effect {n} ({what}) failed")));
+        }
+        if f.interrupt_at == Some(n) {
+            return Err(StoreError::Interrupted {
+                command: what.to_string(),
+                why: format!("effect {n} stopped by an injected signal"),
+            });
         }
         Ok(f.crash_after != Some(n))
     }
@@ -1143,30 +1165,37 @@ impl System for ModelStore {
         Ok(self.m().link_target(link))
     }
 
-    fn activate(&self, toplevel: &StorePath, action: Action) -> Result<()> {
+    fn activate(
+        &self,
+        toplevel: &StorePath,
+        action: Action,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Activated> {
         let sd = self.store_dir.clone();
-        self.effect("activate", |m| {
+        let activated = self.effect("activate", |m| {
             if !m.objects.contains_key(toplevel) || !m.systems.contains(toplevel) {
                 return Err(StoreError::Refused(format!(
                     "{} does not look like a NixOS system: no executable bin/switch-to-configuration",
                     sd.display(toplevel)
                 )));
             }
-            if m.failing_activation.contains(toplevel) {
+            let (code, units) = m
+                .activation_exits
+                .get(toplevel)
+                .cloned()
+                .unwrap_or((0, vec![]));
+            if ![0, 4, 100].contains(&code) {
                 return Err(StoreError::Command {
                     command: format!(
                         "{}/bin/switch-to-configuration {}",
                         sd.display(toplevel),
                         action.as_str()
                     ),
-                    status: "exit status: 1".into(),
+                    status: format!("exit status: {code}"),
                     stderr_tail: "the model's activation fails".into(),
                 });
             }
             m.activations.push((action, toplevel.clone()));
-            if matches!(action, Action::Switch | Action::Test) {
-                m.current_system = Some(toplevel.clone());
-            }
             if matches!(action, Action::Switch | Action::Boot) {
                 m.boot_default = Some(toplevel.clone());
                 let generations = m
@@ -1180,8 +1209,25 @@ impl System for ModelStore {
                     generations,
                 });
             }
-            Ok(())
-        })
+            if action == Action::Boot {
+                return Ok(Activated::Done);
+            }
+            if code == 100 {
+                return Ok(Activated::RebootRequired);
+            }
+            m.current_system = Some(toplevel.clone());
+            Ok(match code {
+                4 => Activated::UnitsFailed(units),
+                _ => Activated::Done,
+            })
+        })?;
+        if let Activated::UnitsFailed(units) = &activated {
+            on_line(&format!(
+                "warning: the following units failed: {}",
+                units.join(", ")
+            ));
+        }
+        Ok(activated)
     }
 
     fn reboot(&self, command: &[String]) -> Result<()> {
@@ -1304,7 +1350,7 @@ mod tests {
             s.outputs_of(&t2)["out"].clone(),
         );
         s.set_running_system(&o1, true);
-        s.activate(&o2, Action::Boot).unwrap();
+        s.activate(&o2, Action::Boot, &mut |_| {}).unwrap();
         let cur = s
             .read_system_link(Path::new("/run/current-system"))
             .unwrap();

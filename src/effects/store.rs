@@ -134,6 +134,22 @@ impl Action {
     }
 }
 
+/// How an activation (`switch-to-configuration`) ended, as NixOS defines its exit codes; any
+/// other non-zero exit is an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activated {
+    /// Exit 0.
+    Done,
+    /// Exit 4: the configuration is switched (and, for `switch`/`boot`, the boot default) but
+    /// some units failed to start, reload or restart. The units its stderr named ("warning: the
+    /// following units failed: a.service, b.service"); empty when it named none (a failed reload
+    /// or a user's activation also exit 4).
+    UnitsFailed(Vec<String>),
+    /// Exit 100: the new system's init is incompatible with the running one; nothing was
+    /// activated. For `switch`/`boot` it is the boot default: it takes effect at the next boot.
+    RebootRequired,
+}
+
 /// Size and free space of the filesystem holding the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Space {
@@ -171,6 +187,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The command was stopped, not failed: killed by a stop signal (to it, its group or the
+    /// whole session), Nix said "interrupted by the user", or stepwise cancelled it (a second
+    /// SIGTERM). Nothing is wrong with the system or the target: `resume` redoes the effect.
+    #[error("`{command}` was interrupted: {why}")]
+    Interrupted { command: String, why: String },
     /// The model store's injected fault, or a crash point.
     #[error("injected fault: {0}")]
     Injected(String),
@@ -187,6 +208,20 @@ pub enum RealiseError {
     BuildFailed { drv: StorePath, log_tail: String },
     #[error(transparent)]
     Other(#[from] StoreError),
+}
+
+impl StoreError {
+    /// A stop (signal, cancel), which the engine records as a stop to resume, not a failure.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, StoreError::Interrupted { .. })
+    }
+}
+
+impl RealiseError {
+    /// A realise stopped by a signal or a cancel: not a failed build.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, RealiseError::Other(e) if e.is_interrupted())
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -278,8 +313,15 @@ pub trait System {
     fn read_system_link(&self, link: &Path) -> Result<Option<StorePath>>;
 
     /// `toplevel/bin/switch-to-configuration ACTION`, after checking it looks like a system
-    /// (refused otherwise).
-    fn activate(&self, toplevel: &StorePath, action: Action) -> Result<()>;
+    /// (refused otherwise). Its output goes line by line to `on_line`. Exit 0, 4 and 100 are
+    /// outcomes ([`Activated`]); any other non-zero exit is an error, and a stop signal is
+    /// [`StoreError::Interrupted`].
+    fn activate(
+        &self,
+        toplevel: &StorePath,
+        action: Action,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Activated>;
 
     /// Run the reboot command (argument vector).
     fn reboot(&self, command: &[String]) -> Result<()>;

@@ -12,7 +12,7 @@ use super::run_plan::{GenPlan, GenSource, Spec, SpecError};
 use super::steps::StepMasks;
 use crate::drv::StorePath;
 use crate::effects::journal::{Record, RunHeader, Seq, Transition};
-use crate::effects::store::{RealiseError, RealiseEvent, StoreError};
+use crate::effects::store::{Activated, RealiseError, RealiseEvent, StoreError};
 use crate::effects::{Store, System};
 use crate::transition::{self, Chain, Effect, Event, FailureKind, Gen, Next, Outcome, RunState};
 
@@ -149,6 +149,24 @@ fn classify_store(e: &StoreError) -> FailureKind {
     match e {
         StoreError::OutOfSpace(_) => FailureKind::OutOfSpace,
         _ => FailureKind::Other,
+    }
+}
+
+/// What an activation's outcome adds to its `done` note.
+// The engine decides what exit 4 and 100 mean for the run; until it does, both count as done.
+fn activation_note(action: crate::effects::store::Action, a: &Activated) -> String {
+    match a {
+        Activated::Done => action.as_str().to_string(),
+        Activated::UnitsFailed(units) => format!(
+            "{} (units failed: {})",
+            action.as_str(),
+            if units.is_empty() {
+                "not named".into()
+            } else {
+                units.join(", ")
+            }
+        ),
+        Activated::RebootRequired => format!("{} (takes effect at the next boot)", action.as_str()),
     }
 }
 
@@ -698,8 +716,8 @@ impl<'a> Executor<'a> {
             }
             (Effect::Activate { gen }, Transition::Activate { action, .. }) => self
                 .system
-                .activate(&gen_of(gen).out, (*action).into())
-                .map(|()| (action.as_str().to_string(), None, None))
+                .activate(&gen_of(gen).out, (*action).into(), &mut |_| {})
+                .map(|activated| (activation_note((*action).into(), &activated), None, None))
                 .map_err(|e| match e {
                     StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
                     e => (FailureKind::Activation, e.to_string()),

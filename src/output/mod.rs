@@ -1,6 +1,8 @@
 //! What stepwise tells the user: human lines (with progress bars on a terminal, plain lines under
 //! journald) or `--json` event lines whose first line states the format version.
 
+pub mod log_lines;
+
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 

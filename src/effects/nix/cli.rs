@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use super::argv::Invocation;
 use super::commands::NixCommands;
-use super::parse::{self, FailureKind};
-use super::runner::{tail_lines, CancelToken, RunOptions, Runner};
+use super::parse::{self, FailureKind, FailureScan};
+use super::runner::{tail_lines, CancelToken, RunOptions, Runner, StdoutMode, Stream};
 use crate::drv::{StoreDir, StorePath};
 use crate::effects::store::{
-    Action, Generation, NixImplementation, NixInfo, PathInfo, RealiseError, RealiseEvent, Result,
-    Space, Store, StoreError, SubstituteInfo, System, TargetSpec,
+    Action, Activated, Generation, NixImplementation, NixInfo, PathInfo, RealiseError,
+    RealiseEvent, Result, Space, Store, StoreError, SubstituteInfo, System, TargetSpec,
 };
 
 /// How many paths one command line carries (argument lists have limits).
@@ -184,10 +184,24 @@ impl NixCli {
             .collect())
     }
 
+    /// The last lines of `drv`'s build log (streamed: a huge log costs nothing), else of the
+    /// realise's own stderr.
     fn log_tail(&self, drv: &StorePath, stderr: &str) -> String {
-        let inv = self.cmds.read_log(drv);
-        match self.query(&inv) {
-            Ok(out) if !out.stdout.is_empty() => tail_lines(&out.stdout_str(), LOG_TAIL_LINES),
+        let mut tail = std::collections::VecDeque::with_capacity(LOG_TAIL_LINES);
+        let mut keep = |_: Stream, line: &str| {
+            if tail.len() == LOG_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_string());
+        };
+        let opts = RunOptions {
+            timeout: self.query_timeout,
+            stdout: StdoutMode::Stream,
+            on_line: Some(&mut keep),
+            ..self.opts()
+        };
+        match self.runner.run(&self.cmds.read_log(drv), opts) {
+            Ok(out) if out.success() && !tail.is_empty() => Vec::from(tail).join("\n"),
             _ => tail_lines(stderr, LOG_TAIL_LINES),
         }
     }
@@ -402,23 +416,37 @@ impl Store for NixCli {
         }
         let inv = self.cmds.realise(drv, gc_root);
         let store_dir = self.store_dir().clone();
-        let mut on_line = |line: &str| events(parse::parse_progress_line(&store_dir, line));
+        let mut scan = FailureScan::default();
+        // Nix's build output is on stderr; stdout has only the root links, not needed.
+        let mut on_line = |stream: Stream, line: &str| {
+            if stream == Stream::Stderr {
+                scan.observe(&store_dir, line);
+                events(parse::parse_progress_line(&store_dir, line));
+            }
+        };
         let out = self
             .runner
             .run(
                 &inv,
                 RunOptions {
-                    on_stderr_line: Some(&mut on_line),
+                    stdout: StdoutMode::Stream,
+                    on_line: Some(&mut on_line),
                     ..self.opts()
                 },
             )
             .map_err(StoreError::from)?;
         if !out.success() {
-            let stderr = out.stderr_str();
-            return Err(match parse::classify_failure(self.store_dir(), &stderr) {
+            if out.interrupted() {
+                return Err(RealiseError::Other(out.to_error()));
+            }
+            return Err(match scan.kind() {
+                FailureKind::Interrupted => RealiseError::Other(StoreError::Interrupted {
+                    command: out.command.clone(),
+                    why: format!("Nix said \"{}\"", super::runner::NIX_INTERRUPTED),
+                }),
                 FailureKind::OutOfSpace(line) => RealiseError::OutOfSpace { message: line },
                 FailureKind::BuildFailed(failed) => RealiseError::BuildFailed {
-                    log_tail: self.log_tail(&failed, &stderr),
+                    log_tail: self.log_tail(&failed, &out.stderr_str()),
                     drv: failed,
                 },
                 FailureKind::Other => RealiseError::Other(out.to_error()),
@@ -667,12 +695,34 @@ impl System for NixCli {
         resolve_system_link(self.store_dir(), link)
     }
 
-    fn activate(&self, toplevel: &StorePath, action: Action) -> Result<()> {
+    fn activate(
+        &self,
+        toplevel: &StorePath,
+        action: Action,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Activated> {
         check_looks_like_system(self.store_dir(), toplevel)?;
-        self.runner
-            .run(&self.cmds.activate(toplevel, action), self.opts())?
-            .check()?;
-        Ok(())
+        let mut units: Option<Vec<String>> = None;
+        let mut each = |stream: Stream, line: &str| {
+            if stream == Stream::Stderr && units.is_none() {
+                units = parse::failed_units(line);
+            }
+            on_line(line);
+        };
+        let opts = RunOptions {
+            stdout: StdoutMode::Stream,
+            on_line: Some(&mut each),
+            ..self.opts()
+        };
+        let out = self
+            .runner
+            .run(&self.cmds.activate(toplevel, action), opts)?;
+        match out.status.code() {
+            Some(0) => Ok(Activated::Done),
+            Some(4) => Ok(Activated::UnitsFailed(units.unwrap_or_default())),
+            Some(100) => Ok(Activated::RebootRequired),
+            _ => Err(out.to_error()),
+        }
     }
 
     fn reboot(&self, command: &[String]) -> Result<()> {

@@ -203,6 +203,8 @@ pub fn parse_progress_line(store_dir: &StoreDir, line: &str) -> RealiseEvent {
 /// How a realise's stderr says it failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailureKind {
+    /// Nix caught SIGINT/SIGTERM/SIGHUP ("interrupted by the user"): a stop, not a failure.
+    Interrupted,
     OutOfSpace(String),
     /// The failing derivation (the first one Nix names).
     BuildFailed(StorePath),
@@ -212,33 +214,96 @@ pub enum FailureKind {
 /// The markers of a full disk: the kernel's ENOSPC text and SQLite's `SQLITE_FULL`.
 pub const OUT_OF_SPACE_MARKERS: [&str; 2] = ["No space left on device", "database or disk is full"];
 
-/// Classify a failed realise from its stderr. Out of space wins (a build killed by ENOSPC is out
-/// of space, not a broken package). Build failures across versions:
+/// A realise's failure classified line by line as its stderr streams past, keeping only what it
+/// needs (so a 100 MB log costs nothing). Build failures across versions:
 /// - 2.8 … 2.23, Lix: `error: builder for '/nix/store/…drv' failed with exit code 1`
 /// - 2.24+: `error: Cannot build '/nix/store/…drv'.` then `Reason: builder failed …`
 /// - fixed-output: `hash mismatch in fixed-output derivation '/nix/store/…drv'`
+#[derive(Debug, Clone, Default)]
+pub struct FailureScan {
+    interrupted: bool,
+    out_of_space: Option<String>,
+    build_failed: Option<StorePath>,
+}
+
+impl FailureScan {
+    pub fn observe(&mut self, store_dir: &StoreDir, line: &str) {
+        if line.contains(crate::effects::nix::runner::NIX_INTERRUPTED) || builder_stopped(line) {
+            self.interrupted = true;
+        }
+        if self.out_of_space.is_none() && OUT_OF_SPACE_MARKERS.iter().any(|m| line.contains(m)) {
+            self.out_of_space = Some(line.trim().to_string());
+        }
+        if self.build_failed.is_none() {
+            self.build_failed = failed_drv(store_dir, line);
+        }
+    }
+
+    /// Interrupted wins (a builder killed by the same signal fails too, but nothing is broken),
+    /// then out of space (a build killed by ENOSPC is not a broken package), then the build.
+    pub fn kind(&self) -> FailureKind {
+        if self.interrupted {
+            return FailureKind::Interrupted;
+        }
+        if let Some(line) = &self.out_of_space {
+            return FailureKind::OutOfSpace(line.clone());
+        }
+        match &self.build_failed {
+            Some(d) => FailureKind::BuildFailed(d.clone()),
+            None => FailureKind::Other,
+        }
+    }
+}
+
+/// A builder killed by SIGHUP, SIGINT, SIGQUIT or SIGTERM: the signal a stop sends to every
+/// process of the unit (Nix, seeing its builder die first, may report that instead of its own
+/// interruption). `… failed due to signal 15 (Terminated)` on every version. SIGKILL is left a
+/// failure: alone it is the OOM killer inside a build, which a retry would meet again.
+fn builder_stopped(line: &str) -> bool {
+    let Some(at) = line.find("due to signal ") else {
+        return false;
+    };
+    let number: String = line[at + "due to signal ".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    matches!(number.parse::<i32>(), Ok(1 | 2 | 3 | 15))
+}
+
+fn failed_drv(store_dir: &StoreDir, line: &str) -> Option<StorePath> {
+    [
+        "builder for ",
+        "Cannot build ",
+        "hash mismatch in fixed-output derivation ",
+    ]
+    .iter()
+    .filter_map(|prefix| quoted_after(line, prefix))
+    .filter_map(|p| store_dir.parse(p).ok())
+    .find(|sp| sp.is_derivation())
+}
+
+/// Classify a failed realise from its whole stderr (see [`FailureScan`]).
 pub fn classify_failure(store_dir: &StoreDir, stderr: &str) -> FailureKind {
+    let mut scan = FailureScan::default();
     for line in stderr.lines() {
-        if OUT_OF_SPACE_MARKERS.iter().any(|m| line.contains(m)) {
-            return FailureKind::OutOfSpace(line.trim().to_string());
-        }
+        scan.observe(store_dir, line);
     }
-    for line in stderr.lines() {
-        for prefix in [
-            "builder for ",
-            "Cannot build ",
-            "hash mismatch in fixed-output derivation ",
-        ] {
-            if let Some(p) = quoted_after(line, prefix) {
-                if let Ok(sp) = store_dir.parse(p) {
-                    if sp.is_derivation() {
-                        return FailureKind::BuildFailed(sp);
-                    }
-                }
-            }
-        }
-    }
-    FailureKind::Other
+    scan.kind()
+}
+
+/// The units `switch-to-configuration` names in "warning: the following units failed: a, b"
+/// (the Perl script and switch-to-configuration-ng print the same line on stderr).
+pub fn failed_units(line: &str) -> Option<Vec<String>> {
+    let list = line
+        .trim()
+        .strip_prefix("warning: the following units failed: ")?;
+    Some(
+        list.split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -427,6 +492,31 @@ mod tests {
         assert_eq!(
             classify_failure(&sd(), "error: getting status of '/x': Permission denied"),
             FailureKind::Other
+        );
+        // A group-wide SIGTERM: the builder dies of it too, but the run was stopped.
+        let stopped = format!("{s28}error: interrupted by the user\n");
+        assert_eq!(classify_failure(&sd(), &stopped), FailureKind::Interrupted);
+        // … or Nix saw its builder die of the signal first (2.8, recorded).
+        let term = "error: builder for '/nix/store/p58n9l32hn8hb37ic9lwlxdnv9824p7x-fail-1.0.drv' failed due to signal 15 (Terminated)\n";
+        assert_eq!(classify_failure(&sd(), term), FailureKind::Interrupted);
+        let s224_int = "error: Cannot build '/nix/store/p58n9l32hn8hb37ic9lwlxdnv9824p7x-fail-1.0.drv'.\n       Reason: builder failed due to signal 2 (Interrupt).\n";
+        assert_eq!(classify_failure(&sd(), s224_int), FailureKind::Interrupted);
+        let oom = term.replace("signal 15 (Terminated)", "signal 9 (Killed)");
+        assert_eq!(
+            classify_failure(&sd(), &oom),
+            FailureKind::BuildFailed(drv.clone())
+        );
+    }
+
+    #[test]
+    fn failed_units_of_switch_to_configuration() {
+        assert_eq!(
+            failed_units("warning: the following units failed: a.service, b@x.service\n"),
+            Some(vec!["a.service".to_string(), "b@x.service".to_string()])
+        );
+        assert_eq!(
+            failed_units("the following new units were started: a.service"),
+            None
         );
     }
 }
