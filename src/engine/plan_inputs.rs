@@ -225,6 +225,7 @@ pub fn gather(
         reserve,
         options,
         profile,
+        disk: Default::default(),
     })
 }
 

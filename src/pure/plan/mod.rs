@@ -37,6 +37,7 @@
 
 pub mod boot;
 pub mod diff;
+pub mod disk;
 pub mod mask;
 pub mod names;
 pub mod order;
@@ -48,10 +49,11 @@ pub mod units;
 
 pub use boot::{BootPlan, BootStep, Initrd, ProfileFacts};
 pub use diff::{Diff, DiffRow};
+pub use disk::DiskCost;
 pub use mask::{Mask, Materialised, Materialiser, NewDrv, Stub};
 pub use names::PackageName;
 pub use planner::{
-    plan, Frame, PathFacts, Plan, PlanError, PlanInput, PlanOptions, Planned, Shortfall,
-    SizeSource, Step,
+    plan, DiskFigures, Frame, PathFacts, Plan, PlanError, PlanInput, PlanOptions, Planned,
+    Shortfall, SizeSource, Step,
 };
 pub use units::{is_glue, Change, G0Side, TargetGraph, Unit, Units};
