@@ -433,7 +433,10 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         disk,
     };
 
-    let mut notes = vec![input.disk.describe()];
+    let mut notes = Vec::new();
+    if input.disk.is_measured() {
+        notes.push(input.disk.describe());
+    }
     for set in &units.ambiguous {
         let u = &units.units[set[0]];
         notes.push(format!(
