@@ -181,6 +181,40 @@ pub fn default_reserve_size(fs_total: u64) -> u64 {
     (fs_total / 100).clamp(1 << 20, 256 << 20)
 }
 
+/// Where the reserve file goes: on the store's filesystem, where releasing it gives Nix room
+/// (beside the journal only helps when the journal is on that filesystem). In order: beside the
+/// journal, in Nix's state directory (`/nix/var/nix`), in the store's parent directory (`/nix`),
+/// whichever is first on the store's filesystem; `None` when none is (skip the reserve and say
+/// so). The engine takes the reserve there and calls `PlanInput::count_held_reserve` with
+/// [`held_bytes`] of it before planning, so that the plan counts it once.
+pub fn reserve_path(journal: &Path, store_dir: &Path, state_dir: Option<&Path>) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let store_dev = std::fs::metadata(store_dir).ok()?.dev();
+    let on_store =
+        |dir: &Path| std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.dev() == store_dev);
+    let journal_dir = journal
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if on_store(journal_dir) {
+        return Some(beside(journal, ".reserve"));
+    }
+    let candidates = state_dir.into_iter().chain(store_dir.parent());
+    for dir in candidates {
+        if on_store(dir) {
+            return Some(dir.join("stepwise.reserve"));
+        }
+    }
+    None
+}
+
+/// Bytes the file at `path` holds on disk (0 when absent): a reserve taken before planning is
+/// part of the filesystem's used bytes.
+pub fn held_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).map_or(0, |m| m.blocks() * 512)
+}
+
 /// A file of real blocks kept beside the journal, so that when the disk fills up, releasing it
 /// frees room for the journal, Nix's database and the deletions that make room again.
 #[derive(Debug, Clone)]
@@ -324,6 +358,37 @@ mod tests {
             Path::new("/var/lib/stepwise/journal.redb.reserve")
         );
         assert_eq!(r.size(), 1 << 20);
+    }
+
+    #[test]
+    fn the_reserve_goes_on_the_stores_filesystem() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("nix/store");
+        let state = d.path().join("nix/var/nix");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        let journal = d.path().join("journal.redb");
+        // Same filesystem: beside the journal, as before.
+        assert_eq!(
+            reserve_path(&journal, &store, Some(&state)),
+            Some(d.path().join("journal.redb.reserve"))
+        );
+        // The journal on another filesystem (/proc is never the temp dir's): the state dir.
+        let elsewhere = Path::new("/proc/journal.redb");
+        assert_eq!(
+            reserve_path(elsewhere, &store, Some(&state)),
+            Some(state.join("stepwise.reserve"))
+        );
+        assert_eq!(
+            reserve_path(elsewhere, &store, None),
+            Some(d.path().join("nix/stepwise.reserve"))
+        );
+        // No store: nowhere.
+        assert_eq!(reserve_path(&journal, &d.path().join("none"), None), None);
+        let r = Reserve::new(state.join("stepwise.reserve"), 2 << 20);
+        assert_eq!(held_bytes(r.path()), 0);
+        r.take().unwrap();
+        assert!(held_bytes(r.path()) >= 2 << 20);
     }
 
     #[test]

@@ -74,6 +74,17 @@ pub struct PlanInput {
     pub disk: DiskCost,
 }
 
+impl PlanInput {
+    /// A reserve file already taken on the store's filesystem holds `held` of its used bytes;
+    /// the ceiling subtracts the whole reserve already, so those bytes count as free: the
+    /// reserve is counted once.
+    pub fn count_held_reserve(&mut self, held: u64) {
+        let held = held.min(self.used);
+        self.used -= held;
+        self.free += held;
+    }
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error("--non-vital {0}: no package of that name in the target or the running system")]
