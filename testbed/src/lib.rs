@@ -35,10 +35,10 @@ pub use bed::{base_dir, Bed, Disk};
 pub use error::{is_out_of_space_message, BedError, Result};
 pub use fixture::{
     nix_str, Fixture, FixtureSpec, GenerationInfo, Links, PackageInfo, PackageSpec,
-    PackageVersionInfo, Role, VersionSpec, NIX_STATE_ALLOWANCE_MIB,
+    PackageVersionInfo, Payload, Role, VersionSpec, NIX_STATE_ALLOWANCE_MIB,
 };
 pub use guard::{is_root, require_root, root_tests_required, REQUIRE_ROOT_ENV};
-pub use mount::{is_mount_point, TmpfsMount};
+pub use mount::{is_mount_point, LoopFs, LoopMount, TmpfsMount};
 pub use prepared::SlotLock;
 pub use process::{kill_group, spawn_own_group};
 pub use util::{force_remove, replace_symlink};
