@@ -136,17 +136,30 @@ impl DiskCost {
             return "sizes are NAR bytes: nothing on the store's filesystem was measured".into();
         }
         let r = |ppm: u64| format!("{:.3}", ppm as f64 / PPM as f64);
+        let compression = if self.compresses && self.live_nar > 0 {
+            format!(
+                "; the filesystem uses {} for {} NAR of live paths",
+                super::report::human_bytes(self.fs_used),
+                super::report::human_bytes(self.live_nar)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "disk bytes on {}{}: measured for the {} paths on disk ({} NAR → {} allocated, ratio {}{}); \
+            "disk bytes on {}{}: measured for the {} paths on disk ({} NAR, {} in blocks{}: ratio {}{}); \
              paths still to come are estimated at NAR × {} ({})",
             self.filesystem,
             if self.compresses { " (may compress)" } else { "" },
             self.sample_paths,
             super::report::human_bytes(self.sample_nar),
             super::report::human_bytes(self.sample_allocated),
+            compression,
             r(self.measured_ratio_ppm()),
             if self.optimised {
-                format!(", {}% saved by hard links, not assumed for new paths", self.dedup_percent())
+                format!(
+                    ", {}% saved by hard links, not assumed for new paths",
+                    self.dedup_percent()
+                )
             } else {
                 String::new()
             },
@@ -162,31 +175,6 @@ impl DiskCost {
             }
         )
     }
-}
-
-fn ratio(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        return PPM;
-    }
-    (a as u128 * PPM as u128).div_ceil(b as u128) as u64
-}
-
-/// The steps of an order computed on one problem, replayed on another with the same paths and
-/// jobs but other sizes (the NAR bytes beside the disk bytes).
-pub fn replay(p: &SpaceProblem, steps: &[OrderedStep]) -> Vec<StepSpace> {
-    let mut sim = Simulator::new(p);
-    let mut out = Vec::with_capacity(steps.len());
-    for s in steps {
-        for &m in &s.moves {
-            sim.add_move(m);
-        }
-        let mut space = sim.close_step();
-        if s.reboot_after {
-            space.reboot_frees = sim.reboot();
-        }
-        out.push(space);
-    }
-    out
 }
 
 #[cfg(test)]
