@@ -177,6 +177,31 @@ impl DiskCost {
     }
 }
 
+fn ratio(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        return PPM;
+    }
+    (a as u128 * PPM as u128).div_ceil(b as u128) as u64
+}
+
+/// The steps of an order computed on one problem, replayed on another with the same paths and
+/// jobs but other sizes (the NAR bytes beside the disk bytes).
+pub fn replay(p: &SpaceProblem, steps: &[OrderedStep]) -> Vec<StepSpace> {
+    let mut sim = Simulator::new(p);
+    let mut out = Vec::with_capacity(steps.len());
+    for s in steps {
+        for &m in &s.moves {
+            sim.add_move(m);
+        }
+        let mut space = sim.close_step();
+        if s.reboot_after {
+            space.reboot_frees = sim.reboot();
+        }
+        out.push(space);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
