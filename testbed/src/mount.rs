@@ -88,6 +88,7 @@ pub enum LoopFs {
 #[derive(Debug)]
 pub struct LoopMount {
     path: PathBuf,
+    image: PathBuf,
 }
 
 impl LoopMount {
@@ -113,6 +114,7 @@ impl LoopMount {
             .arg(path))?;
         Ok(LoopMount {
             path: path.to_path_buf(),
+            image: image.to_path_buf(),
         })
     }
 
@@ -123,9 +125,32 @@ impl LoopMount {
 
 impl Drop for LoopMount {
     fn drop(&mut self) {
-        // The loop device detaches itself once the filesystem is unmounted (autoclear).
         unmount(&self.path);
+        // Autoclear detaches the device once the filesystem lets go of it, which the kernel may
+        // do later; detach it now, when it still carries this image (and nobody else's).
+        for dev in loop_devices_of(&self.image) {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(&dev)
+                .output();
+        }
     }
+}
+
+/// The loop devices (`/dev/loopN`) whose backing file is `image`.
+pub fn loop_devices_of(image: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            fs::read_to_string(e.path().join("loop/backing_file")).is_ok_and(|b| {
+                b.trim_end().trim_end_matches(" (deleted)") == image.to_string_lossy()
+            })
+        })
+        .map(|e| Path::new("/dev").join(e.file_name()))
+        .collect()
 }
 
 fn run(cmd: &mut std::process::Command) -> io::Result<()> {
