@@ -414,3 +414,58 @@ fn killing_a_group_kills_its_children() {
         std::thread::yield_now();
     }
 }
+
+/// Whether a loop device is still backed by `image`.
+fn loop_backs(image: &std::path::Path) -> bool {
+    !stepwise_testbed::loop_devices_of(image).is_empty()
+}
+
+/// btrfs `compress-force=zstd` and ext4 on loop devices: the store is on them (half-random files
+/// take about half their size on btrfs), and dropping the bed (also by a panic) unmounts the
+/// filesystem and detaches its loop device.
+#[test]
+fn loop_filesystems_hold_the_store_and_go_away() {
+    if !require_root("loop_filesystems_hold_the_store_and_go_away") {
+        return;
+    }
+    use stepwise_testbed::Payload;
+    let spec = FixtureSpec::standard().with_payload(Payload::HalfRandom);
+    for disk in [Disk::BtrfsZstdMib(256), Disk::Ext4Mib(256)] {
+        let (bed, fx) = Bed::prepared_with(&spec, |_| disk);
+        let nix = bed.nix_dir();
+        let image = bed.root().join("disk.img");
+        assert!(
+            is_mount_point(&nix),
+            "{disk:?}: the store is on the loop device"
+        );
+        assert!(
+            loop_backs(&image),
+            "{disk:?}: a loop device carries the image"
+        );
+        let before = bed.used_bytes();
+        bed.install(&fx.old.drv).expect("installing G0");
+        nix::unistd::sync();
+        let used = bed.used_bytes() - before;
+        let ratio = used as f64 / fx.old_bytes as f64;
+        eprintln!("{disk:?}: G0 takes {:.2} of its NAR size", ratio);
+        match disk {
+            Disk::BtrfsZstdMib(_) => assert!(ratio < 0.7, "btrfs compresses: {ratio}"),
+            _ => assert!(ratio > 0.95, "ext4 does not compress: {ratio}"),
+        }
+        drop(bed);
+        assert!(!is_mount_point(&nix), "{disk:?}: unmounted");
+        assert!(!loop_backs(&image), "{disk:?}: the loop device is detached");
+    }
+    // A panic while the bed lives unwinds through its drop.
+    let image = std::sync::Mutex::new(PathBuf::new());
+    let r = std::panic::catch_unwind(|| {
+        let (bed, _) = Bed::prepared_with(&spec, |_| Disk::BtrfsZstdMib(256));
+        *image.lock().unwrap() = bed.root().join("disk.img");
+        panic!("a failing test");
+    });
+    assert!(r.is_err());
+    assert!(
+        !loop_backs(&image.lock().unwrap()),
+        "detached after a panic"
+    );
+}

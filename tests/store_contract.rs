@@ -531,6 +531,13 @@ fn live_paths_are_never_deleted(s: &(impl Store + System), fx: &Fx) {
         s.roots(&fx.places.roots_dir).unwrap(),
         BTreeMap::from([(fx.root("kept"), lib.clone())])
     );
+    // Every GC root is listed with what it keeps (the planner's "kept by other roots").
+    let all = s.gc_roots().unwrap();
+    assert!(
+        all.iter().any(|(l, p)| l == &fx.root("kept") && p == &lib),
+        "{all:?}"
+    );
+    assert!(!all.iter().any(|(_, p)| p == &app), "{all:?}");
 
     // A derivation can be rooted without building it (unwind keeps G0's .drv closure).
     let huge_drv = fx.drv("huge");

@@ -1046,6 +1046,31 @@ impl Store for ModelStore {
         Ok(self.m().live())
     }
 
+    fn gc_roots(&self) -> Result<Vec<(PathBuf, StorePath)>> {
+        let m = self.m();
+        let mut roots: Vec<(PathBuf, StorePath)> = m
+            .roots
+            .iter()
+            .map(|(l, p)| (l.clone(), p.clone()))
+            .collect();
+        for (profile, prof) in &m.profiles {
+            for (n, p) in &prof.generations {
+                roots.push((generation_link(profile, *n), p.clone()));
+            }
+        }
+        roots.extend(
+            m.current_system
+                .iter()
+                .map(|p| (m.current_system_link.clone(), p.clone())),
+        );
+        roots.extend(
+            m.booted_system
+                .iter()
+                .map(|p| (m.booted_system_link.clone(), p.clone())),
+        );
+        Ok(roots)
+    }
+
     fn delete(&self, paths: &[StorePath]) -> Result<()> {
         if paths.is_empty() {
             return Ok(());

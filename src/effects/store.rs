@@ -293,6 +293,17 @@ pub trait Store {
 
     /// Size and free space of the store's filesystem.
     fn space(&self) -> Result<Space>;
+
+    /// What the store's paths take on its filesystem (`plan::DiskCost`), measured on the
+    /// `on_disk` paths (valid paths with their NAR sizes). The default measures nothing: sizes
+    /// stay NAR bytes (the model store, whose capacity is counted in NAR bytes).
+    fn disk_cost(&self, on_disk: &[(StorePath, u64)]) -> Result<crate::plan::DiskCost> {
+        let _ = on_disk;
+        Ok(crate::plan::DiskCost::default())
+    }
+
+    /// Every GC root: the link (or `/proc/…` for a runtime root) and the store path it keeps.
+    fn gc_roots(&self) -> Result<Vec<(PathBuf, StorePath)>>;
 }
 
 /// The running system: profile generations, the current/booted links, activation, reboot.

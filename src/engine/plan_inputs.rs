@@ -188,32 +188,27 @@ pub fn gather(
             .collect();
     }
 
-    let booted: BTreeSet<StorePath> = match system.read_system_link(&links.booted_system)? {
-        Some(b) => store.closure(&[b])?,
+    let booted_top = system.read_system_link(&links.booted_system)?;
+    let booted: BTreeSet<StorePath> = match &booted_top {
+        Some(b) => store.closure(std::slice::from_ref(b))?,
         None => BTreeSet::new(),
     };
-    let g0_closure: BTreeSet<&StorePath> = g0_infos.keys().collect();
     let generations = system.generations(&links.profile)?;
     let profile = crate::plan::ProfileFacts {
         generations: generations.len(),
         g0_generations: generations.iter().filter(|g| g.toplevel == g0_top).count(),
     };
-    let others: Vec<StorePath> = generations
-        .into_iter()
-        .filter(|g| g.toplevel != g0_top)
-        .map(|g| g.toplevel)
-        .collect();
-    let mut keep: BTreeSet<StorePath> = store.closure(&others)?;
-    keep.extend(
-        store
-            .live_paths()?
-            .into_iter()
-            .filter(|p| !g0_closure.contains(p) && !booted.contains(p)),
-    );
+    let keep = kept_by_other_roots(store, &g0_top, booted_top.as_ref(), &generations)?;
 
     let space = store.space()?;
     let used = space.total.saturating_sub(space.free);
     let reserve = reserve.unwrap_or_else(|| crate::effects::fs::default_reserve_size(space.total));
+    let on_disk: Vec<(StorePath, u64)> = facts
+        .iter()
+        .filter(|(_, f)| f.present)
+        .map(|(p, f)| (p.clone(), f.size))
+        .collect();
+    let disk = store.disk_cost(&on_disk)?;
     Ok(PlanInput {
         target: graph,
         g0,
@@ -225,7 +220,38 @@ pub fn gather(
         reserve,
         options,
         profile,
+        disk,
     })
+}
+
+/// Everything a root other than the running and booted systems keeps alive: the profile's other
+/// generations, user profiles, other GC roots, runtime roots. A G0 path among them stays when G0
+/// goes (it is counted as kept, not freed); the booted system's own pins are the `booted` set.
+fn kept_by_other_roots(
+    store: &dyn Store,
+    g0_top: &StorePath,
+    booted_top: Option<&StorePath>,
+    generations: &[crate::effects::store::Generation],
+) -> Result<BTreeSet<StorePath>, Error> {
+    // The links to the running and booted systems (current-system, booted-system, G0's own
+    // generations) are not "other" roots; the profile's other generations are.
+    let mut roots: BTreeSet<StorePath> = store
+        .gc_roots()?
+        .into_iter()
+        .map(|(_, p)| p)
+        .filter(|p| p != g0_top && Some(p) != booted_top)
+        .collect();
+    roots.extend(
+        generations
+            .iter()
+            .map(|g| g.toplevel.clone())
+            .filter(|t| t != g0_top),
+    );
+    let roots: Vec<StorePath> = store
+        .valid_paths(&roots.into_iter().collect::<Vec<_>>())?
+        .into_iter()
+        .collect();
+    Ok(store.closure(&roots)?)
 }
 
 impl From<crate::plan::PlanError> for Error {

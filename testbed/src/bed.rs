@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Once;
 
 use crate::error::{run, run_stdout, BedError, Result};
-use crate::mount::{is_mount_point, unmount, TmpfsMount};
+use crate::mount::{is_mount_point, unmount, LoopFs, LoopMount, TmpfsMount};
 use crate::util::{force_remove, replace_symlink};
 
 /// What keeps a bed's directory reserved while it lives.
@@ -30,6 +30,10 @@ pub enum Disk {
     Unlimited,
     /// The store and Nix's state (its SQLite database) share a tmpfs of this many MiB (root).
     TmpfsMib(u64),
+    /// … a btrfs mounted `compress-force=zstd` on a loop device of this many MiB (root).
+    BtrfsZstdMib(u64),
+    /// … an ext4 on a loop device of this many MiB (root).
+    Ext4Mib(u64),
 }
 
 /// A private Nix store: `<root>/nix/{store,var/nix,var/log/nix}`, links in `<root>/run`.
@@ -40,6 +44,9 @@ pub struct Bed {
     root: PathBuf,
     cache: Option<PathBuf>,
     mount: Option<TmpfsMount>,
+    loop_mount: Option<LoopMount>,
+    /// `auto-optimise-store` in the bed's Nix configuration.
+    optimise: bool,
     _holder: Holder,
 }
 
@@ -87,12 +94,24 @@ impl Bed {
             root,
             cache,
             mount: None,
+            loop_mount: None,
+            optimise: false,
             _holder: holder,
         };
-        if let Disk::TmpfsMib(mib) = disk {
-            let m = TmpfsMount::new(&bed.nix_dir(), mib)
-                .map_err(|e| BedError::io("mounting the bed's tmpfs", e))?;
-            bed.mount = Some(m);
+        let image = bed.root.join("disk.img");
+        let on_loop = |kind, mib| {
+            LoopMount::new(&image, &bed.nix_dir(), kind, mib)
+                .map_err(|e| BedError::io("mounting the bed's loop device", e))
+        };
+        match disk {
+            Disk::Unlimited => {}
+            Disk::TmpfsMib(mib) => {
+                let m = TmpfsMount::new(&bed.nix_dir(), mib)
+                    .map_err(|e| BedError::io("mounting the bed's tmpfs", e))?;
+                bed.mount = Some(m);
+            }
+            Disk::BtrfsZstdMib(mib) => bed.loop_mount = Some(on_loop(LoopFs::BtrfsZstd, mib)?),
+            Disk::Ext4Mib(mib) => bed.loop_mount = Some(on_loop(LoopFs::Ext4, mib)?),
         }
         for d in [
             bed.store_path(),
@@ -231,6 +250,11 @@ impl Bed {
         self.cache = cache.map(Path::to_path_buf);
     }
 
+    /// Turn `auto-optimise-store` on or off for every later Nix command of this bed.
+    pub fn set_optimise(&mut self, on: bool) {
+        self.optimise = on;
+    }
+
     /// The tmpfs size, if the bed has one.
     pub fn tmpfs_mib(&self) -> Option<u64> {
         self.mount.as_ref().map(TmpfsMount::size_mib)
@@ -251,7 +275,7 @@ impl Bed {
             "build-users-group =".to_string(),
             "require-sigs = false".to_string(),
             format!("substituters = {substituters}"),
-            "auto-optimise-store = false".to_string(),
+            format!("auto-optimise-store = {}", self.optimise),
             "narinfo-cache-negative-ttl = 0".to_string(),
             "narinfo-cache-positive-ttl = 0".to_string(),
         ]
@@ -513,6 +537,7 @@ impl Drop for Bed {
     fn drop(&mut self) {
         // Unmount first (the store vanishes with the tmpfs), then remove what is on disk.
         self.mount.take();
+        self.loop_mount.take();
         if let Err(e) = force_remove(&self.root) {
             eprintln!("testbed: cannot remove {}: {e}", self.root.display());
         }

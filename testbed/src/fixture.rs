@@ -158,6 +158,27 @@ pub struct FixtureSpec {
     pub old_release: String,
     pub new_release: String,
     pub packages: Vec<PackageSpec>,
+    /// What the package files are made of.
+    #[serde(default)]
+    pub payload: Payload,
+    /// Percent of each package's payload in a file identical in its old and new version
+    /// (`share/PNAME/common`, zeros): what `auto-optimise-store` hard-links together.
+    #[serde(default)]
+    pub shared_percent: u8,
+    /// The bed runs Nix with `auto-optimise-store = true`.
+    #[serde(default)]
+    pub optimise: bool,
+}
+
+/// The bytes of the package files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Payload {
+    /// Zeros: any compressing filesystem stores almost nothing.
+    #[default]
+    Zeros,
+    /// 32 KiB of random bytes then 32 KiB of zeros, over and over: about 2:1 under zstd (each
+    /// 128 KiB btrfs extent compresses alike).
+    HalfRandom,
 }
 
 impl FixtureSpec {
@@ -168,7 +189,23 @@ impl FixtureSpec {
             old_release: "23.05".to_string(),
             new_release: "23.11".to_string(),
             packages: vec![],
+            payload: Payload::Zeros,
+            shared_percent: 0,
+            optimise: false,
         }
+    }
+
+    /// Package files of `payload`.
+    pub fn with_payload(mut self, payload: Payload) -> FixtureSpec {
+        self.payload = payload;
+        self
+    }
+
+    /// `percent` of each payload shared by the old and new version, with `auto-optimise-store`.
+    pub fn deduplicated(mut self, percent: u8) -> FixtureSpec {
+        self.shared_percent = percent;
+        self.optimise = true;
+        self
     }
 
     pub fn package(mut self, p: PackageSpec) -> FixtureSpec {
@@ -251,7 +288,7 @@ impl FixtureSpec {
             for p in &self.packages {
                 let v = if gen == "old" { &p.old } else { &p.new };
                 let Some(v) = v else { continue };
-                t.push_str(&package_line(p, v));
+                t.push_str(&package_line(self, p, v));
             }
             let _ = writeln!(t, "  }};");
             let _ = writeln!(
@@ -320,7 +357,7 @@ impl Links {
 }
 
 /// One package attribute of a generation's package set in the fixture's Nix text.
-pub(crate) fn package_line(p: &PackageSpec, v: &VersionSpec) -> String {
+pub(crate) fn package_line(spec: &FixtureSpec, p: &PackageSpec, v: &VersionSpec) -> String {
     let outputs: Vec<String> = p.outputs().iter().map(|o| nix_str(o)).collect();
     format!(
         "    {} = pkg {{ pname = {}; version = {}; outputs = [ {} ]; script = {}; role = {}; service = {};{} }};\n",
@@ -328,7 +365,7 @@ pub(crate) fn package_line(p: &PackageSpec, v: &VersionSpec) -> String {
         nix_str(&p.pname),
         nix_str(&v.version),
         outputs.join(" "),
-        nix_str(&build_script(p, v)),
+        nix_str(&build_script(spec, p, v)),
         nix_str(role_name(p.role)),
         p.service,
         if p.config_read_by_glue {
@@ -349,14 +386,15 @@ fn role_name(r: Role) -> &'static str {
 }
 
 /// The builder script of one package version: a header line naming it, then the payload.
-fn build_script(p: &PackageSpec, v: &VersionSpec) -> String {
+fn build_script(spec: &FixtureSpec, p: &PackageSpec, v: &VersionSpec) -> String {
     let name = format!("{}-{}", p.pname, v.version);
     if v.fails {
         return format!(
             "echo \"building {name}\"\necho \"error: {name}: 3 of 120 tests failed\" >&2\nexit 1\n"
         );
     }
-    let bytes = v.kib * 1024;
+    let shared = v.kib * 1024 * u64::from(spec.shared_percent.min(100)) / 100;
+    let bytes = v.kib * 1024 - shared;
     let pn = &p.pname;
     let payload = match p.role {
         Role::Package => format!("$out/share/{pn}/data"),
@@ -366,10 +404,25 @@ fn build_script(p: &PackageSpec, v: &VersionSpec) -> String {
     };
     let mut s = String::from("set -e\n");
     let _ = writeln!(s, "mkdir -p \"$(dirname {payload})\"");
-    let _ = writeln!(
-        s,
-        "{{ echo '{name}'; head -c {bytes} /dev/zero; }} > {payload}"
-    );
+    match spec.payload {
+        Payload::Zeros => {
+            let _ = writeln!(
+                s,
+                "{{ echo '{name}'; head -c {bytes} /dev/zero; }} > {payload}"
+            );
+        }
+        Payload::HalfRandom => {
+            let chunks = bytes.div_ceil(64 * 1024);
+            let _ = writeln!(
+                s,
+                "{{ echo '{name}'; i=0; while [ $i -lt {chunks} ]; do head -c 32768 /dev/urandom; head -c 32768 /dev/zero; i=$((i+1)); done; }} > {payload}"
+            );
+        }
+    }
+    if shared > 0 {
+        let _ = writeln!(s, "mkdir -p $out/share/{pn}");
+        let _ = writeln!(s, "head -c {shared} /dev/zero > $out/share/{pn}/common");
+    }
     if p.config_read_by_glue {
         let _ = writeln!(s, "mkdir -p $out/etc");
         let _ = writeln!(s, "echo 'release = {name}' > $out/etc/{pn}.conf");
@@ -689,11 +742,13 @@ mod tests {
     #[test]
     fn builders_name_their_version_and_failures_fail() {
         let p = PackageSpec::changed("big-a", 1, 1).with_output("man");
-        let s = build_script(&p, p.old.as_ref().unwrap());
+        let s = build_script(&FixtureSpec::new("t"), &p, p.old.as_ref().unwrap());
         assert!(s.contains("echo 'big-a-1.0'") && s.contains("head -c 1048576 /dev/zero"));
         assert!(s.contains("$man/share/man/man1/big-a.1"));
         let f = p.clone().new_fails();
-        assert!(build_script(&f, f.new.as_ref().unwrap()).contains("exit 1"));
+        assert!(
+            build_script(&FixtureSpec::new("t"), &f, f.new.as_ref().unwrap()).contains("exit 1")
+        );
     }
 
     #[test]

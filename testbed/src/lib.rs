@@ -36,10 +36,10 @@ pub use bed::{base_dir, Bed, Disk};
 pub use error::{is_out_of_space_message, BedError, Result};
 pub use fixture::{
     nix_str, Fixture, FixtureSpec, GenerationInfo, Links, PackageInfo, PackageSpec,
-    PackageVersionInfo, Role, VersionSpec, NIX_STATE_ALLOWANCE_MIB,
+    PackageVersionInfo, Payload, Role, VersionSpec, NIX_STATE_ALLOWANCE_MIB,
 };
 pub use guard::{is_root, require_root, root_tests_required, REQUIRE_ROOT_ENV};
-pub use mount::{is_mount_point, TmpfsMount};
+pub use mount::{is_mount_point, loop_devices_of, LoopFs, LoopMount, TmpfsMount};
 pub use prepared::SlotLock;
 pub use process::{kill_group, kill_session, spawn_own_group, spawn_own_session};
 pub use series::{Revision, Series, SeriesSpec};

@@ -72,3 +72,96 @@ pub fn is_mount_point(path: &Path) -> bool {
         Err(_) => false,
     }
 }
+
+/// A filesystem a loop device carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopFs {
+    /// btrfs mounted `compress-force=zstd` (mixed data and metadata block groups: the
+    /// metadata chunks of a non-mixed btrfs would take half of a disk this small).
+    BtrfsZstd,
+    /// ext4 with its defaults (5% reserved for root: `f_bavail` < `f_bfree`).
+    Ext4,
+}
+
+/// A filesystem in an image file, mounted through a loop device (`mount -o loop`, which sets
+/// the device to detach itself when unmounted); unmounts on drop, also while a test panics.
+#[derive(Debug)]
+pub struct LoopMount {
+    path: PathBuf,
+    image: PathBuf,
+}
+
+impl LoopMount {
+    /// Makes a `size_mib` MiB `fs` in `image` (created) and mounts it at `path`. Needs root.
+    pub fn new(image: &Path, path: &Path, fs_kind: LoopFs, size_mib: u64) -> io::Result<LoopMount> {
+        fs::create_dir_all(path)?;
+        let f = fs::File::create(image)?;
+        f.set_len(size_mib << 20)?;
+        drop(f);
+        let (mkfs, opts): (&[&str], &str) = match fs_kind {
+            LoopFs::BtrfsZstd => (
+                &["mkfs.btrfs", "-q", "-f", "--mixed"],
+                "loop,compress-force=zstd",
+            ),
+            LoopFs::Ext4 => (&["mkfs.ext4", "-q", "-F"], "loop"),
+        };
+        run(std::process::Command::new(mkfs[0])
+            .args(&mkfs[1..])
+            .arg(image))?;
+        run(std::process::Command::new("mount")
+            .args(["-o", opts])
+            .arg(image)
+            .arg(path))?;
+        Ok(LoopMount {
+            path: path.to_path_buf(),
+            image: image.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        unmount(&self.path);
+        // Autoclear detaches the device once the filesystem lets go of it, which the kernel may
+        // do later; detach it now, when it still carries this image (and nobody else's).
+        for dev in loop_devices_of(&self.image) {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(&dev)
+                .output();
+        }
+    }
+}
+
+/// The loop devices (`/dev/loopN`) whose backing file is `image`.
+pub fn loop_devices_of(image: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            fs::read_to_string(e.path().join("loop/backing_file")).is_ok_and(|b| {
+                b.trim_end().trim_end_matches(" (deleted)") == image.to_string_lossy()
+            })
+        })
+        .map(|e| Path::new("/dev").join(e.file_name()))
+        .collect()
+}
+
+fn run(cmd: &mut std::process::Command) -> io::Result<()> {
+    let out = cmd.output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{:?}: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}

@@ -146,7 +146,8 @@ impl Bed {
             }
         };
         let disk = disk(&fixture);
-        let bed = Bed::at(root, disk, Some(cache), Holder::Slot(slot))?;
+        let mut bed = Bed::at(root, disk, Some(cache), Holder::Slot(slot))?;
+        bed.set_optimise(spec.optimise);
         let again = read_manifest(&bed, &file)?;
         if again.0.drv != fixture.old.drv || again.1.drv != fixture.new.drv {
             return Err(BedError::msg(format!(

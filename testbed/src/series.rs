@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::bed::{base_dir, Bed, Disk, Holder};
 use crate::error::{BedError, Result};
-use crate::fixture::{nix_str, package_line, switch_script, Links, PackageSpec, NIX_PRELUDE};
+use crate::fixture::{
+    nix_str, package_line, switch_script, FixtureSpec, Links, PackageSpec, NIX_PRELUDE,
+};
 use crate::mount::{is_mount_point, unmount};
 use crate::util::force_remove;
 
@@ -49,12 +51,14 @@ impl SeriesSpec {
     /// The Nix text: every revision as an attribute `rK` (its toplevel) and `outs`, the list of
     /// their output paths.
     pub fn nix_text(&self, links: &Links) -> String {
+        // Plain zero payloads, nothing shared: the defaults of a fixture.
+        let defaults = FixtureSpec::new(&self.host);
         let mut t = String::from(NIX_PRELUDE);
         for (k, packages) in self.revisions.iter().enumerate() {
             let _ = writeln!(t, "  r{k}Pkgs = {{");
             for p in packages {
                 if let Some(v) = &p.old {
-                    t.push_str(&package_line(p, v));
+                    t.push_str(&package_line(&defaults, p, v));
                 }
             }
             let _ = writeln!(t, "  }};");

@@ -382,6 +382,7 @@ pub fn system(p: &Params) -> Synthetic {
                 generations: 1,
                 g0_generations: 1,
             },
+            disk: Default::default(),
         },
         drvs: all,
         units,

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::drv::{StoreDir, StorePath};
 use crate::effects::store::{Space, StoreError};
+use crate::plan::DiskCost;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
@@ -25,6 +27,106 @@ pub fn space(path: &Path) -> Result<Space, StoreError> {
         total: st.blocks() as u64 * frsize,
         free: st.blocks_available() as u64 * frsize,
     })
+}
+
+/// The filesystem holding `path`: its name, and whether it may compress what is written.
+pub fn filesystem_kind(path: &Path) -> Result<(String, bool), StoreError> {
+    use nix::sys::statfs::{
+        statfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
+    };
+    let st = statfs(path).map_err(|e| StoreError::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    let t = st.filesystem_type();
+    // ZFS and bcachefs have no constant in libc.
+    let raw = t.0 as u64;
+    Ok(match t {
+        BTRFS_SUPER_MAGIC => ("btrfs".into(), true),
+        EXT4_SUPER_MAGIC => ("ext4".into(), false),
+        TMPFS_MAGIC => ("tmpfs".into(), false),
+        XFS_SUPER_MAGIC => ("xfs".into(), false),
+        _ if raw == 0x2fc1_2fc1 => ("zfs".into(), true),
+        _ if raw == 0xca45_1a4e => ("bcachefs".into(), true),
+        _ => (format!("filesystem 0x{raw:x}"), false),
+    })
+}
+
+/// Bytes the filesystem holding `path` really uses (`f_blocks − f_bfree`).
+pub fn used_bytes(path: &Path) -> Result<u64, StoreError> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(|e| StoreError::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok((st.blocks() as u64).saturating_sub(st.blocks_free() as u64) * st.fragment_size() as u64)
+}
+
+/// Measure what the store's paths on disk take (see `plan::disk`): each path's files are
+/// walked (`lstat`, no file is read), hard links counted once per path and once overall; a file
+/// is the path's own when no link to it lies outside the path but `<store>/.links`.
+/// `on_disk`: valid paths with their NAR sizes; `live_nar`: NAR bytes of all live paths (0 where
+/// the filesystem does not compress).
+pub fn measure_store(
+    store: &StoreDir,
+    on_disk: &[(StorePath, u64)],
+    live_nar: u64,
+) -> Result<DiskCost, StoreError> {
+    use std::collections::{HashMap, HashSet};
+    let store_dir = Path::new(store.as_str());
+    let (filesystem, compresses) = filesystem_kind(store_dir)?;
+    let optimised = store_dir.join(".links").is_dir();
+    let mut cost = DiskCost {
+        filesystem,
+        compresses,
+        optimised,
+        fs_used: used_bytes(store_dir)?,
+        live_nar,
+        ..Default::default()
+    };
+    let mut everywhere: HashSet<(u64, u64)> = HashSet::new();
+    for (path, nar) in on_disk {
+        let root = store.to_path(path);
+        // (dev, ino) → (bytes, links, links seen in this path, is a directory).
+        let mut inodes: HashMap<(u64, u64), (u64, u64, u64, bool)> = HashMap::new();
+        if walk(&root, &mut inodes).is_err() {
+            continue; // Gone meanwhile, or unreadable: left to the estimate.
+        }
+        let mut all = 0;
+        let mut own = 0;
+        for (key, (bytes, nlink, seen, dir)) in &inodes {
+            all += bytes;
+            if *dir || *nlink <= seen + u64::from(optimised) {
+                own += bytes;
+            }
+            if everywhere.insert(*key) {
+                cost.sample_allocated_unique += bytes;
+            }
+        }
+        cost.sample_paths += 1;
+        cost.sample_nar += nar;
+        cost.sample_allocated += all;
+        cost.own_bytes.insert(path.clone(), own);
+    }
+    Ok(cost)
+}
+
+fn walk(
+    p: &Path,
+    inodes: &mut std::collections::HashMap<(u64, u64), (u64, u64, u64, bool)>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p)?;
+    let e =
+        inodes
+            .entry((m.dev(), m.ino()))
+            .or_insert((m.blocks() * 512, m.nlink(), 0, m.is_dir()));
+    e.2 += 1;
+    if m.is_dir() {
+        for entry in std::fs::read_dir(p)? {
+            walk(&entry?.path(), inodes)?;
+        }
+    }
+    Ok(())
 }
 
 /// Allocate `size` bytes of real blocks for `f` with fallocate: `Ok(false)` where the filesystem
@@ -77,6 +179,40 @@ pub fn beside(journal: &Path, suffix: &str) -> PathBuf {
 /// Default reserve: 1% of the filesystem, at least 1 MiB, at most 256 MiB (design §6).
 pub fn default_reserve_size(fs_total: u64) -> u64 {
     (fs_total / 100).clamp(1 << 20, 256 << 20)
+}
+
+/// Where the reserve file goes: on the store's filesystem, where releasing it gives Nix room
+/// (beside the journal only helps when the journal is on that filesystem). In order: beside the
+/// journal, in Nix's state directory (`/nix/var/nix`), in the store's parent directory (`/nix`),
+/// whichever is first on the store's filesystem; `None` when none is (skip the reserve and say
+/// so). The engine takes the reserve there and calls `PlanInput::count_held_reserve` with
+/// [`held_bytes`] of it before planning, so that the plan counts it once.
+pub fn reserve_path(journal: &Path, store_dir: &Path, state_dir: Option<&Path>) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let store_dev = std::fs::metadata(store_dir).ok()?.dev();
+    let on_store =
+        |dir: &Path| std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.dev() == store_dev);
+    let journal_dir = journal
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if on_store(journal_dir) {
+        return Some(beside(journal, ".reserve"));
+    }
+    let candidates = state_dir.into_iter().chain(store_dir.parent());
+    for dir in candidates {
+        if on_store(dir) {
+            return Some(dir.join("stepwise.reserve"));
+        }
+    }
+    None
+}
+
+/// Bytes the file at `path` holds on disk (0 when absent): a reserve taken before planning is
+/// part of the filesystem's used bytes.
+pub fn held_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
 /// A file of real blocks kept beside the journal, so that when the disk fills up, releasing it
@@ -222,6 +358,37 @@ mod tests {
             Path::new("/var/lib/stepwise/journal.redb.reserve")
         );
         assert_eq!(r.size(), 1 << 20);
+    }
+
+    #[test]
+    fn the_reserve_goes_on_the_stores_filesystem() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("nix/store");
+        let state = d.path().join("nix/var/nix");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        let journal = d.path().join("journal.redb");
+        // Same filesystem: beside the journal, as before.
+        assert_eq!(
+            reserve_path(&journal, &store, Some(&state)),
+            Some(d.path().join("journal.redb.reserve"))
+        );
+        // The journal on another filesystem (/proc is never the temp dir's): the state dir.
+        let elsewhere = Path::new("/proc/journal.redb");
+        assert_eq!(
+            reserve_path(elsewhere, &store, Some(&state)),
+            Some(state.join("stepwise.reserve"))
+        );
+        assert_eq!(
+            reserve_path(elsewhere, &store, None),
+            Some(d.path().join("nix/stepwise.reserve"))
+        );
+        // No store: nowhere.
+        assert_eq!(reserve_path(&journal, &d.path().join("none"), None), None);
+        let r = Reserve::new(state.join("stepwise.reserve"), 2 << 20);
+        assert_eq!(held_bytes(r.path()), 0);
+        r.take().unwrap();
+        assert!(held_bytes(r.path()) >= 2 << 20);
     }
 
     #[test]

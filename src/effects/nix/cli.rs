@@ -535,6 +535,25 @@ impl Store for NixCli {
     fn space(&self) -> Result<Space> {
         crate::effects::fs::space(self.store_dir().as_ref())
     }
+
+    fn disk_cost(&self, on_disk: &[(StorePath, u64)]) -> Result<crate::plan::DiskCost> {
+        let sd = self.store_dir();
+        let (_, compresses) = crate::effects::fs::filesystem_kind(sd.as_ref())?;
+        // Compression shows only in the filesystem's used bytes against the live NAR bytes.
+        let live_nar = if compresses {
+            let live: Vec<StorePath> = self.live_paths()?.into_iter().collect();
+            self.path_infos(&live)?.values().map(|i| i.nar_size).sum()
+        } else {
+            0
+        };
+        crate::effects::fs::measure_store(sd, on_disk, live_nar)
+    }
+
+    fn gc_roots(&self) -> Result<Vec<(PathBuf, StorePath)>> {
+        let inv = self.cmds.print_roots();
+        let out = self.query(&inv)?;
+        parse::parse_roots(self.store_dir(), &out.stdout_str()).map_err(|e| output_err(&inv, e))
+    }
 }
 
 impl NixCli {

@@ -230,6 +230,11 @@ impl NixCommands {
         self.tool("nix-store").arg("--add").arg(path)
     }
 
+    /// The GC roots, `LINK -> PATH` a line.
+    pub fn print_roots(&self) -> Invocation {
+        self.tool("nix-store").args(["--gc", "--print-roots"])
+    }
+
     /// Everything the GC roots keep alive, one path a line.
     pub fn print_live(&self) -> Invocation {
         self.tool("nix-store").args(["--gc", "--print-live"])

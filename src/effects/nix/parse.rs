@@ -148,6 +148,25 @@ pub fn parse_path_lines(store_dir: &StoreDir, text: &str) -> Result<Vec<StorePat
         .collect()
 }
 
+/// `nix-store --gc --print-roots`: `LINK -> STORE-PATH` a line (runtime roots show
+/// `/proc/…` or `{censored}` as the link).
+pub fn parse_roots(
+    store_dir: &StoreDir,
+    text: &str,
+) -> Result<Vec<(std::path::PathBuf, StorePath)>, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (link, target) = l
+                .rsplit_once(" -> ")
+                .ok_or_else(|| format!("a root line without ` -> `: {l}"))?;
+            let (path, _) = store_dir.parse_prefix(target).map_err(|e| e.to_string())?;
+            Ok((link.into(), path))
+        })
+        .collect()
+}
+
 /// `nix-env --list-generations`: `   2   2026-11-25 08:58:10   (current)`.
 pub fn parse_generations(text: &str) -> Result<Vec<(u64, bool)>, String> {
     let mut out = Vec::new();
@@ -315,6 +334,17 @@ mod tests {
     }
     fn sp(s: &str) -> StorePath {
         StorePath::from_base_name(s).unwrap()
+    }
+
+    #[test]
+    fn roots() {
+        let text = "/nix/var/nix/profiles/system-1-link -> /nix/store/00000000000000000000000000000000-nixos-system\n\
+                    {censored} -> /nix/store/11111111111111111111111111111111-bash\n";
+        let r = parse_roots(&sd(), text).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].1, sp("00000000000000000000000000000000-nixos-system"));
+        assert_eq!(r[1].0, std::path::PathBuf::from("{censored}"));
+        assert!(parse_roots(&sd(), "garbage\n").is_err());
     }
 
     #[test]

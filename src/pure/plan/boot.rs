@@ -306,6 +306,7 @@ mod tests {
                     .collect(),
             ),
             space: StepSpace::default(),
+            space_nar: StepSpace::default(),
             reboot_after: false,
         }
     }

@@ -24,19 +24,26 @@
 //!
 //! # The space model and its limits
 //!
-//! Sizes are NAR sizes (local path info, else the substituter's narinfo, else the G0
-//! counterpart's size, marked as an estimate); each step's glue is estimated by G0's glue. On the
-//! fixture's tmpfs the estimated peaks were within 0.1 MiB of the measured ones. Known limits:
+//! Sizes are the disk's bytes ([`disk`]): NAR sizes (local path info, else the substituter's
+//! narinfo, else the G0 counterpart's size, marked as an estimate) turned into what the store's
+//! filesystem allocates — measured for paths on disk (their own blocks, files shared with other
+//! paths through `auto-optimise-store` not counted as freed), NAR × a conservative ratio for
+//! paths still to come (compression learnt from the filesystem, never below 1 where it does not
+//! compress). The NAR figures stay beside them ([`DiskFigures`], `Step::space_nar`). Each step's
+//! glue is estimated by G0's glue. G0 paths that another GC root holds (user profiles, other
+//! gcroots, runtime roots) are kept, not freed. Known limits:
 //! - non-glue inputs of glue that are only needed to build it (stdenv, perl for buildEnv…) count
 //!   as held by every generation from step 1 (they are "added" units without a G0 counterpart):
 //!   an over-estimate, exact if the engine keeps them rooted for the run;
-//! - a G0 path that is also reachable from a root other than the system's generations (a user
-//!   profile holding the same package) is taken as freeable: the `Store` trait offers the live
-//!   set, not the roots behind it;
-//! - filesystem overhead (block rounding, Nix's database growth) is left to the reserve.
+//! - on a compressing filesystem the compression is one figure for the whole store, applied to
+//!   every path alike (what a G0 path frees is its blocks scaled by it): a package that
+//!   compresses worse than the store's average frees more than counted, one that compresses
+//!   better frees less; the margin on additions covers the usual spread;
+//! - Nix's database growth is left to the reserve.
 
 pub mod boot;
 pub mod diff;
+pub mod disk;
 pub mod mask;
 pub mod names;
 pub mod order;
@@ -48,10 +55,11 @@ pub mod units;
 
 pub use boot::{BootPlan, BootStep, Initrd, ProfileFacts};
 pub use diff::{Diff, DiffRow};
+pub use disk::DiskCost;
 pub use mask::{Mask, Materialised, Materialiser, NewDrv, Stub};
 pub use names::PackageName;
 pub use planner::{
-    plan, Frame, PathFacts, Plan, PlanError, PlanInput, PlanOptions, Planned, Shortfall,
-    SizeSource, Step,
+    plan, DiskFigures, Frame, PathFacts, Plan, PlanError, PlanInput, PlanOptions, Planned,
+    Shortfall, SizeSource, Step,
 };
 pub use units::{is_glue, Change, G0Side, TargetGraph, Unit, Units};

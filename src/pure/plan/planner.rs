@@ -7,6 +7,8 @@ use thiserror::Error;
 
 use super::boot::{boot_plan, BootPlan, ProfileFacts};
 use super::diff::{diff, Diff};
+use super::disk::replay;
+use super::disk::DiskCost;
 use super::mask::{Mask, Stub};
 use super::order::{order_with, NoFit};
 use super::space::{Job, PathIdx, Side, SpaceProblem, StepSpace};
@@ -68,6 +70,19 @@ pub struct PlanInput {
     pub options: PlanOptions,
     /// The system profile's generations before the run (for the boot figures).
     pub profile: ProfileFacts,
+    /// What a NAR byte costs on the store's filesystem (default: nothing measured, NAR bytes).
+    pub disk: DiskCost,
+}
+
+impl PlanInput {
+    /// A reserve file already taken on the store's filesystem holds `held` of its used bytes;
+    /// the ceiling subtracts the whole reserve already, so those bytes count as free: the
+    /// reserve is counted once.
+    pub fn count_held_reserve(&mut self, held: u64) {
+        let held = held.min(self.used);
+        self.used -= held;
+        self.free += held;
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -89,7 +104,10 @@ pub struct Step {
     pub stubbed: Vec<String>,
     /// The mask of this step's generation: every unit not yet upgraded.
     pub mask: Mask,
+    /// In the disk's bytes (what the order is computed from).
     pub space: StepSpace,
+    /// The same step in NAR bytes (what Nix reports), for comparison.
+    pub space_nar: StepSpace,
     /// Reboot into this step before the next.
     pub reboot_after: bool,
 }
@@ -125,6 +143,32 @@ pub struct Frame {
     /// versions are on disk together at some point of any plan.
     pub largest_move: u64,
     pub largest_move_name: String,
+    /// How the disk bytes above were obtained, and the same figures in NAR bytes.
+    pub disk: DiskFigures,
+}
+
+/// Disk bytes against NAR bytes: which sizes were measured on the filesystem, which estimated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskFigures {
+    pub filesystem: String,
+    /// Whether anything was measured (otherwise every disk figure is a NAR figure).
+    pub measured: bool,
+    /// Allocated / NAR bytes of the paths on disk, in parts per million.
+    pub measured_ratio_ppm: u64,
+    /// The ratio applied to paths not on disk, in parts per million.
+    pub ratio_ppm: u64,
+    /// Paths on disk whose bytes were measured, and their bytes (disk, NAR).
+    pub measured_paths: u64,
+    pub measured_bytes: u64,
+    pub measured_nar: u64,
+    /// Paths whose disk bytes are NAR × ratio, and their bytes (disk, NAR).
+    pub estimated_paths: u64,
+    pub estimated_bytes: u64,
+    pub estimated_nar: u64,
+    /// The frame's closures and plain peak in NAR bytes (the peak: `used` plus NAR adds).
+    pub g0_closure_nar: u64,
+    pub target_closure_nar: u64,
+    pub plain_peak_nar: u64,
 }
 
 /// Why no plan fits, in the user's words.
@@ -212,7 +256,31 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         paths.push(p);
     }
     let n = paths.len();
-    let mut sizes: Vec<u64> = paths.iter().map(|p| input.facts[*p].size).collect();
+    let mut nar_sizes: Vec<u64> = paths.iter().map(|p| input.facts[*p].size).collect();
+    let mut disk = DiskFigures {
+        filesystem: input.disk.filesystem.clone(),
+        measured: input.disk.is_measured(),
+        measured_ratio_ppm: input.disk.measured_ratio_ppm(),
+        ratio_ppm: input.disk.ratio_ppm(),
+        ..Default::default()
+    };
+    let mut sizes: Vec<u64> = paths
+        .iter()
+        .map(|p| {
+            let f = &input.facts[*p];
+            let (bytes, measured) = input.disk.bytes_of(p, f.size, f.present);
+            if measured {
+                disk.measured_paths += 1;
+                disk.measured_bytes += bytes;
+                disk.measured_nar += f.size;
+            } else {
+                disk.estimated_paths += 1;
+                disk.estimated_bytes += bytes;
+                disk.estimated_nar += f.size;
+            }
+            bytes
+        })
+        .collect();
     let mut present: Vec<bool> = paths.iter().map(|p| input.facts[*p].present).collect();
     let mut keep: Vec<bool> = paths.iter().map(|p| input.keep.contains(*p)).collect();
     let mut booted: Vec<bool> = paths.iter().map(|p| input.booted.contains(*p)).collect();
@@ -286,7 +354,8 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
             .iter()
             .all(|u| non_vital.contains(u.name.as_str()))
             .then(|| {
-                sizes.push(empty_dir_nar_size());
+                sizes.push(input.disk.estimate(empty_dir_nar_size()));
+                nar_sizes.push(empty_dir_nar_size());
                 present.push(false);
                 keep.push(false);
                 booted.push(false);
@@ -303,13 +372,15 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         });
     }
 
-    // G0's glue size stands for each step's glue (the target's is not built yet).
-    let step_glue: u64 = g0
+    // G0's glue size stands for each step's glue (the target's is not built yet): in the disk's
+    // bytes the estimate of its NAR size, as the new glue is not on disk.
+    let step_glue_nar: u64 = g0
         .glue
         .iter()
         .filter_map(|p| input.facts.get(p))
         .map(|f| f.size)
         .sum();
+    let step_glue = input.disk.estimate(step_glue_nar);
     let ceiling = (input.used + input.free).saturating_sub(input.reserve);
     let problem = SpaceProblem {
         sizes,
@@ -325,6 +396,14 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         reboot_allowed: input.options.reboot_allowed,
     };
     debug_assert!(problem.validate().is_ok());
+    let nar_problem = SpaceProblem {
+        sizes: nar_sizes,
+        step_glue: step_glue_nar,
+        ..problem.clone()
+    };
+    disk.g0_closure_nar = nar_problem.g0_size();
+    disk.target_closure_nar = nar_problem.target_size();
+    disk.plain_peak_nar = nar_problem.plain_peak();
 
     let g0_closure = problem.g0_size();
     let target_closure = problem.target_size();
@@ -362,9 +441,13 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         estimated,
         largest_move,
         largest_move_name,
+        disk,
     };
 
     let mut notes = Vec::new();
+    if input.disk.is_measured() {
+        notes.push(input.disk.describe());
+    }
     for set in &units.ambiguous {
         let u = &units.units[set[0]];
         notes.push(format!(
@@ -413,6 +496,7 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
     };
     let outcome = match order_with(&problem, input.options.merge_headroom_percent) {
         Ok(o) => {
+            let nar_spaces = replay(&nar_problem, &o.steps);
             let mut sides = vec![Side::Old; problem.jobs.len()];
             let mut steps = Vec::new();
             for (k, s) in o.steps.iter().enumerate() {
@@ -452,6 +536,7 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
                     stubbed,
                     mask,
                     space: s.space,
+                    space_nar: nar_spaces[k],
                     reboot_after: s.reboot_after,
                 });
             }

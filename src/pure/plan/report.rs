@@ -155,11 +155,16 @@ pub fn write_human(w: &mut dyn Write, h: &Header, p: &Planned) -> io::Result<()>
                 .max()
                 .unwrap_or(8)
                 .clamp(8, 48);
-            writeln!(
+            let nar = p.frame.disk.measured;
+            write!(
                 w,
                 "  {:>3}  {:<nw$}  {:>11}  {:>11}  {:>11}",
                 "#", "upgrades", "adds", "frees", "peak"
             )?;
+            if nar {
+                write!(w, "  {:>11}  {:>11}", "adds (NAR)", "frees (NAR)")?;
+            }
+            writeln!(w)?;
             for (s, n) in plan.steps.iter().zip(&names) {
                 let n = if n.chars().count() > nw {
                     let cut: String = n.chars().take(nw - 1).collect();
@@ -180,6 +185,14 @@ pub fn write_human(w: &mut dyn Write, h: &Header, p: &Planned) -> io::Result<()>
                     },
                     human_bytes(s.space.peak)
                 )?;
+                if nar {
+                    write!(
+                        w,
+                        "  {:>11}  {:>11}",
+                        format!("+{}", human_bytes(s.space_nar.adds)),
+                        format!("-{}", human_bytes(s.space_nar.frees))
+                    )?;
+                }
                 if s.reboot_after {
                     write!(
                         w,
@@ -306,6 +319,7 @@ fn write_frame(w: &mut dyn Write, f: &Frame, peak: Option<u64>) -> io::Result<()
     if let Some(p) = peak {
         writeln!(w, "  this plan's peak    {:>11}", human_bytes(p))?;
     }
+    write_disk_figures(w, &f.disk)?;
     if f.estimated > 0 {
         writeln!(
             w,
@@ -314,6 +328,35 @@ fn write_frame(w: &mut dyn Write, f: &Frame, peak: Option<u64>) -> io::Result<()
         )?;
     }
     Ok(())
+}
+
+/// Which of the figures above were measured on the filesystem, which estimated, and the NAR
+/// bytes beside them (only when the filesystem was measured: otherwise they are NAR bytes).
+fn write_disk_figures(w: &mut dyn Write, d: &super::planner::DiskFigures) -> io::Result<()> {
+    if !d.measured {
+        return Ok(());
+    }
+    let ratio = |ppm: u64| format!("{:.3}", ppm as f64 / 1e6);
+    writeln!(
+        w,
+        "  sizes are {} bytes: {} paths measured on disk {} (NAR {}, ratio {}); {} paths estimated {} (NAR {} × {})",
+        d.filesystem,
+        d.measured_paths,
+        human_bytes(d.measured_bytes),
+        human_bytes(d.measured_nar),
+        ratio(d.measured_ratio_ppm),
+        d.estimated_paths,
+        human_bytes(d.estimated_bytes),
+        human_bytes(d.estimated_nar),
+        ratio(d.ratio_ppm)
+    )?;
+    writeln!(
+        w,
+        "  in NAR bytes        |G0| {}, |target| {}, plain upgrade peak {}",
+        human_bytes(d.g0_closure_nar),
+        human_bytes(d.target_closure_nar),
+        human_bytes(d.plain_peak_nar)
+    )
 }
 
 fn write_shortfall(w: &mut dyn Write, s: &Shortfall, f: &Frame) -> io::Result<()> {
@@ -383,6 +426,10 @@ pub fn write_json(w: &mut dyn Write, h: &Header, p: &Planned, sd: &StoreDir) -> 
         used_after: u64,
         reboot_after: bool,
         reboot_frees: u64,
+        /// The same step in NAR bytes (the figures above are the disk's bytes).
+        adds_nar: u64,
+        frees_nar: u64,
+        peak_nar: u64,
         /// target path → replacement (full paths).
         mask: std::collections::BTreeMap<String, String>,
     }
@@ -474,6 +521,9 @@ pub fn write_json(w: &mut dyn Write, h: &Header, p: &Planned, sd: &StoreDir) -> 
                     used_after: s.space.used_after,
                     reboot_after: s.reboot_after,
                     reboot_frees: s.space.reboot_frees,
+                    adds_nar: s.space_nar.adds,
+                    frees_nar: s.space_nar.frees,
+                    peak_nar: s.space_nar.peak,
                     mask: s
                         .mask
                         .0

@@ -1,0 +1,269 @@
+//! What a NAR byte costs on the store's filesystem: the planner works in the disk's own bytes.
+//!
+//! `statvfs` counts allocated blocks; Nix counts NAR bytes. They differ by block rounding (a
+//! small file takes a whole block), by compression (btrfs `compress=`, ZFS) and by
+//! deduplication (`auto-optimise-store` hard-links identical files through `<store>/.links`).
+//! `effects::fs::measure_store` walks the paths already on disk and fills a [`DiskCost`]; here it
+//! becomes the size of every path in the space problem:
+//!
+//! - a path on disk: its measured bytes, counting only files no other store path shares (what
+//!   deleting it frees; a shared file frees nothing, so frees are never over-stated);
+//! - a path not on disk: its NAR size × [`DiskCost::ratio_ppm`], a conservative ratio: the
+//!   sample's ratio without credit for deduplication (new files may share nothing), plus a
+//!   margin on filesystems that compress (a new version need not compress as well as the
+//!   sample), never below [`COMPRESSED_FLOOR_PPM`], and never below 1 where the filesystem
+//!   does not compress (block rounding only adds).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::order::OrderedStep;
+use super::space::{Simulator, SpaceProblem, StepSpace};
+use crate::drv::StorePath;
+
+/// Parts per million.
+pub const PPM: u64 = 1_000_000;
+
+/// The lowest ratio assumed for a path not yet on disk: 1/3. Nix store contents (ELF files,
+/// libraries, already-compressed man pages and icons) rarely compress better than 3:1 with
+/// btrfs's zstd level 3; a sample that does better (a store of mostly text) must not promise
+/// it for what is still to come.
+pub const COMPRESSED_FLOOR_PPM: u64 = 333_334;
+
+/// The margin on a compressing filesystem's measured ratio: 10%, for new versions that compress
+/// worse than the old ones and for the metadata btrfs keeps per extent beside the data blocks.
+pub const COMPRESSED_MARGIN_PPM: u64 = 100_000;
+
+/// What was measured on the store's filesystem (empty: nothing measured, sizes stay NAR bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskCost {
+    /// The filesystem's type as `statfs` names it (`btrfs`, `ext4`, `tmpfs`, …).
+    pub filesystem: String,
+    /// Whether the filesystem may store fewer bytes than written (btrfs, ZFS, bcachefs).
+    pub compresses: bool,
+    /// Paths measured, and their NAR bytes.
+    pub sample_paths: u64,
+    pub sample_nar: u64,
+    /// Their allocated bytes, each path counted on its own (a file shared by two paths counted
+    /// in both): compression and block rounding, no deduplication.
+    pub sample_allocated: u64,
+    /// The same files with every inode counted once: what the disk really holds for them.
+    pub sample_allocated_unique: u64,
+    /// Per measured path: bytes in files no other store path shares (what deleting it frees).
+    pub own_bytes: BTreeMap<StorePath, u64>,
+    /// Whether the store is deduplicated (`<store>/.links` exists).
+    pub optimised: bool,
+    /// Bytes the filesystem really uses (`f_blocks − f_bfree`): on btrfs `st_blocks` counts
+    /// bytes before compression, so compression shows only here.
+    pub fs_used: u64,
+    /// NAR bytes of every live path (0: not asked, the filesystem does not compress).
+    pub live_nar: u64,
+}
+
+impl DiskCost {
+    /// Whether anything was measured.
+    pub fn is_measured(&self) -> bool {
+        self.sample_nar > 0
+    }
+
+    /// The sample's ratio of allocated bytes (`st_blocks`) to NAR bytes, in ppm.
+    fn block_ratio_ppm(&self) -> u64 {
+        ratio(self.sample_allocated, self.sample_nar).max(1)
+    }
+
+    /// What a NAR byte costs on disk, measured, in ppm (1.0 when unmeasured). Where the
+    /// filesystem compresses, the lower of the block ratio and the whole filesystem's used bytes
+    /// over the live paths' NAR bytes, with the hard links' saving added back. Both over-state
+    /// the cost (blocks before compression; used bytes include dead paths, Nix's database and
+    /// anything else on the filesystem), so the lower one still does.
+    pub fn measured_ratio_ppm(&self) -> u64 {
+        if !self.is_measured() {
+            return PPM;
+        }
+        let block = self.block_ratio_ppm();
+        if !self.compresses || self.live_nar == 0 || self.sample_allocated_unique == 0 {
+            return block;
+        }
+        let undeduplicated = self.fs_used as u128 * self.sample_allocated as u128
+            / self.sample_allocated_unique as u128;
+        block.min(ratio(undeduplicated as u64, self.live_nar))
+    }
+
+    /// The ratio applied to a path not yet on disk (see the module comment), in ppm.
+    pub fn ratio_ppm(&self) -> u64 {
+        let measured = self.measured_ratio_ppm();
+        if !self.is_measured() {
+            PPM
+        } else if self.compresses {
+            (measured * (PPM + COMPRESSED_MARGIN_PPM))
+                .div_ceil(PPM)
+                .max(COMPRESSED_FLOOR_PPM)
+        } else {
+            measured.max(PPM)
+        }
+    }
+
+    /// Disk bytes of a path not yet on disk, from its NAR size.
+    pub fn estimate(&self, nar: u64) -> u64 {
+        ((nar as u128 * self.ratio_ppm() as u128).div_ceil(PPM as u128)) as u64
+    }
+
+    /// Disk bytes of a path: measured when on disk and measured, else estimated.
+    pub fn bytes_of(&self, path: &StorePath, nar: u64, present: bool) -> (u64, bool) {
+        match self.own_bytes.get(path) {
+            // Blocks before compression, scaled by the compression the filesystem showed.
+            Some(&b) if present => (
+                (b as u128 * self.measured_ratio_ppm() as u128 / self.block_ratio_ppm() as u128)
+                    as u64,
+                true,
+            ),
+            _ => (self.estimate(nar), false),
+        }
+    }
+
+    /// The share of the sample's bytes saved by hard links between store paths, in percent.
+    pub fn dedup_percent(&self) -> u64 {
+        if self.sample_allocated == 0 {
+            return 0;
+        }
+        100 - (self.sample_allocated_unique * 100).div_ceil(self.sample_allocated)
+    }
+
+    /// One line for the plan's notes: what was measured and the ratio used.
+    pub fn describe(&self) -> String {
+        if !self.is_measured() {
+            return "sizes are NAR bytes: nothing on the store's filesystem was measured".into();
+        }
+        let r = |ppm: u64| format!("{:.3}", ppm as f64 / PPM as f64);
+        let compression = if self.compresses && self.live_nar > 0 {
+            format!(
+                "; the filesystem uses {} for {} NAR of live paths",
+                super::report::human_bytes(self.fs_used),
+                super::report::human_bytes(self.live_nar)
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "disk bytes on {}{}: measured for the {} paths on disk ({} NAR, {} in blocks{}: ratio {}{}); \
+             paths still to come are estimated at NAR × {} ({})",
+            self.filesystem,
+            if self.compresses { " (may compress)" } else { "" },
+            self.sample_paths,
+            super::report::human_bytes(self.sample_nar),
+            super::report::human_bytes(self.sample_allocated),
+            compression,
+            r(self.measured_ratio_ppm()),
+            if self.optimised {
+                format!(
+                    ", {}% saved by hard links, not assumed for new paths",
+                    self.dedup_percent()
+                )
+            } else {
+                String::new()
+            },
+            r(self.ratio_ppm()),
+            if self.compresses {
+                format!(
+                    "the measured ratio + {}%, at least {}",
+                    COMPRESSED_MARGIN_PPM * 100 / PPM,
+                    r(COMPRESSED_FLOOR_PPM)
+                )
+            } else {
+                "the measured ratio, at least 1: this filesystem does not compress".into()
+            }
+        )
+    }
+}
+
+fn ratio(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        return PPM;
+    }
+    (a as u128 * PPM as u128).div_ceil(b as u128) as u64
+}
+
+/// The steps of an order computed on one problem, replayed on another with the same paths and
+/// jobs but other sizes (the NAR bytes beside the disk bytes).
+pub fn replay(p: &SpaceProblem, steps: &[OrderedStep]) -> Vec<StepSpace> {
+    let mut sim = Simulator::new(p);
+    let mut out = Vec::with_capacity(steps.len());
+    for s in steps {
+        for &m in &s.moves {
+            sim.add_move(m);
+        }
+        let mut space = sim.close_step();
+        if s.reboot_after {
+            space.reboot_frees = sim.reboot();
+        }
+        out.push(space);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost(compresses: bool, nar: u64, alloc: u64) -> DiskCost {
+        DiskCost {
+            filesystem: "x".into(),
+            compresses,
+            sample_paths: 1,
+            sample_nar: nar,
+            sample_allocated: alloc,
+            sample_allocated_unique: alloc,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn unmeasured_is_nar_bytes() {
+        let c = DiskCost::default();
+        assert_eq!(c.estimate(12345), 12345);
+        assert_eq!(c.ratio_ppm(), PPM);
+    }
+
+    #[test]
+    fn uncompressed_never_below_one() {
+        assert_eq!(cost(false, 1000, 900).ratio_ppm(), PPM);
+        assert_eq!(cost(false, 1000, 1100).ratio_ppm(), 1_100_000);
+        assert_eq!(cost(false, 1000, 900).estimate(4096), 4096);
+    }
+
+    #[test]
+    fn compressed_gets_a_margin_and_a_floor() {
+        assert_eq!(cost(true, 1000, 500).ratio_ppm(), 550_000);
+        assert_eq!(cost(true, 1000, 100).ratio_ppm(), COMPRESSED_FLOOR_PPM);
+        assert_eq!(cost(true, 1000, 500).estimate(1000), 550);
+    }
+
+    #[test]
+    fn compression_comes_from_the_filesystem_and_dedup_is_not_credited() {
+        // Blocks say 1.0; the filesystem holds 600 for 1000 live NAR bytes, of which the hard
+        // links saved a quarter: what a new byte costs is 600 × 4/3 / 1000 = 0.8.
+        let mut c = cost(true, 1000, 1000);
+        c.sample_allocated_unique = 750;
+        c.fs_used = 600;
+        c.live_nar = 1000;
+        assert_eq!(c.measured_ratio_ppm(), 800_000);
+        assert_eq!(c.ratio_ppm(), 880_000);
+        assert_eq!(c.dedup_percent(), 25);
+        let p = StorePath::from_base_name("00000000000000000000000000000000-a").unwrap();
+        c.own_bytes.insert(p.clone(), 1000);
+        assert_eq!(c.bytes_of(&p, 1000, true), (800, true));
+        // Not compressing: the filesystem figure is not used.
+        c.compresses = false;
+        assert_eq!(c.measured_ratio_ppm(), PPM);
+    }
+
+    #[test]
+    fn present_paths_use_what_was_measured() {
+        let mut c = cost(true, 1000, 500);
+        let p = StorePath::from_base_name("00000000000000000000000000000000-a").unwrap();
+        c.own_bytes.insert(p.clone(), 7);
+        assert_eq!(c.bytes_of(&p, 1000, true), (7, true));
+        assert_eq!(c.bytes_of(&p, 1000, false), (550, false));
+    }
+}

@@ -1,0 +1,120 @@
+//! The plan in the disk's own bytes, on real filesystems (loop devices and tmpfs, real Nix):
+//! on a btrfs mounted `compress-force=zstd` with package files that compress about 2:1, the plain
+//! upgrade's estimated addition is never below what realising the target really allocated and
+//! at most `TOLERANCE` above it; on tmpfs and ext4, which do not compress, no size is taken below
+//! its NAR size.
+
+use stepwise::effects::nix::cli::{NixCli, NixCliConfig};
+use stepwise::effects::store::Store;
+use stepwise::engine::plan_inputs::{gather, SystemLinks};
+use stepwise::plan::report::{write_human, Header};
+use stepwise::plan::{plan, PlanOptions, Planned};
+use stepwise_testbed::{require_root, Bed, Disk, FixtureSpec, Payload};
+
+const MIB: u64 = 1024 * 1024;
+/// The estimate may exceed what was really allocated by this factor: the 10% margin, the
+/// filesystem-wide measure (Nix's database, the `.drv` files and btrfs metadata count as store
+/// bytes) and the glue estimate.
+const TOLERANCE: f64 = 1.35;
+
+fn compressible() -> FixtureSpec {
+    FixtureSpec::standard().with_payload(Payload::HalfRandom)
+}
+
+/// G0 installed on `disk` (switched since boot), planned against the target.
+fn planned_on(
+    disk: impl FnOnce(&stepwise_testbed::Fixture) -> Disk,
+) -> (Bed, NixCli, Planned, String) {
+    let (bed, fx) = Bed::prepared_with(&compressible(), disk);
+    bed.install(&fx.old.drv).expect("installing G0");
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let nix = NixCli::new(NixCliConfig {
+        env: bed.env(),
+        ..Default::default()
+    })
+    .unwrap();
+    let links = SystemLinks {
+        profile: bed.profile(),
+        current_system: bed.current_system_link(),
+        booted_system: bed.booted_system_link(),
+    };
+    let target = nix.store_dir().parse(&fx.new.drv).unwrap();
+    let input = gather(
+        &nix,
+        &nix,
+        &target,
+        &links,
+        Some(MIB),
+        PlanOptions::default(),
+    )
+    .unwrap();
+    let planned = plan(&input).unwrap();
+    let mut text = Vec::new();
+    let header = Header::new(nix.store_dir(), input.g0.toplevel.as_ref(), &target, None);
+    write_human(&mut text, &header, &planned).unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&text));
+    (bed, nix, planned, fx.new.drv.clone())
+}
+
+fn used_now(bed: &Bed) -> u64 {
+    // btrfs compresses at writeback: count what is on disk, not what waits in memory.
+    nix::unistd::sync();
+    stepwise::effects::fs::used_bytes(&bed.nix_dir()).unwrap()
+}
+
+#[test]
+fn compressed_btrfs_estimate_is_within_tolerance_of_what_was_allocated() {
+    if !require_root("compressed_btrfs_estimate_is_within_tolerance_of_what_was_allocated") {
+        return;
+    }
+    let (bed, _nix, planned, target) =
+        planned_on(|fx| Disk::BtrfsZstdMib(fx.roomy_disk_mib() * 2 + 64));
+    let f = &planned.frame;
+    assert!(f.disk.measured, "{:?}", f.disk);
+    assert_eq!(f.disk.filesystem, "btrfs");
+    assert!(
+        f.disk.measured_ratio_ppm < 750_000,
+        "package files compress about 2:1, measured {}",
+        f.disk.measured_ratio_ppm
+    );
+    let estimate = f.plain_peak - f.used;
+    let estimate_nar = f.disk.plain_peak_nar - f.used;
+    let before = used_now(&bed);
+    bed.realise(&[&target]).expect("realising the target");
+    let allocated = used_now(&bed) - before;
+    eprintln!(
+        "plain upgrade adds: estimated {:.1} MiB (NAR {:.1} MiB), allocated {:.1} MiB",
+        estimate as f64 / MIB as f64,
+        estimate_nar as f64 / MIB as f64,
+        allocated as f64 / MIB as f64
+    );
+    assert!(
+        estimate >= allocated,
+        "under-estimated: {estimate} < {allocated}"
+    );
+    assert!(
+        estimate as f64 <= allocated as f64 * TOLERANCE,
+        "{estimate} is more than {TOLERANCE} × {allocated}"
+    );
+}
+
+#[test]
+fn uncompressed_filesystems_never_count_below_nar() {
+    if !require_root("uncompressed_filesystems_never_count_below_nar") {
+        return;
+    }
+    for (name, disk) in [
+        ("tmpfs", Disk::TmpfsMib as fn(u64) -> Disk),
+        ("ext4", Disk::Ext4Mib),
+    ] {
+        let (_bed, _nix, planned, _) = planned_on(|fx| disk(fx.roomy_disk_mib() + 32));
+        let d = &planned.frame.disk;
+        assert!(d.measured, "{name}: {d:?}");
+        assert_eq!(d.filesystem, name);
+        assert!(d.ratio_ppm >= 1_000_000, "{name}: ratio {}", d.ratio_ppm);
+        assert!(
+            planned.frame.target_closure >= d.target_closure_nar,
+            "{name}: the target counted below its NAR size"
+        );
+    }
+}
