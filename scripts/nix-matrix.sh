@@ -105,11 +105,14 @@ enter() {
 run_tests() {
   local suite=$1 out=$2 name exe cwd rc=0 one prefix=()
   one=$(mktemp)
-  [ "$suite" = host ] || prefix=(chroot "$cache/$suite")
+  # A testbed cache of its own per chroot: fixtures prepared by one Nix are not handed to another,
+  # and slots are not shared with tests running on the host at the same time.
+  local testbed=()
+  [ "$suite" = host ] || { prefix=(chroot "$cache/$suite"); testbed=("STEPWISE_TESTBED_DIR=/tmp/stepwise-matrix-$suite"); }
   while read -r name exe cwd; do
     echo "== $suite $name" >>"$out"
-    if "${prefix[@]}" env -C "$cwd" STEPWISE_REQUIRE_ROOT_TESTS=1 PATH=/usr/local/bin:/usr/bin:/bin \
-      HOME=/root "$exe" </dev/null >"$one" 2>&1; then
+    if "${prefix[@]}" env -C "$cwd" STEPWISE_REQUIRE_ROOT_TESTS=1 "${testbed[@]}" \
+      PATH=/usr/local/bin:/usr/bin:/bin HOME=/root "$exe" </dev/null >"$one" 2>&1; then
       log "$suite: $name: $(grep '^test result:' "$one" | tail -1)"
     else
       log "$suite: $name FAILED:"; grep -E '^test .* FAILED|panicked' "$one" | head -20 >&2; rc=1

@@ -43,6 +43,10 @@ pub const DRV_ROOT_EXPR: &str = "{ drv }: import drv";
 pub struct NixCommands {
     pub bin_dir: Option<PathBuf>,
     pub store_dir: StoreDir,
+    /// `nix path-info` takes `--json-format` (Nix 2.33+, found by [`Self::path_info_help`]): ask
+    /// for format 1, the map of full paths that 2.19–2.32 print; `--json` alone is deprecated
+    /// there and warns.
+    pub path_info_json_format: bool,
 }
 
 impl NixCommands {
@@ -50,6 +54,36 @@ impl NixCommands {
         NixCommands {
             bin_dir: None,
             store_dir,
+            path_info_json_format: false,
+        }
+    }
+
+    pub fn with_path_info_json_format(mut self, supported: bool) -> Self {
+        self.path_info_json_format = supported;
+        self
+    }
+
+    /// `nix path-info --help`: whether it names `--json-format` tells what the running Nix takes.
+    pub fn path_info_help(bin_dir: Option<&Path>) -> Invocation {
+        match bin_dir {
+            Some(d) => Invocation::new(d.join("nix")),
+            None => Invocation::new("nix"),
+        }
+        .args([
+            "--extra-experimental-features",
+            NIX_COMMAND,
+            "path-info",
+            "--help",
+        ])
+    }
+
+    /// `nix path-info --json`, with `--json-format 1` where the running Nix wants a format.
+    fn path_info(&self) -> Invocation {
+        let inv = self.nix(NIX_COMMAND).args(["path-info", "--json"]);
+        if self.path_info_json_format {
+            inv.args(["--json-format", "1"])
+        } else {
+            inv
         }
     }
 
@@ -168,7 +202,7 @@ impl NixCommands {
 
     /// Local path info as JSON (valid paths only: newer Nix errors on invalid ones).
     pub fn path_info_json(&self, paths: &[StorePath], recursive: bool) -> Invocation {
-        let mut inv = self.nix(NIX_COMMAND).args(["path-info", "--json"]);
+        let mut inv = self.path_info();
         if recursive {
             inv = inv.arg("--recursive");
         }
@@ -177,8 +211,8 @@ impl NixCommands {
 
     /// What a substituter knows of `paths`: `nix path-info --json --store URL PATHS`.
     pub fn substituter_path_info(&self, url: &str, paths: &[StorePath]) -> Invocation {
-        self.nix(NIX_COMMAND)
-            .args(["path-info", "--json", "--store", url])
+        self.path_info()
+            .args(["--store", url])
             .args(self.paths(paths))
     }
 
@@ -325,6 +359,46 @@ mod tests {
             .chain(&inv.args)
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn path_info_asks_for_format_1_where_nix_takes_a_format() {
+        let c = cmds().with_path_info_json_format(true);
+        assert_eq!(
+            argv(&c.path_info_json(&[sp(B)], true))[3..],
+            [
+                "path-info",
+                "--json",
+                "--json-format",
+                "1",
+                "--recursive",
+                "/nix/store/d1law87hm3mh8j449pm0gy6pmazsg3xi-b-1.0"
+            ]
+        );
+        assert_eq!(
+            argv(&c.substituter_path_info("file:///c", &[sp(A)]))[3..],
+            [
+                "path-info",
+                "--json",
+                "--json-format",
+                "1",
+                "--store",
+                "file:///c",
+                "/nix/store/qcrk3lxizx6gr3f7lsfswm3q9jv07qmq-a-1.0"
+            ]
+        );
+        assert_eq!(
+            argv(&NixCommands::path_info_help(Some(Path::new(
+                "/run/nix/bin"
+            )))),
+            [
+                "/run/nix/bin/nix",
+                "--extra-experimental-features",
+                "nix-command",
+                "path-info",
+                "--help"
+            ]
+        );
     }
 
     #[test]
