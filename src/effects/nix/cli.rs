@@ -101,17 +101,11 @@ impl NixCli {
             }
         };
 
-        // Probed, not guessed from the version: forks and vendor builds number differently. A
-        // failing probe leaves the flag out, as every Nix before 2.33 wants.
-        let path_info_json_format = runner
-            .run_ok(&NixCommands::path_info_help(bin))
-            .is_ok_and(|o| parse::help_names_flag(&o.stdout_str(), "--json-format"));
-
         Ok(NixCli {
             runner,
             cmds: NixCommands::new(store_dir)
                 .with_bin_dir(config.bin_dir)
-                .with_path_info_json_format(path_info_json_format),
+                .with_path_info_json_format(NixCommands::path_info_takes_json_format(&info)),
             info,
             substituters,
             query_timeout: config.query_timeout,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::argv::Invocation;
 use crate::drv::{StoreDir, StorePath};
-use crate::effects::store::Action;
+use crate::effects::store::{Action, NixImplementation, NixInfo};
 
 /// `nix` subcommands are experimental on every version stepwise supports; enable what we use per
 /// call instead of requiring the user's configuration to do it.
@@ -43,8 +43,8 @@ pub const DRV_ROOT_EXPR: &str = "{ drv }: import drv";
 pub struct NixCommands {
     pub bin_dir: Option<PathBuf>,
     pub store_dir: StoreDir,
-    /// `nix path-info` takes `--json-format` (Nix 2.33+, found by [`Self::path_info_help`]): ask
-    /// for format 1, the map of full paths that 2.19–2.32 print; `--json` alone is deprecated
+    /// `nix path-info` takes `--json-format` ([`Self::path_info_takes_json_format`]): ask for
+    /// format 1, the map of full paths that 2.19–2.32 print; `--json` alone is deprecated
     /// there and warns.
     pub path_info_json_format: bool,
 }
@@ -63,18 +63,12 @@ impl NixCommands {
         self
     }
 
-    /// `nix path-info --help`: whether it names `--json-format` tells what the running Nix takes.
-    pub fn path_info_help(bin_dir: Option<&Path>) -> Invocation {
-        match bin_dir {
-            Some(d) => Invocation::new(d.join("nix")),
-            None => Invocation::new("nix"),
-        }
-        .args([
-            "--extra-experimental-features",
-            NIX_COMMAND,
-            "path-info",
-            "--help",
-        ])
+    /// Whether `nix path-info` takes `--json-format` (and warns without it): Nix 2.33 on; never
+    /// Lix. By the version, not by probing `nix path-info --help`: on Nix 2.26 that creates
+    /// `profiles/default` and `~/.nix-profile` when they are missing, and a refused command must
+    /// change nothing.
+    pub fn path_info_takes_json_format(nix: &NixInfo) -> bool {
+        nix.implementation == NixImplementation::Nix && nix.at_least(2, 33)
     }
 
     /// `nix path-info --json`, with `--json-format 1` where the running Nix wants a format.
@@ -387,18 +381,39 @@ mod tests {
                 "/nix/store/qcrk3lxizx6gr3f7lsfswm3q9jv07qmq-a-1.0"
             ]
         );
-        assert_eq!(
-            argv(&NixCommands::path_info_help(Some(Path::new(
-                "/run/nix/bin"
-            )))),
-            [
-                "/run/nix/bin/nix",
-                "--extra-experimental-features",
-                "nix-command",
-                "path-info",
-                "--help"
-            ]
-        );
+    }
+
+    /// The version gate agrees with what real Nix documents: recorded `nix --version` and
+    /// `nix path-info --help` of Nix 2.8, 2.26 and 2.34.
+    #[test]
+    fn json_format_is_passed_to_the_versions_that_take_it() {
+        let recorded = [
+            (
+                include_str!("../../../tests/fixtures/nix-output/2.8.0/version"),
+                include_str!("../../../tests/fixtures/nix-output/2.8.0/path-info-help.txt"),
+            ),
+            (
+                include_str!("../../../tests/fixtures/nix-output/2.26.3/version"),
+                include_str!("../../../tests/fixtures/nix-output/2.26.3/path-info-help.txt"),
+            ),
+            (
+                include_str!("../../../tests/fixtures/nix-output/2.34.8/version"),
+                include_str!("../../../tests/fixtures/nix-output/2.34.8/path-info-help.txt"),
+            ),
+        ];
+        for (version, help) in recorded {
+            let info = super::super::parse::parse_version(version).unwrap();
+            assert_eq!(
+                NixCommands::path_info_takes_json_format(&info),
+                help.contains("--json-format"),
+                "{version}"
+            );
+        }
+        let at = |imp: &str, minor| NixInfo::new(imp.into(), (2, minor, 0));
+        assert!(!NixCommands::path_info_takes_json_format(&at("Nix", 32)));
+        assert!(NixCommands::path_info_takes_json_format(&at("Nix", 33)));
+        // Lix numbers past 2.33 (2.90+) and keeps the old flags.
+        assert!(!NixCommands::path_info_takes_json_format(&at("Lix", 93)));
     }
 
     #[test]

@@ -145,15 +145,6 @@ pub fn parse_path_info_json(
     Ok(out)
 }
 
-/// Whether a command's `--help` text documents `flag` (as an option, not in passing).
-pub fn help_names_flag(help: &str, flag: &str) -> bool {
-    help.lines().any(|l| {
-        let l = l.trim_start_matches(|c: char| c.is_whitespace() || c == '·' || c == '•');
-        l.starts_with(flag)
-            && !l[flag.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '-')
-    })
-}
-
 /// Whether `nix-store --delete` refused because a path is alive (rooted, referenced, or a `.drv`
 /// whose outputs stay), in each implementation's words:
 /// - Nix 2.8 … 2.34: `Cannot delete path '…' since it is still alive. To find out why, …`;
@@ -427,30 +418,6 @@ mod tests {
         // Format 2: the entries wrapped in `info`, base names throughout.
         check_recorded(recorded!("2.34.8", "path-info-local-format-2.json"), None);
         assert!(recorded!("2.34.8", "path-info-local.json.err").contains("--json-format"));
-    }
-
-    #[test]
-    fn json_format_flag_is_found_in_help_of_nix_2_34_only() {
-        let flag = "--json-format";
-        assert!(!help_names_flag(
-            recorded!("2.8.0", "path-info-help.txt"),
-            flag
-        ));
-        assert!(!help_names_flag(
-            recorded!("2.26.3", "path-info-help.txt"),
-            flag
-        ));
-        assert!(help_names_flag(
-            recorded!("2.34.8", "path-info-help.txt"),
-            flag
-        ));
-        // Named as an option, not as a prefix of another or in passing.
-        assert!(help_names_flag(
-            recorded!("2.34.8", "path-info-help.txt"),
-            "--json"
-        ));
-        assert!(!help_names_flag("  · --json-formats\n", flag));
-        assert!(!help_names_flag("use --json-format 1\n", flag));
     }
 
     #[test]
