@@ -1,4 +1,4 @@
-//! Writing derivations back into a real store (private, Nix 2.8 here), the rewrite of design §3
+//! Writing derivations back into a real store (private, whichever Nix is on PATH), the rewrite
 //! realised by Nix, and `stepwise drv inspect` driven as a binary.
 
 mod drv_support;
@@ -98,10 +98,23 @@ fn every_shape_is_written_back_to_its_own_path() {
             (p.clone(), (b, d))
         })
         .collect();
+    // What the previous route's build left: with `keep-derivations` (the default) a valid output
+    // keeps its .drv alive, and Nix 2.26+ refuses to delete a .drv whose outputs stay (Nix 2.8
+    // never gets here: it has one route, so its delete comes before any build).
+    let built = |store: &PrivateStore| -> Vec<String> {
+        originals
+            .values()
+            .flat_map(|(_, d)| d.outputs.values().filter_map(|o| o.path.clone()))
+            .filter(|o| store.path(o).exists())
+            .map(|o| store.store_dir.display(&o))
+            .collect()
+    };
     for route in routes(&nix) {
-        // Delete every .drv (sources stay), then write them back, inputs first.
+        // Delete every .drv (sources stay) and what the last route built, then write the .drvs
+        // back, inputs first.
         let mut args = vec!["--delete".to_string()];
         args.extend(order.iter().map(|p| store.store_dir.display(p)));
+        args.extend(built(&store));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         store.ok("nix-store", &args);
         assert!(!store.path(&order[0]).exists());

@@ -97,23 +97,15 @@ impl NixCli {
                         (second, o)
                     }
                 };
-                let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-                    .map_err(|e| output_err(&inv, e.to_string()))?;
-                v.get("substituters")
-                    .and_then(|s| s.get("value"))
-                    .and_then(|s| s.as_array())
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|u| u.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .ok_or_else(|| output_err(&inv, "no `substituters` setting"))?
+                parse::parse_substituters(&out.stdout_str()).map_err(|e| output_err(&inv, e))?
             }
         };
 
         Ok(NixCli {
             runner,
-            cmds: NixCommands::new(store_dir).with_bin_dir(config.bin_dir),
+            cmds: NixCommands::new(store_dir)
+                .with_bin_dir(config.bin_dir)
+                .with_path_info_json_format(NixCommands::path_info_takes_json_format(&info)),
             info,
             substituters,
             query_timeout: config.query_timeout,
@@ -526,7 +518,7 @@ impl Store for NixCli {
             return Ok(());
         }
         let stderr = out.stderr_str();
-        if stderr.contains("since it is still alive") {
+        if parse::is_delete_refusal(&stderr) {
             return Err(StoreError::Refused(tail_lines(&stderr, 3)));
         }
         Err(out.to_error())

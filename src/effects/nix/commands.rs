@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::argv::Invocation;
 use crate::drv::{StoreDir, StorePath};
-use crate::effects::store::Action;
+use crate::effects::store::{Action, NixImplementation, NixInfo};
 
 /// `nix` subcommands are experimental on every version stepwise supports; enable what we use per
 /// call instead of requiring the user's configuration to do it.
@@ -43,6 +43,10 @@ pub const DRV_ROOT_EXPR: &str = "{ drv }: import drv";
 pub struct NixCommands {
     pub bin_dir: Option<PathBuf>,
     pub store_dir: StoreDir,
+    /// `nix path-info` takes `--json-format` ([`Self::path_info_takes_json_format`]): ask for
+    /// format 1, the map of full paths that 2.19–2.32 print; `--json` alone is deprecated
+    /// there and warns.
+    pub path_info_json_format: bool,
 }
 
 impl NixCommands {
@@ -50,6 +54,30 @@ impl NixCommands {
         NixCommands {
             bin_dir: None,
             store_dir,
+            path_info_json_format: false,
+        }
+    }
+
+    pub fn with_path_info_json_format(mut self, supported: bool) -> Self {
+        self.path_info_json_format = supported;
+        self
+    }
+
+    /// Whether `nix path-info` takes `--json-format` (and warns without it): Nix 2.33 on; never
+    /// Lix. By the version, not by probing `nix path-info --help`: on Nix 2.26 that creates
+    /// `profiles/default` and `~/.nix-profile` when they are missing, and a refused command must
+    /// change nothing.
+    pub fn path_info_takes_json_format(nix: &NixInfo) -> bool {
+        nix.implementation == NixImplementation::Nix && nix.at_least(2, 33)
+    }
+
+    /// `nix path-info --json`, with `--json-format 1` where the running Nix wants a format.
+    fn path_info(&self) -> Invocation {
+        let inv = self.nix(NIX_COMMAND).args(["path-info", "--json"]);
+        if self.path_info_json_format {
+            inv.args(["--json-format", "1"])
+        } else {
+            inv
         }
     }
 
@@ -168,7 +196,7 @@ impl NixCommands {
 
     /// Local path info as JSON (valid paths only: newer Nix errors on invalid ones).
     pub fn path_info_json(&self, paths: &[StorePath], recursive: bool) -> Invocation {
-        let mut inv = self.nix(NIX_COMMAND).args(["path-info", "--json"]);
+        let mut inv = self.path_info();
         if recursive {
             inv = inv.arg("--recursive");
         }
@@ -177,8 +205,8 @@ impl NixCommands {
 
     /// What a substituter knows of `paths`: `nix path-info --json --store URL PATHS`.
     pub fn substituter_path_info(&self, url: &str, paths: &[StorePath]) -> Invocation {
-        self.nix(NIX_COMMAND)
-            .args(["path-info", "--json", "--store", url])
+        self.path_info()
+            .args(["--store", url])
             .args(self.paths(paths))
     }
 
@@ -330,6 +358,67 @@ mod tests {
             .chain(&inv.args)
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn path_info_asks_for_format_1_where_nix_takes_a_format() {
+        let c = cmds().with_path_info_json_format(true);
+        assert_eq!(
+            argv(&c.path_info_json(&[sp(B)], true))[3..],
+            [
+                "path-info",
+                "--json",
+                "--json-format",
+                "1",
+                "--recursive",
+                "/nix/store/d1law87hm3mh8j449pm0gy6pmazsg3xi-b-1.0"
+            ]
+        );
+        assert_eq!(
+            argv(&c.substituter_path_info("file:///c", &[sp(A)]))[3..],
+            [
+                "path-info",
+                "--json",
+                "--json-format",
+                "1",
+                "--store",
+                "file:///c",
+                "/nix/store/qcrk3lxizx6gr3f7lsfswm3q9jv07qmq-a-1.0"
+            ]
+        );
+    }
+
+    /// The version gate agrees with what real Nix documents: recorded `nix --version` and
+    /// `nix path-info --help` of Nix 2.8, 2.26 and 2.34.
+    #[test]
+    fn json_format_is_passed_to_the_versions_that_take_it() {
+        let recorded = [
+            (
+                include_str!("../../../tests/fixtures/nix-output/2.8.0/version"),
+                include_str!("../../../tests/fixtures/nix-output/2.8.0/path-info-help.txt"),
+            ),
+            (
+                include_str!("../../../tests/fixtures/nix-output/2.26.3/version"),
+                include_str!("../../../tests/fixtures/nix-output/2.26.3/path-info-help.txt"),
+            ),
+            (
+                include_str!("../../../tests/fixtures/nix-output/2.34.8/version"),
+                include_str!("../../../tests/fixtures/nix-output/2.34.8/path-info-help.txt"),
+            ),
+        ];
+        for (version, help) in recorded {
+            let info = super::super::parse::parse_version(version).unwrap();
+            assert_eq!(
+                NixCommands::path_info_takes_json_format(&info),
+                help.contains("--json-format"),
+                "{version}"
+            );
+        }
+        let at = |imp: &str, minor| NixInfo::new(imp.into(), (2, minor, 0));
+        assert!(!NixCommands::path_info_takes_json_format(&at("Nix", 32)));
+        assert!(NixCommands::path_info_takes_json_format(&at("Nix", 33)));
+        // Lix numbers past 2.33 (2.90+) and keeps the old flags.
+        assert!(!NixCommands::path_info_takes_json_format(&at("Lix", 93)));
     }
 
     #[test]
