@@ -152,7 +152,55 @@ fn classify_store(e: &StoreError) -> FailureKind {
     }
 }
 
-type EffectResult = Result<(String, Option<u64>, Option<u64>), (FailureKind, String)>;
+/// What an effect did: a note for people, and the bytes it added to or freed from the store
+/// where known (journaled in its `done`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effected {
+    pub note: String,
+    pub added: Option<u64>,
+    pub freed: Option<u64>,
+}
+
+impl Effected {
+    fn note(note: impl Into<String>) -> Self {
+        Effected {
+            note: note.into(),
+            ..Effected::default()
+        }
+    }
+}
+
+/// Why an effect failed, classified for the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl From<(FailureKind, String)> for EffectFailure {
+    fn from((kind, message): (FailureKind, String)) -> Self {
+        EffectFailure { kind, message }
+    }
+}
+
+impl From<StoreError> for EffectFailure {
+    fn from(e: StoreError) -> Self {
+        EffectFailure {
+            kind: classify_store(&e),
+            message: e.to_string(),
+        }
+    }
+}
+
+type EffectResult = Result<Effected, EffectFailure>;
+
+/// How running an effect ended, when the journal could be written.
+enum Ran<T> {
+    /// The effect's outcome is journaled: go on with this.
+    Outcome(T),
+    /// A test's checkpoint simulated a crash at this checkpoint.
+    Crashed(String),
+}
 
 impl<'a> Executor<'a> {
     pub fn new(
@@ -295,7 +343,7 @@ impl<'a> Executor<'a> {
                 command: what.into(),
             })?;
         }
-        // A trailing intent first: did its effect happen? (design §6's probes)
+        // A trailing intent first: did its effect happen? (doc/design.md, "Crash windows")
         if let Some(e) = state.in_flight {
             let (seq, t) = replayed
                 .intents
@@ -304,8 +352,8 @@ impl<'a> Executor<'a> {
                 .map(|(s, (_, t))| (*s, t.clone()))
                 .expect("an in-flight effect has its intent");
             match self.settle(&spec, state, e, seq, &t)? {
-                Ok(s) => state = s,
-                Err(end) => return Ok(end),
+                Ran::Outcome(s) => state = s,
+                Ran::Crashed(at) => return Ok(RunEnd::Crashed { at }),
             }
             if let transition::Phase::Finished(o) = state.phase {
                 if !(unwind && matches!(o, Outcome::Held { .. })) {
@@ -405,7 +453,7 @@ impl<'a> Executor<'a> {
         e: Effect,
         seq: Seq,
         t: &Transition,
-    ) -> Result<Result<RunState, RunEnd>, EngineError> {
+    ) -> Result<Ran<RunState>, EngineError> {
         if self.probe(spec, &state, e) {
             self.append(Record::Done {
                 intent: seq,
@@ -416,11 +464,11 @@ impl<'a> Executor<'a> {
                 transition: t,
                 note: "probed: it had happened",
             });
-            return feed(state, Event::Done(e)).map(Ok);
+            return feed(state, Event::Done(e)).map(Ran::Outcome);
         }
         match self.run_effect(spec, &state, e, seq, t)? {
-            Err(at) => Ok(Err(RunEnd::Crashed { at })),
-            Ok(ev) => feed(state, ev).map(Ok),
+            Ran::Crashed(at) => Ok(Ran::Crashed(at)),
+            Ran::Outcome(ev) => feed(state, ev).map(Ran::Outcome),
         }
     }
 
@@ -519,8 +567,8 @@ impl<'a> Executor<'a> {
                 return Ok(c);
             }
             let ev = match self.run_effect(spec, &state, e, seq, &t)? {
-                Ok(ev) => ev,
-                Err(at) => return Ok(RunEnd::Crashed { at }),
+                Ran::Outcome(ev) => ev,
+                Ran::Crashed(at) => return Ok(RunEnd::Crashed { at }),
             };
             state = feed(state, ev)?;
             if let Some(c) = self.check(&format!("after-outcome-{}", e.name())) {
@@ -667,7 +715,7 @@ impl<'a> Executor<'a> {
         e: Effect,
         seq: Seq,
         t: &Transition,
-    ) -> Result<Result<Event, String>, EngineError> {
+    ) -> Result<Ran<Event>, EngineError> {
         let gen_of = |gen: Gen| spec.gen(state.chain, gen);
         let label_gen = match e {
             Effect::PinDerivations | Effect::Release => 0,
@@ -686,7 +734,7 @@ impl<'a> Executor<'a> {
             chain: state.chain,
             of: state.last_gen(),
         });
-        let store_err = |e: StoreError| (classify_store(&e), e.to_string());
+        let store_err = EffectFailure::from;
         let result: EffectResult = match (e, t) {
             (Effect::PinDerivations, _) => self.pin(spec, state).map_err(store_err),
             (Effect::WriteDerivations { gen }, _) => self
@@ -699,17 +747,19 @@ impl<'a> Executor<'a> {
             (Effect::Activate { gen }, Transition::Activate { action, .. }) => self
                 .system
                 .activate(&gen_of(gen).out, (*action).into())
-                .map(|()| (action.as_str().to_string(), None, None))
-                .map_err(|e| match e {
-                    StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
-                    e => (FailureKind::Activation, e.to_string()),
+                .map(|()| Effected::note(action.as_str()))
+                .map_err(|e| {
+                    EffectFailure::from(match e {
+                        StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
+                        e => (FailureKind::Activation, e.to_string()),
+                    })
                 }),
             (Effect::DropGeneration { gen }, _) => {
                 self.drop_generation(spec, gen_of(gen)).map_err(store_err)
             }
             (Effect::Unpin { gen }, _) => self
                 .unpin(spec, state.chain, gen)
-                .map(|()| (String::new(), None, None))
+                .map(|()| Effected::default())
                 .map_err(store_err),
             (Effect::Collect { .. }, Transition::Collect { paths, .. }) => {
                 self.collect(paths).map_err(store_err)
@@ -718,15 +768,15 @@ impl<'a> Executor<'a> {
             (Effect::Reboot { .. }, _) => self
                 .system
                 .reboot(&spec.header.reboot_command)
-                .map(|()| ("reboot command run".into(), None, None))
+                .map(|()| Effected::note("reboot command run"))
                 .map_err(store_err),
             (e, t) => unreachable!("{e:?} was recorded as {t:?}"),
         };
         if let Some(RunEnd::Crashed { at }) = self.check(&format!("after-effect-{}", e.name())) {
-            return Ok(Err(at));
+            return Ok(Ran::Crashed(at));
         }
         match result {
-            Ok((note, added, freed)) => {
+            Ok(Effected { note, added, freed }) => {
                 self.append(Record::Done {
                     intent: seq,
                     added,
@@ -739,9 +789,9 @@ impl<'a> Executor<'a> {
                     transition: t,
                     note: &note,
                 });
-                Ok(Ok(Event::Done(e)))
+                Ok(Ran::Outcome(Event::Done(e)))
             }
-            Err((kind, message)) => {
+            Err(EffectFailure { kind, message }) => {
                 if kind == FailureKind::OutOfSpace {
                     self.release_reserve();
                 }
@@ -767,25 +817,14 @@ impl<'a> Executor<'a> {
                     transition: t,
                     message: &message,
                 });
-                // Read back the same way (`record::replay`).
-                let kind = match (e, kind) {
-                    (_, FailureKind::OutOfSpace) => FailureKind::OutOfSpace,
-                    (Effect::Realise { .. } | Effect::WriteDerivations { .. }, _) => {
-                        FailureKind::BuildFailed
-                    }
-                    (Effect::Activate { .. }, _) => FailureKind::Activation,
-                    _ => FailureKind::Other,
-                };
-                Ok(Ok(Event::Failed(e, kind)))
+                // Classified as `record::replay` reads it back: one place decides.
+                let kind = record::kind_of(e, kind == FailureKind::OutOfSpace);
+                Ok(Ran::Outcome(Event::Failed(e, kind)))
             }
         }
     }
 
-    fn pin(
-        &self,
-        spec: &Spec,
-        state: &RunState,
-    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn pin(&self, spec: &Spec, state: &RunState) -> Result<Effected, StoreError> {
         // The store makes the roots' directory (`Store::add_root`): the executor itself never
         // touches the filesystem for roots, so the in-memory model sees every root it makes.
         // G0's `.drv` closure stays for the whole run: exact unwind rebuilds from it.
@@ -794,7 +833,7 @@ impl<'a> Executor<'a> {
         // The target's too: the steps are rewritten from it and it is the last step.
         self.store
             .add_root(&spec.drv_root(Chain::Direct, 1), &spec.target.drv)?;
-        Ok(("G0 and target derivations pinned".into(), None, None))
+        Ok(Effected::note("G0 and target derivations pinned"))
     }
 
     fn write_derivations(
@@ -802,7 +841,7 @@ impl<'a> Executor<'a> {
         spec: &Spec,
         chain: Chain,
         gen: Gen,
-    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    ) -> Result<Effected, StoreError> {
         let g = spec.gen(chain, gen);
         let drvs = self
             .source
@@ -859,7 +898,11 @@ impl<'a> Executor<'a> {
         } else {
             format!("{written} derivation(s) written")
         };
-        Ok((note, Some(bytes), None))
+        Ok(Effected {
+            note,
+            added: Some(bytes),
+            freed: None,
+        })
     }
 
     fn realise(&mut self, spec: &Spec, chain: Chain, gen: Gen) -> EffectResult {
@@ -868,11 +911,11 @@ impl<'a> Executor<'a> {
         if self
             .store
             .valid_paths(std::slice::from_ref(&g.drv))
-            .map_err(|e| (classify_store(&e), e.to_string()))?
+            .map_err(EffectFailure::from)?
             .is_empty()
         {
             self.write_derivations(spec, chain, gen)
-                .map_err(|e| (classify_store(&e), e.to_string()))?;
+                .map_err(EffectFailure::from)?;
         }
         let mut built = 0usize;
         let mut copied = 0usize;
@@ -892,14 +935,14 @@ impl<'a> Executor<'a> {
                 RealiseError::Other(e) => (classify_store(&e), e.to_string()),
             })?;
         match outs.get("out") {
-            Some(p) if *p == g.out => Ok((format!("{built} built, {copied} copied"), None, None)),
-            other => Err((
-                FailureKind::Other,
-                format!(
+            Some(p) if *p == g.out => Ok(Effected::note(format!("{built} built, {copied} copied"))),
+            other => Err(EffectFailure {
+                kind: FailureKind::Other,
+                message: format!(
                     "realising {} gave {other:?}, not the planned {}",
                     g.drv, g.out
                 ),
-            )),
+            }),
         }
     }
 
@@ -967,15 +1010,11 @@ impl<'a> Executor<'a> {
     /// Point the profile at `g`. Walking back, `g`'s own generation may still be there (its
     /// DropGeneration had not run): switch to it rather than add one, so that the next
     /// boot-loader install sees no more generations than any other (one entry per generation).
-    fn set_profile(
-        &self,
-        spec: &Spec,
-        g: &GenPlan,
-    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn set_profile(&self, spec: &Spec, g: &GenPlan) -> Result<Effected, StoreError> {
         let profile = &spec.header.profile;
         let gens = self.system.generations(profile)?;
         if gens.iter().any(|x| x.current && x.toplevel == g.out) {
-            return Ok((String::new(), None, None));
+            return Ok(Effected::default());
         }
         match gens
             .iter()
@@ -985,20 +1024,16 @@ impl<'a> Executor<'a> {
         {
             Some(n) => {
                 self.system.switch_generation(profile, n)?;
-                Ok((format!("back to generation {n}"), None, None))
+                Ok(Effected::note(format!("back to generation {n}")))
             }
             None => {
                 self.system.set_profile(profile, &g.out)?;
-                Ok((String::new(), None, None))
+                Ok(Effected::default())
             }
         }
     }
 
-    fn drop_generation(
-        &self,
-        spec: &Spec,
-        g: &GenPlan,
-    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn drop_generation(&self, spec: &Spec, g: &GenPlan) -> Result<Effected, StoreError> {
         // Only generations that still hold this toplevel and are not current.
         let gens = self.system.generations(&spec.header.profile)?;
         let numbers: Vec<u64> = gens
@@ -1010,13 +1045,10 @@ impl<'a> Executor<'a> {
             self.system
                 .delete_generations(&spec.header.profile, &numbers)?;
         }
-        Ok((format!("generations {numbers:?} dropped"), None, None))
+        Ok(Effected::note(format!("generations {numbers:?} dropped")))
     }
 
-    fn collect(
-        &self,
-        planned: &[StorePath],
-    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn collect(&self, planned: &[StorePath]) -> Result<Effected, StoreError> {
         // Never a live path: recheck right before deleting.
         let live = self.store.live_paths()?;
         let valid = self.store.valid_paths(planned)?;
@@ -1030,7 +1062,11 @@ impl<'a> Executor<'a> {
         if !dead.is_empty() {
             self.store.delete(&dead)?;
         }
-        Ok((format!("{} path(s) deleted", dead.len()), None, Some(freed)))
+        Ok(Effected {
+            note: format!("{} path(s) deleted", dead.len()),
+            added: None,
+            freed: Some(freed),
+        })
     }
 
     fn unpin(&self, spec: &Spec, chain: Chain, gen: Gen) -> Result<(), StoreError> {
@@ -1052,7 +1088,7 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn release(&self, spec: &Spec) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn release(&self, spec: &Spec) -> Result<Effected, StoreError> {
         for chain in [Chain::Direct, Chain::Steps] {
             let last = match chain {
                 Chain::Direct => 1,
@@ -1068,7 +1104,7 @@ impl<'a> Executor<'a> {
         }
         // Tidy only: the directory is empty now (or was never made, with an in-memory store).
         let _ = std::fs::remove_dir(&spec.roots_dir);
-        Ok(("run roots removed".into(), None, None))
+        Ok(Effected::note("run roots removed"))
     }
 }
 
