@@ -1,4 +1,4 @@
-//! The command contract (design §7) proven from the outside: the real binary, driven with a
+//! The command contract (README.md) proven from the outside: the real binary, driven with a
 //! private store's environment from the test bed. Every usage error and every piece of bad input
 //! exits 2 with a message naming the problem and what to do, and changes nothing on disk: no
 //! journal file, the profile and system links as they were, the store's valid paths as they were.

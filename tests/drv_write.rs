@@ -1,4 +1,4 @@
-//! Writing derivations back into a real store (private, Nix 2.8 here), the rewrite of design §3
+//! Writing derivations back into a real store (private, Nix 2.8 here), the rewrite of doc/design.md, "Rewriting glue"
 //! realised by Nix, and `stepwise drv inspect` driven as a binary.
 
 mod drv_support;

@@ -1,4 +1,4 @@
-//! The engine on real Nix (design §8): private stores, tmpfs disks, a file:// cache, the
+//! The engine on real Nix (doc/design.md, "Test beds"): private stores, tmpfs disks, a file:// cache, the
 //! NixOS-shaped fixture, and the real `stepwise` binary. Root only (tmpfs): skipped otherwise,
 //! failing when STEPWISE_REQUIRE_ROOT_TESTS=1.
 
