@@ -108,6 +108,8 @@ pub struct Executor<'a> {
     pub progress: Box<dyn FnMut(Progress) + 'a>,
     /// For a format-1 run: the masks format 1 kept beside the journal (`StepMasks::complete`).
     pub legacy_masks: Option<StepMasks>,
+    /// The wall clock the reboot window is checked against; `None`: reboot at any time.
+    pub clock: Option<&'a dyn super::api::Clock>,
     reserve_released: bool,
 }
 
@@ -223,6 +225,7 @@ impl<'a> Executor<'a> {
             }),
             progress: Box::new(|_| {}),
             legacy_masks: None,
+            clock: None,
             reserve_released: false,
         }
     }
@@ -337,6 +340,11 @@ impl<'a> Executor<'a> {
         if let Some(why) = incomplete {
             return Err(EngineError::Incomplete(why));
         }
+        if !unwind {
+            if let Some(wait) = self.waiting_for_reboot(&spec, &state) {
+                return Ok(wait);
+            }
+        }
         if resumed {
             self.append(Record::Resumed {
                 pid: std::process::id(),
@@ -404,26 +412,33 @@ impl<'a> Executor<'a> {
             })?;
             state = feed(state, Event::UnwindRequested)?;
         }
-        // Back from a reboot: only go on in the generation the run rebooted into.
-        if let (transition::Phase::Moving(m), None) = (state.phase, state.in_flight) {
-            if m.stage == transition::Stage::CollectBooted {
-                let want = &spec.gen(state.chain, m.to).out;
-                let booted = self
-                    .system
-                    .read_system_link(&spec.header.booted_system)
-                    .ok()
-                    .flatten();
-                if booted.as_ref() != Some(want) {
-                    return Ok(RunEnd::Stopped {
-                        why: format!(
-                            "waiting for the reboot into {want} (booted: {}); run `stepwise resume` once it has booted",
-                            booted.map_or("unknown".into(), |b| b.to_string())
-                        ),
-                    });
-                }
-            }
+        if let Some(wait) = self.waiting_for_reboot(&spec, &state) {
+            return Ok(wait);
         }
         self.drive(&spec, state, true)
+    }
+
+    /// Back from a reboot: only go on in the generation the run rebooted into; until then the run
+    /// waits (exit 3) and writes nothing.
+    fn waiting_for_reboot(&self, spec: &Spec, state: &RunState) -> Option<RunEnd> {
+        let (transition::Phase::Moving(m), None) = (state.phase, state.in_flight) else {
+            return None;
+        };
+        if m.stage != transition::Stage::CollectBooted {
+            return None;
+        }
+        let want = &spec.gen(state.chain, m.to).out;
+        let booted = self
+            .system
+            .read_system_link(&spec.header.booted_system)
+            .ok()
+            .flatten();
+        (booted.as_ref() != Some(want)).then(|| RunEnd::Stopped {
+            why: format!(
+                "waiting for the reboot into {want} (booted: {}); run `stepwise resume` once it has booted",
+                booted.map_or("unknown".into(), |b| b.to_string())
+            ),
+        })
     }
 
     /// An unfinished format-1 run whose masks cannot be found is refused before its records are
@@ -548,6 +563,9 @@ impl<'a> Executor<'a> {
                     why: "stopped by a signal after finishing the current transition".into(),
                 });
             }
+            if let Some(end) = self.outside_reboot_window(spec, &state, e) {
+                return Ok(end);
+            }
             let t = match self.concretise(spec, &state, e) {
                 Ok(t) => t,
                 Err(why) => {
@@ -586,6 +604,30 @@ impl<'a> Executor<'a> {
                 }
             }
         }
+    }
+
+    /// A reboot outside the run's window does not happen: the run stops before it, at a complete
+    /// generation (the step is active, its predecessor collected), and a later run inside the
+    /// window continues with the reboot.
+    fn outside_reboot_window(&self, spec: &Spec, state: &RunState, e: Effect) -> Option<RunEnd> {
+        let Effect::Reboot { gen } = e else {
+            return None;
+        };
+        let (window, clock) = (spec.header.reboot_window?, self.clock?);
+        let now = clock.local_minute();
+        if window.contains(now) {
+            return None;
+        }
+        let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+        Some(RunEnd::Stopped {
+            why: format!(
+                "the run needs a reboot into {} but it is {} here, outside the reboot window {}-{}: the system stays at that complete generation; a run inside the window continues",
+                spec.gen(state.chain, gen).label,
+                hm(now),
+                hm(window.lower_minute),
+                hm(window.upper_minute)
+            ),
+        })
     }
 
     /// The concrete transition an intent records: what a retry must do again.
