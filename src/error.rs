@@ -5,7 +5,7 @@ use thiserror::Error;
 
 use crate::effects::store::{RealiseError, StoreError};
 
-/// The exit codes of the command contract (README, design §7).
+/// The exit codes of the command contract (README.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Exit {

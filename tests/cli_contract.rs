@@ -1,4 +1,4 @@
-//! The command contract (design §7) proven from the outside: the real binary, driven with a
+//! The command contract (README.md) proven from the outside: the real binary, driven with a
 //! private store's environment from the test bed. Every usage error and every piece of bad input
 //! exits 2 with a message naming the problem and what to do, and changes nothing on disk: no
 //! journal file, the profile and system links as they were, the store's valid paths as they were.
@@ -924,14 +924,25 @@ fn action_test_that_would_leave_an_unbootable_default_is_refused() {
 // ---- commands that read the journal, without one ---------------------------------------------------
 
 #[test]
-fn without_a_journal_resume_and_unwind_are_bad_input_and_create_nothing() {
+fn without_a_journal_resume_and_unwind_have_nothing_to_do_and_create_nothing() {
     let (env, _fx) = installed();
     let j = env.journal();
-    for command in [&["resume"][..], &["unwind"], &["journal", "verify"]] {
-        let mut args = vec![OsStr::new("--journal"), j.as_os_str()];
-        args.extend(command.iter().map(OsStr::new));
-        env.refused(&args).says(&[&j.display().to_string()]);
+    // The boot-time `resume` of every normal boot: exit 0, one line, nothing created.
+    for command in ["resume", "unwind"] {
+        let before = env.snapshot();
+        let run = env.run(&[OsStr::new("--journal"), j.as_os_str(), OsStr::new(command)]);
+        run.expect_code(0)
+            .says(&[&format!("nothing to {command}"), &j.display().to_string()]);
+        assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+        env.unchanged(&before, &run);
     }
+    env.refused(&[
+        OsStr::new("--journal"),
+        j.as_os_str(),
+        OsStr::new("journal"),
+        OsStr::new("verify"),
+    ])
+    .says(&[&j.display().to_string()]);
     for command in [&["status"][..], &["journal", "show"]] {
         let before = env.snapshot();
         let mut args = vec![OsStr::new("--journal"), j.as_os_str()];

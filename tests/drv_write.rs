@@ -1,4 +1,5 @@
 //! Writing derivations back into a real store (private, whichever Nix is on PATH), the rewrite
+//! of doc/design.md, "Rewriting glue",
 //! realised by Nix, and `stepwise drv inspect` driven as a binary.
 
 mod drv_support;

@@ -582,3 +582,58 @@ fn killed_in_the_middle_of_a_long_unwind_then_resumed_or_unwound() {
     }
     eprintln!("kill points covered (long unwind): {covered}");
 }
+
+/// The journal is the whole truth: a stepwise run killed mid-chain (in its second realise), then
+/// every regular file beside the journal deleted but the writer lock and the reserve (nothing
+/// else holds state: no `*.steps.json` was written), resumes to the exact target.
+#[test]
+fn killed_mid_chain_with_everything_but_the_journal_lock_and_reserve_deleted_then_resumed() {
+    if !require_root("engine: resume from the journal alone") {
+        return;
+    }
+    let spec = FixtureSpec::two_big(6);
+    let (bed, fx) = Bed::prepared_with(&spec, |f| Disk::TmpfsMib(f.tight_disk_mib()));
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let o = upgrade_cmd(&bed, &fx, &["--strategy", "stepwise"])
+        .env("STEPWISE_CRASH_AT", "after-intent-realise:2")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), None, "killed by the abort: {}", show(&o));
+    let steps = planned_outs(&bed);
+    assert!(steps.len() >= 2, "a chain of steps: {steps:?}");
+    // Mid-chain: step 1 is the system now, step 2 is being realised.
+    assert_eq!(bed.profile_target().as_deref(), Some(steps[0].as_str()));
+    consistent(&bed, &fx, &g0);
+    let journal = bed.journal_path();
+    let dir = journal.parent().unwrap();
+    let name = journal.file_name().unwrap().to_string_lossy().into_owned();
+    let keep = [
+        name.clone(),
+        format!("{name}.lock"),
+        format!("{name}.reserve"),
+    ];
+    let mut deleted = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let file = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            !file.ends_with(".steps.json"),
+            "a side file of state: {file}"
+        );
+        if entry.file_type().unwrap().is_file() && !keep.contains(&file) {
+            std::fs::remove_file(entry.path()).unwrap();
+            deleted.push(file);
+        }
+    }
+    eprintln!("deleted beside the journal: {deleted:?}");
+    let r = stepwise_cmd(&bed, &["resume"]).output().unwrap();
+    assert_eq!(r.status.code(), Some(0), "resume: {}", show(&r));
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    for p in bed.closure(&[&fx.new.out]).unwrap() {
+        assert!(bed.is_valid(&p).unwrap(), "the target's {p} is not valid");
+    }
+    consistent(&bed, &fx, &g0);
+    verified(&bed);
+}

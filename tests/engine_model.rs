@@ -163,6 +163,7 @@ fn request(w: &World, strategy: Strategy, on_failure: OnFailure) -> UpgradeReque
         roots_dir: ROOTS.into(),
         probe_dir: "/dev/null/stepwise-probe".into(),
         journal: "model".into(),
+        legacy_masks: None,
     }
 }
 
@@ -350,8 +351,12 @@ fn run(
                 Next::Unwind => stepwise::engine::unwind(req, &mut seams, &mut log.clone()),
             };
             match r {
-                Ok(e) => e,
-                // Crashed after the end was reached: nothing left to do.
+                Ok(stepwise::engine::ContinueOutcome::Ran(e)) => e,
+                // Crashed after the end was recorded: nothing left to do.
+                Ok(stepwise::engine::ContinueOutcome::Nothing(_)) => RunEnd::Finished {
+                    outcome: recorded_outcome(&log.last_run()),
+                    failure: None,
+                },
                 Err(stepwise::engine::EngineError::Finished(o, _)) => RunEnd::Finished {
                     outcome: o,
                     failure: None,
@@ -374,6 +379,23 @@ fn run(
         }
     }
     Ok((end, first))
+}
+
+/// The outcome a run's `runFinished` records, as the machine names it.
+fn recorded_outcome(records: &[(u64, Record)]) -> Outcome {
+    use stepwise::effects::journal::Outcome as J;
+    let failed = records
+        .iter()
+        .any(|(_, r)| matches!(r, Record::Failed { .. }));
+    match records.iter().rev().find_map(|(_, r)| match r {
+        Record::RunFinished { outcome } => Some(outcome.clone()),
+        _ => None,
+    }) {
+        Some(J::ReachedTarget) => Outcome::ReachedTarget,
+        Some(J::UnwoundToG0) => Outcome::Unwound { failed },
+        Some(J::Held { step }) => Outcome::Held { at: step },
+        other => panic!("no outcome recorded: {other:?}"),
+    }
 }
 
 fn at(ms: &ModelStore) -> (StorePath, StorePath) {
@@ -912,6 +934,192 @@ fn a_format_1_run_continues_with_its_side_file_and_is_refused_without() {
             }
         ),
         "{end:?}"
+    );
+    assert_eq!(at(&w.store), (w.target_out.clone(), w.target_out.clone()));
+}
+
+/// A clock that says what the test wants.
+struct FixedClock(std::cell::Cell<u16>);
+
+impl stepwise::engine::Clock for FixedClock {
+    fn local_minute(&self) -> u16 {
+        self.0.get()
+    }
+}
+
+fn api_seams<'a>(w: &'a World, stop: &'a AtomicBool, clock: &'a FixedClock) -> Seams<'a> {
+    Seams {
+        store: &w.store,
+        system: &w.store,
+        clock,
+        stop,
+        reserve: None,
+        progress: Box::new(|_| {}),
+        checkpoint: None,
+    }
+}
+
+fn continue_req() -> ContinueRequest {
+    ContinueRequest {
+        roots_dir: ROOTS.into(),
+        legacy_masks: None,
+    }
+}
+
+/// `resume` and `unwind` with no run, or after a finished one: nothing to do, nothing written.
+#[test]
+fn resume_and_unwind_with_nothing_to_continue_do_nothing() {
+    use stepwise::engine::ContinueOutcome;
+    let sizes = [(100, 110), (200, 190), (50, 60)];
+    let w = world(&sizes, None, tight_capacity(&sizes));
+    let prep = prepare(&w, Strategy::Auto, OnFailure::Unwind).expect("a plan fits");
+    let (stop, clock) = (AtomicBool::new(false), FixedClock(0.into()));
+    let mut log = MemLog::default();
+    for unwind in [false, true] {
+        let mut seams = api_seams(&w, &stop, &clock);
+        let o = if unwind {
+            stepwise::engine::unwind(continue_req(), &mut seams, &mut log)
+        } else {
+            stepwise::engine::resume(continue_req(), &mut seams, &mut log)
+        }
+        .unwrap();
+        assert!(
+            matches!(&o, ContinueOutcome::Nothing(m) if m.contains("no run")),
+            "{o:?}"
+        );
+        assert!(log.0.borrow().is_empty(), "a record was written");
+    }
+    let end = stepwise::engine::upgrade(&prep.req, &mut api_seams(&w, &stop, &clock), &mut log);
+    assert!(
+        matches!(end, Ok(UpgradeOutcome::Ran(RunEnd::Finished { .. }))),
+        "{end:?}"
+    );
+    let records = log.0.borrow().len();
+    for unwind in [false, true] {
+        let mut seams = api_seams(&w, &stop, &clock);
+        let o = if unwind {
+            stepwise::engine::unwind(continue_req(), &mut seams, &mut log)
+        } else {
+            stepwise::engine::resume(continue_req(), &mut seams, &mut log)
+        }
+        .unwrap();
+        assert!(
+            matches!(&o, ContinueOutcome::Nothing(m) if m.contains("finished")),
+            "{o:?}"
+        );
+        assert_eq!(log.0.borrow().len(), records, "a record was written");
+    }
+}
+
+/// The hourly `upgrade` finds a run killed mid-chain: it continues it to the end first (no exit 3
+/// waiting for a `resume`), then sees the system at the target.
+#[test]
+fn upgrade_continues_an_unfinished_run_first() {
+    let sizes = [(100, 110), (200, 190), (50, 60)];
+    let w = world(&sizes, None, tight_capacity(&sizes));
+    let prep = prepare(&w, Strategy::Auto, OnFailure::Unwind).expect("a plan fits");
+    assert_eq!(prep.chain, Chain::Steps);
+    let (stop, clock) = (AtomicBool::new(false), FixedClock(0.into()));
+    let mut log = MemLog::default();
+    let mut n = 0;
+    let mut seams = api_seams(&w, &stop, &clock);
+    seams.checkpoint = Some(Box::new(move |_: &str| {
+        n += 1;
+        n == 15
+    }));
+    let end = stepwise::engine::upgrade(&prep.req, &mut seams, &mut log).unwrap();
+    assert!(
+        matches!(end, UpgradeOutcome::Ran(RunEnd::Crashed { .. })),
+        "{end:?}"
+    );
+    assert_ne!(at(&w.store).0, w.target_out, "stopped mid-chain");
+    let end =
+        stepwise::engine::upgrade(&prep.req, &mut api_seams(&w, &stop, &clock), &mut log).unwrap();
+    assert_eq!(
+        end,
+        UpgradeOutcome::AlreadyThere {
+            target_out: w.target_out.clone()
+        }
+    );
+    assert_eq!(at(&w.store), (w.target_out.clone(), w.target_out.clone()));
+    let runs = log
+        .0
+        .borrow()
+        .iter()
+        .filter(|(_, r)| matches!(r, Record::RunStarted(_)))
+        .count();
+    assert_eq!(runs, 1, "the unfinished run was continued, not overlaid");
+    assert!(matches!(
+        log.last_run().last(),
+        Some((_, Record::RunFinished { .. }))
+    ));
+}
+
+/// `--reboot-window`: a run that needs a reboot outside the window stops before it (the step
+/// active and complete); a later run inside the window reboots and goes on to the target.
+#[test]
+fn a_reboot_outside_the_window_waits_for_a_run_inside_it() {
+    let sizes = [(100, 110), (200, 190), (50, 60)];
+    let w = world(&sizes, None, tight_capacity(&sizes));
+    let mut prep = prepare(&w, Strategy::Stepwise, OnFailure::Unwind).expect("a plan fits");
+    assert!(prep.header.plan.len() >= 2);
+    // Past preflight: a reboot after step 1, allowed from 01:00 to 02:00.
+    prep.header.plan[0].reboot_after = Some(true);
+    prep.header.reboot = RebootPolicy::WhenNeeded;
+    prep.header.reboot_command = vec!["reboot".into()];
+    prep.header.reboot_window = Some(stepwise::effects::journal::RebootWindow {
+        lower_minute: 60,
+        upper_minute: 120,
+    });
+    let (stop, clock) = (AtomicBool::new(false), FixedClock((12 * 60).into()));
+    let mut log = MemLog::default();
+    let source = PlannerSource::new(&w.store, prep.masks.clone());
+    let end = {
+        let mut l = log.clone();
+        let mut ex = Executor::new(&w.store, &w.store, &mut l, &source, &stop);
+        ex.clock = Some(&clock);
+        ex.start(prep.header.clone(), ROOTS.into(), prep.chain, "test".into())
+            .unwrap()
+    };
+    let RunEnd::Stopped { why } = &end else {
+        panic!("{end:?}")
+    };
+    assert!(
+        why.contains("outside the reboot window 01:00-02:00"),
+        "{why}"
+    );
+    assert_eq!(w.store.reboots(), 0);
+    let step1 = prep.header.plan[0].toplevel_out.clone();
+    assert_eq!(at(&w.store), (step1.clone(), step1.clone()));
+    check(&w.store, &prep.allowed).unwrap();
+    // Still outside: the same stop, nothing done.
+    let o = stepwise::engine::resume(continue_req(), &mut api_seams(&w, &stop, &clock), &mut log)
+        .unwrap();
+    assert!(matches!(
+        o,
+        stepwise::engine::ContinueOutcome::Ran(RunEnd::Stopped { .. })
+    ));
+    assert_eq!(w.store.reboots(), 0);
+    // Inside the window: the reboot, then (after the boot) the rest of the chain.
+    clock.0.set(90);
+    let o = stepwise::engine::resume(continue_req(), &mut api_seams(&w, &stop, &clock), &mut log)
+        .unwrap();
+    assert!(
+        matches!(&o, stepwise::engine::ContinueOutcome::Ran(RunEnd::Stopped { why }) if why.contains("rebooting")),
+        "{o:?}"
+    );
+    assert_eq!(w.store.reboots(), 1);
+    let o = stepwise::engine::resume(continue_req(), &mut api_seams(&w, &stop, &clock), &mut log)
+        .unwrap();
+    assert!(
+        matches!(
+            o,
+            stepwise::engine::ContinueOutcome::Ran(RunEnd::Finished {
+                outcome: Outcome::ReachedTarget,
+                ..
+            })
+        ),
+        "{o:?}"
     );
     assert_eq!(at(&w.store), (w.target_out.clone(), w.target_out.clone()));
 }

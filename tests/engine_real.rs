@@ -1,4 +1,4 @@
-//! The engine on real Nix (design §8): private stores, tmpfs disks, a file:// cache, the
+//! The engine on real Nix (doc/design.md, "Test beds"): private stores, tmpfs disks, a file:// cache, the
 //! NixOS-shaped fixture, and the real `stepwise` binary. Root only (tmpfs): skipped otherwise,
 //! failing when STEPWISE_REQUIRE_ROOT_TESTS=1.
 
@@ -234,8 +234,8 @@ fn resume_before_the_reboot_waits() {
     assert_eq!(r.status.code(), Some(3), "{}", show(&r));
     assert!(String::from_utf8_lossy(&r.stderr).contains("waiting for the reboot"));
     assert_eq!(bed.profile_target(), before);
-    // The hourly timer's next `upgrade` waits for the unfinished run too (exit 3), and neither
-    // deletes nor journals anything.
+    // The hourly timer's next `upgrade` continues the unfinished run first, which still waits
+    // for the reboot (exit 3): it neither deletes nor journals anything.
     let valid = bed.valid_paths().unwrap();
     let records = stepwise(&bed, &["journal", "export"]).stdout;
     let u = upgrade(
@@ -245,7 +245,7 @@ fn resume_before_the_reboot_waits() {
     );
     assert_eq!(u.status.code(), Some(3), "{}", show(&u));
     assert!(
-        String::from_utf8_lossy(&u.stderr).contains("has not finished"),
+        String::from_utf8_lossy(&u.stderr).contains("waiting for the reboot"),
         "{}",
         show(&u)
     );

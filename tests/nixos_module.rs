@@ -5,7 +5,7 @@
 //! file the module writes for every option is checked in as doc/example-config.toml and parsed
 //! by stepwise's own reader on every run.
 //!
-//! Every Nix call uses a private store (design §8): nothing touches the machine's /nix.
+//! Every Nix call uses a private store (doc/design.md, "Test beds"): nothing touches the machine's /nix.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,4 +1,4 @@
-//! The command surface (design §7). Tests outside this repository drive the binary through it:
+//! The command surface (README.md, the command contract). Tests outside this repository drive the binary through it:
 //! keep every flag, default and exit code stable.
 
 use std::path::PathBuf;

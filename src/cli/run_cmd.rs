@@ -15,8 +15,8 @@ use crate::engine::api::{engine_error, roots_dir_for};
 use crate::engine::plan_inputs::SystemLinks;
 use crate::engine::steps::StepMasks;
 use crate::engine::{
-    self, ContinueRequest, JournalFile, Progress, RunEnd, Seams, SystemClock, UpgradeOutcome,
-    UpgradeRequest,
+    self, ContinueOutcome, ContinueRequest, JournalFile, Progress, RunEnd, Seams, SystemClock,
+    UpgradeOutcome, UpgradeRequest,
 };
 use crate::error::{Error, Exit};
 use crate::output::Output;
@@ -205,6 +205,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         roots_dir: roots_dir_for(&cli.journal),
         probe_dir: fs::beside(&cli.journal, ".probe"),
         journal: cli.journal.clone(),
+        legacy_masks: legacy_masks(&cli.journal),
     };
     install_stop_handlers();
     let mut reserve = ReserveFile(fs::Reserve::new(reserve_path(&cli.journal), 0));
@@ -225,11 +226,15 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
 }
 
 fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error> {
+    let command = if unwind { "unwind" } else { "resume" };
     if !cli.journal.exists() {
-        return Err(engine_error(
-            &cli.journal.display().to_string(),
-            engine::EngineError::NoRun,
-        ));
+        // The boot-time resume of every normal boot: not an error, and nothing is created.
+        let line = format!(
+            "no run is recorded at {}: nothing to {command}",
+            cli.journal.display()
+        );
+        announce_finished(out, command, &line);
+        return Ok(Exit::Done);
     }
     let nix = nix()?;
     install_stop_handlers();
@@ -240,13 +245,19 @@ fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error
         legacy_masks: legacy_masks(&cli.journal),
     };
     let mut seams = seams(&nix, &mut reserve, out.is_json());
-    let end = if unwind {
+    let outcome = if unwind {
         engine::unwind(req, &mut seams, &mut journal)
     } else {
         engine::resume(req, &mut seams, &mut journal)
     }
     .map_err(|e| engine_error(&cli.journal.display().to_string(), e))?;
-    finish(end, out, if unwind { "unwind" } else { "resume" })
+    match outcome {
+        ContinueOutcome::Nothing(line) => {
+            announce_finished(out, command, &line);
+            Ok(Exit::Done)
+        }
+        ContinueOutcome::Ran(end) => finish(end, out, command),
+    }
 }
 
 /// Format 1's side file of step masks, if it is there and reads (only format-1 runs need it).

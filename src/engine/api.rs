@@ -12,7 +12,7 @@ use super::run_plan::{GenSource, NothingToWrite, Spec};
 use super::steps::{PlannerSource, StepMasks};
 use super::upgrade::{prepare, Prepared, UpgradeRequest};
 use crate::drv::StorePath;
-use crate::effects::journal::{Journal, Record, RunId, Seq};
+use crate::effects::journal::{Journal, Outcome as JOutcome, Record, RunId, Seq};
 use crate::effects::{Store, System};
 use crate::error::Error;
 use crate::transition::{Chain, Outcome, Phase};
@@ -107,6 +107,7 @@ impl<'a> Seams<'a> {
         'a: 'b,
     {
         let mut ex = Executor::new(self.store, self.system, log, source, self.stop);
+        ex.clock = Some(self.clock);
         ex.reserve = self.reserve.as_deref_mut().map(|r| r as &mut dyn Reserve);
         ex.progress = Box::new(|p| (self.progress)(p));
         if let Some(hook) = self.checkpoint.as_mut() {
@@ -135,8 +136,20 @@ pub fn upgrade(
     seams: &mut Seams,
     journal: &mut dyn JournalAccess,
 ) -> Result<UpgradeOutcome, Error> {
-    // A run left unfinished (a reboot pending, a crash) is continued, never overlaid.
-    refuse_unfinished(&journal.peek_last_run()?, req)?;
+    // A run left unfinished (a crash, a stop, a reboot outside its window) is continued first,
+    // never overlaid: the hourly timer must not wait for someone to run `resume`.
+    if is_unfinished(&journal.peek_last_run()?) {
+        seams.note("the last run has not finished: continuing it first");
+        let cont = ContinueRequest {
+            roots_dir: req.roots_dir.clone(),
+            legacy_masks: req.legacy_masks.clone(),
+        };
+        match continue_run(cont, seams, journal, false) {
+            Ok(RunEnd::Finished { .. }) | Err(EngineError::Finished(..)) => {}
+            Ok(end) => return Ok(UpgradeOutcome::Ran(end)),
+            Err(e) => return Err(engine_error(req.journal_name(), e)),
+        }
+    }
     let run = match prepare(req, seams.store, seams.system, &mut |l| seams.note(l))? {
         Prepared::AlreadyThere { target_out } => {
             return Ok(UpgradeOutcome::AlreadyThere { target_out })
@@ -162,12 +175,17 @@ pub fn upgrade(
     Ok(UpgradeOutcome::Ran(end))
 }
 
-fn refuse_unfinished(records: &[(Seq, Record)], req: &UpgradeRequest) -> Result<(), Error> {
+fn is_unfinished(records: &[(Seq, Record)]) -> bool {
     let started = matches!(records.first(), Some((_, Record::RunStarted(_))));
     let finished = records
         .iter()
         .any(|(_, r)| matches!(r, Record::RunFinished { .. }));
-    if started && !finished {
+    started && !finished
+}
+
+/// Under the lock: another process may have started a run since the look without it.
+fn refuse_unfinished(records: &[(Seq, Record)], req: &UpgradeRequest) -> Result<(), Error> {
+    if is_unfinished(records) {
         return Err(Error::Stopped {
             what: format!(
                 "the last run in {} has not finished: a new upgrade waits for it (`stepwise resume` continues it, `stepwise unwind` walks it back)",
@@ -185,22 +203,69 @@ pub struct ContinueRequest {
     pub legacy_masks: Option<StepMasks>,
 }
 
+/// How `resume` or `unwind` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContinueOutcome {
+    /// No run to continue (none recorded, or the last one finished): nothing was done or
+    /// created. The text says which, for one line of output.
+    Nothing(String),
+    Ran(RunEnd),
+}
+
 /// `stepwise resume`: continue the last run from the journal.
 pub fn resume(
     req: ContinueRequest,
     seams: &mut Seams,
     journal: &mut dyn JournalAccess,
-) -> Result<RunEnd, EngineError> {
-    continue_run(req, seams, journal, false)
+) -> Result<ContinueOutcome, EngineError> {
+    continue_or_nothing(req, seams, journal, false)
 }
 
-/// `stepwise unwind`: walk the last run back to G0.
+/// `stepwise unwind`: walk the last run back to G0 (a run held at a step included).
 pub fn unwind(
     req: ContinueRequest,
     seams: &mut Seams,
     journal: &mut dyn JournalAccess,
-) -> Result<RunEnd, EngineError> {
-    continue_run(req, seams, journal, true)
+) -> Result<ContinueOutcome, EngineError> {
+    continue_or_nothing(req, seams, journal, true)
+}
+
+/// A boot-time `resume` on a machine with nothing to resume is the normal case, not an error.
+fn continue_or_nothing(
+    req: ContinueRequest,
+    seams: &mut Seams,
+    journal: &mut dyn JournalAccess,
+    unwind: bool,
+) -> Result<ContinueOutcome, EngineError> {
+    let what = if unwind { "unwind" } else { "resume" };
+    let records = journal.peek_last_run().map_err(EngineError::from_error)?;
+    if records.is_empty() {
+        return Ok(ContinueOutcome::Nothing(format!(
+            "no run is recorded: nothing to {what}"
+        )));
+    }
+    // A finished run is seen without the lock (a held run is still there for `unwind`).
+    let finished = records.iter().find_map(|(_, r)| match r {
+        Record::RunFinished { outcome } => Some(outcome.clone()),
+        _ => None,
+    });
+    match finished {
+        Some(JOutcome::Held { .. }) if unwind => {}
+        Some(o) => {
+            return Ok(ContinueOutcome::Nothing(format!(
+                "the last run has finished ({}): nothing to {what}",
+                describe_recorded(&o)
+            )))
+        }
+        None => {}
+    }
+    match continue_run(req, seams, journal, unwind) {
+        Err(EngineError::Finished(o, _)) => Ok(ContinueOutcome::Nothing(format!(
+            "the last run has finished ({}): nothing to {what}",
+            describe_outcome(o)
+        ))),
+        other => other.map(ContinueOutcome::Ran),
+    }
 }
 
 fn continue_run(
@@ -326,6 +391,15 @@ pub fn describe_outcome(o: Outcome) -> String {
         Outcome::Unwound { failed: true } => "it failed and was unwound to G0".into(),
         Outcome::Unwound { failed: false } => "it was unwound to G0".into(),
         Outcome::Held { at } => format!("it failed and holds at step {at}"),
+    }
+}
+
+fn describe_recorded(o: &JOutcome) -> String {
+    match o {
+        JOutcome::ReachedTarget => "the target was reached".into(),
+        JOutcome::UnwoundToG0 => "it was unwound to G0".into(),
+        JOutcome::Held { step } => format!("it holds at step {step}"),
+        JOutcome::Abandoned { why } => format!("it was abandoned: {why}"),
     }
 }
 

@@ -108,6 +108,8 @@ pub struct Executor<'a> {
     pub progress: Box<dyn FnMut(Progress) + 'a>,
     /// For a format-1 run: the masks format 1 kept beside the journal (`StepMasks::complete`).
     pub legacy_masks: Option<StepMasks>,
+    /// The wall clock the reboot window is checked against; `None`: reboot at any time.
+    pub clock: Option<&'a dyn super::api::Clock>,
     reserve_released: bool,
 }
 
@@ -170,7 +172,55 @@ fn activation_note(action: crate::effects::store::Action, a: &Activated) -> Stri
     }
 }
 
-type EffectResult = Result<(String, Option<u64>, Option<u64>), (FailureKind, String)>;
+/// What an effect did: a note for people, and the bytes it added to or freed from the store
+/// where known (journaled in its `done`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effected {
+    pub note: String,
+    pub added: Option<u64>,
+    pub freed: Option<u64>,
+}
+
+impl Effected {
+    fn note(note: impl Into<String>) -> Self {
+        Effected {
+            note: note.into(),
+            ..Effected::default()
+        }
+    }
+}
+
+/// Why an effect failed, classified for the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl From<(FailureKind, String)> for EffectFailure {
+    fn from((kind, message): (FailureKind, String)) -> Self {
+        EffectFailure { kind, message }
+    }
+}
+
+impl From<StoreError> for EffectFailure {
+    fn from(e: StoreError) -> Self {
+        EffectFailure {
+            kind: classify_store(&e),
+            message: e.to_string(),
+        }
+    }
+}
+
+type EffectResult = Result<Effected, EffectFailure>;
+
+/// How running an effect ended, when the journal could be written.
+enum Ran<T> {
+    /// The effect's outcome is journaled: go on with this.
+    Outcome(T),
+    /// A test's checkpoint simulated a crash at this checkpoint.
+    Crashed(String),
+}
 
 impl<'a> Executor<'a> {
     pub fn new(
@@ -193,6 +243,7 @@ impl<'a> Executor<'a> {
             }),
             progress: Box::new(|_| {}),
             legacy_masks: None,
+            clock: None,
             reserve_released: false,
         }
     }
@@ -307,13 +358,18 @@ impl<'a> Executor<'a> {
         if let Some(why) = incomplete {
             return Err(EngineError::Incomplete(why));
         }
+        if !unwind {
+            if let Some(wait) = self.waiting_for_reboot(&spec, &state) {
+                return Ok(wait);
+            }
+        }
         if resumed {
             self.append(Record::Resumed {
                 pid: std::process::id(),
                 command: what.into(),
             })?;
         }
-        // A trailing intent first: did its effect happen? (design §6's probes)
+        // A trailing intent first: did its effect happen? (doc/design.md, "Crash windows")
         if let Some(e) = state.in_flight {
             let (seq, t) = replayed
                 .intents
@@ -322,8 +378,8 @@ impl<'a> Executor<'a> {
                 .map(|(s, (_, t))| (*s, t.clone()))
                 .expect("an in-flight effect has its intent");
             match self.settle(&spec, state, e, seq, &t)? {
-                Ok(s) => state = s,
-                Err(end) => return Ok(end),
+                Ran::Outcome(s) => state = s,
+                Ran::Crashed(at) => return Ok(RunEnd::Crashed { at }),
             }
             if let transition::Phase::Finished(o) = state.phase {
                 if !(unwind && matches!(o, Outcome::Held { .. })) {
@@ -374,26 +430,33 @@ impl<'a> Executor<'a> {
             })?;
             state = feed(state, Event::UnwindRequested)?;
         }
-        // Back from a reboot: only go on in the generation the run rebooted into.
-        if let (transition::Phase::Moving(m), None) = (state.phase, state.in_flight) {
-            if m.stage == transition::Stage::CollectBooted {
-                let want = &spec.gen(state.chain, m.to).out;
-                let booted = self
-                    .system
-                    .read_system_link(&spec.header.booted_system)
-                    .ok()
-                    .flatten();
-                if booted.as_ref() != Some(want) {
-                    return Ok(RunEnd::Stopped {
-                        why: format!(
-                            "waiting for the reboot into {want} (booted: {}); run `stepwise resume` once it has booted",
-                            booted.map_or("unknown".into(), |b| b.to_string())
-                        ),
-                    });
-                }
-            }
+        if let Some(wait) = self.waiting_for_reboot(&spec, &state) {
+            return Ok(wait);
         }
         self.drive(&spec, state, true)
+    }
+
+    /// Back from a reboot: only go on in the generation the run rebooted into; until then the run
+    /// waits (exit 3) and writes nothing.
+    fn waiting_for_reboot(&self, spec: &Spec, state: &RunState) -> Option<RunEnd> {
+        let (transition::Phase::Moving(m), None) = (state.phase, state.in_flight) else {
+            return None;
+        };
+        if m.stage != transition::Stage::CollectBooted {
+            return None;
+        }
+        let want = &spec.gen(state.chain, m.to).out;
+        let booted = self
+            .system
+            .read_system_link(&spec.header.booted_system)
+            .ok()
+            .flatten();
+        (booted.as_ref() != Some(want)).then(|| RunEnd::Stopped {
+            why: format!(
+                "waiting for the reboot into {want} (booted: {}); run `stepwise resume` once it has booted",
+                booted.map_or("unknown".into(), |b| b.to_string())
+            ),
+        })
     }
 
     /// An unfinished format-1 run whose masks cannot be found is refused before its records are
@@ -423,7 +486,7 @@ impl<'a> Executor<'a> {
         e: Effect,
         seq: Seq,
         t: &Transition,
-    ) -> Result<Result<RunState, RunEnd>, EngineError> {
+    ) -> Result<Ran<RunState>, EngineError> {
         if self.probe(spec, &state, e) {
             self.append(Record::Done {
                 intent: seq,
@@ -434,11 +497,11 @@ impl<'a> Executor<'a> {
                 transition: t,
                 note: "probed: it had happened",
             });
-            return feed(state, Event::Done(e)).map(Ok);
+            return feed(state, Event::Done(e)).map(Ran::Outcome);
         }
         match self.run_effect(spec, &state, e, seq, t)? {
-            Err(at) => Ok(Err(RunEnd::Crashed { at })),
-            Ok(ev) => feed(state, ev).map(Ok),
+            Ran::Crashed(at) => Ok(Ran::Crashed(at)),
+            Ran::Outcome(ev) => feed(state, ev).map(Ran::Outcome),
         }
     }
 
@@ -518,6 +581,9 @@ impl<'a> Executor<'a> {
                     why: "stopped by a signal after finishing the current transition".into(),
                 });
             }
+            if let Some(end) = self.outside_reboot_window(spec, &state, e) {
+                return Ok(end);
+            }
             let t = match self.concretise(spec, &state, e) {
                 Ok(t) => t,
                 Err(why) => {
@@ -537,8 +603,8 @@ impl<'a> Executor<'a> {
                 return Ok(c);
             }
             let ev = match self.run_effect(spec, &state, e, seq, &t)? {
-                Ok(ev) => ev,
-                Err(at) => return Ok(RunEnd::Crashed { at }),
+                Ran::Outcome(ev) => ev,
+                Ran::Crashed(at) => return Ok(RunEnd::Crashed { at }),
             };
             state = feed(state, ev)?;
             if let Some(c) = self.check(&format!("after-outcome-{}", e.name())) {
@@ -556,6 +622,30 @@ impl<'a> Executor<'a> {
                 }
             }
         }
+    }
+
+    /// A reboot outside the run's window does not happen: the run stops before it, at a complete
+    /// generation (the step is active, its predecessor collected), and a later run inside the
+    /// window continues with the reboot.
+    fn outside_reboot_window(&self, spec: &Spec, state: &RunState, e: Effect) -> Option<RunEnd> {
+        let Effect::Reboot { gen } = e else {
+            return None;
+        };
+        let (window, clock) = (spec.header.reboot_window?, self.clock?);
+        let now = clock.local_minute();
+        if window.contains(now) {
+            return None;
+        }
+        let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+        Some(RunEnd::Stopped {
+            why: format!(
+                "the run needs a reboot into {} but it is {} here, outside the reboot window {}-{}: the system stays at that complete generation; a run inside the window continues",
+                spec.gen(state.chain, gen).label,
+                hm(now),
+                hm(window.lower_minute),
+                hm(window.upper_minute)
+            ),
+        })
     }
 
     /// The concrete transition an intent records: what a retry must do again.
@@ -685,7 +775,7 @@ impl<'a> Executor<'a> {
         e: Effect,
         seq: Seq,
         t: &Transition,
-    ) -> Result<Result<Event, String>, EngineError> {
+    ) -> Result<Ran<Event>, EngineError> {
         let gen_of = |gen: Gen| spec.gen(state.chain, gen);
         let label_gen = match e {
             Effect::PinDerivations | Effect::Release => 0,
@@ -704,7 +794,7 @@ impl<'a> Executor<'a> {
             chain: state.chain,
             of: state.last_gen(),
         });
-        let store_err = |e: StoreError| (classify_store(&e), e.to_string());
+        let store_err = EffectFailure::from;
         let result: EffectResult = match (e, t) {
             (Effect::PinDerivations, _) => self.pin(spec, state).map_err(store_err),
             (Effect::WriteDerivations { gen }, _) => self
@@ -717,17 +807,19 @@ impl<'a> Executor<'a> {
             (Effect::Activate { gen }, Transition::Activate { action, .. }) => self
                 .system
                 .activate(&gen_of(gen).out, (*action).into(), &mut |_| {})
-                .map(|activated| (activation_note((*action).into(), &activated), None, None))
-                .map_err(|e| match e {
-                    StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
-                    e => (FailureKind::Activation, e.to_string()),
+                .map(|activated| Effected::note(activation_note((*action).into(), &activated)))
+                .map_err(|e| {
+                    EffectFailure::from(match e {
+                        StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
+                        e => (FailureKind::Activation, e.to_string()),
+                    })
                 }),
             (Effect::DropGeneration { gen }, _) => {
                 self.drop_generation(spec, gen_of(gen)).map_err(store_err)
             }
             (Effect::Unpin { gen }, _) => self
                 .unpin(spec, state.chain, gen)
-                .map(|()| (String::new(), None, None))
+                .map(|()| Effected::default())
                 .map_err(store_err),
             (Effect::Collect { .. }, Transition::Collect { paths, .. }) => {
                 self.collect(paths).map_err(store_err)
@@ -736,15 +828,15 @@ impl<'a> Executor<'a> {
             (Effect::Reboot { .. }, _) => self
                 .system
                 .reboot(&spec.header.reboot_command)
-                .map(|()| ("reboot command run".into(), None, None))
+                .map(|()| Effected::note("reboot command run"))
                 .map_err(store_err),
             (e, t) => unreachable!("{e:?} was recorded as {t:?}"),
         };
         if let Some(RunEnd::Crashed { at }) = self.check(&format!("after-effect-{}", e.name())) {
-            return Ok(Err(at));
+            return Ok(Ran::Crashed(at));
         }
         match result {
-            Ok((note, added, freed)) => {
+            Ok(Effected { note, added, freed }) => {
                 self.append(Record::Done {
                     intent: seq,
                     added,
@@ -757,9 +849,9 @@ impl<'a> Executor<'a> {
                     transition: t,
                     note: &note,
                 });
-                Ok(Ok(Event::Done(e)))
+                Ok(Ran::Outcome(Event::Done(e)))
             }
-            Err((kind, message)) => {
+            Err(EffectFailure { kind, message }) => {
                 if kind == FailureKind::OutOfSpace {
                     self.release_reserve();
                 }
@@ -785,25 +877,14 @@ impl<'a> Executor<'a> {
                     transition: t,
                     message: &message,
                 });
-                // Read back the same way (`record::replay`).
-                let kind = match (e, kind) {
-                    (_, FailureKind::OutOfSpace) => FailureKind::OutOfSpace,
-                    (Effect::Realise { .. } | Effect::WriteDerivations { .. }, _) => {
-                        FailureKind::BuildFailed
-                    }
-                    (Effect::Activate { .. }, _) => FailureKind::Activation,
-                    _ => FailureKind::Other,
-                };
-                Ok(Ok(Event::Failed(e, kind)))
+                // Classified as `record::replay` reads it back: one place decides.
+                let kind = record::kind_of(e, kind == FailureKind::OutOfSpace);
+                Ok(Ran::Outcome(Event::Failed(e, kind)))
             }
         }
     }
 
-    fn pin(
-        &self,
-        spec: &Spec,
-        state: &RunState,
-    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn pin(&self, spec: &Spec, state: &RunState) -> Result<Effected, StoreError> {
         // The store makes the roots' directory (`Store::add_root`): the executor itself never
         // touches the filesystem for roots, so the in-memory model sees every root it makes.
         // G0's `.drv` closure stays for the whole run: exact unwind rebuilds from it.
@@ -812,7 +893,7 @@ impl<'a> Executor<'a> {
         // The target's too: the steps are rewritten from it and it is the last step.
         self.store
             .add_root(&spec.drv_root(Chain::Direct, 1), &spec.target.drv)?;
-        Ok(("G0 and target derivations pinned".into(), None, None))
+        Ok(Effected::note("G0 and target derivations pinned"))
     }
 
     fn write_derivations(
@@ -820,7 +901,7 @@ impl<'a> Executor<'a> {
         spec: &Spec,
         chain: Chain,
         gen: Gen,
-    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    ) -> Result<Effected, StoreError> {
         let g = spec.gen(chain, gen);
         let drvs = self
             .source
@@ -877,7 +958,11 @@ impl<'a> Executor<'a> {
         } else {
             format!("{written} derivation(s) written")
         };
-        Ok((note, Some(bytes), None))
+        Ok(Effected {
+            note,
+            added: Some(bytes),
+            freed: None,
+        })
     }
 
     fn realise(&mut self, spec: &Spec, chain: Chain, gen: Gen) -> EffectResult {
@@ -886,11 +971,11 @@ impl<'a> Executor<'a> {
         if self
             .store
             .valid_paths(std::slice::from_ref(&g.drv))
-            .map_err(|e| (classify_store(&e), e.to_string()))?
+            .map_err(EffectFailure::from)?
             .is_empty()
         {
             self.write_derivations(spec, chain, gen)
-                .map_err(|e| (classify_store(&e), e.to_string()))?;
+                .map_err(EffectFailure::from)?;
         }
         let mut built = 0usize;
         let mut copied = 0usize;
@@ -910,14 +995,14 @@ impl<'a> Executor<'a> {
                 RealiseError::Other(e) => (classify_store(&e), e.to_string()),
             })?;
         match outs.get("out") {
-            Some(p) if *p == g.out => Ok((format!("{built} built, {copied} copied"), None, None)),
-            other => Err((
-                FailureKind::Other,
-                format!(
+            Some(p) if *p == g.out => Ok(Effected::note(format!("{built} built, {copied} copied"))),
+            other => Err(EffectFailure {
+                kind: FailureKind::Other,
+                message: format!(
                     "realising {} gave {other:?}, not the planned {}",
                     g.drv, g.out
                 ),
-            )),
+            }),
         }
     }
 
@@ -985,15 +1070,11 @@ impl<'a> Executor<'a> {
     /// Point the profile at `g`. Walking back, `g`'s own generation may still be there (its
     /// DropGeneration had not run): switch to it rather than add one, so that the next
     /// boot-loader install sees no more generations than any other (one entry per generation).
-    fn set_profile(
-        &self,
-        spec: &Spec,
-        g: &GenPlan,
-    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn set_profile(&self, spec: &Spec, g: &GenPlan) -> Result<Effected, StoreError> {
         let profile = &spec.header.profile;
         let gens = self.system.generations(profile)?;
         if gens.iter().any(|x| x.current && x.toplevel == g.out) {
-            return Ok((String::new(), None, None));
+            return Ok(Effected::default());
         }
         match gens
             .iter()
@@ -1003,20 +1084,16 @@ impl<'a> Executor<'a> {
         {
             Some(n) => {
                 self.system.switch_generation(profile, n)?;
-                Ok((format!("back to generation {n}"), None, None))
+                Ok(Effected::note(format!("back to generation {n}")))
             }
             None => {
                 self.system.set_profile(profile, &g.out)?;
-                Ok((String::new(), None, None))
+                Ok(Effected::default())
             }
         }
     }
 
-    fn drop_generation(
-        &self,
-        spec: &Spec,
-        g: &GenPlan,
-    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn drop_generation(&self, spec: &Spec, g: &GenPlan) -> Result<Effected, StoreError> {
         // Only generations that still hold this toplevel and are not current.
         let gens = self.system.generations(&spec.header.profile)?;
         let numbers: Vec<u64> = gens
@@ -1028,13 +1105,10 @@ impl<'a> Executor<'a> {
             self.system
                 .delete_generations(&spec.header.profile, &numbers)?;
         }
-        Ok((format!("generations {numbers:?} dropped"), None, None))
+        Ok(Effected::note(format!("generations {numbers:?} dropped")))
     }
 
-    fn collect(
-        &self,
-        planned: &[StorePath],
-    ) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn collect(&self, planned: &[StorePath]) -> Result<Effected, StoreError> {
         // Never a live path: recheck right before deleting.
         let live = self.store.live_paths()?;
         let valid = self.store.valid_paths(planned)?;
@@ -1048,7 +1122,11 @@ impl<'a> Executor<'a> {
         if !dead.is_empty() {
             self.store.delete(&dead)?;
         }
-        Ok((format!("{} path(s) deleted", dead.len()), None, Some(freed)))
+        Ok(Effected {
+            note: format!("{} path(s) deleted", dead.len()),
+            added: None,
+            freed: Some(freed),
+        })
     }
 
     fn unpin(&self, spec: &Spec, chain: Chain, gen: Gen) -> Result<(), StoreError> {
@@ -1070,7 +1148,7 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn release(&self, spec: &Spec) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    fn release(&self, spec: &Spec) -> Result<Effected, StoreError> {
         for chain in [Chain::Direct, Chain::Steps] {
             let last = match chain {
                 Chain::Direct => 1,
@@ -1086,7 +1164,7 @@ impl<'a> Executor<'a> {
         }
         // Tidy only: the directory is empty now (or was never made, with an in-memory store).
         let _ = std::fs::remove_dir(&spec.roots_dir);
-        Ok(("run roots removed".into(), None, None))
+        Ok(Effected::note("run roots removed"))
     }
 }
 

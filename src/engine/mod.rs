@@ -14,8 +14,8 @@ pub mod stub_probe;
 pub mod upgrade;
 
 pub use api::{
-    resume, status, unwind, upgrade, Clock, ContinueRequest, JournalAccess, JournalFile, Seams,
-    Status, SystemClock, UpgradeOutcome,
+    resume, status, unwind, upgrade, Clock, ContinueOutcome, ContinueRequest, JournalAccess,
+    JournalFile, Seams, Status, SystemClock, UpgradeOutcome,
 };
 pub use executor::{load, EngineError, Executor, Loaded, Progress, Reserve, RunEnd};
 pub use log::{LogError, MemLog, RunLog};

@@ -28,7 +28,7 @@ pub fn outcome(o: Outcome) -> JOutcome {
 
 /// How a failure of `effect` is classified when read back: out of space only when the run said
 /// so (`PlainAttemptFailed`), otherwise by what failed. The machine needs no finer distinction.
-fn kind_of(effect: Effect, out_of_space: bool) -> FailureKind {
+pub fn kind_of(effect: Effect, out_of_space: bool) -> FailureKind {
     match effect {
         _ if out_of_space => FailureKind::OutOfSpace,
         Effect::Realise { .. } | Effect::WriteDerivations { .. } => FailureKind::BuildFailed,

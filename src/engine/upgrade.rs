@@ -42,6 +42,8 @@ pub struct UpgradeRequest {
     pub probe_dir: PathBuf,
     /// The journal's name, for messages.
     pub journal: PathBuf,
+    /// For an unfinished format-1 run continued first: the masks format 1 kept beside it.
+    pub legacy_masks: Option<StepMasks>,
 }
 
 impl UpgradeRequest {

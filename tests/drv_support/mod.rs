@@ -1,4 +1,4 @@
-//! Shared by the `drv_*` integration tests: a private Nix store in a temp dir (design §8) and the
+//! Shared by the `drv_*` integration tests: a private Nix store in a temp dir (doc/design.md, "Test beds") and the
 //! derivation shapes of `tests/fixtures/drv/shapes.nix` instantiated in it by real Nix.
 #![allow(dead_code)]
 

@@ -176,7 +176,7 @@ pub fn beside(journal: &Path, suffix: &str) -> PathBuf {
     journal.with_file_name(name)
 }
 
-/// Default reserve: 1% of the filesystem, at least 1 MiB, at most 256 MiB (design §6).
+/// Default reserve: 1% of the filesystem, at least 1 MiB, at most 256 MiB (doc/design.md, "Space").
 pub fn default_reserve_size(fs_total: u64) -> u64 {
     (fs_total / 100).clamp(1 << 20, 256 << 20)
 }

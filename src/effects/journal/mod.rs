@@ -29,7 +29,7 @@
 //! Resume: `j.last_run()`, `j.runs()` (headers) and `j.records(run)`; a `RunFinished` record says
 //! the run is over. `open_intents(records)` lists the intents with no done/failed after them. For
 //! such a trailing intent the effect may or may not have happened (or happened partly): ask the
-//! world with the transition's probe (design §6); append `Done { intent }` if it happened, else
+//! world with the transition's probe (doc/design.md, "Crash windows"); append `Done { intent }` if it happened, else
 //! run the effect again (they are idempotent) and then append `Done` or `Failed`. A process
 //! taking a run over first appends `Record::Resumed`.
 //!

@@ -1,4 +1,4 @@
-//! The transitions of a run (design §6), as the engine performs them and the journal records them.
+//! The transitions of a run (doc/design.md, "Transitions"), as the engine performs them and the journal records them.
 //!
 //! Every value here is part of the journal's on-disk format (`journal-format.md`, format 1): the
 //! postcard encoding follows the field order and the variant order. Never reorder, rename the

@@ -1,4 +1,4 @@
-//! Rewriting the target's glue for a mask (design §3): the `.drv` files of an intermediate
+//! Rewriting the target's glue for a mask (doc/design.md, "Rewriting glue"): the `.drv` files of an intermediate
 //! generation.
 //!
 //! Bottom-up over the glue derivations, for each one that mentions a masked path or a rewritten
