@@ -195,11 +195,18 @@ impl Effected {
 pub struct EffectFailure {
     pub kind: FailureKind,
     pub message: String,
+    /// A stop reached the effect (a signal to Nix or to us, a cancel): not a failure. Its
+    /// intent stays open and the run stops; `resume` probes and redoes it, as after a crash.
+    pub interrupted: bool,
 }
 
 impl From<(FailureKind, String)> for EffectFailure {
     fn from((kind, message): (FailureKind, String)) -> Self {
-        EffectFailure { kind, message }
+        EffectFailure {
+            kind,
+            message,
+            interrupted: false,
+        }
     }
 }
 
@@ -208,6 +215,7 @@ impl From<StoreError> for EffectFailure {
         EffectFailure {
             kind: classify_store(&e),
             message: e.to_string(),
+            interrupted: e.is_interrupted(),
         }
     }
 }
@@ -220,6 +228,8 @@ enum Ran<T> {
     Outcome(T),
     /// A test's checkpoint simulated a crash at this checkpoint.
     Crashed(String),
+    /// A stop interrupted the effect; its intent stays open (`resume` redoes it).
+    Interrupted(String),
 }
 
 impl<'a> Executor<'a> {
@@ -380,6 +390,7 @@ impl<'a> Executor<'a> {
             match self.settle(&spec, state, e, seq, &t)? {
                 Ran::Outcome(s) => state = s,
                 Ran::Crashed(at) => return Ok(RunEnd::Crashed { at }),
+                Ran::Interrupted(why) => return Ok(RunEnd::Stopped { why }),
             }
             if let transition::Phase::Finished(o) = state.phase {
                 if !(unwind && matches!(o, Outcome::Held { .. })) {
@@ -501,6 +512,7 @@ impl<'a> Executor<'a> {
         }
         match self.run_effect(spec, &state, e, seq, t)? {
             Ran::Crashed(at) => Ok(Ran::Crashed(at)),
+            Ran::Interrupted(why) => Ok(Ran::Interrupted(why)),
             Ran::Outcome(ev) => feed(state, ev).map(Ran::Outcome),
         }
     }
@@ -605,6 +617,7 @@ impl<'a> Executor<'a> {
             let ev = match self.run_effect(spec, &state, e, seq, &t)? {
                 Ran::Outcome(ev) => ev,
                 Ran::Crashed(at) => return Ok(RunEnd::Crashed { at }),
+                Ran::Interrupted(why) => return Ok(RunEnd::Stopped { why }),
             };
             state = feed(state, ev)?;
             if let Some(c) = self.check(&format!("after-outcome-{}", e.name())) {
@@ -851,7 +864,18 @@ impl<'a> Executor<'a> {
                 });
                 Ok(Ran::Outcome(Event::Done(e)))
             }
-            Err(EffectFailure { kind, message }) => {
+            Err(EffectFailure {
+                interrupted: true,
+                message,
+                ..
+            }) => {
+                (self.progress)(Progress::Info(&format!("interrupted: {message}")));
+                Ok(Ran::Interrupted(format!(
+                    "{} was interrupted by a stop ({message}); it runs again on resume",
+                    t.describe()
+                )))
+            }
+            Err(EffectFailure { kind, message, .. }) => {
                 if kind == FailureKind::OutOfSpace {
                     self.release_reserve();
                 }
@@ -992,11 +1016,13 @@ impl<'a> Executor<'a> {
                     FailureKind::BuildFailed,
                     format!("building {drv} failed:\n{log_tail}"),
                 ),
-                RealiseError::Other(e) => (classify_store(&e), e.to_string()),
-            })?;
+                RealiseError::Other(e) => return EffectFailure::from(e),
+            }
+            .into())?;
         match outs.get("out") {
             Some(p) if *p == g.out => Ok(Effected::note(format!("{built} built, {copied} copied"))),
             other => Err(EffectFailure {
+                interrupted: false,
                 kind: FailureKind::Other,
                 message: format!(
                     "realising {} gave {other:?}, not the planned {}",
