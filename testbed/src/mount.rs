@@ -203,13 +203,11 @@ fn mounts_of(dev: &Path) -> Vec<PathBuf> {
 fn source_of(path: &Path) -> Option<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = path.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let source = right.split(' ').nth(1)?;
-            (left.split(' ').nth(4)? == want).then(|| PathBuf::from(source))
-        })
-        .last()
+    info.lines().rev().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let source = right.split(' ').nth(1)?;
+        (left.split(' ').nth(4)? == want).then(|| PathBuf::from(source))
+    })
 }
 
 /// Whether the loop device `dev` is bound to `image`. A device being changed may fail to
