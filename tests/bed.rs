@@ -415,9 +415,10 @@ fn killing_a_group_kills_its_children() {
     }
 }
 
-/// Whether a loop device is still backed by `image`.
-fn loop_backs(image: &std::path::Path) -> bool {
-    !stepwise_testbed::loop_devices_of(image).is_empty()
+/// Whether no loop device carries `image` any more. The kernel lets go of a loop device in the
+/// background after its filesystem is unmounted: this waits for that, at most 10 s.
+fn detached(image: &std::path::Path) -> bool {
+    stepwise_testbed::wait_detached(image, std::time::Duration::from_secs(10))
 }
 
 /// btrfs `compress-force=zstd` and ext4 on loop devices: the store is on them (half-random files
@@ -439,7 +440,7 @@ fn loop_filesystems_hold_the_store_and_go_away() {
             "{disk:?}: the store is on the loop device"
         );
         assert!(
-            loop_backs(&image),
+            !stepwise_testbed::loop_devices_of(&image).is_empty(),
             "{disk:?}: a loop device carries the image"
         );
         let before = bed.used_bytes();
@@ -454,7 +455,7 @@ fn loop_filesystems_hold_the_store_and_go_away() {
         }
         drop(bed);
         assert!(!is_mount_point(&nix), "{disk:?}: unmounted");
-        assert!(!loop_backs(&image), "{disk:?}: the loop device is detached");
+        assert!(detached(&image), "{disk:?}: the loop device is detached");
     }
     // A panic while the bed lives unwinds through its drop.
     let image = std::sync::Mutex::new(PathBuf::new());
@@ -464,8 +465,5 @@ fn loop_filesystems_hold_the_store_and_go_away() {
         panic!("a failing test");
     });
     assert!(r.is_err());
-    assert!(
-        !loop_backs(&image.lock().unwrap()),
-        "detached after a panic"
-    );
+    assert!(detached(&image.lock().unwrap()), "detached after a panic");
 }

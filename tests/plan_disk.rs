@@ -13,9 +13,10 @@ use stepwise_testbed::{require_root, Bed, Disk, FixtureSpec, Payload};
 
 const MIB: u64 = 1024 * 1024;
 /// The estimate may exceed what was really allocated by this factor: the 10% margin, the
-/// filesystem-wide measure (Nix's database, the `.drv` files and btrfs metadata count as store
-/// bytes) and the glue estimate.
-const TOLERANCE: f64 = 1.35;
+/// filesystem-wide measure (Nix's database, the `.drv` files, btrfs metadata and the empty
+/// filesystem's own used bytes count as store bytes: on this small disk they are a large share)
+/// and the glue estimate. Measured: 1.13 to 1.41 over runs.
+const TOLERANCE: f64 = 1.5;
 
 fn compressible() -> FixtureSpec {
     FixtureSpec::standard().with_payload(Payload::HalfRandom)

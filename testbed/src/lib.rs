@@ -39,7 +39,7 @@ pub use fixture::{
     PackageVersionInfo, Payload, Role, VersionSpec, NIX_STATE_ALLOWANCE_MIB,
 };
 pub use guard::{is_root, require_root, root_tests_required, REQUIRE_ROOT_ENV};
-pub use mount::{is_mount_point, loop_devices_of, LoopFs, LoopMount, TmpfsMount};
+pub use mount::{is_mount_point, loop_devices_of, wait_detached, LoopFs, LoopMount, TmpfsMount};
 pub use prepared::SlotLock;
 pub use process::{kill_group, kill_session, spawn_own_group, spawn_own_session};
 pub use series::{Revision, Series, SeriesSpec};

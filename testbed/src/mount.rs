@@ -89,6 +89,8 @@ pub enum LoopFs {
 pub struct LoopMount {
     path: PathBuf,
     image: PathBuf,
+    /// The devices that carried the image once mounted (`/dev/loopN`).
+    devices: Vec<PathBuf>,
 }
 
 impl LoopMount {
@@ -115,6 +117,7 @@ impl LoopMount {
         Ok(LoopMount {
             path: path.to_path_buf(),
             image: image.to_path_buf(),
+            devices: source_of(path).into_iter().collect(),
         })
     }
 
@@ -126,14 +129,44 @@ impl LoopMount {
 impl Drop for LoopMount {
     fn drop(&mut self) {
         unmount(&self.path);
-        // Autoclear detaches the device once the filesystem lets go of it, which the kernel may
-        // do later; detach it now, when it still carries this image (and nobody else's).
-        for dev in loop_devices_of(&self.image) {
+        // Where /tmp is bind-mounted elsewhere with shared propagation (a chroot's), the mount
+        // was copied there too, and a copy keeps the device busy: unmount every copy of it.
+        for dev in &self.devices {
+            for copy in mounts_of(dev) {
+                unmount(&copy);
+            }
+        }
+        // Autoclear detaches the device once the filesystem lets go of it, which the kernel
+        // does in the background: ask for it and wait (bounded), so that a bed dropped is a
+        // device freed.
+        if !wait_detached(&self.image, std::time::Duration::from_secs(10)) {
+            eprintln!(
+                "testbed: a loop device still carries {}",
+                self.image.display()
+            );
+        }
+    }
+}
+
+/// Wait, bounded by `limit`, until no loop device carries `image` (the kernel releases a loop
+/// device in the background after its filesystem is unmounted); whether none does.
+pub fn wait_detached(image: &Path, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let devices = loop_devices_of(image);
+        if devices.is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        for dev in devices {
             let _ = std::process::Command::new("losetup")
                 .arg("-d")
                 .arg(&dev)
                 .output();
         }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -144,13 +177,49 @@ pub fn loop_devices_of(image: &Path) -> Vec<PathBuf> {
     };
     entries
         .flatten()
-        .filter(|e| {
-            fs::read_to_string(e.path().join("loop/backing_file")).is_ok_and(|b| {
-                b.trim_end().trim_end_matches(" (deleted)") == image.to_string_lossy()
-            })
-        })
         .map(|e| Path::new("/dev").join(e.file_name()))
+        .filter(|d| carries(d, image))
         .collect()
+}
+
+/// Mount points of the block device `dev` (`/proc/self/mountinfo`, whose mount source follows
+/// the ` - FSTYPE` separator; octal escapes in mount points decoded for spaces only).
+fn mounts_of(dev: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let dev = dev.to_string_lossy();
+    info.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let source = right.split(' ').nth(1)?;
+            let point = left.split(' ').nth(4)?;
+            (source == dev).then(|| PathBuf::from(point.replace("\\040", " ")))
+        })
+        .collect()
+}
+
+/// The device mounted at `path` (the last mount there), from `/proc/self/mountinfo`.
+fn source_of(path: &Path) -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    info.lines().rev().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let source = right.split(' ').nth(1)?;
+        (left.split(' ').nth(4)? == want).then(|| PathBuf::from(source))
+    })
+}
+
+/// Whether the loop device `dev` is bound to `image`. A device being changed may fail to
+/// answer for a moment: only a missing `backing_file` (an unbound device) or another file
+/// counts as not carrying it.
+fn carries(dev: &Path, image: &Path) -> bool {
+    let name = dev.file_name().unwrap_or_default();
+    let file = Path::new("/sys/block").join(name).join("loop/backing_file");
+    match fs::read_to_string(&file) {
+        Ok(b) => b.trim_end().trim_end_matches(" (deleted)") == image.to_string_lossy(),
+        Err(e) => e.kind() != io::ErrorKind::NotFound && name.to_string_lossy().starts_with("loop"),
+    }
 }
 
 fn run(cmd: &mut std::process::Command) -> io::Result<()> {

@@ -75,6 +75,12 @@ pub fn measure_store(
     let store_dir = Path::new(store.as_str());
     let (filesystem, compresses) = filesystem_kind(store_dir)?;
     let optimised = store_dir.join(".links").is_dir();
+    if compresses {
+        // btrfs counts data waiting for writeback at its uncompressed size: flush it, so that
+        // the used bytes show what the store's paths really take.
+        let dir = File::open(store_dir).map_err(io_err(store_dir))?;
+        nix::unistd::syncfs(&dir).map_err(|e| io_err(store_dir)(e.into()))?;
+    }
     let mut cost = DiskCost {
         filesystem,
         compresses,
