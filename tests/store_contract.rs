@@ -506,6 +506,15 @@ fn live_paths_are_never_deleted(s: &(impl Store + System), fx: &Fx) {
     // Dead, but still referenced by app.
     let e = s.delete(std::slice::from_ref(&lib)).unwrap_err();
     assert!(matches!(e, StoreError::Refused(_)), "{e}");
+    // What refers to lib, transitively, lib included: what must go with it.
+    assert_eq!(
+        s.referrers_closure(std::slice::from_ref(&lib)).unwrap(),
+        set(&[&lib, &app])
+    );
+    assert_eq!(
+        s.referrers_closure(std::slice::from_ref(&app)).unwrap(),
+        set(&[&app])
+    );
     assert_eq!(s.valid_paths(&[app.clone(), lib.clone()]).unwrap().len(), 2);
     s.delete(&[app.clone(), lib.clone()]).unwrap();
     assert!(s

@@ -4,13 +4,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::args::{Cli, UpgradeArgs};
 use crate::effects::fs;
 use crate::effects::journal::Journal;
 use crate::effects::nix::{NixCli, NixCliConfig};
-use crate::effects::Store;
+use crate::effects::{signals, system_lock, Store};
 use crate::engine::api::{engine_error, roots_dir_for};
 use crate::engine::plan_inputs::SystemLinks;
 use crate::engine::steps::StepMasks;
@@ -22,25 +21,30 @@ use crate::error::{Error, Exit};
 use crate::output::Output;
 use crate::transition::{Chain, Outcome};
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: nix::libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+/// SIGTERM, SIGINT and SIGHUP set `signals::STOP` (checked between transitions); the second
+/// cancels the running Nix command (`effects::signals`).
+fn install_stop_handlers(nix: &NixCli) -> Result<(), Error> {
+    signals::install(nix.cancel_token()).map_err(|e| Error::Io {
+        context: "installing the stop-signal handlers".into(),
+        source: e,
+    })
 }
 
-/// SIGTERM and SIGINT set a flag the executor checks between transitions: the current one
-/// finishes and is journaled, then the run stops (exit 3).
-fn install_stop_handlers() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(on_stop_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let _ = unsafe { sigaction(sig, &action) };
-    }
+/// One run per system: the lock keyed to the system profile, taken before anything touches the
+/// store and held until the run ends (`effects::system_lock`).
+fn lock_system(profile: &Path, journal: &Path) -> Result<system_lock::SystemLock, Error> {
+    system_lock::acquire(
+        Path::new(system_lock::RUN_DIR),
+        profile,
+        journal,
+        crate::effects::journal::now_ms(),
+    )
+}
+
+/// The profile the journal's last run changes (its header), if it records a run.
+fn journaled_profile(journal: &Path) -> Result<Option<PathBuf>, Error> {
+    let j = Journal::open_read_only(journal)?;
+    Ok(j.runs().last().map(|(_, h)| h.profile.clone()))
 }
 
 fn nix() -> Result<NixCli, Error> {
@@ -70,8 +74,53 @@ fn reserve_path(journal: &Path) -> PathBuf {
     fs::beside(journal, ".reserve")
 }
 
-/// Human progress lines on stderr; JSON event lines on stdout with `--json`.
-fn progress_printer(json: bool) -> impl FnMut(Progress) {
+/// Human progress lines on stderr; JSON event lines on stdout with `--json`; complete log lines
+/// (with journald priorities under systemd) when stderr is not a terminal.
+fn progress_printer(json: bool) -> Box<dyn FnMut(Progress)> {
+    if !json {
+        if let Some(log) = crate::output::log_lines::stderr_log() {
+            return Box::new(log_printer(log));
+        }
+    }
+    Box::new(terminal_printer(json))
+}
+
+/// The engine's progress as log lines: one complete line per transition start and end, Nix's
+/// lines prefixed with the step.
+fn log_printer(
+    mut log: crate::output::log_lines::LogLines<std::io::Stderr>,
+) -> impl FnMut(Progress) {
+    use crate::output::log_lines::LogEvent;
+    move |p: Progress| {
+        let label;
+        let what;
+        let ev = match &p {
+            Progress::Starting {
+                transition, gen, ..
+            } => {
+                label = gen.label.clone();
+                what = transition.describe();
+                LogEvent::Starting {
+                    step: &label,
+                    what: &what,
+                }
+            }
+            Progress::Done { note, .. } => LogEvent::Done {
+                added: None,
+                freed: None,
+                note,
+            },
+            Progress::Failed { message, .. } => LogEvent::Failed { message },
+            Progress::Info(m) if m.starts_with("interrupted") => LogEvent::Interrupted { why: m },
+            Progress::Info(m) | Progress::Note(m) => LogEvent::Info(m),
+            Progress::Child(line) => LogEvent::Child { line },
+        };
+        let _ = log.event(ev);
+    }
+}
+
+/// Progress for a person at a terminal, or JSON event lines.
+fn terminal_printer(json: bool) -> impl FnMut(Progress) {
     let mut out = Output::new(json);
     move |p: Progress| {
         if json {
@@ -88,8 +137,8 @@ fn progress_printer(json: bool) -> impl FnMut(Progress) {
                 } => serde_json::json!({"event": "failed", "transition": transition.name(),
                     "message": message}),
                 Progress::Info(m) => serde_json::json!({"event": "info", "message": m}),
-                // Preflight's lines are for people only, as before the engine spoke them.
-                Progress::Note(_) => return,
+                // Preflight's lines and Nix's own are for people only.
+                Progress::Note(_) | Progress::Child(_) => return,
             };
             let _ = out.json_line(&mut std::io::stdout().lock(), &v);
             return;
@@ -104,6 +153,8 @@ fn progress_printer(json: bool) -> impl FnMut(Progress) {
             Progress::Failed { message, .. } => writeln!(err, "FAILED\n{message}"),
             Progress::Info(m) => writeln!(err, "{m}"),
             Progress::Note(m) => m.lines().try_for_each(|l| writeln!(err, "stepwise: {l}")),
+            // A line of Nix's would break the transition's line on a terminal.
+            Progress::Child(_) => Ok(()),
         };
     }
 }
@@ -167,9 +218,9 @@ fn seams<'a>(nix: &'a NixCli, reserve: &'a mut ReserveFile, json: bool) -> Seams
         store: nix,
         system: nix,
         clock: &SystemClock,
-        stop: &STOP,
+        stop: &signals::STOP,
         reserve: Some(reserve),
-        progress: Box::new(progress_printer(json)),
+        progress: progress_printer(json),
         checkpoint: None,
     }
 }
@@ -207,7 +258,8 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         journal: cli.journal.clone(),
         legacy_masks: legacy_masks(&cli.journal),
     };
-    install_stop_handlers();
+    let _system = lock_system(&sys.profile, &cli.journal)?;
+    install_stop_handlers(&nix)?;
     let mut reserve = ReserveFile(fs::Reserve::new(reserve_path(&cli.journal), 0));
     let mut journal = JournalFile::new(cli.journal.clone());
     let outcome = engine::upgrade(
@@ -237,7 +289,11 @@ fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error
         return Ok(Exit::Done);
     }
     let nix = nix()?;
-    install_stop_handlers();
+    let _system = match journaled_profile(&cli.journal)? {
+        Some(profile) => Some(lock_system(&profile, &cli.journal)?),
+        None => None,
+    };
+    install_stop_handlers(&nix)?;
     let mut reserve = ReserveFile(fs::Reserve::new(reserve_path(&cli.journal), 0));
     let mut journal = JournalFile::new(cli.journal.clone());
     let req = ContinueRequest {

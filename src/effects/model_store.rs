@@ -1071,6 +1071,29 @@ impl Store for ModelStore {
         Ok(roots)
     }
 
+    fn referrers_closure(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>> {
+        let m = self.m();
+        let mut found: BTreeSet<StorePath> = paths
+            .iter()
+            .filter(|p| m.objects.contains_key(*p))
+            .cloned()
+            .collect();
+        loop {
+            let more: Vec<StorePath> = m
+                .objects
+                .iter()
+                .filter(|(r, o)| {
+                    !found.contains(*r) && o.references.iter().any(|x| found.contains(x))
+                })
+                .map(|(r, _)| r.clone())
+                .collect();
+            if more.is_empty() {
+                return Ok(found);
+            }
+            found.extend(more);
+        }
+    }
+
     fn delete(&self, paths: &[StorePath]) -> Result<()> {
         if paths.is_empty() {
             return Ok(());

@@ -287,6 +287,10 @@ pub trait Store {
     /// with the derivers of live paths (`keep-derivations`, Nix's default).
     fn live_paths(&self) -> Result<BTreeSet<StorePath>>;
 
+    /// Every valid path that refers to one of `paths`, directly or through others (the paths
+    /// themselves included where valid): what must go before they can be deleted.
+    fn referrers_closure(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>>;
+
     /// Delete exactly these paths. Refused (`StoreError::Refused`, nothing deleted) if one is
     /// live or still referenced by a valid path outside the set. Paths already gone are fine.
     fn delete(&self, paths: &[StorePath]) -> Result<()>;

@@ -54,6 +54,8 @@ pub enum Progress<'a> {
         message: &'a str,
     },
     Info(&'a str),
+    /// One line of Nix's output while it realises a generation.
+    Child(&'a str),
     /// A line of `upgrade`'s preflight for people (not part of the `--json` stream).
     Note(&'a str),
 }
@@ -776,7 +778,15 @@ impl<'a> Executor<'a> {
             cands.extend(self.store.valid_paths(&drvs)?);
         }
         let live = self.store.live_paths()?;
-        Ok(cands.into_iter().filter(|p| !live.contains(p)).collect())
+        let dead: Vec<StorePath> = cands.into_iter().filter(|p| !live.contains(p)).collect();
+        // Garbage that still refers to them (a glue output of a build a stop cut short, an
+        // unrooted `.drv`) would make Nix refuse the deletion, run after run: dead referrers
+        // go with them, as a GC would take them. Nothing live is ever among them.
+        let referrers = self.store.referrers_closure(&dead)?;
+        Ok(dead
+            .into_iter()
+            .chain(referrers.into_iter().filter(|p| !live.contains(p)))
+            .collect())
     }
 
     /// Run one effect and journal its outcome. `Err(checkpoint)` when a test simulated a crash
@@ -1006,19 +1016,27 @@ impl<'a> Executor<'a> {
         let outs = self
             .store
             .realise(&g.drv, &root, &mut |ev| match ev {
-                RealiseEvent::Building(_) => built += 1,
-                RealiseEvent::Copying(_) => copied += 1,
-                RealiseEvent::Message(_) => {}
+                RealiseEvent::Building(p) => {
+                    built += 1;
+                    (self.progress)(Progress::Child(&format!("building {p}")));
+                }
+                RealiseEvent::Copying(p) => {
+                    copied += 1;
+                    (self.progress)(Progress::Child(&format!("copying {p}")));
+                }
+                RealiseEvent::Message(line) => (self.progress)(Progress::Child(&line)),
             })
-            .map_err(|e| match e {
-                RealiseError::OutOfSpace { message } => (FailureKind::OutOfSpace, message),
-                RealiseError::BuildFailed { drv, log_tail } => (
-                    FailureKind::BuildFailed,
-                    format!("building {drv} failed:\n{log_tail}"),
-                ),
-                RealiseError::Other(e) => return EffectFailure::from(e),
-            }
-            .into())?;
+            .map_err(|e| {
+                match e {
+                    RealiseError::OutOfSpace { message } => (FailureKind::OutOfSpace, message),
+                    RealiseError::BuildFailed { drv, log_tail } => (
+                        FailureKind::BuildFailed,
+                        format!("building {drv} failed:\n{log_tail}"),
+                    ),
+                    RealiseError::Other(e) => return EffectFailure::from(e),
+                }
+                .into()
+            })?;
         match outs.get("out") {
             Some(p) if *p == g.out => Ok(Effected::note(format!("{built} built, {copied} copied"))),
             other => Err(EffectFailure {

@@ -490,6 +490,18 @@ impl Store for NixCli {
             .collect())
     }
 
+    fn referrers_closure(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>> {
+        // Nix refuses to query an invalid path: ask about the valid ones only.
+        let valid: Vec<StorePath> = self.valid_paths(paths)?.into_iter().collect();
+        if valid.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        Ok(self
+            .path_lines(&self.cmds.referrers_closure(&valid))?
+            .into_iter()
+            .collect())
+    }
+
     fn delete(&self, paths: &[StorePath]) -> Result<()> {
         if paths.is_empty() {
             return Ok(());

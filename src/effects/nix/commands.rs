@@ -224,6 +224,13 @@ impl NixCommands {
             .args(self.paths(paths))
     }
 
+    /// `nix-store --query --referrers-closure PATHS`: everything that refers to them, transitively.
+    pub fn referrers_closure(&self, paths: &[StorePath]) -> Invocation {
+        self.tool("nix-store")
+            .args(["--query", "--referrers-closure"])
+            .args(self.paths(paths))
+    }
+
     /// Build or substitute, registering `root` (and `root-OUTPUT` for outputs other than `out`)
     /// as indirect GC roots; prints the output paths. Also how a root to a valid path is added.
     pub fn realise(&self, path: &StorePath, root: &Path) -> Invocation {
