@@ -15,7 +15,7 @@ use clap::FromArgMatches;
 pub use args::{Cli, Command, DrvCommand, JournalCommand};
 
 use crate::error::{Error, Exit};
-use crate::output::Output;
+use crate::output::{self, Framing, Output};
 
 pub fn main() -> ExitCode {
     // The settings file may supply plan's and upgrade's target, so those are checked after merging.
@@ -28,12 +28,16 @@ pub fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     init_tracing(&cli);
-    let mut out = Output::new(cli.json);
+    let mut out = Output::framed(cli.json, framing(&cli.command));
     let result = config::apply_config_file(&mut cli, &matches)
         .and_then(|()| checks::before_run(&cli))
         .and_then(|()| run(&cli, &mut out));
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
+        // The reader of a read-only command went away (`| head -1`): it has what it wanted.
+        Err(e) if reads_only(&cli.command) && output::is_stdout_closed(&e) => {
+            ExitCode::from(Exit::Done as u8)
+        }
         Err(e) => {
             out.error(&e);
             ExitCode::from(e.exit() as u8)
@@ -47,11 +51,34 @@ fn usage_error(e: clap::Error) -> ExitCode {
     // use_stderr: an error, not the help or version text asked for.
     if e.use_stderr() && json_requested(std::env::args_os()) {
         let message = e.render().to_string();
-        Output::new(true).usage_error(message.trim_end(), Exit::BadInput);
+        Output::usage_error(message.trim_end(), Exit::BadInput);
     }
     let _ = e.print();
     // clap's own codes: 0 for --help/--version, 2 (Exit::BadInput) for usage errors.
     ExitCode::from(e.exit_code() as u8)
+}
+
+/// One-shot commands print one `--json` document; those that run (or stream records) print lines.
+fn framing(command: &Command) -> Framing {
+    match command {
+        Command::Plan(_)
+        | Command::Status
+        | Command::Drv(_)
+        | Command::Journal(JournalCommand::Verify) => Framing::Document,
+        Command::Upgrade(_)
+        | Command::Resume
+        | Command::Unwind
+        | Command::Journal(JournalCommand::Show { .. } | JournalCommand::Export) => Framing::Lines,
+    }
+}
+
+/// Commands that change nothing: when their stdout closes, there is nothing left to do.
+/// (A run goes on whoever stops listening: its progress is in the journal.)
+fn reads_only(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Upgrade(_) | Command::Resume | Command::Unwind
+    )
 }
 
 /// Whether `--json` is among the arguments (before a `--`), when clap could not parse them.

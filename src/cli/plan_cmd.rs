@@ -7,7 +7,8 @@ use crate::effects::nix::cli::{NixCli, NixCliConfig};
 use crate::effects::store::{Store, System};
 use crate::engine::plan_inputs::{gather, SystemLinks};
 use crate::error::{Error, Exit};
-use crate::plan::report::{write_human, write_json, Header};
+use crate::output::write_document;
+use crate::plan::report::{json_body, write_human, Header};
 use crate::plan::{plan, PlanOptions};
 
 /// Run `stepwise plan` against the real Nix.
@@ -52,7 +53,7 @@ pub fn run_with(
         source: e,
     };
     if json {
-        write_json(out, &header, &planned, sd).map_err(io)?;
+        write_document(out, "plan", &json_body(&header, &planned, sd)).map_err(io)?;
     } else {
         write_human(out, &header, &planned).map_err(io)?;
     }

@@ -522,12 +522,14 @@ pub fn unwind(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
 pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     if !cli.journal.exists() {
         if out.is_json() {
-            let _ = out.json_line(
+            out.document(
                 &mut std::io::stdout().lock(),
-                &serde_json::json!({"event": "status", "run": null}),
-            );
+                "status",
+                &serde_json::json!({"run": null}),
+            )
+            .map_err(crate::output::stdout_error)?;
         } else {
-            println!("no run recorded at {}", cli.journal.display());
+            crate::output::print(&format!("no run recorded at {}\n", cli.journal.display()))?;
         }
         return Ok(Exit::Done);
     }
@@ -571,7 +573,6 @@ pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     let failure = loaded.replayed.failures.first().map(|(_, m)| m.clone());
     if out.is_json() {
         let v = serde_json::json!({
-            "event": "status",
             "run": j.last_run(),
             "state": state,
             "finished": matches!(s.phase, Phase::Finished(_)) || loaded.replayed.finished,
@@ -583,19 +584,21 @@ pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
             "failure": failure,
             "unwinding": s.unwind_requested || s.failure.is_some(),
         });
-        let _ = out.json_line(&mut std::io::stdout().lock(), &v);
+        out.document(&mut std::io::stdout().lock(), "status", &v)
+            .map_err(crate::output::stdout_error)?;
     } else {
-        println!("run {}: {state}", j.last_run().unwrap_or(0));
-        println!("  strategy: {chain}, {} step(s)", spec.steps.len());
-        println!("  profile at: {} ({})", at.label, at.out);
-        println!("  G0: {}", spec.g0.out);
-        println!("  target: {}", spec.target.out);
+        let mut text = format!("run {}: {state}\n", j.last_run().unwrap_or(0));
+        text += &format!("  strategy: {chain}, {} step(s)\n", spec.steps.len());
+        text += &format!("  profile at: {} ({})\n", at.label, at.out);
+        text += &format!("  G0: {}\n", spec.g0.out);
+        text += &format!("  target: {}\n", spec.target.out);
         if let Some(f) = failure {
-            println!("  failure: {f}");
+            text += &format!("  failure: {f}\n");
         }
         if !hint.is_empty() {
-            println!("  {hint}");
+            text += &format!("  {hint}\n");
         }
+        crate::output::print(&text)?;
     }
     Ok(Exit::Done)
 }
