@@ -930,6 +930,21 @@ fn json_failed_upgrade_is_one_versioned_stream_ending_with_the_error() {
     );
 }
 
+/// The target's `.drv` is rooted as soon as the input is checked (a GC could delete it while the
+/// plan is made); a refusal found later, by the plan, takes that root away again: nothing changed.
+#[test]
+fn a_refusal_after_the_target_is_rooted_leaves_no_root() {
+    let (env, fx) = installed();
+    let run = env.refused_system(&[
+        "upgrade",
+        "--target",
+        &fx.new.drv,
+        "--non-vital",
+        "no-such-package",
+    ]);
+    run.says(&["no-such-package"]);
+}
+
 /// The hourly timer meets this every hour without an update: done (exit 0), nothing written.
 #[test]
 fn upgrade_to_the_running_system_is_done_and_changes_nothing() {

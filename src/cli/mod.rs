@@ -58,6 +58,19 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(e.exit_code() as u8)
 }
 
+/// How to run Nix for this command line: with the user's `--nix-option`s.
+pub(crate) fn nix_config(cli: &Cli) -> crate::effects::nix::cli::NixCliConfig {
+    crate::effects::nix::cli::NixCliConfig {
+        // clap hands them over flat, two values an occurrence.
+        nix_options: cli
+            .nix_option
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// One-shot commands print one `--json` document; those that run (or stream records) print lines.
 fn framing(command: &Command) -> Framing {
     match command {
@@ -112,7 +125,7 @@ fn init_tracing(cli: &Cli) {
 /// `upgrade`, 0 for `unwind`).
 pub fn run(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     match &cli.command {
-        Command::Plan(args) => plan_cmd::run(args, cli.json),
+        Command::Plan(args) => plan_cmd::run(args, cli.json, nix_config(cli)),
         Command::Upgrade(a) => run_cmd::upgrade(cli, a, out),
         Command::Resume => run_cmd::resume(cli, out),
         Command::Unwind => run_cmd::unwind(cli, out),
@@ -123,5 +136,42 @@ pub fn run(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
             store_dir,
             aterm,
         }) => drv_inspect::run(file, store_dir.as_deref(), *aterm, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn nix_options_pair_up_in_order() {
+        let cli = Cli::try_parse_from([
+            "stepwise",
+            "--nix-option",
+            "tarball-ttl",
+            "0",
+            "--nix-option",
+            "builders",
+            "ssh://b x86_64-linux",
+            "upgrade",
+            "--flake",
+            ".",
+        ])
+        .unwrap();
+        assert_eq!(
+            nix_config(&cli).nix_options,
+            [
+                ("tarball-ttl".to_string(), "0".to_string()),
+                ("builders".to_string(), "ssh://b x86_64-linux".to_string()),
+            ]
+        );
+        // A name without a value is a usage error, not a silently dropped setting.
+        let e = Cli::try_parse_from(["stepwise", "--nix-option", "builders", "status"]);
+        assert_eq!(e.unwrap_err().exit_code(), 2);
+        // After COMMAND it is refused, not silently dropped.
+        let e = Cli::try_parse_from(["stepwise", "status", "--nix-option", "a", "b"]);
+        assert_eq!(e.unwrap_err().exit_code(), 2);
     }
 }

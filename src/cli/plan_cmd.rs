@@ -12,8 +12,8 @@ use crate::plan::report::{json_body, write_human, Header};
 use crate::plan::{plan, PlanOptions};
 
 /// Run `stepwise plan` against the real Nix.
-pub fn run(args: &PlanArgs, json: bool) -> Result<Exit, Error> {
-    let nix = NixCli::new(NixCliConfig::default())?;
+pub fn run(args: &PlanArgs, json: bool, config: NixCliConfig) -> Result<Exit, Error> {
+    let nix = NixCli::new(config)?;
     run_with(&nix, &nix, args, json, &mut std::io::stdout().lock())
 }
 

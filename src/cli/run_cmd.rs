@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::args::{Cli, RebootPolicy, Strategy, UpgradeArgs};
 use crate::effects::fs;
 use crate::effects::journal::{self, Journal, PlannedStep, Record, RunHeader};
-use crate::effects::nix::{NixCli, NixCliConfig};
+use crate::effects::nix::NixCli;
 use crate::effects::{Store, System};
 use crate::engine::plan_inputs::{gather, SystemLinks};
 use crate::engine::steps::{PlannerSource, StepMasks};
@@ -42,8 +42,9 @@ fn install_stop_handlers() {
     }
 }
 
-fn nix() -> Result<NixCli, Error> {
-    Ok(NixCli::new(NixCliConfig::default())?)
+/// Nix with the user's settings (`--nix-option`).
+fn nix(cli: &Cli) -> Result<NixCli, Error> {
+    Ok(NixCli::new(super::nix_config(cli))?)
 }
 
 fn engine_err(journal: &Path, e: EngineError) -> Error {
@@ -188,7 +189,7 @@ fn announce_finished(out: &mut Output, command: &str, line: &str) {
 
 /// `stepwise upgrade`.
 pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, Error> {
-    let nix = nix()?;
+    let nix = nix(cli)?;
     let store_dir = nix.store_dir().clone();
     let target_drv = nix.resolve_target(&args.target.spec())?;
     crate::cli::checks::target_is_system(&target_drv)?;
@@ -227,6 +228,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     if args.action == crate::effects::store::Action::Test {
         test_action_keeps_a_bootable_default(&nix, args, &g0)?;
     }
+    let target_root = TargetRoot::add(&nix, &cli.journal, &target_drv)?;
     let g0_closure = nix.closure(std::slice::from_ref(&g0)).map_err(|e| {
         Error::bad_input(
             format!("G0 {g0} is not complete in the store: {e}"),
@@ -458,6 +460,8 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     let mut reserve = ReserveFile(reserve);
     let reboot_after = masks.reboot_after;
     let source = PlannerSource::new(&nix, masks);
+    // From here the run's records own it: released with the run's other roots at its end.
+    target_root.keep();
     let mut ex = Executor::new(&nix, &nix, &mut j, &source, &STOP);
     ex.reboot_after = reboot_after;
     ex.reserve = Some(&mut reserve);
@@ -472,7 +476,7 @@ fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error
     if !cli.journal.exists() {
         return Err(engine_err(&cli.journal, EngineError::NoRun));
     }
-    let nix = nix()?;
+    let nix = nix(cli)?;
     let mut j = Journal::open(&cli.journal)?;
     let reserve_size = match RunLog::last_run(&j).first() {
         Some((_, Record::RunStarted(h))) => h.reserve,
@@ -601,6 +605,41 @@ pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
         crate::output::print(&text)?;
     }
     Ok(Exit::Done)
+}
+
+/// The target's `.drv`, evaluated seconds ago, rooted while the run is planned: a GC (hourly on
+/// many machines) could delete it before the run's first transition pins it. A refusal before
+/// the run starts takes the root away again, so that nothing is left changed.
+struct TargetRoot<'a> {
+    nix: &'a NixCli,
+    link: Option<PathBuf>,
+}
+
+impl<'a> TargetRoot<'a> {
+    fn add(nix: &'a NixCli, journal: &Path, drv: &crate::drv::StorePath) -> Result<Self, Error> {
+        let link = Spec::roots_dir_for(journal).join("target-drv");
+        nix.add_root(&link, drv)?;
+        Ok(TargetRoot {
+            nix,
+            link: Some(link),
+        })
+    }
+
+    fn keep(mut self) {
+        self.link = None;
+    }
+}
+
+impl Drop for TargetRoot<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = self.link.take() {
+            let _ = self.nix.remove_root(&link);
+            // Tidy only: the directory was made for this link when no run had roots.
+            if let Some(dir) = link.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
 }
 
 /// `upgrade` when the system already runs the target: done, nothing to do.
