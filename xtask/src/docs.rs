@@ -26,6 +26,18 @@ Stopped before the end (signal, reboot pending, no room even step by step): \fBs
 .TP
 \fB4\fR
 The journal is unusable: corrupt, locked by another run, or of a newer format.
+.PP
+A command that only reads (all but \fBupgrade\fR, \fBresume\fR and \fBunwind\fR) exits 0,
+quietly, when its standard output is closed by the reader (\fBstepwise journal show | head \-1\fR).
+.SH "JSON OUTPUT"
+With \fB\-\-json\fR, standard output always carries \fB"version"\fR. One\-shot commands
+(\fBplan\fR, \fBstatus\fR, \fBdrv inspect\fR, \fBjournal verify\fR) print exactly one JSON
+document on one line, \fB{"stepwise": KIND, "version": 1, ...}\fR; when one fails, or the command
+line is wrong, that document is the error: \fB{"stepwise": "error", "version": 1, "event":
+"error", "exit": CODE, "message": ...}\fR. Streaming commands (\fBupgrade\fR, \fBresume\fR,
+\fBunwind\fR, \fBjournal show\fR, \fBjournal export\fR) print JSON lines: a header carrying
+\fB"version"\fR first, then one event (or record) a line; a failure ends the stream with an
+\fB"event": "error"\fR line carrying the exit code.
 .SH FILES
 .TP
 \fI/etc/stepwise/config.toml\fR
