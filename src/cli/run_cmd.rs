@@ -618,7 +618,15 @@ struct TargetRoot<'a> {
 impl<'a> TargetRoot<'a> {
     fn add(nix: &'a NixCli, journal: &Path, drv: &crate::drv::StorePath) -> Result<Self, Error> {
         let link = Spec::roots_dir_for(journal).join("target-drv");
-        nix.add_root(&link, drv)?;
+        // The roots live beside the journal: no place for them is the journal's problem.
+        nix.add_root(&link, drv).map_err(|e| match e {
+            crate::effects::store::StoreError::Io { .. } => Error::Journal {
+                path: journal.display().to_string(),
+                what: format!("cannot root the target beside it: {e}"),
+                hint: "pass --journal PATH in a directory stepwise can create and write".into(),
+            },
+            other => other.into(),
+        })?;
         Ok(TargetRoot {
             nix,
             link: Some(link),
