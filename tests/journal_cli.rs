@@ -136,7 +136,7 @@ fn status_without_a_journal_is_one_document() {
 /// Run stepwise with stdout a pipe whose reader has already gone, as `| head -1` leaves it once
 /// head has its line: every write fails with EPIPE (Rust ignores SIGPIPE, so no signal ends it).
 fn with_stdout_closed(journal: &Path, args: &[&str]) -> Output {
-    let (reader, writer) = std::io::pipe().unwrap();
+    let (reader, writer) = nix::unistd::pipe().unwrap();
     drop(reader);
     Command::new(env!("CARGO_BIN_EXE_stepwise"))
         .arg("--journal")
