@@ -32,6 +32,7 @@ let
   configText = ''
     # Written by the NixOS module services.stepwise. The keys are the long flags of
     # `stepwise upgrade` (see stepwise(1)); flags on the command line win over this file.
+    # [nix-options], if any: Nix settings for every command (as --nix-option NAME VALUE).
     journal = ${tomlValue cfg.journal}
 
     [upgrade]
@@ -48,7 +49,10 @@ let
         "{ lower = ${tomlValue cfg.rebootWindow.lower}, upper = ${tomlValue cfg.rebootWindow.upper} }"
       else null))
     (optionalSetting "boot-dir" cfg.bootDir)
-  ];
+  ] + lib.optionalString (nixOptions != { }) (''
+
+    [nix-options]
+  '' + tomlLines (lib.mapAttrsToList (name: value: setting (tomlValue name) (tomlValue value)) nixOptions));
 
   # One ExecStart argument: systemd unquotes C-style double-quoted words (JSON's escapes are a
   # subset) and expands % specifiers and $ variables, which must be doubled to stay literal.
@@ -63,10 +67,9 @@ let
   nixOptions = lib.optionalAttrs (cfg.refresh && evaluatesAFlake) { tarball-ttl = "0"; }
     // lib.mapAttrs (_: showNixValue) cfg.nixOptions;
   showNixValue = v: if lib.isBool v then lib.boolToString v else toString v;
-  # Global flags, before the command: the same settings for evaluation (upgrade) and for the
-  # builds a resumed or unwound run still does.
-  nixOptionArgs = lib.concatLists (lib.mapAttrsToList (name: value: [ "--nix-option" name value ]) nixOptions);
-  command = verb: [ stepwise "--config" configPath ] ++ nixOptionArgs ++ [ verb ];
+  # In the settings file, so that every command uses them: the services' evaluation and builds,
+  # and a `stepwise resume` or `plan` run by hand.
+  command = verb: [ stepwise "--config" configPath verb ];
 
   # rebootOnKernelChange: after a successful run, what `system.autoUpgrade.allowReboot` does
   # after its `nixos-rebuild boot`: reboot when the kernel, its modules or the initrd of the
@@ -166,8 +169,9 @@ in
       example = literalExpression ''{ builders = "ssh://big x86_64-linux - 8"; max-jobs = 0; }'';
       description = ''
         Nix settings for evaluating and building the target (and for the builds of a resumed
-        run), passed as `stepwise --nix-option NAME VALUE`, which Nix gets as `--option NAME
-        VALUE`. Set here rather than in `nix.settings` when only upgrades should use them.
+        run): the settings file's `[nix-options]`, which every stepwise command passes to Nix as
+        `--option NAME VALUE` (as `--nix-option NAME VALUE` would). Set here rather than in
+        `nix.settings` when only upgrades should use them.
       '';
     };
 

@@ -230,10 +230,9 @@ fn module_with_defaults() {
     let upgrade = &eval["services"]["stepwise-upgrade"];
     let sc = &upgrade["serviceConfig"];
     assert_eq!(sc["Type"], "oneshot");
-    // A flake target: its inputs fetched afresh (`nix --refresh`) by default.
     assert_eq!(
         sc["ExecStart"].as_str().unwrap(),
-        format!("\"{STEPWISE_BIN}\" \"--config\" \"/etc/stepwise/config.toml\" \"--nix-option\" \"tarball-ttl\" \"0\" \"upgrade\"")
+        format!("\"{STEPWISE_BIN}\" \"--config\" \"/etc/stepwise/config.toml\" \"upgrade\"")
     );
     assert!(sc.get("ExecStartPost").is_none(), "no reboot unless asked");
     assert_eq!(upgrade["onFailure"], json!([]));
@@ -267,7 +266,7 @@ fn module_with_defaults() {
     assert_eq!(resume["serviceConfig"]["KillMode"], "mixed");
     assert_eq!(
         resume["serviceConfig"]["ExecStart"].as_str().unwrap(),
-        format!("\"{STEPWISE_BIN}\" \"--config\" \"/etc/stepwise/config.toml\" \"--nix-option\" \"tarball-ttl\" \"0\" \"resume\"")
+        format!("\"{STEPWISE_BIN}\" \"--config\" \"/etc/stepwise/config.toml\" \"resume\"")
     );
 
     assert_eq!(
@@ -294,6 +293,15 @@ fn module_with_defaults() {
     assert_eq!(c.upgrade.reboot, Some(RebootPolicy::Never));
     assert_eq!(c.upgrade.reserve, None);
     assert_eq!(c.upgrade.reboot_window, None);
+    // A flake target: its inputs fetched afresh (`nix --refresh`) by default.
+    assert_eq!(nix_options(&c), [("tarball-ttl", "0".to_string())]);
+}
+
+fn nix_options(c: &Config) -> Vec<(&str, String)> {
+    c.nix_options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -312,7 +320,7 @@ fn module_with_every_option() {
             .as_str()
             .unwrap(),
         format!(
-            "\"{STEPWISE_BIN}\" \"--config\" \"/etc/stepwise/config.toml\" \"--nix-option\" \"builders\" \"ssh://b x86_64-linux - 4\" \"--nix-option\" \"keep-going\" \"true\" \"--nix-option\" \"max-jobs\" \"0\" \"--nix-option\" \"tarball-ttl\" \"0\" \"upgrade\" \"--strategy\" \"stepwise\" \"-v\" \"--reboot-command\" \"echo 100%% $$HOME \\\"quoted\\\"\""
+            "\"{STEPWISE_BIN}\" \"--config\" \"/etc/stepwise/config.toml\" \"upgrade\" \"--strategy\" \"stepwise\" \"-v\" \"--reboot-command\" \"echo 100%% $$HOME \\\"quoted\\\"\""
         )
     );
     assert_eq!(
@@ -334,10 +342,13 @@ fn module_with_every_option() {
     }
 
     let text = config_text(&eval);
+    if std::env::var("STEPWISE_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(repo().join("doc/example-config.toml"), text).unwrap();
+    }
     let golden = std::fs::read_to_string(repo().join("doc/example-config.toml")).unwrap();
     assert_eq!(
         text, golden,
-        "doc/example-config.toml is not what the module writes for every_option(): update it"
+        "doc/example-config.toml is not what the module writes for every_option(): STEPWISE_BLESS=1 rewrites it"
     );
 }
 
@@ -364,8 +375,7 @@ fn reboots_when_the_kernel_changed(eval: &Value) {
     assert!(syntax.status.success(), "{syntax:?}");
 }
 
-/// Without a flake, or with `refresh = false`, no `tarball-ttl`; without `rebootOnKernelChange`,
-/// no script.
+/// Without a flake, or with `refresh = false`, no `tarball-ttl`.
 #[test]
 fn refresh_only_for_flakes() {
     let Some(lib) = nixpkgs_lib() else { return };
@@ -374,16 +384,16 @@ fn refresh_only_for_flakes() {
         json!({"enable": true, "package": package(), "flake": "/etc/nixos", "refresh": false}),
     ] {
         let eval = eval_module(&lib, &settings).unwrap();
-        let exec = eval["services"]["stepwise-upgrade"]["serviceConfig"]["ExecStart"].to_string();
-        assert!(!exec.contains("tarball-ttl"), "{settings}: {exec}");
+        let text = config_text(&eval);
+        assert!(!text.contains("\n[nix-options]\n"), "{settings}: {text}");
     }
     let eval = eval_module(
         &lib,
         &json!({"enable": true, "package": package(), "flags": ["--flake", "/etc/nixos"]}),
     )
     .unwrap();
-    let exec = eval["services"]["stepwise-upgrade"]["serviceConfig"]["ExecStart"].to_string();
-    assert!(exec.contains("tarball-ttl"), "{exec}");
+    let c = Config::parse(config_text(&eval), Path::new("generated")).unwrap();
+    assert_eq!(nix_options(&c), [("tarball-ttl", "0".to_string())]);
 }
 
 #[test]
@@ -473,6 +483,15 @@ fn example_config_parses_with_stepwise() {
         })
     );
     assert_eq!(u.boot_dir.as_deref(), Some(Path::new("/boot")));
+    assert_eq!(
+        nix_options(&c),
+        [
+            ("builders", "ssh://b x86_64-linux - 4".to_string()),
+            ("keep-going", "true".to_string()),
+            ("max-jobs", "0".to_string()),
+            ("tarball-ttl", "0".to_string()),
+        ]
+    );
 }
 
 /// flake.nix's outputs, with nixpkgs' lib and stand-ins for the rest of nixpkgs

@@ -47,6 +47,8 @@ same names: \fBtarget\fR, \fBflake\fR or \fBfile\fR (with \fBattr\fR), \fBprofil
 \fBcurrent\-system\fR, \fBbooted\-system\fR, \fBaction\fR, \fBstrategy\fR, \fBnon\-vital\fR (a list),
 \fBtogether\fR (a list of lists), \fBreserve\fR (bytes, or a string such as "64M"), \fBon\-failure\fR,
 \fBreboot\fR, \fBreboot\-command\fR, \fBreboot\-window\fR ({ lower = "01:00", upper = "05:00" }).
+The table \fB[nix\-options]\fR holds Nix settings for every command, passed as
+\fB\-\-nix\-option\fR NAME VALUE before those of the command line.
 Flags given on the command line win over the file. A missing default file is fine; an unknown key
 or a bad value is exit 2 naming the line and column.
 .TP
