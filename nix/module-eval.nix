@@ -48,6 +48,8 @@ let
         xz = { bin = fakePackage "xz-5.4.6-bin"; };
         gzip = fakePackage "gzip-1.13";
         gitMinimal = fakePackage "git-minimal-2.44.0";
+        # A real file in the evaluation's own store, for the test to read (and check with bash).
+        writeShellScript = name: text: builtins.toFile name text;
       } // pkgsExtra;
     };
   };

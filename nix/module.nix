@@ -6,6 +6,13 @@
 #   stepwise-upgrade.service  `stepwise upgrade` with /etc/stepwise/config.toml and `flags`
 #   stepwise-resume.service   at boot: `stepwise resume` finishes a run a crash, OOM kill, power cut
 #                             or stepwise's own reboot interrupted (nothing to resume: exit 0)
+#
+# Not here: `keepPrevious` (keep the starting generation as a rollback target when the disk has
+# room): the engine deletes G0's generation as part of every run and has no mode that keeps it.
+#
+# Not `pkgs.formats.toml`: every key of the settings file is an option of its own here, typed,
+# and the file is written as text (no build step) that the tests read back with stepwise's own
+# reader; anything else goes through `flags`.
 { config, lib, pkgs, ... }:
 
 let
@@ -25,6 +32,7 @@ let
   configText = ''
     # Written by the NixOS module services.stepwise. The keys are the long flags of
     # `stepwise upgrade` (see stepwise(1)); flags on the command line win over this file.
+    # [nix-options], if any: Nix settings for every command (as --nix-option NAME VALUE).
     journal = ${tomlValue cfg.journal}
 
     [upgrade]
@@ -41,7 +49,10 @@ let
         "{ lower = ${tomlValue cfg.rebootWindow.lower}, upper = ${tomlValue cfg.rebootWindow.upper} }"
       else null))
     (optionalSetting "boot-dir" cfg.bootDir)
-  ];
+  ] + lib.optionalString (nixOptions != { }) (''
+
+    [nix-options]
+  '' + tomlLines (lib.mapAttrsToList (name: value: setting (tomlValue name) (tomlValue value)) nixOptions));
 
   # One ExecStart argument: systemd unquotes C-style double-quoted words (JSON's escapes are a
   # subset) and expands % specifiers and $ variables, which must be doubled to stay literal.
@@ -49,6 +60,35 @@ let
   execLine = args: lib.concatMapStringsSep " " execArg args;
 
   stepwise = "${cfg.package}/bin/stepwise";
+
+  # A flake's inputs are fetched afresh on every run (what `nix --refresh` sets): otherwise an
+  # hourly run evaluates inputs Nix cached up to an hour ago (`tarball-ttl`, 3600 s).
+  evaluatesAFlake = cfg.flake != null || lib.elem "--flake" cfg.flags;
+  nixOptions = lib.optionalAttrs (cfg.refresh && evaluatesAFlake) { tarball-ttl = "0"; }
+    // lib.mapAttrs (_: showNixValue) cfg.nixOptions;
+  showNixValue = v: if lib.isBool v then lib.boolToString v else toString v;
+  # In the settings file, so that every command uses them: the services' evaluation and builds,
+  # and a `stepwise resume` or `plan` run by hand.
+  command = verb: [ stepwise "--config" configPath verb ];
+
+  # rebootOnKernelChange: after a successful run, what `system.autoUpgrade.allowReboot` does
+  # after its `nixos-rebuild boot`: reboot when the kernel, its modules or the initrd of the
+  # system profile differ from the booted system's (within rebootWindow, if set).
+  rebootIfKernelChanged = pkgs.writeShellScript "stepwise-reboot-if-kernel-changed" (''
+    booted="$(readlink /run/booted-system/{initrd,kernel,kernel-modules})"
+    built="$(readlink /nix/var/nix/profiles/system/{initrd,kernel,kernel-modules})"
+    if [ "$booted" = "$built" ]; then exit 0; fi
+  '' + lib.optionalString (cfg.rebootWindow != null) ''
+    now="$(date +%H:%M)" lower=${lib.escapeShellArg cfg.rebootWindow.lower} upper=${lib.escapeShellArg cfg.rebootWindow.upper}
+    if [[ "$lower" < "$upper" ]]; then
+      if [[ "$now" < "$lower" || "$now" > "$upper" ]]; then echo "kernel changed: reboot outside $lower-$upper, left for later"; exit 0; fi
+    elif [[ "$now" < "$lower" && "$now" > "$upper" ]]; then
+      echo "kernel changed: reboot outside $lower-$upper, left for later"; exit 0
+    fi
+  '' + ''
+    echo "kernel, modules or initrd changed: rebooting into the new system"
+    systemctl reboot
+  '');
 
   # Shared by both services: what Nix needs to fetch flakes and substitute, as for nixos-upgrade.
   environment = config.nix.envVars // {
@@ -67,6 +107,14 @@ let
     # `reboot-command` defaults to `systemctl reboot`.
     config.systemd.package
   ];
+
+  # nix-gc.service: when both are due at once (hourly timers, or at boot when both were
+  # missed), the run starts after the collection ended, so the plan measures the space the
+  # collection freed instead of racing its deletions. Only ordering: no Conflicts=, which would
+  # stop a run hours long whenever the collection starts (or kill the collection when a run
+  # starts). A collection during a run is safe: everything the run needs is rooted, the target's
+  # .drv from the moment it is evaluated. Not Before=: the collection would wait for the run.
+  afterGc = [ "nix-gc.service" ];
 
   serviceConfig = {
     Type = "oneshot";
@@ -92,11 +140,8 @@ in
       stepwise: periodic NixOS upgrades that fit a small disk, by a chain of real intermediate
       generations when the plain upgrade does not fit, resumable after any interruption'';
 
-    package = mkOption {
-      type = types.package;
-      default = pkgs.stepwise;
-      defaultText = literalExpression "pkgs.stepwise (the flake's nixosModules.default sets its own package)";
-      description = "The stepwise package to run.";
+    package = lib.mkPackageOption pkgs "stepwise" {
+      extraDescription = "The flake's `nixosModules.default` sets the flake's own package.";
     };
 
     flake = mkOption {
@@ -106,6 +151,27 @@ in
       description = ''
         The flake of the NixOS configuration to upgrade to, `REF[#HOST]` (the host defaults to
         this machine's hostname). Leave null only if `flags` name a target (`--target` or `--file`).
+      '';
+    };
+
+    refresh = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        With a flake target: fetch its inputs afresh on every run, as `nix --refresh` (Nix's
+        `tarball-ttl` set to 0), so that an hourly run never evaluates a cached, stale input.
+      '';
+    };
+
+    nixOptions = mkOption {
+      type = types.attrsOf (types.oneOf [ types.str types.int types.bool ]);
+      default = { };
+      example = literalExpression ''{ builders = "ssh://big x86_64-linux - 8"; max-jobs = 0; }'';
+      description = ''
+        Nix settings for evaluating and building the target (and for the builds of a resumed
+        run): the settings file's `[nix-options]`, which every stepwise command passes to Nix as
+        `--option NAME VALUE` (as `--nix-option NAME VALUE` would). Set here rather than in
+        `nix.settings` when only upgrades should use them.
       '';
     };
 
@@ -184,12 +250,41 @@ in
       '';
     };
 
+    onFailureUnits = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "notify-admin@%n.service" ];
+      description = ''
+        systemd units to start when a run fails or stops before the end (`OnFailure=` of both
+        services; `%n` is the failed unit's name). Every exit but 0 counts: 1 failed and unwound,
+        2 bad settings, 3 stopped (no room, reboot pending outside `rebootWindow`, interrupted;
+        a later run or `stepwise resume` continues), 4 journal unusable.
+        (`onFailure` is taken: it is what stepwise does on a failed build.)
+      '';
+    };
+
     allowReboot = mkOption {
       type = types.bool;
       default = false;
       description = ''
-        Let stepwise reboot when only a reboot frees the booted system's packages (the run goes on
-        after the boot, from `stepwise-resume.service`). See `rebootWindow`.
+        Let stepwise reboot in the middle of a run when only a reboot frees the booted system's
+        packages (the run goes on after the boot, from `stepwise-resume.service`). See
+        `rebootWindow`.
+
+        Not the same as `system.autoUpgrade.allowReboot`, which reboots after the upgrade when
+        the new kernel, modules or initrd differ from the booted ones: that is
+        `rebootOnKernelChange` here. The two can be set together.
+      '';
+    };
+
+    rebootOnKernelChange = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        After a successful run, reboot when the system profile's kernel, kernel modules or initrd
+        differ from the booted system's: what `system.autoUpgrade.allowReboot` does. Within
+        `rebootWindow` when that is set (outside it, a later run reboots). With `action = "test"`
+        the profile does not change, so this never reboots.
       '';
     };
 
@@ -264,10 +359,14 @@ in
       wants = [ "network-online.target" ];
       # Never overlap the boot-time resume. Ordering the service rather than the timer keeps
       # timers.target (which every timer is ordered before) from waiting for a long resume.
-      after = [ "network-online.target" "stepwise-resume.service" ];
+      after = [ "network-online.target" "stepwise-resume.service" ] ++ afterGc;
+      onFailure = cfg.onFailureUnits;
       inherit environment path;
       serviceConfig = serviceConfig // {
-        ExecStart = execLine ([ stepwise "--config" configPath "upgrade" ] ++ cfg.flags);
+        ExecStart = execLine (command "upgrade" ++ cfg.flags);
+      } // lib.optionalAttrs cfg.rebootOnKernelChange {
+        # Only after a run that succeeded (ExecStartPost is skipped when ExecStart fails).
+        ExecStartPost = "${rebootIfKernelChanged}";
       };
     };
 
@@ -287,7 +386,8 @@ in
       documentation = [ "man:stepwise(1)" ];
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
+      after = [ "network-online.target" ] ++ afterGc;
+      onFailure = cfg.onFailureUnits;
       # Run once per boot: a oneshot that went inactive would be started again by every
       # switch-to-configuration (it restarts active targets), and so in the middle of a run,
       # where it would find the journal locked.
@@ -296,7 +396,7 @@ in
       inherit environment path;
       serviceConfig = serviceConfig // {
         RemainAfterExit = true;
-        ExecStart = execLine [ stepwise "--config" configPath "resume" ];
+        ExecStart = execLine (command "resume");
       };
     };
   };

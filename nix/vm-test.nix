@@ -36,6 +36,8 @@
       with subtest("units are installed"):
           machine.succeed("systemctl cat stepwise-upgrade.service stepwise-resume.service stepwise-upgrade.timer")
           machine.succeed("systemctl is-enabled stepwise-upgrade.timer")
+          # The units as NixOS wrote them (tests/nixos_module.rs checks a rendering of its own).
+          machine.succeed("systemd-analyze verify --man=no stepwise-upgrade.service stepwise-resume.service stepwise-upgrade.timer")
           machine.succeed("systemctl list-timers --all | grep stepwise-upgrade.timer")
           machine.succeed("test \"$(stat -c %a /var/lib/stepwise)\" = 700")
           machine.succeed("man -w stepwise")

@@ -8,6 +8,11 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+#[path = "common/golden.rs"]
+mod golden;
+
+use golden::one_document;
+use stepwise::output::Framing;
 use stepwise_testbed::{Bed, Disk, Fixture, FixtureSpec, TmpfsMount};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stepwise");
@@ -211,20 +216,32 @@ fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// `--json` errors: the version header, then one error event carrying the exit code.
-fn assert_json_error(run: &Run, code: i32, mentions: &str) {
+/// `--json` errors, framed as the command frames its output: a one-shot command (or a usage
+/// error) prints the one versioned error document; a streaming command its version header, then
+/// one error event. Either way the error carries the exit code.
+fn assert_json_error(run: &Run, framing: Framing, code: i32, mentions: &str) {
     run.expect_code(code);
     let lines = json_lines(&run.stdout);
-    assert_eq!(lines.len(), 2, "header and error event: {run:#?}");
-    assert_eq!(lines[0]["stepwise"], "events", "{run:#?}");
     assert_eq!(
         lines[0]["version"],
         stepwise::output::JSON_FORMAT_VERSION,
         "{run:#?}"
     );
-    assert_eq!(lines[1]["event"], "error", "{run:#?}");
-    assert_eq!(lines[1]["exit"], code, "{run:#?}");
-    let message = lines[1]["message"].as_str().expect("a message");
+    let error = match framing {
+        Framing::Document => {
+            assert_eq!(lines.len(), 1, "one error document: {run:#?}");
+            assert_eq!(lines[0]["stepwise"], "error", "{run:#?}");
+            &lines[0]
+        }
+        Framing::Lines => {
+            assert_eq!(lines.len(), 2, "header and error event: {run:#?}");
+            assert_eq!(lines[0]["stepwise"], "events", "{run:#?}");
+            &lines[1]
+        }
+    };
+    assert_eq!(error["event"], "error", "{run:#?}");
+    assert_eq!(error["exit"], code, "{run:#?}");
+    let message = error["message"].as_str().expect("a message");
     assert!(message.contains(mentions), "{message}");
 }
 
@@ -506,7 +523,7 @@ fn usage_errors_with_json_are_a_versioned_error_event() {
             .iter()
             .find(|a| ["swich", "12Q", "statsu"].contains(a))
             .unwrap();
-        assert_json_error(&run, 2, mention);
+        assert_json_error(&run, Framing::Document, 2, mention);
         // People reading the log still see clap's message.
         run.says(&[mention]);
     }
@@ -546,7 +563,7 @@ fn drv_inspect_of_a_truncated_file_names_the_offset() {
         OsStr::new("inspect"),
         file.as_os_str(),
     ]);
-    assert_json_error(&run, 2, &format!("byte {cut}"));
+    assert_json_error(&run, Framing::Document, 2, &format!("byte {cut}"));
 
     // Nothing at all, a directory, and a file that does not exist are named too.
     let empty = env.bed.root().join("empty.drv");
@@ -627,7 +644,11 @@ fn a_bad_target_is_refused_naming_it(command: &str) {
             "--target".as_ref(),
             missing.as_os_str(),
         ]);
-        assert_json_error(&run, 2, &missing.display().to_string());
+        let framing = match command {
+            "plan" => Framing::Document,
+            _ => Framing::Lines,
+        };
+        assert_json_error(&run, framing, 2, &missing.display().to_string());
     }
 }
 
@@ -803,11 +824,9 @@ fn drv_inspect_json_and_aterm() {
     let drv = small_drv(&env, "shape");
     let run = env.run(&["--json", "drv", "inspect", &drv]);
     run.expect_code(0);
-    let lines = json_lines(&run.stdout);
-    assert_eq!(lines.len(), 2, "{run:#?}");
-    assert_eq!(lines[0]["stepwise"], "events");
-    assert_eq!(lines[0]["version"], stepwise::output::JSON_FORMAT_VERSION);
-    let d = &lines[1];
+    // One document, which `json.load` reads whole.
+    one_document(&run.stdout, "drv-inspect");
+    let d: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(d["drvPath"], drv.as_str());
     assert_eq!(d["name"], "shape");
     let out = &d["outputs"]["out"];
@@ -835,6 +854,31 @@ fn drv_inspect_json_and_aterm() {
         .says(&["--aterm", "--json"]);
     env.refused(&["drv", "inspect", "--json", "--aterm", &drv])
         .says(&["--aterm", "--json"]);
+}
+
+/// The one-shot documents, byte for byte: `drv inspect` of a checked-in derivation, and the
+/// error document of a usage error. (`plan`'s is tests/plan_report.rs's, `status` and
+/// `journal verify` tests/journal_cli.rs's.)
+#[test]
+fn json_documents_of_drv_inspect_and_a_usage_error_are_golden() {
+    let env = Env::empty();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/drv/golden");
+    let drv = fixtures.join("358n1ffysshbxpnfjdjf6wnblxh2r82w-simple.drv");
+    let run = env.run(&[
+        OsStr::new("--json"),
+        OsStr::new("drv"),
+        OsStr::new("inspect"),
+        OsStr::new("--store-dir"),
+        OsStr::new("/tmp/stepwise-drv-fixtures/store"),
+        drv.as_os_str(),
+    ]);
+    run.expect_code(0);
+    let doc = one_document(&run.stdout, "drv-inspect");
+    let repo = env!("CARGO_MANIFEST_DIR");
+    golden::check("drv_inspect.json", &doc.replace(repo, "$REPO"));
+
+    let run = env.refused(&["--json", "statsu"]);
+    golden::check("usage_error.json", &one_document(&run.stdout, "error"));
 }
 
 // ---- --json: one versioned stream ----------------------------------------------------------------
@@ -884,6 +928,21 @@ fn json_failed_upgrade_is_one_versioned_stream_ending_with_the_error() {
         Some(fx.old.out.as_str()),
         "unwound to G0"
     );
+}
+
+/// The target's `.drv` is rooted as soon as the input is checked (a GC could delete it while the
+/// plan is made); a refusal found later, by the plan, takes that root away again: nothing changed.
+#[test]
+fn a_refusal_after_the_target_is_rooted_leaves_no_root() {
+    let (env, fx) = installed();
+    let run = env.refused_system(&[
+        "upgrade",
+        "--target",
+        &fx.new.drv,
+        "--non-vital",
+        "no-such-package",
+    ]);
+    run.says(&["no-such-package"]);
 }
 
 /// The hourly timer meets this every hour without an update: done (exit 0), nothing written.
@@ -994,7 +1053,7 @@ fn a_bad_settings_file_is_refused_naming_file_line_and_column() {
     // With --json, the same as a versioned error event.
     let file = dir.join("syntax.toml").display().to_string();
     let run = env.refused(&["--json", "--config", &file, "plan", "--flake", "."]);
-    assert_json_error(&run, 2, "syntax.toml, line 2");
+    assert_json_error(&run, Framing::Document, 2, "syntax.toml, line 2");
 }
 
 #[test]

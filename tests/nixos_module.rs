@@ -10,6 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "common/golden.rs"]
+mod golden;
+
 use serde_json::{json, Value};
 use stepwise::cli::args::{OnFailure, RebootPolicy};
 use stepwise::cli::config::{ClockTime, Config, RebootWindow, Size};
@@ -103,6 +106,10 @@ fn every_option() -> Value {
         "rebootWindow": {"lower": "23:30", "upper": "05:00"},
         "bootDir": "/boot",
         "journal": "/srv/stepwise/journal.redb",
+        "refresh": true,
+        "nixOptions": {"builders": "ssh://b x86_64-linux - 4", "max-jobs": 0, "keep-going": true},
+        "onFailureUnits": ["notify-admin@%n.service"],
+        "rebootOnKernelChange": true,
     })
 }
 
@@ -152,6 +159,8 @@ fn eval_module(lib: &Path, settings: &Value) -> Result<Value, String> {
         "--eval",
         "--strict",
         "--json",
+        // The scripts the module writes (builtins.toFile) land in the private store.
+        "--read-write-mode",
         repo().join("nix/module-eval.nix").to_str().unwrap(),
         "--arg",
         "lib",
@@ -160,10 +169,39 @@ fn eval_module(lib: &Path, settings: &Value) -> Result<Value, String> {
         "settings",
         &settings.to_string(),
     ]);
-    if out.status.success() {
-        Ok(serde_json::from_slice(&out.stdout).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let mut eval: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut scripts = serde_json::Map::new();
+    let store = nix.dir.path().join("store").display().to_string();
+    in_private_store(&mut eval, &store, &mut scripts);
+    eval["scripts"] = Value::Object(scripts);
+    Ok(eval)
+}
+
+/// The scripts module-eval.nix's `writeShellScript` wrote (with `builtins.toFile`) into the
+/// private store: each path becomes `/nix/store/000…-NAME`, as the other stand-ins are (a hash of
+/// the private store's directory would make every evaluation differ), and the script's text is
+/// kept under `scripts` by that path.
+fn in_private_store(v: &mut Value, store: &str, scripts: &mut serde_json::Map<String, Value>) {
+    match v {
+        Value::String(text) if text.starts_with(store) => {
+            let path = text.clone();
+            let base = &path[store.len() + 1..];
+            let name = base.split_once('-').map_or(base, |(_, n)| n);
+            let shown = format!("/nix/store/{}-{name}", "0".repeat(32));
+            let body = std::fs::read_to_string(&path).unwrap();
+            scripts.insert(shown.clone(), Value::String(body));
+            *text = shown;
+        }
+        Value::Array(a) => a
+            .iter_mut()
+            .for_each(|x| in_private_store(x, store, scripts)),
+        Value::Object(m) => m
+            .values_mut()
+            .for_each(|x| in_private_store(x, store, scripts)),
+        _ => {}
     }
 }
 
@@ -196,6 +234,8 @@ fn module_with_defaults() {
         sc["ExecStart"].as_str().unwrap(),
         format!("\"{STEPWISE_BIN}\" \"--config\" \"/etc/stepwise/config.toml\" \"upgrade\"")
     );
+    assert!(sc.get("ExecStartPost").is_none(), "no reboot unless asked");
+    assert_eq!(upgrade["onFailure"], json!([]));
     assert_eq!(upgrade["restartIfChanged"], false);
     assert_eq!(upgrade["unitConfig"]["X-StopOnRemoval"], false);
     assert_eq!(sc["Nice"], 19);
@@ -210,6 +250,11 @@ fn module_with_defaults() {
     let after = upgrade["after"].as_array().unwrap();
     assert!(after.contains(&json!("stepwise-resume.service")));
     assert!(after.contains(&json!("network-online.target")));
+    // After a collection due at the same time, never in conflict with one (see module.nix).
+    assert!(after.contains(&json!("nix-gc.service")));
+    for key in ["conflicts", "before"] {
+        assert!(upgrade.get(key).is_none(), "{key}: {upgrade}");
+    }
     let path = upgrade["path"].to_string();
     assert!(path.contains("-nix-") && path.contains("-systemd-") && path.contains("-git-"));
 
@@ -229,6 +274,9 @@ fn module_with_defaults() {
         json!(["d /var/lib/stepwise 0700 root root -"])
     );
     assert_eq!(eval["systemPackages"], json!(["stepwise-0.1.0"]));
+    // mkPackageOption: pkgs.stepwise when no package is set.
+    let eval = eval_module(&lib, &json!({"enable": true, "flake": "/etc/nixos"})).unwrap();
+    assert_eq!(eval["systemPackages"], json!(["stepwise-from-pkgs"]));
 
     // The file parses with stepwise's reader and holds the contract's defaults.
     let c = Config::parse(config_text(&eval), Path::new("generated")).unwrap();
@@ -245,6 +293,15 @@ fn module_with_defaults() {
     assert_eq!(c.upgrade.reboot, Some(RebootPolicy::Never));
     assert_eq!(c.upgrade.reserve, None);
     assert_eq!(c.upgrade.reboot_window, None);
+    // A flake target: its inputs fetched afresh (`nix --refresh`) by default.
+    assert_eq!(nix_options(&c), [("tarball-ttl", "0".to_string())]);
+}
+
+fn nix_options(c: &Config) -> Vec<(&str, String)> {
+    c.nix_options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -271,12 +328,72 @@ fn module_with_every_option() {
         json!(["d /srv/stepwise 0700 root root -"])
     );
 
+    for unit in ["stepwise-upgrade", "stepwise-resume"] {
+        assert_eq!(
+            eval["services"][unit]["onFailure"],
+            json!(["notify-admin@%n.service"])
+        );
+    }
+    reboots_when_the_kernel_changed(&eval);
+    // The units as NixOS writes them: tests/golden/module-units/, which
+    // `rendered_units_pass_systemd_analyze_verify` checks (STEPWISE_BLESS=1 rewrites them).
+    for (name, text) in render_units(&eval) {
+        golden::check(&format!("module-units/{name}"), &text);
+    }
+
     let text = config_text(&eval);
+    if std::env::var("STEPWISE_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(repo().join("doc/example-config.toml"), text).unwrap();
+    }
     let golden = std::fs::read_to_string(repo().join("doc/example-config.toml")).unwrap();
     assert_eq!(
         text, golden,
-        "doc/example-config.toml is not what the module writes for every_option(): update it"
+        "doc/example-config.toml is not what the module writes for every_option(): STEPWISE_BLESS=1 rewrites it"
     );
+}
+
+/// `rebootOnKernelChange`: after a run that succeeded, a script compares the profile's kernel,
+/// modules and initrd with the booted ones, as `system.autoUpgrade.allowReboot` does, and keeps
+/// to the reboot window.
+fn reboots_when_the_kernel_changed(eval: &Value) {
+    let post = eval["services"]["stepwise-upgrade"]["serviceConfig"]["ExecStartPost"]
+        .as_str()
+        .expect("ExecStartPost with rebootOnKernelChange");
+    let script = eval["scripts"][post].as_str().expect("the script's text");
+    for needed in [
+        "readlink /run/booted-system/{initrd,kernel,kernel-modules}",
+        "readlink /nix/var/nix/profiles/system/{initrd,kernel,kernel-modules}",
+        "lower=23:30 upper=05:00",
+        "systemctl reboot",
+    ] {
+        assert!(script.contains(needed), "{needed} not in:\n{script}");
+    }
+    let syntax = Command::new("bash")
+        .args(["-n", "-c", script])
+        .output()
+        .unwrap();
+    assert!(syntax.status.success(), "{syntax:?}");
+}
+
+/// Without a flake, or with `refresh = false`, no `tarball-ttl`.
+#[test]
+fn refresh_only_for_flakes() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    for settings in [
+        json!({"enable": true, "package": package(), "flags": ["--target", "/nix/store/x.drv"]}),
+        json!({"enable": true, "package": package(), "flake": "/etc/nixos", "refresh": false}),
+    ] {
+        let eval = eval_module(&lib, &settings).unwrap();
+        let text = config_text(&eval);
+        assert!(!text.contains("\n[nix-options]\n"), "{settings}: {text}");
+    }
+    let eval = eval_module(
+        &lib,
+        &json!({"enable": true, "package": package(), "flags": ["--flake", "/etc/nixos"]}),
+    )
+    .unwrap();
+    let c = Config::parse(config_text(&eval), Path::new("generated")).unwrap();
+    assert_eq!(nix_options(&c), [("tarball-ttl", "0".to_string())]);
 }
 
 #[test]
@@ -366,6 +483,15 @@ fn example_config_parses_with_stepwise() {
         })
     );
     assert_eq!(u.boot_dir.as_deref(), Some(Path::new("/boot")));
+    assert_eq!(
+        nix_options(&c),
+        [
+            ("builders", "ssh://b x86_64-linux - 4".to_string()),
+            ("keep-going", "true".to_string()),
+            ("max-jobs", "0".to_string()),
+            ("tarball-ttl", "0".to_string()),
+        ]
+    );
 }
 
 /// flake.nix's outputs, with nixpkgs' lib and stand-ins for the rest of nixpkgs
@@ -467,7 +593,7 @@ fn flake_outputs_evaluate() {
         "wait_for_unit(\"stepwise-resume.service\")",
         &format!("target = \\\"{drv}\\\""),
         "stepwise status",
-        "stepwise journal verify",
+        "stepwise journal show",
     ] {
         assert!(
             script.contains(needed),
@@ -505,4 +631,184 @@ fn python_compiles(script: &str) {
         "the VM test script is not valid Python:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---- the units as files, checked by systemd ----------------------------------------------------
+
+/// One `Key=value` line per value: lists repeat the key, booleans are `true`/`false`.
+fn unit_lines(out: &mut String, key: &str, value: &Value) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| unit_lines(out, key, v)),
+        Value::String(s) => out.push_str(&format!("{key}={s}\n")),
+        other => out.push_str(&format!("{key}={other}\n")),
+    }
+}
+
+/// A `[Section]` of `attrs`, keys sorted as NixOS sorts them.
+fn unit_section(out: &mut String, name: &str, attrs: &serde_json::Map<String, Value>) {
+    out.push_str(&format!("[{name}]\n"));
+    let sorted: std::collections::BTreeMap<_, _> = attrs.iter().collect();
+    for (key, value) in sorted {
+        unit_lines(out, key, value);
+    }
+    out.push('\n');
+}
+
+/// The `[Unit]` keys NixOS derives from a unit's options (the ones the module sets).
+fn unit_keys(unit: &Value) -> serde_json::Map<String, Value> {
+    let mut keys = serde_json::Map::new();
+    keys.insert("Description".into(), unit["description"].clone());
+    for (option, key) in [
+        ("documentation", "Documentation"),
+        ("after", "After"),
+        ("wants", "Wants"),
+        ("onFailure", "OnFailure"),
+    ] {
+        let joined: Vec<&str> = unit[option]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !joined.is_empty() {
+            keys.insert(key.into(), Value::String(joined.join(" ")));
+        }
+    }
+    if unit["restartIfChanged"] == json!(false) {
+        keys.insert("X-RestartIfChanged".into(), json!(false));
+    }
+    if let Some(extra) = unit["unitConfig"].as_object() {
+        keys.extend(extra.clone());
+    }
+    keys
+}
+
+/// The unit files NixOS writes for the module's services and timers, rendered from the
+/// evaluation as nixos/lib/systemd-lib.nix does for the options the module uses (`path` becomes
+/// PATH's bin and sbin directories; NixOS's default path and its `.wants` links are left out).
+fn render_units(eval: &Value) -> Vec<(String, String)> {
+    let mut units = Vec::new();
+    for (name, svc) in eval["services"].as_object().unwrap() {
+        let mut text = String::new();
+        unit_section(&mut text, "Unit", &unit_keys(svc));
+        let mut service = serde_json::Map::new();
+        let mut env: Vec<String> = svc["environment"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("\"{k}={}\"", v.as_str().unwrap()))
+            .collect();
+        let dirs: Vec<&str> = svc["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        let bin: Vec<String> = dirs.iter().map(|d| format!("{d}/bin")).collect();
+        let sbin: Vec<String> = dirs.iter().map(|d| format!("{d}/sbin")).collect();
+        env.push(format!("\"PATH={}:{}\"", bin.join(":"), sbin.join(":")));
+        env.sort();
+        service.insert("Environment".into(), json!(env));
+        service.extend(svc["serviceConfig"].as_object().unwrap().clone());
+        unit_section(&mut text, "Service", &service);
+        units.push((format!("{name}.service"), text));
+    }
+    for (name, timer) in eval["timers"].as_object().unwrap() {
+        let mut text = String::new();
+        unit_section(&mut text, "Unit", &unit_keys(timer));
+        unit_section(
+            &mut text,
+            "Timer",
+            timer["timerConfig"].as_object().unwrap(),
+        );
+        units.push((format!("{name}.timer"), text));
+    }
+    units
+}
+
+/// The rendered units of `module_with_every_option` (tests/golden/module-units/, kept equal to
+/// the module's evaluation there when a nixpkgs lib is at hand) pass `systemd-analyze verify`
+/// of Debian's systemd. Their /nix/store paths move under a temporary directory, with stand-in
+/// executables for what they run, since verify checks that every command exists.
+#[test]
+fn rendered_units_pass_systemd_analyze_verify() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        if std::env::var("STEPWISE_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+            panic!("systemd-analyze is missing (Debian: apt-get install systemd), and STEPWISE_REQUIRE_ROOT_TESTS=1");
+        }
+        eprintln!(
+            "SKIPPED systemd-analyze verify: no systemd-analyze (Debian: apt-get install systemd)"
+        );
+        return;
+    }
+    let golden = repo().join("tests/golden/module-units");
+    let mut units: Vec<(String, String)> = std::fs::read_dir(&golden)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            (e.file_name().to_string_lossy().into_owned(), text)
+        })
+        .collect();
+    units.sort();
+    let names: Vec<&str> = units.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "stepwise-resume.service",
+            "stepwise-upgrade.service",
+            "stepwise-upgrade.timer"
+        ]
+    );
+    assert!(verify_units(&units).is_ok());
+
+    // The check can fail: a unit systemd cannot use is refused, naming the problem.
+    let mut broken = units.clone();
+    broken[1].1 = broken[1].1.replace("Type=oneshot", "Type=oneshoot");
+    let err = verify_units(&broken).unwrap_err();
+    assert!(err.contains("oneshoot"), "{err}");
+}
+
+/// `systemd-analyze verify` of `units`, moved out of /nix/store; Err: what it said.
+fn verify_units(units: &[(String, String)]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let unit_dir = dir.path().join("units");
+    std::fs::create_dir_all(&unit_dir).unwrap();
+    let mut files = Vec::new();
+    for (name, text) in units {
+        let text = text.replace("/nix/store/", &format!("{}/", store.display()));
+        for line in text.lines() {
+            let Some((key, command)) = line.split_once('=') else {
+                continue;
+            };
+            if !key.starts_with("Exec") {
+                continue;
+            }
+            let program = command.split(' ').next().unwrap().trim_matches('"');
+            let program = Path::new(program);
+            std::fs::create_dir_all(program.parent().unwrap()).unwrap();
+            std::fs::write(program, "#!/bin/sh\nexit 0\n").unwrap();
+            std::fs::set_permissions(program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let file = unit_dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        files.push(file);
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{:?}: {said}", out.status))
+    }
 }

@@ -9,7 +9,8 @@ use stepwise::drv::StorePath;
 use stepwise::effects::nix::cli::{NixCli, NixCliConfig};
 use stepwise::effects::store::{Store, System};
 use stepwise::engine::plan_inputs::{gather, StoreDrvs, SystemLinks};
-use stepwise::plan::report::{write_human, write_json, Header};
+use stepwise::output::write_document;
+use stepwise::plan::report::{json_body, write_human, Header};
 use stepwise::plan::{plan, Change, Materialiser, PlanInput, PlanOptions, Planned};
 use stepwise_testbed::{require_root, Bed, Disk, Fixture, FixtureSpec};
 
@@ -333,7 +334,8 @@ fn every_step_realises_with_the_versions_the_plan_says() {
         &input.target.root,
         input.target.root_out(),
     );
-    write_json(&mut json, &header, &planned, nix.store_dir()).unwrap();
+    let body = json_body(&header, &planned, nix.store_dir());
+    write_document(&mut json, "plan", &body).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(v["stepwise"], "plan");
     assert_eq!(v["version"], 1);

@@ -1,33 +1,14 @@
 //! Golden tests of the plan's renderers (human table and versioned JSON), for a plan that fits and
-//! one that does not. `STEPWISE_BLESS=1 cargo test --test plan_report` rewrites the files; review
-//! the diff.
+//! one that does not. `STEPWISE_BLESS=1 cargo test --test plan_report` rewrites the files;
+//! review the diff.
 
 mod common;
 
-use std::path::PathBuf;
-
+use common::golden::{check as golden, one_document};
 use common::synthetic::{store_dir, system, Params};
+use stepwise::output::write_document;
 use stepwise::plan::plan;
-use stepwise::plan::report::{write_human, write_json, Header};
-
-fn golden(name: &str, got: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var("STEPWISE_BLESS").is_ok_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (STEPWISE_BLESS=1 creates it)", path.display()));
-    assert_eq!(
-        got,
-        want,
-        "{} differs (STEPWISE_BLESS=1 rewrites it)",
-        path.display()
-    );
-}
+use stepwise::plan::report::{json_body, write_human, Header};
 
 fn render(free: u64, booted: bool) -> (String, String) {
     let mut s = system(&Params {
@@ -53,11 +34,10 @@ fn render(free: u64, booted: bool) -> (String, String) {
     let mut human = Vec::new();
     write_human(&mut human, &h, &planned).unwrap();
     let mut json = Vec::new();
-    write_json(&mut json, &h, &planned, &sd).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    write_document(&mut json, "plan", &json_body(&h, &planned, &sd)).unwrap();
     (
         String::from_utf8(human).unwrap(),
-        serde_json::to_string_pretty(&v).unwrap() + "\n",
+        one_document(&String::from_utf8(json).unwrap(), "plan"),
     )
 }
 

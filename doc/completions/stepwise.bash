@@ -56,7 +56,7 @@ _stepwise() {
 
     case "${cmd}" in
         stepwise)
-            opts="-v -q -h -V --journal --config --json --verbose --quiet --help --version plan upgrade resume unwind status journal drv"
+            opts="-v -q -h -V --journal --config --json --verbose --quiet --nix-option --help --version plan upgrade resume unwind status journal drv"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -67,6 +67,10 @@ _stepwise() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nix-option)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_stepwise_global_optspecs
-    string join \n journal= config= json v/verbose q/quiet h/help V/version
+    string join \n journal= config= json v/verbose q/quiet nix-option= h/help V/version
 end
 
 function __fish_stepwise_needs_command
@@ -26,7 +26,8 @@ end
 
 complete -c stepwise -n "__fish_stepwise_needs_command" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_needs_command" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
-complete -c stepwise -n "__fish_stepwise_needs_command" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_needs_command" -l nix-option -d 'A Nix setting for evaluating and building the target, passed to Nix as `--option NAME VALUE`; repeatable, before COMMAND: `stepwise --nix-option builders \'ssh://big x86_64-linux\' upgrade ...`; `--nix-option tarball-ttl 0` is what `nix --refresh` does (flake inputs fetched afresh)' -r
+complete -c stepwise -n "__fish_stepwise_needs_command" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_needs_command" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_needs_command" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -52,7 +53,7 @@ complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l reboot -d 'Wh
 when-needed\t''"
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -s h -l help -d 'Print help'
@@ -81,31 +82,31 @@ complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l reboot-win
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l boot-dir -d 'The boot partition (e.g. /boot). When it is another filesystem than the store\'s, check before changing anything that it has room for the kernels and initrds the run adds (sized from the running system\'s); without room: exit 3. Default: no check' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -s h -l help -d 'Print help'
 complete -c stepwise -n "__fish_stepwise_using_subcommand unwind" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand unwind" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand unwind" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_using_subcommand unwind" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand unwind" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand unwind" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_using_subcommand unwind" -s h -l help -d 'Print help'
 complete -c stepwise -n "__fish_stepwise_using_subcommand status" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand status" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand status" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_using_subcommand status" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand status" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand status" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_using_subcommand status" -s h -l help -d 'Print help'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and not __fish_seen_subcommand_from show verify export" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and not __fish_seen_subcommand_from show verify export" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and not __fish_seen_subcommand_from show verify export" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and not __fish_seen_subcommand_from show verify export" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and not __fish_seen_subcommand_from show verify export" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and not __fish_seen_subcommand_from show verify export" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and not __fish_seen_subcommand_from show verify export" -s h -l help -d 'Print help'
@@ -115,25 +116,25 @@ complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and not __fis
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from show" -l run -d 'Only this run' -r
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from show" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from show" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from show" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from show" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from verify" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from verify" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from verify" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from verify" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from export" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from export" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from export" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from export" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from export" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from export" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_using_subcommand journal; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help'
 complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and not __fish_seen_subcommand_from inspect" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and not __fish_seen_subcommand_from inspect" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
-complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and not __fish_seen_subcommand_from inspect" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and not __fish_seen_subcommand_from inspect" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and not __fish_seen_subcommand_from inspect" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and not __fish_seen_subcommand_from inspect" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and not __fish_seen_subcommand_from inspect" -s h -l help -d 'Print help'
@@ -142,7 +143,7 @@ complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and __fish_seen_s
 complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and __fish_seen_subcommand_from inspect" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and __fish_seen_subcommand_from inspect" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and __fish_seen_subcommand_from inspect" -l aterm -d 'Print the canonical ATerm bytes instead'
-complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and __fish_seen_subcommand_from inspect" -l json -d 'Machine-readable output: JSON lines, the first stating the format version'
+complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and __fish_seen_subcommand_from inspect" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and __fish_seen_subcommand_from inspect" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and __fish_seen_subcommand_from inspect" -s q -l quiet -d 'Only errors'
 complete -c stepwise -n "__fish_stepwise_using_subcommand drv; and __fish_seen_subcommand_from inspect" -s h -l help -d 'Print help'

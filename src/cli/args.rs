@@ -32,7 +32,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH", env = "STEPWISE_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Machine-readable output: JSON lines, the first stating the format version.
+    /// Machine-readable output on stdout, always carrying "version": one JSON document from
+    /// plan, status, drv inspect and journal verify; JSON lines, the first the version header,
+    /// from upgrade, resume, unwind, journal show and journal export.
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -43,6 +45,14 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// A Nix setting for evaluating and building the target, passed to Nix as `--option NAME
+    /// VALUE`; repeatable, before COMMAND: `stepwise --nix-option builders 'ssh://big x86_64-linux'
+    /// upgrade ...`; `--nix-option tarball-ttl 0` is what `nix --refresh` does (flake inputs
+    /// fetched afresh).
+    // Not global: clap would let occurrences after COMMAND replace those before it.
+    #[arg(long, num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append)]
+    pub nix_option: Vec<String>,
 
     #[command(subcommand)]
     pub command: Command,

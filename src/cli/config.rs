@@ -18,6 +18,10 @@
 //! reboot = "when-needed"         # never | when-needed
 //! reboot-window = { lower = "01:00", upper = "05:00" }
 //! boot-dir = "/boot"             # checked for room for the run's kernels and initrds
+//!
+//! [nix-options]                  # --nix-option NAME VALUE, for every command
+//! builders = "ssh://big x86_64-linux"
+//! tarball-ttl = 0
 //! ```
 
 use std::fmt;
@@ -44,6 +48,29 @@ pub struct Config {
     pub journal: Option<PathBuf>,
     #[serde(default)]
     pub upgrade: UpgradeConfig,
+    /// `[nix-options]`: Nix settings, as `--nix-option NAME VALUE` before those of the command
+    /// line (Nix applies `--option`s in order, so the command line's win).
+    #[serde(default)]
+    pub nix_options: std::collections::BTreeMap<String, NixValue>,
+}
+
+/// A Nix setting's value as TOML writes it; Nix gets its text.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum NixValue {
+    Text(String),
+    Number(i64),
+    Flag(bool),
+}
+
+impl fmt::Display for NixValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NixValue::Text(s) => f.write_str(s),
+            NixValue::Number(n) => write!(f, "{n}"),
+            NixValue::Flag(b) => write!(f, "{b}"),
+        }
+    }
 }
 
 /// `[upgrade]`: the flags of `stepwise upgrade` (and those of them `stepwise plan` has).
@@ -240,6 +267,11 @@ impl Config {
                 cli.journal = j.clone();
             }
         }
+        let from_file = self
+            .nix_options
+            .iter()
+            .flat_map(|(name, value)| [name.clone(), value.to_string()]);
+        cli.nix_option = from_file.chain(cli.nix_option.drain(..)).collect();
         let Some((_, sub)) = matches.subcommand() else {
             return Ok(());
         };
@@ -529,6 +561,32 @@ boot-dir = "/boot"
         assert_eq!(a.room.reboot, RebootPolicy::Never);
         assert_eq!(a.reboot_command, "true");
         assert_eq!(a.reboot_window.unwrap().to_string(), "01:00-02:00");
+    }
+
+    #[test]
+    fn nix_options_from_the_file_come_first_so_the_command_lines_win() {
+        let file = "[nix-options]\ntarball-ttl = 0\nbuilders = \"ssh://b x86_64-linux\"\nkeep-going = true\n";
+        let cli = parse(
+            &["stepwise", "--nix-option", "builders", "", "resume"],
+            file,
+        )
+        .unwrap();
+        assert_eq!(
+            cli.nix_option,
+            [
+                "builders",
+                "ssh://b x86_64-linux",
+                "keep-going",
+                "true",
+                "tarball-ttl",
+                "0",
+                "builders",
+                ""
+            ]
+        );
+        // Not a scalar: refused, naming the line.
+        let e = parse(&["stepwise", "status"], "[nix-options]\nbuilders = [1]\n").unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
     }
 
     #[test]

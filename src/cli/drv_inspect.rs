@@ -225,7 +225,8 @@ pub fn run(
     };
     let mut stdout = std::io::stdout().lock();
     if out.is_json() {
-        out.json_line(&mut stdout, &inspected).map_err(io)?;
+        out.document(&mut stdout, "drv-inspect", &inspected)
+            .map_err(io)?;
     } else {
         human(&mut stdout, &inspected).map_err(io)?;
     }

@@ -53,15 +53,15 @@ pub fn run(journal: &Path, json: bool, command: &JournalCommand) -> Result<Exit,
             }
             let s = journal::verify_file(journal)?;
             if json {
-                let line = serde_json::json!({
+                let body = serde_json::json!({
+                    "journalFormat": journal::envelope::FORMAT_VERSION,
                     "journal": journal.display().to_string(),
                     "ok": true,
                     "runs": s.runs,
                     "records": s.records,
                     "head": s.head.iter().map(|b| format!("{b:02x}")).collect::<String>(),
                 });
-                writeln!(out, "{}", render::json_header("journal-verify")).map_err(io)?;
-                writeln!(out, "{line}").map_err(io)?;
+                crate::output::write_document(&mut out, "journal-verify", &body).map_err(io)?;
             } else {
                 writeln!(
                     out,

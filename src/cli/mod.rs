@@ -16,7 +16,7 @@ use clap::FromArgMatches;
 pub use args::{Cli, Command, DrvCommand, JournalCommand};
 
 use crate::error::{Error, Exit};
-use crate::output::Output;
+use crate::output::{self, Framing, Output};
 
 pub fn main() -> ExitCode {
     // The settings file may supply plan's and upgrade's target, so those are checked after merging.
@@ -29,13 +29,17 @@ pub fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     init_tracing(&cli);
-    let mut out = Output::new(cli.json);
+    let mut out = Output::framed(cli.json, framing(&cli.command));
     let result = config::apply_config_file(&mut cli, &matches)
         .and_then(|()| checks::before_run(&cli))
         .and_then(|()| resolve_journal(&mut cli))
         .and_then(|()| run(&cli, &mut out));
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
+        // The reader of a read-only command went away (`| head -1`): it has what it wanted.
+        Err(e) if reads_only(&cli.command) && output::is_stdout_closed(&e) => {
+            ExitCode::from(Exit::Done as u8)
+        }
         Err(e) => {
             out.error(&e);
             ExitCode::from(e.exit() as u8)
@@ -49,11 +53,47 @@ fn usage_error(e: clap::Error) -> ExitCode {
     // use_stderr: an error, not the help or version text asked for.
     if e.use_stderr() && json_requested(std::env::args_os()) {
         let message = e.render().to_string();
-        Output::new(true).usage_error(message.trim_end(), Exit::BadInput);
+        Output::usage_error(message.trim_end(), Exit::BadInput);
     }
     let _ = e.print();
     // clap's own codes: 0 for --help/--version, 2 (Exit::BadInput) for usage errors.
     ExitCode::from(e.exit_code() as u8)
+}
+
+/// How to run Nix for this command line: with the user's `--nix-option`s.
+pub(crate) fn nix_config(cli: &Cli) -> crate::effects::nix::cli::NixCliConfig {
+    crate::effects::nix::cli::NixCliConfig {
+        // clap hands them over flat, two values an occurrence.
+        nix_options: cli
+            .nix_option
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// One-shot commands print one `--json` document; those that run (or stream records) print lines.
+fn framing(command: &Command) -> Framing {
+    match command {
+        Command::Plan(_)
+        | Command::Status
+        | Command::Drv(_)
+        | Command::Journal(JournalCommand::Verify) => Framing::Document,
+        Command::Upgrade(_)
+        | Command::Resume
+        | Command::Unwind
+        | Command::Journal(JournalCommand::Show { .. } | JournalCommand::Export) => Framing::Lines,
+    }
+}
+
+/// Commands that change nothing: when their stdout closes, there is nothing left to do.
+/// (A run goes on whoever stops listening: its progress is in the journal.)
+fn reads_only(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Upgrade(_) | Command::Resume | Command::Unwind
+    )
 }
 
 /// Whether `--json` is among the arguments (before a `--`), when clap could not parse them.
@@ -99,7 +139,7 @@ fn resolve_journal(cli: &mut Cli) -> Result<(), Error> {
 /// `upgrade`, 0 for `unwind`).
 pub fn run(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     match &cli.command {
-        Command::Plan(args) => plan_cmd::run(args, cli.json),
+        Command::Plan(args) => plan_cmd::run(args, cli.json, nix_config(cli)),
         Command::Upgrade(a) => run_cmd::upgrade(cli, a, out),
         Command::Resume => run_cmd::resume(cli, out),
         Command::Unwind => run_cmd::unwind(cli, out),
@@ -110,5 +150,42 @@ pub fn run(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
             store_dir,
             aterm,
         }) => drv_inspect::run(file, store_dir.as_deref(), *aterm, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn nix_options_pair_up_in_order() {
+        let cli = Cli::try_parse_from([
+            "stepwise",
+            "--nix-option",
+            "tarball-ttl",
+            "0",
+            "--nix-option",
+            "builders",
+            "ssh://b x86_64-linux",
+            "upgrade",
+            "--flake",
+            ".",
+        ])
+        .unwrap();
+        assert_eq!(
+            nix_config(&cli).nix_options,
+            [
+                ("tarball-ttl".to_string(), "0".to_string()),
+                ("builders".to_string(), "ssh://b x86_64-linux".to_string()),
+            ]
+        );
+        // A name without a value is a usage error, not a silently dropped setting.
+        let e = Cli::try_parse_from(["stepwise", "--nix-option", "builders", "status"]);
+        assert_eq!(e.unwrap_err().exit_code(), 2);
+        // After COMMAND it is refused, not silently dropped.
+        let e = Cli::try_parse_from(["stepwise", "status", "--nix-option", "a", "b"]);
+        assert_eq!(e.unwrap_err().exit_code(), 2);
     }
 }

@@ -7,12 +7,13 @@ use crate::effects::nix::cli::{NixCli, NixCliConfig};
 use crate::effects::store::{Store, System};
 use crate::engine::plan_inputs::{gather, SystemLinks};
 use crate::error::{Error, Exit};
-use crate::plan::report::{write_human, write_json, Header};
+use crate::output::write_document;
+use crate::plan::report::{json_body, write_human, Header};
 use crate::plan::{plan, PlanOptions};
 
 /// Run `stepwise plan` against the real Nix.
-pub fn run(args: &PlanArgs, json: bool) -> Result<Exit, Error> {
-    let nix = NixCli::new(NixCliConfig::default())?;
+pub fn run(args: &PlanArgs, json: bool, config: NixCliConfig) -> Result<Exit, Error> {
+    let nix = NixCli::new(config)?;
     run_with(&nix, &nix, args, json, &mut std::io::stdout().lock())
 }
 
@@ -52,7 +53,7 @@ pub fn run_with(
         source: e,
     };
     if json {
-        write_json(out, &header, &planned, sd).map_err(io)?;
+        write_document(out, "plan", &json_body(&header, &planned, sd)).map_err(io)?;
     } else {
         write_human(out, &header, &planned).map_err(io)?;
     }

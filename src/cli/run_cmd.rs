@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::args::{Cli, UpgradeArgs};
 use crate::effects::fs;
 use crate::effects::journal::Journal;
-use crate::effects::nix::{NixCli, NixCliConfig};
+use crate::effects::nix::NixCli;
 use crate::effects::{signals, system_lock, Store};
 use crate::engine::api::{engine_error, roots_dir_for};
 use crate::engine::plan_inputs::SystemLinks;
@@ -47,8 +47,9 @@ fn journaled_profile(journal: &Path) -> Result<Option<PathBuf>, Error> {
     Ok(j.runs().last().map(|(_, h)| h.profile.clone()))
 }
 
-fn nix() -> Result<NixCli, Error> {
-    Ok(NixCli::new(NixCliConfig::default())?)
+/// Nix with the user's settings (`--nix-option`).
+fn nix(cli: &Cli) -> Result<NixCli, Error> {
+    Ok(NixCli::new(super::nix_config(cli))?)
 }
 
 /// The reserve file beside the journal, as the engine's port.
@@ -227,7 +228,7 @@ fn seams<'a>(nix: &'a NixCli, reserve: &'a mut ReserveFile, json: bool) -> Seams
 
 /// `stepwise upgrade`.
 pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, Error> {
-    let nix = nix()?;
+    let nix = nix(cli)?;
     let target_drv = nix.resolve_target(&args.target.spec())?;
     crate::cli::checks::target_is_system(&target_drv)?;
     let sys = &args.system;
@@ -288,7 +289,7 @@ fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error
         announce_finished(out, command, &line);
         return Ok(Exit::Done);
     }
-    let nix = nix()?;
+    let nix = nix(cli)?;
     let _system = match journaled_profile(&cli.journal)? {
         Some(profile) => Some(lock_system(&profile, &cli.journal)?),
         None => None,
@@ -345,12 +346,14 @@ pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     };
     let Some(s) = report else {
         if out.is_json() {
-            let _ = out.json_line(
+            out.document(
                 &mut std::io::stdout().lock(),
-                &serde_json::json!({"event": "status", "run": null}),
-            );
+                "status",
+                &serde_json::json!({"run": null}),
+            )
+            .map_err(crate::output::stdout_error)?;
         } else {
-            println!("no run recorded at {}", cli.journal.display());
+            crate::output::print(&format!("no run recorded at {}\n", cli.journal.display()))?;
         }
         return Ok(Exit::Done);
     };
@@ -360,7 +363,6 @@ pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     };
     if out.is_json() {
         let v = serde_json::json!({
-            "event": "status",
             "run": s.run,
             "state": s.state,
             "finished": s.finished,
@@ -372,19 +374,21 @@ pub fn status(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
             "failure": s.failure,
             "unwinding": s.unwinding,
         });
-        let _ = out.json_line(&mut std::io::stdout().lock(), &v);
+        out.document(&mut std::io::stdout().lock(), "status", &v)
+            .map_err(crate::output::stdout_error)?;
     } else {
-        println!("run {}: {}", s.run, s.state);
-        println!("  strategy: {chain}, {} step(s)", s.steps);
-        println!("  profile at: {} ({})", s.profile_at_label, s.profile_at);
-        println!("  G0: {}", s.g0);
-        println!("  target: {}", s.target);
+        let mut text = format!("run {}: {}\n", s.run, s.state);
+        text += &format!("  strategy: {chain}, {} step(s)\n", s.steps);
+        text += &format!("  profile at: {} ({})\n", s.profile_at_label, s.profile_at);
+        text += &format!("  G0: {}\n", s.g0);
+        text += &format!("  target: {}\n", s.target);
         if let Some(f) = &s.failure {
-            println!("  failure: {f}");
+            text += &format!("  failure: {f}\n");
         }
         if !s.hint.is_empty() {
-            println!("  {}", s.hint);
+            text += &format!("  {}\n", s.hint);
         }
+        crate::output::print(&text)?;
     }
     Ok(Exit::Done)
 }

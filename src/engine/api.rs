@@ -150,6 +150,7 @@ pub fn upgrade(
             Err(e) => return Err(engine_error(req.journal_name(), e)),
         }
     }
+    let target_root = TargetRoot::add(seams.store, req)?;
     let run = match prepare(req, seams.store, seams.system, &mut |l| seams.note(l))? {
         Prepared::AlreadyThere { target_out } => {
             return Ok(UpgradeOutcome::AlreadyThere { target_out })
@@ -168,11 +169,56 @@ pub fn upgrade(
     seams.note(&run.announcement());
     let source = PlannerSource::new(seams.store, run.masks.clone());
     let roots = req.roots_dir.clone();
+    // From here the run owns the root: its release removes it with the run's other roots.
+    target_root.keep();
     let end = seams
         .executor(log, &source)
         .start(run.header, roots, run.chain, run.why)
         .map_err(|e| engine_error(req.journal_name(), e))?;
     Ok(UpgradeOutcome::Ran(end))
+}
+
+/// The target's `.drv`, evaluated seconds ago, rooted while the run is planned: an hourly GC
+/// could delete it before the run's first transition pins it. A refusal before the run starts
+/// takes the root away again, so that nothing is left changed.
+struct TargetRoot<'a> {
+    store: &'a dyn Store,
+    link: Option<PathBuf>,
+}
+
+impl<'a> TargetRoot<'a> {
+    fn add(store: &'a dyn Store, req: &UpgradeRequest) -> Result<Self, Error> {
+        let link = req.roots_dir.join("target-drv");
+        store.add_root(&link, &req.target_drv).map_err(|e| match e {
+            // The roots live beside the journal: no place for them is the journal's problem.
+            crate::effects::store::StoreError::Io { .. } => Error::Journal {
+                path: req.journal_name().to_string(),
+                what: format!("cannot root the target beside it: {e}"),
+                hint: "pass --journal PATH in a directory stepwise can create and write".into(),
+            },
+            other => other.into(),
+        })?;
+        Ok(TargetRoot {
+            store,
+            link: Some(link),
+        })
+    }
+
+    fn keep(mut self) {
+        self.link = None;
+    }
+}
+
+impl Drop for TargetRoot<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = self.link.take() {
+            let _ = self.store.remove_root(&link);
+            // Tidy only: the directory was made for this link when no run had roots.
+            if let Some(dir) = link.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
 }
 
 fn is_unfinished(records: &[(Seq, Record)]) -> bool {

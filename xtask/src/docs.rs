@@ -26,6 +26,18 @@ Stopped before the end (signal, reboot pending, no room even step by step): \fBs
 .TP
 \fB4\fR
 The journal is unusable: corrupt, locked by another run, or of a newer format.
+.PP
+A command that only reads (all but \fBupgrade\fR, \fBresume\fR and \fBunwind\fR) exits 0,
+quietly, when its standard output is closed by the reader (\fBstepwise journal show | head \-1\fR).
+.SH "JSON OUTPUT"
+With \fB\-\-json\fR, standard output always carries \fB"version"\fR. One\-shot commands
+(\fBplan\fR, \fBstatus\fR, \fBdrv inspect\fR, \fBjournal verify\fR) print exactly one JSON
+document on one line, \fB{"stepwise": KIND, "version": 1, ...}\fR; when one fails, or the command
+line is wrong, that document is the error: \fB{"stepwise": "error", "version": 1, "event":
+"error", "exit": CODE, "message": ...}\fR. Streaming commands (\fBupgrade\fR, \fBresume\fR,
+\fBunwind\fR, \fBjournal show\fR, \fBjournal export\fR) print JSON lines: a header carrying
+\fB"version"\fR first, then one event (or record) a line; a failure ends the stream with an
+\fB"event": "error"\fR line carrying the exit code.
 .SH FILES
 .TP
 \fI/etc/stepwise/config.toml\fR
@@ -35,6 +47,8 @@ same names: \fBtarget\fR, \fBflake\fR or \fBfile\fR (with \fBattr\fR), \fBprofil
 \fBcurrent\-system\fR, \fBbooted\-system\fR, \fBaction\fR, \fBstrategy\fR, \fBnon\-vital\fR (a list),
 \fBtogether\fR (a list of lists), \fBreserve\fR (bytes, or a string such as "64M"), \fBon\-failure\fR,
 \fBreboot\fR, \fBreboot\-command\fR, \fBreboot\-window\fR ({ lower = "01:00", upper = "05:00" }).
+The table \fB[nix\-options]\fR holds Nix settings for every command, passed as
+\fB\-\-nix\-option\fR NAME VALUE before those of the command line.
 Flags given on the command line win over the file. A missing default file is fine; an unknown key
 or a bad value is exit 2 naming the line and column.
 .TP

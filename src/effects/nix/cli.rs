@@ -33,6 +33,8 @@ pub struct NixCliConfig {
     pub substituters: Option<Vec<String>>,
     /// Timeout for queries (not for realise and activation, which take as long as they take).
     pub query_timeout: Option<Duration>,
+    /// Nix settings for evaluation and realisation (`--nix-option NAME VALUE`).
+    pub nix_options: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -105,7 +107,8 @@ impl NixCli {
             runner,
             cmds: NixCommands::new(store_dir)
                 .with_bin_dir(config.bin_dir)
-                .with_path_info_json_format(NixCommands::path_info_takes_json_format(&info)),
+                .with_path_info_json_format(NixCommands::path_info_takes_json_format(&info))
+                .with_options(config.nix_options),
             info,
             substituters,
             query_timeout: config.query_timeout,

@@ -47,6 +47,9 @@ pub struct NixCommands {
     /// format 1, the map of full paths that 2.19–2.32 print; `--json` alone is deprecated
     /// there and warns.
     pub path_info_json_format: bool,
+    /// Nix settings (`--option NAME VALUE`) for the commands that evaluate or build: `builders`,
+    /// `tarball-ttl`, `access-tokens`, ... as the user passed them with `--nix-option`.
+    pub options: Vec<(String, String)>,
 }
 
 impl NixCommands {
@@ -55,6 +58,7 @@ impl NixCommands {
             bin_dir: None,
             store_dir,
             path_info_json_format: false,
+            options: Vec::new(),
         }
     }
 
@@ -79,6 +83,18 @@ impl NixCommands {
         } else {
             inv
         }
+    }
+
+    pub fn with_options(mut self, options: Vec<(String, String)>) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// `--option NAME VALUE` for each of the user's Nix settings (every Nix tool takes them).
+    fn with_user_options(&self, inv: Invocation) -> Invocation {
+        self.options.iter().fold(inv, |inv, (name, value)| {
+            inv.arg("--option").arg(name).arg(value)
+        })
     }
 
     pub fn with_bin_dir(mut self, dir: Option<PathBuf>) -> Self {
@@ -162,12 +178,10 @@ impl NixCommands {
         } else {
             format!("\"{}\"", host.replace('\\', "\\\\").replace('"', "\\\""))
         };
-        self.nix(NIX_COMMAND_FLAKES)
-            .arg("eval")
-            .arg("--raw")
-            .arg(format!(
-                "{reference}#nixosConfigurations.{host}.config.system.build.toplevel.drvPath"
-            ))
+        let eval = self.nix(NIX_COMMAND_FLAKES).arg("eval");
+        self.with_user_options(eval).arg("--raw").arg(format!(
+            "{reference}#nixosConfigurations.{host}.config.system.build.toplevel.drvPath"
+        ))
     }
 
     /// Evaluate `--file F [--attr A]` to a `.drv` path (JSON string on stdout).
@@ -176,7 +190,7 @@ impl NixCommands {
         if file_arg.is_empty() {
             file_arg = ".".into();
         }
-        self.tool("nix-instantiate")
+        self.with_user_options(self.tool("nix-instantiate"))
             .args(["--eval", "--json", "--read-write-mode", "--expr"])
             .arg(FILE_TARGET_EXPR)
             .arg("--argstr")
@@ -234,7 +248,7 @@ impl NixCommands {
     /// Build or substitute, registering `root` (and `root-OUTPUT` for outputs other than `out`)
     /// as indirect GC roots; prints the output paths. Also how a root to a valid path is added.
     pub fn realise(&self, path: &StorePath, root: &Path) -> Invocation {
-        self.tool("nix-store")
+        self.with_user_options(self.tool("nix-store"))
             .arg("--realise")
             .arg(self.store_dir.display(path))
             .arg("--add-root")
@@ -633,6 +647,56 @@ mod tests {
                 "attr",
                 "machines.vps"
             ]
+        );
+    }
+
+    /// `--nix-option NAME VALUE` reaches evaluation and realisation as `--option NAME VALUE`,
+    /// in order, each value one argument (no shell: a value with spaces stays whole); commands
+    /// that only query the store do not get them.
+    #[test]
+    fn user_options_reach_evaluation_and_realisation() {
+        let c = cmds().with_options(vec![
+            ("tarball-ttl".into(), "0".into()),
+            ("builders".into(), "ssh://b x86_64-linux - 4".into()),
+        ]);
+        let options = [
+            "--option",
+            "tarball-ttl",
+            "0",
+            "--option",
+            "builders",
+            "ssh://b x86_64-linux - 4",
+        ];
+        let flake = argv(&c.eval_flake_toplevel("/etc/nixos", "vps-1"));
+        assert_eq!(
+            flake[..4],
+            [
+                "nix",
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "eval"
+            ]
+        );
+        assert_eq!(flake[4..10], options);
+        assert_eq!(
+            flake[10..12],
+            [
+                "--raw",
+                "/etc/nixos#nixosConfigurations.vps-1.config.system.build.toplevel.drvPath"
+            ]
+        );
+        let file = argv(&c.eval_file_target(Path::new("/etc/nixos/sys.nix"), None));
+        assert_eq!(file[0], "nix-instantiate");
+        assert_eq!(file[1..7], options);
+        assert_eq!(file[7], "--eval");
+        let realise = argv(&c.realise(&sp(DRV), Path::new("/r")));
+        assert_eq!(realise[0], "nix-store");
+        assert_eq!(realise[1..7], options);
+        assert_eq!(realise[7], "--realise");
+        // Queries are unchanged.
+        assert_eq!(
+            argv(&c.check_validity(&[sp(DRV)])),
+            argv(&cmds().check_validity(&[sp(DRV)]))
         );
     }
 }

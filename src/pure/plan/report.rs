@@ -1,4 +1,5 @@
-//! Rendering a plan: a human table, and versioned JSON.
+//! Rendering a plan: a human table, and the body of its JSON document (the version and the
+//! framing are `stepwise::output`'s, the same for every command).
 
 use std::io::{self, Write};
 
@@ -8,9 +9,6 @@ use super::boot::{BootPlan, Initrd};
 use super::planner::{Frame, Planned, Shortfall};
 use super::units::Change;
 use crate::drv::{StoreDir, StorePath};
-
-/// Version of the plan's JSON document. Bump on any incompatible change.
-pub const PLAN_JSON_VERSION: u32 = 1;
 
 /// `1.5 MiB`, binary units, one decimal.
 pub fn human_bytes(b: u64) -> String {
@@ -413,8 +411,9 @@ fn write_shortfall(w: &mut dyn Write, s: &Shortfall, f: &Frame) -> io::Result<()
     Ok(())
 }
 
-/// The JSON document (one line).
-pub fn write_json(w: &mut dyn Write, h: &Header, p: &Planned, sd: &StoreDir) -> io::Result<()> {
+/// The plan's JSON document without its envelope (`stepwise output::write_document` adds the kind
+/// and version).
+pub fn json_body(h: &Header, p: &Planned, sd: &StoreDir) -> serde_json::Value {
     #[derive(Serialize)]
     struct JsonStep<'a> {
         index: usize,
@@ -435,8 +434,6 @@ pub fn write_json(w: &mut dyn Write, h: &Header, p: &Planned, sd: &StoreDir) -> 
     }
     #[derive(Serialize)]
     struct Doc<'a> {
-        stepwise: &'static str,
-        version: u32,
         fits: bool,
         #[serde(flatten)]
         header: &'a Header,
@@ -535,8 +532,6 @@ pub fn write_json(w: &mut dyn Write, h: &Header, p: &Planned, sd: &StoreDir) -> 
         })
         .unwrap_or_default();
     let doc = Doc {
-        stepwise: "plan",
-        version: PLAN_JSON_VERSION,
         fits: p.outcome.is_ok(),
         header: h,
         frame: &p.frame,
@@ -547,8 +542,8 @@ pub fn write_json(w: &mut dyn Write, h: &Header, p: &Planned, sd: &StoreDir) -> 
         notes: &p.notes,
         boot,
     };
-    serde_json::to_writer(&mut *w, &doc)?;
-    writeln!(w)
+    // Plain data (strings, numbers, maps with string keys): serialising it cannot fail.
+    serde_json::to_value(&doc).expect("the plan serialises to JSON")
 }
 
 #[cfg(test)]
