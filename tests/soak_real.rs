@@ -3,7 +3,7 @@
 //! upgrade, driving the binary exactly as the NixOS module does: the timer's `stepwise upgrade`
 //! and the boot's `stepwise resume`. Power cuts (every process of the run's session SIGKILLed)
 //! at seeded random moments, each followed by a boot (`resume`) or by the next timer tick, and
-//! now and then an hourly `nix-store --gc` between them.
+//! an hourly `nix-store --gc` before every tick (the module's timer runs after `nix-gc.service`).
 //!
 //! Checked: after every cut the profile and current-system point at a complete generation; every
 //! boot's `resume` exits 0; every revision is reached exactly; `journal verify` passes at the end.
@@ -261,6 +261,10 @@ fn reach(bed: &Bed, series: &Series, k: usize, seed: &mut u64, f: &mut Figures) 
         f.ticks += 1;
         // The timer evaluates the configuration every time (`--flake`/`--file`): an hourly GC
         // may have taken the last evaluation's `.drv`.
+        // The hourly `nix-gc.service` the module's timer runs after (the seed's users collect
+        // every hour): garbage a cut run left (a step's glue) is not stepwise's to delete.
+        bed.gc().unwrap();
+        f.gcs += 1;
         let drv = bed.instantiate(&series.file, Some(&target.name)).unwrap();
         assert_eq!(drv, target.drv, "{when}: the evaluation is deterministic");
         if cuts_here < 2 && next(seed) % 3 != 0 {
@@ -278,10 +282,6 @@ fn reach(bed: &Bed, series: &Series, k: usize, seed: &mut u64, f: &mut Figures) 
             complete(bed, &format!("{when}, after the cut"));
             if next(seed) % 2 == 0 {
                 f.boots += boot(bed, &when);
-            }
-            if next(seed) % 4 == 0 {
-                bed.gc().unwrap();
-                f.gcs += 1;
             }
             continue;
         }
