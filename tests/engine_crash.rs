@@ -241,7 +241,11 @@ fn process_group_killed_at_random_moments_then_resumed() {
         verified(&bed);
         let r = stepwise_cmd(&bed, &["resume"]).output().unwrap();
         let err = String::from_utf8_lossy(&r.stderr);
-        if status.success() || err.contains("already finished") || err.contains("no run") {
+        if status.success()
+            || err.contains("already finished")
+            || err.contains("has finished")
+            || err.contains("no run")
+        {
             // Killed after the end, or before the run was recorded: upgrade again.
             if bed.profile_target().as_deref() != Some(fx.new.out.as_str()) {
                 let o = upgrade_cmd(&bed, &fx, strategy).output().unwrap();
