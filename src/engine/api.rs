@@ -189,15 +189,17 @@ struct TargetRoot<'a> {
 impl<'a> TargetRoot<'a> {
     fn add(store: &'a dyn Store, req: &UpgradeRequest) -> Result<Self, Error> {
         let link = req.roots_dir.join("target-drv");
-        store.add_root(&link, &req.target_drv).map_err(|e| match e {
-            // The roots live beside the journal: no place for them is the journal's problem.
-            crate::effects::store::StoreError::Io { .. } => Error::Journal {
-                path: req.journal_name().to_string(),
-                what: format!("cannot root the target beside it: {e}"),
-                hint: "pass --journal PATH in a directory stepwise can create and write".into(),
-            },
-            other => other.into(),
-        })?;
+        store
+            .add_root(&link, &req.target_drv)
+            .map_err(|e| match e {
+                // The roots live beside the journal: no place for them is the journal's problem.
+                crate::effects::store::StoreError::Io { .. } => Error::Journal {
+                    path: req.journal_name().to_string(),
+                    what: format!("cannot root the target beside it: {e}"),
+                    hint: "pass --journal PATH in a directory stepwise can create and write".into(),
+                },
+                other => other.into(),
+            })?;
         Ok(TargetRoot {
             store,
             link: Some(link),
