@@ -61,7 +61,7 @@ make_chroot() {
 # The test targets that drive real Nix (private stores, `nix-store`, `nix`, `nix-instantiate`).
 # engine_crash needs the crash-points build and runs in a second phase.
 real_nix_tests=(bed cli_contract drv_golden drv_write engine_real nixos_module plan_cli plan_real
-  store_contract store_nixcli)
+  stop_real store_contract store_interrupt store_nixcli)
 
 # Builds with `cargo test --no-run ARGS` and prints "NAME PATH CWD" for every test executable
 # (CWD: its package's directory, where cargo would run it).
@@ -123,7 +123,8 @@ run_tests() {
   return $rc
 }
 
-passed() { awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' "$1"; }
+# Sums the "N passed" (or, with a second argument, "N failed") of cargo's result lines.
+passed() { awk -v w="${2:-passed}" '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ "^" w) s += $i } END { print s + 0 }' "$1"; }
 
 # Runs the tests in `list` for one suite (the chroot mounted around it), timing it.
 run_suite() {
@@ -191,6 +192,14 @@ main() {
       "${seconds[host-only]}" "${failed[host-only]:+FAILED}"
   fi
   echo "  outputs: $work"
+  # One closing line over every test binary run, in the form CI reads.
+  local total=0 bad=0 f
+  for f in "$work"/*.out; do
+    total=$((total + $(passed "$f"))); bad=$((bad + $(passed "$f" failed)))
+  done
+  # A binary that failed without a result line (a crash) still counts as one failure.
+  [ ${#failed[@]} = 0 ] || [ $bad -gt 0 ] || bad=${#failed[@]}
+  echo "nix-matrix: $total passed, $bad failed"
   [ ${#failed[@]} = 0 ]
 }
 
