@@ -2,7 +2,6 @@
 //! (`engine::api`), its progress printed on stderr (or JSON lines on stdout), its outcome mapped
 //! to the exit codes of the contract. No orchestration lives here.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::args::{Cli, UpgradeArgs};
@@ -75,15 +74,19 @@ fn reserve_path(journal: &Path) -> PathBuf {
     fs::beside(journal, ".reserve")
 }
 
-/// Human progress lines on stderr; JSON event lines on stdout with `--json`; complete log lines
-/// (with journald priorities under systemd) when stderr is not a terminal.
-fn progress_printer(json: bool) -> Box<dyn FnMut(Progress)> {
-    if !json {
-        if let Some(log) = crate::output::log_lines::stderr_log() {
-            return Box::new(log_printer(log));
-        }
+/// JSON event lines on stdout with `--json`; complete log lines (with journald priorities
+/// under systemd) when stderr is not a terminal; a live display on a terminal (none with `-q`).
+fn progress_printer(json: bool, quiet: bool) -> Box<dyn FnMut(Progress)> {
+    if json {
+        return Box::new(json_printer());
     }
-    Box::new(terminal_printer(json))
+    if let Some(log) = crate::output::log_lines::stderr_log() {
+        return Box::new(log_printer(log));
+    }
+    if quiet {
+        return Box::new(|_: Progress| {});
+    }
+    Box::new(terminal_printer())
 }
 
 /// The engine's progress as log lines: one complete line per transition start and end, Nix's
@@ -106,9 +109,11 @@ fn log_printer(
                     what: &what,
                 }
             }
-            Progress::Done { note, .. } => LogEvent::Done {
-                added: None,
-                freed: None,
+            Progress::Done {
+                note, added, freed, ..
+            } => LogEvent::Done {
+                added: *added,
+                freed: *freed,
                 note,
             },
             Progress::Failed { message, .. } => LogEvent::Failed { message },
@@ -120,43 +125,74 @@ fn log_printer(
     }
 }
 
-/// Progress for a person at a terminal, or JSON event lines.
-fn terminal_printer(json: bool) -> impl FnMut(Progress) {
-    let mut out = Output::new(json);
+/// JSON event lines on stdout, the first carrying the format version.
+fn json_printer() -> impl FnMut(Progress) {
+    let mut out = Output::new(true);
     move |p: Progress| {
-        if json {
-            let v = match &p {
-                Progress::Starting {
-                    transition, gen, ..
-                } => serde_json::json!({"event": "starting", "transition": transition.name(),
-                    "what": transition.describe(), "generation": gen.label}),
-                Progress::Done { transition, note } => serde_json::json!({"event": "done",
-                    "transition": transition.name(), "note": note}),
-                Progress::Failed {
-                    transition,
-                    message,
-                } => serde_json::json!({"event": "failed", "transition": transition.name(),
-                    "message": message}),
-                Progress::Info(m) => serde_json::json!({"event": "info", "message": m}),
-                // Preflight's lines and Nix's own are for people only.
-                Progress::Note(_) | Progress::Child(_) => return,
-            };
-            let _ = out.json_line(&mut std::io::stdout().lock(), &v);
-            return;
-        }
-        let mut err = std::io::stderr().lock();
-        let _ = match &p {
+        let v = match &p {
             Progress::Starting {
                 transition, gen, ..
-            } => write!(err, "[{}] {} … ", gen.label, transition.describe()),
-            Progress::Done { note: "", .. } => writeln!(err, "done"),
-            Progress::Done { note, .. } => writeln!(err, "done ({note})"),
-            Progress::Failed { message, .. } => writeln!(err, "FAILED\n{message}"),
-            Progress::Info(m) => writeln!(err, "{m}"),
-            Progress::Note(m) => m.lines().try_for_each(|l| writeln!(err, "stepwise: {l}")),
-            // A line of Nix's would break the transition's line on a terminal.
-            Progress::Child(_) => Ok(()),
+            } => serde_json::json!({"event": "starting", "transition": transition.name(),
+                "what": transition.describe(), "generation": gen.label}),
+            Progress::Done {
+                transition, note, ..
+            } => serde_json::json!({"event": "done",
+                "transition": transition.name(), "note": note}),
+            Progress::Failed {
+                transition,
+                message,
+            } => serde_json::json!({"event": "failed", "transition": transition.name(),
+                "message": message}),
+            Progress::Info(m) => serde_json::json!({"event": "info", "message": m}),
+            // Preflight's lines and Nix's own are for people only.
+            Progress::Note(_) | Progress::Child(_) => return,
         };
+        let _ = out.json_line(&mut std::io::stdout().lock(), &v);
+    }
+}
+
+/// A live display for a person at a terminal (indicatif): a spinner naming the step, the
+/// transition and Nix's latest line (what it builds or fetches), and above it one line for each
+/// transition done, the same lines a log gets.
+fn terminal_printer() -> impl FnMut(Progress) {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let mut current = String::new();
+    move |p: Progress| match &p {
+        Progress::Starting {
+            transition, gen, ..
+        } => {
+            current = format!("[{}] {}", gen.label, transition.describe());
+            bar.set_prefix(current.clone());
+            bar.set_message(String::new());
+        }
+        Progress::Child(line) => bar.set_message(line.trim().to_string()),
+        Progress::Done {
+            note, added, freed, ..
+        } => {
+            let mut line = format!("{current}: done");
+            let figures: Vec<String> = [("added", added), ("freed", freed)]
+                .iter()
+                .filter_map(|(w, b)| {
+                    b.map(|b| format!("{w} {}", crate::plan::report::human_bytes(b)))
+                })
+                .chain((!note.is_empty()).then(|| note.to_string()))
+                .collect();
+            if !figures.is_empty() {
+                line += &format!(" ({})", figures.join(", "));
+            }
+            bar.println(line);
+            bar.set_message(String::new());
+        }
+        Progress::Failed { message, .. } => bar.println(format!("{current}: FAILED\n{message}")),
+        Progress::Info(m) => bar.println(m),
+        Progress::Note(m) => m
+            .lines()
+            .for_each(|l| bar.println(format!("stepwise: {l}"))),
     }
 }
 
@@ -214,14 +250,14 @@ fn announce_finished(out: &mut Output, command: &str, line: &str) {
 }
 
 /// The seams of a real run: Nix, the system clock, the signal flag, the reserve file.
-fn seams<'a>(nix: &'a NixCli, reserve: &'a mut ReserveFile, json: bool) -> Seams<'a> {
+fn seams<'a>(nix: &'a NixCli, reserve: &'a mut ReserveFile, cli: &Cli) -> Seams<'a> {
     Seams {
         store: nix,
         system: nix,
         clock: &SystemClock,
         stop: &signals::STOP,
         reserve: Some(reserve),
-        progress: progress_printer(json),
+        progress: progress_printer(cli.json, cli.quiet),
         checkpoint: None,
     }
 }
@@ -263,11 +299,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     install_stop_handlers(&nix)?;
     let mut reserve = ReserveFile(fs::Reserve::new(reserve_path(&cli.journal), 0));
     let mut journal = JournalFile::new(cli.journal.clone());
-    let outcome = engine::upgrade(
-        &req,
-        &mut seams(&nix, &mut reserve, out.is_json()),
-        &mut journal,
-    )?;
+    let outcome = engine::upgrade(&req, &mut seams(&nix, &mut reserve, cli), &mut journal)?;
     match outcome {
         UpgradeOutcome::AlreadyThere { target_out } => {
             let line = format!("the system already runs the target {target_out}: nothing to do");
@@ -301,7 +333,7 @@ fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error
         roots_dir: roots_dir_for(&cli.journal),
         legacy_masks: legacy_masks(&cli.journal),
     };
-    let mut seams = seams(&nix, &mut reserve, out.is_json());
+    let mut seams = seams(&nix, &mut reserve, cli);
     let outcome = if unwind {
         engine::unwind(req, &mut seams, &mut journal)
     } else {

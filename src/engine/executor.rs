@@ -48,6 +48,9 @@ pub enum Progress<'a> {
     Done {
         transition: &'a Transition,
         note: &'a str,
+        /// Bytes the effect added to or freed from the store, where known (as journaled).
+        added: Option<u64>,
+        freed: Option<u64>,
     },
     Failed {
         transition: &'a Transition,
@@ -509,6 +512,8 @@ impl<'a> Executor<'a> {
             (self.progress)(Progress::Done {
                 transition: t,
                 note: "probed: it had happened",
+                added: None,
+                freed: None,
             });
             return feed(state, Event::Done(e)).map(Ran::Outcome);
         }
@@ -871,6 +876,8 @@ impl<'a> Executor<'a> {
                 (self.progress)(Progress::Done {
                     transition: t,
                     note: &note,
+                    added,
+                    freed,
                 });
                 Ok(Ran::Outcome(Event::Done(e)))
             }
