@@ -79,7 +79,19 @@ fn stop_then_resume(signal: Signal) {
     let (out, seen) = stopped_while_realising(&bed, &fx, signal);
     assert!(seen, "the run never showed a realise: {}", show(&out));
     assert_eq!(out.status.code(), Some(3), "{signal}: {}", show(&out));
+    // Its log (stderr is no terminal here: the lines a journal gets) ends with complete lines,
+    // and says which transition the stop interrupted.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.ends_with('\n'), "the last log line is cut short: {log}");
     let recs = records(&bed);
+    if realising(&recs) {
+        // The stop reached Nix: the realise's own line says so.
+        assert!(
+            log.lines()
+                .any(|l| l.contains("realise") && l.contains("interrupted")),
+            "the log does not say the realise was interrupted: {log}"
+        );
+    }
     assert!(
         !recs
             .iter()
