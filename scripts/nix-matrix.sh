@@ -23,6 +23,23 @@ chroot_ok() {
     && chroot "$1" dpkg-query -W -f '${Status}' nix-bin 2>/dev/null | grep -q 'ok installed'
 }
 
+# What the tests need besides Nix, as on the host (.ci/run): mkfs.btrfs for the loop-device beds,
+# systemd-analyze for the module's units. Installed into a cached chroot that lacks them.
+extras=(btrfs-progs e2fsprogs systemd)
+extras_ok() { [ -x "$1/usr/sbin/mkfs.btrfs" ] && [ -x "$1/usr/sbin/mkfs.ext4" ] && [ -x "$1/usr/bin/systemd-analyze" ]; }
+add_extras() {
+  local dir=$1 rc=0
+  extras_ok "$dir" && return 0
+  log "$(basename "$dir"): installing ${extras[*]}"
+  mount -t proc proc "$dir/proc"
+  chroot "$dir" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${extras[@]}" \
+    >>"$dir.extras.log" 2>&1 || rc=$?
+  umount "$dir/proc"
+  chroot "$dir" apt-get clean
+  [ $rc = 0 ] || { log "installing ${extras[*]} failed, see $dir.extras.log"; return 1; }
+  extras_ok "$dir"
+}
+
 # Unmounts everything at or below $1, deepest first; a lazy unmount only as the last resort.
 unmount_below() {
   local dir=$1 m
@@ -35,7 +52,7 @@ unmount_below() {
 # nix-bin's virtual perl dependency). Built beside and renamed, so a half-made chroot is never used.
 make_chroot() {
   local suite=$1 dir=$cache/$1 tmp=$cache/$1.tmp
-  if chroot_ok "$dir"; then log "$suite: cached chroot $dir"; return; fi
+  if chroot_ok "$dir"; then log "$suite: cached chroot $dir"; add_extras "$dir"; return; fi
   log "$suite: making chroot $dir"
   mkdir -p "$cache"
   unmount_below "$tmp"; unmount_below "$dir"
@@ -55,6 +72,7 @@ make_chroot() {
   touch "$tmp/.stepwise-ready"
   mv "$tmp" "$dir"
   chroot_ok "$dir"
+  add_extras "$dir"
   log "$suite: nix-bin $(chroot "$dir" dpkg-query -W -f '${Version}' nix-bin)"
 }
 
@@ -112,7 +130,7 @@ run_tests() {
   while read -r name exe cwd; do
     echo "== $suite $name" >>"$out"
     if "${prefix[@]}" env -C "$cwd" STEPWISE_REQUIRE_ROOT_TESTS=1 "${testbed[@]}" \
-      PATH=/usr/local/bin:/usr/bin:/bin HOME=/root "$exe" </dev/null >"$one" 2>&1; then
+      PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$exe" </dev/null >"$one" 2>&1; then
       log "$suite: $name: $(grep '^test result:' "$one" | tail -1)"
     else
       log "$suite: $name FAILED:"; grep -E '^test .* FAILED|panicked' "$one" | head -20 >&2; rc=1

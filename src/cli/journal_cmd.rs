@@ -54,7 +54,7 @@ pub fn run(journal: &Path, json: bool, command: &JournalCommand) -> Result<Exit,
             let s = journal::verify_file(journal)?;
             if json {
                 let body = serde_json::json!({
-                    "journalFormat": journal::envelope::FORMAT_VERSION,
+                    "journalFormat": s.format,
                     "journal": journal.display().to_string(),
                     "ok": true,
                     "runs": s.runs,

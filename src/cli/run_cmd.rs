@@ -322,9 +322,13 @@ fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error
         return Ok(Exit::Done);
     }
     let nix = nix(cli)?;
+    // A recorded profile that no longer resolves cannot be changed by the run either: the
+    // engine says why (without the lock there is nothing of the system's to guard).
     let _system = match journaled_profile(&cli.journal)? {
-        Some(profile) => Some(lock_system(&profile, &cli.journal)?),
-        None => None,
+        Some(p) if system_lock::canonical_profile(&p).is_ok() => {
+            Some(lock_system(&p, &cli.journal)?)
+        }
+        _ => None,
     };
     install_stop_handlers(&nix)?;
     let mut reserve = ReserveFile(fs::Reserve::new(reserve_path(&cli.journal), 0));

@@ -150,6 +150,8 @@ pub fn upgrade(
             Err(e) => return Err(engine_error(req.journal_name(), e)),
         }
     }
+    // A target that is not a derivation is refused before anything is rooted.
+    super::upgrade::target_out(seams.store, &req.target_drv)?;
     let target_root = TargetRoot::add(seams.store, req)?;
     let run = match prepare(req, seams.store, seams.system, &mut |l| seams.note(l))? {
         Prepared::AlreadyThere { target_out } => {

@@ -178,7 +178,7 @@ pub fn prepare(
 }
 
 /// The target's `out` path, from its `.drv`.
-fn target_out(store: &dyn Store, target_drv: &StorePath) -> Result<StorePath, Error> {
+pub(crate) fn target_out(store: &dyn Store, target_drv: &StorePath) -> Result<StorePath, Error> {
     let parsed =
         crate::drv::parse(&store.read_file(target_drv)?, store.store_dir()).map_err(|e| {
             Error::bad_input(

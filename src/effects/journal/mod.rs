@@ -133,6 +133,8 @@ pub struct Summary {
     pub head: Link,
     /// Where the retained records start, when older runs were compacted away.
     pub compacted: Option<Base>,
+    /// The file's format marker: the newest format of its records.
+    pub format: u16,
 }
 
 /// The current time in unix milliseconds.
@@ -494,6 +496,7 @@ impl Journal {
             records: records.len() as u64,
             head: records.last().map_or(base.link, |r| r.link),
             compacted: (base.seq > 0).then_some(base),
+            format: self.format,
         })
     }
 }

@@ -185,7 +185,7 @@ pub fn parse_path_lines(store_dir: &StoreDir, text: &str) -> Result<Vec<StorePat
 }
 
 /// `nix-store --gc --print-roots`: `LINK -> STORE-PATH` a line (runtime roots show
-/// `/proc/…` or `{censored}` as the link).
+/// `/proc/…` or `{censored}` as the link). Nix 2.34 quotes the link (`"/path" -> …`).
 pub fn parse_roots(
     store_dir: &StoreDir,
     text: &str,
@@ -198,6 +198,10 @@ pub fn parse_roots(
                 .rsplit_once(" -> ")
                 .ok_or_else(|| format!("a root line without ` -> `: {l}"))?;
             let (path, _) = store_dir.parse_prefix(target).map_err(|e| e.to_string())?;
+            let link = link
+                .strip_prefix('"')
+                .and_then(|l| l.strip_suffix('"'))
+                .unwrap_or(link);
             Ok((link.into(), path))
         })
         .collect()
@@ -381,6 +385,11 @@ mod tests {
         assert_eq!(r[0].1, sp("00000000000000000000000000000000-nixos-system"));
         assert_eq!(r[1].0, std::path::PathBuf::from("{censored}"));
         assert!(parse_roots(&sd(), "garbage\n").is_err());
+        // Nix 2.34 quotes the link.
+        let quoted =
+            "\"/tmp/gcroots/kept\" -> /nix/store/00000000000000000000000000000000-lib-1.0\n";
+        let r = parse_roots(&sd(), quoted).unwrap();
+        assert_eq!(r[0].0, std::path::PathBuf::from("/tmp/gcroots/kept"));
     }
 
     #[test]
