@@ -784,14 +784,11 @@ impl<'a> Executor<'a> {
         }
         let live = self.store.live_paths()?;
         let dead: Vec<StorePath> = cands.into_iter().filter(|p| !live.contains(p)).collect();
-        // Garbage that still refers to them (a glue output of a build a stop cut short, an
-        // unrooted `.drv`) would make Nix refuse the deletion, run after run: dead referrers
-        // go with them, as a GC would take them. Nothing live is ever among them.
-        let referrers = self.store.referrers_closure(&dead)?;
-        Ok(dead
-            .into_iter()
-            .chain(referrers.into_iter().filter(|p| !live.contains(p)))
-            .collect())
+        Ok(
+            super::garbage::with_dead_referrers(self.store, dead, &live)?
+                .into_iter()
+                .collect(),
+        )
     }
 
     /// Run one effect and journal its outcome. `Err(checkpoint)` when a test simulated a crash

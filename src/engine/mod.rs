@@ -4,6 +4,7 @@
 pub mod api;
 pub mod crash;
 pub mod executor;
+pub mod garbage;
 pub mod log;
 pub mod plan_inputs;
 pub mod preflight;

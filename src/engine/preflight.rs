@@ -89,7 +89,12 @@ pub fn leftovers(
         .filter(|(p, f)| f.present && !live.contains(*p) && !g0_closure.contains(*p))
         .map(|(p, _)| p.clone())
         .collect();
-    let bytes = paths.iter().map(|p| input.facts[p].size).sum();
+    let paths = super::garbage::with_dead_referrers(store, paths, &live)?;
+    let bytes = paths
+        .iter()
+        .filter_map(|p| input.facts.get(p))
+        .map(|f| f.size)
+        .sum();
     Ok((paths, bytes))
 }
 

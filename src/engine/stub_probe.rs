@@ -96,6 +96,7 @@ pub fn probe_stubs(
         .into_iter()
         .filter(|p| !live.contains(p) && !g0_closure.contains(p))
         .collect();
+    let scratch_paths = super::garbage::with_dead_referrers(store, scratch_paths, &live)?;
     store.delete(&scratch_paths)?;
     outcome
 }

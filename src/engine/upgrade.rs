@@ -109,6 +109,11 @@ pub fn prepare(
     note: &mut dyn FnMut(&str),
 ) -> Result<Prepared, Error> {
     let target_out = target_out(store, &req.target_drv)?;
+    // A stub probe killed earlier left its root: scratch only, but it pins G0's packages, which
+    // the plan would then count as kept by another root.
+    for link in store.roots(&req.probe_dir)?.into_keys() {
+        store.remove_root(&link)?;
+    }
     // G0: the running generation, complete, with a deriver we can keep for an exact unwind.
     let Some(g0) = system.read_system_link(&req.links.current_system)? else {
         return Err(Error::bad_input(
