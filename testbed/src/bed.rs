@@ -588,8 +588,11 @@ fn clean_stale_beds() {
                 continue;
             }
             let dir = entry.path();
-            if is_mount_point(&dir.join("nix")) {
-                unmount(&dir.join("nix"));
+            // A bed's tmpfs is at `nix`, a series' at `r/nix`.
+            for mnt in [dir.join("nix"), dir.join("r/nix")] {
+                if is_mount_point(&mnt) {
+                    unmount(&mnt);
+                }
             }
             let _ = force_remove(&dir);
         }

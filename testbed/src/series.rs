@@ -99,7 +99,8 @@ impl Bed {
     /// `Bed::install` does) and every revision's `.drv` files valid. Needs root.
     pub fn series(spec: &SeriesSpec, disk_mib: u64) -> Result<(Bed, Series)> {
         let dir = tempfile::Builder::new()
-            .prefix("series-")
+            // `bed-PID-`: a series left by a killed test is cleaned up like a bed.
+            .prefix(&format!("bed-{}-series-", std::process::id()))
             .tempdir_in(base_dir())
             .map_err(|e| BedError::io("creating the series directory", e))?;
         let root = dir.path().join("r");
