@@ -278,9 +278,33 @@ impl<'a> Parser<'a> {
             ));
         }
         self.expect(b"Derive([", "`Derive([`")?;
-        let mut drv = Derivation::default();
+        let mut drv = Derivation {
+            outputs: self.outputs()?,
+            ..Derivation::default()
+        };
+        self.expect(b",[", "`,[` (start of the input derivations)")?;
+        drv.input_drvs = self.input_drvs()?;
+        self.expect(b",[", "`,[` (start of the input sources)")?;
+        drv.input_srcs = self.input_srcs()?;
+        self.expect(b",", "`,` before the system")?;
+        drv.system = self.string(Quoting::Plain("system"))?;
+        self.expect(b",", "`,` before the builder")?;
+        drv.builder = self.string(Quoting::Escaped)?;
+        self.expect(b",[", "`,[` (start of the builder arguments)")?;
+        let mut first = true;
+        while !self.list_next(first, "an argument or `]`")? {
+            first = false;
+            drv.args.push(self.string(Quoting::Escaped)?);
+        }
+        self.expect(b",[", "`,[` (start of the environment)")?;
+        drv.env = self.env()?;
+        self.expect(b")", "`)` closing `Derive(`")?;
+        Ok(drv)
+    }
 
-        // Outputs.
+    /// `(name,path,hashAlgo,hash)` tuples, sorted by name, up to the closing `]`.
+    fn outputs(&mut self) -> Result<BTreeMap<String, Output>, ParseError> {
+        let mut outputs = BTreeMap::new();
         let mut first = true;
         let mut prev: Option<String> = None;
         while !self.list_next(first, "`(` (an output) or `]`")? {
@@ -305,7 +329,7 @@ impl<'a> Parser<'a> {
             } else {
                 Some(self.store_path(&path, path_at, "output path")?)
             };
-            drv.outputs.insert(
+            outputs.insert(
                 name.clone(),
                 Output {
                     path,
@@ -315,9 +339,12 @@ impl<'a> Parser<'a> {
             );
             prev = Some(name);
         }
+        Ok(outputs)
+    }
 
-        // Input derivations.
-        self.expect(b",[", "`,[` (start of the input derivations)")?;
+    /// `(drvPath,[outputName,…])` tuples, both levels sorted, up to the closing `]`.
+    fn input_drvs(&mut self) -> Result<BTreeMap<StorePath, BTreeSet<String>>, ParseError> {
+        let mut input_drvs = BTreeMap::new();
         let mut first = true;
         let mut prev: Option<String> = None;
         while !self.list_next(first, "`(` (an input derivation) or `]`")? {
@@ -348,12 +375,15 @@ impl<'a> Parser<'a> {
                 prev_out = Some(o);
             }
             self.expect(b")", "`)` closing the input derivation")?;
-            drv.input_drvs.insert(sp, outs);
+            input_drvs.insert(sp, outs);
             prev = Some(path);
         }
+        Ok(input_drvs)
+    }
 
-        // Input sources.
-        self.expect(b",[", "`,[` (start of the input sources)")?;
+    /// Sorted store paths, up to the closing `]`.
+    fn input_srcs(&mut self) -> Result<BTreeSet<StorePath>, ParseError> {
+        let mut input_srcs = BTreeSet::new();
         let mut first = true;
         let mut prev: Option<String> = None;
         while !self.list_next(first, "an input source or `]`")? {
@@ -366,27 +396,16 @@ impl<'a> Parser<'a> {
                 at,
                 "input source",
             )?;
-            drv.input_srcs.insert(sp);
+            input_srcs.insert(sp);
             prev = Some(path);
         }
+        Ok(input_srcs)
+    }
 
-        self.expect(b",", "`,` before the system")?;
-        drv.system = self.string(Quoting::Plain("system"))?;
-        self.expect(b",", "`,` before the builder")?;
-        drv.builder = self.string(Quoting::Escaped)?;
-
-        // Arguments.
-        self.expect(b",[", "`,[` (start of the builder arguments)")?;
-        let mut first = true;
-        while !self.list_next(first, "an argument or `]`")? {
-            first = false;
-            drv.args.push(self.string(Quoting::Escaped)?);
-        }
-
-        // Environment.
-        self.expect(b",[", "`,[` (start of the environment)")?;
-        let mut first = true;
+    /// `(name,value)` pairs sorted by name (bytes, not necessarily UTF-8), up to the closing `]`.
+    fn env(&mut self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ParseError> {
         let mut env = BTreeMap::new();
+        let mut first = true;
         let mut prev: Option<Vec<u8>> = None;
         while !self.list_next(first, "`(` (an environment variable) or `]`")? {
             first = false;
@@ -400,8 +419,6 @@ impl<'a> Parser<'a> {
             env.insert(key.clone(), value);
             prev = Some(key);
         }
-        drv.env = env;
-        self.expect(b")", "`)` closing `Derive(`")?;
-        Ok(drv)
+        Ok(env)
     }
 }
