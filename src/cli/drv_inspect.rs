@@ -112,6 +112,32 @@ pub fn run(
     aterm: bool,
     out: &mut Output,
 ) -> Result<Exit, Error> {
+    let (store_dir, parsed) = read_derivation(file, store_dir)?;
+    let io = |e: std::io::Error| Error::Io {
+        context: "writing to stdout".into(),
+        source: e,
+    };
+    let mut stdout = std::io::stdout().lock();
+    if aterm {
+        stdout
+            .write_all(&drv::to_aterm(&parsed, &store_dir))
+            .and_then(|_| stdout.flush())
+            .map_err(io)?;
+        return Ok(Exit::Done);
+    }
+    let inspected = inspect(file, &store_dir, &parsed)?;
+    if out.is_json() {
+        out.document(&mut stdout, "drv-inspect", &inspected)
+            .map_err(io)?;
+    } else {
+        human(&mut stdout, &inspected).map_err(io)?;
+    }
+    Ok(Exit::Done)
+}
+
+/// The file parsed against the store directory given (or detected): bad input, exit 2, when
+/// either is wrong.
+fn read_derivation(file: &Path, store_dir: Option<&str>) -> Result<(StoreDir, Derivation), Error> {
     let bytes = std::fs::read(file).map_err(|e| {
         Error::bad_input(
             format!("cannot read {}: {e}", file.display()),
@@ -136,19 +162,12 @@ pub fn run(
             ),
         )
     })?;
+    Ok((store_dir, parsed))
+}
 
-    if aterm {
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(&drv::to_aterm(&parsed, &store_dir))
-            .and_then(|_| stdout.flush())
-            .map_err(|e| Error::Io {
-                context: "writing to stdout".into(),
-                source: e,
-            })?;
-        return Ok(Exit::Done);
-    }
-
+/// The file's store path when it is named like one, and the derivation's name: from that path,
+/// else from the environment's `name`.
+fn derivation_name(file: &Path, parsed: &Derivation) -> Result<(Option<StorePath>, String), Error> {
     let file_store_path = file
         .file_name()
         .and_then(|n| n.to_str())
@@ -167,36 +186,38 @@ pub fn run(
             )
         })?,
     };
-    let drv_path = drv::drv_path(&store_dir, &name, &parsed);
+    Ok((file_store_path, name))
+}
+
+/// What `drv inspect` shows: the derivation as parsed, its output paths as computed, and what
+/// validation found.
+fn inspect(file: &Path, store_dir: &StoreDir, parsed: &Derivation) -> Result<Inspected, Error> {
+    let (file_store_path, name) = derivation_name(file, parsed)?;
+    let drv_path = drv::drv_path(store_dir, &name, parsed);
     let mut hasher = Hasher::new(store_dir.clone(), FsDrvSource::new(store_dir.clone()));
-    let (computed, compute_error) = match hasher.output_paths(&parsed, &name) {
+    let (computed, compute_error) = match hasher.output_paths(parsed, &name) {
         Ok(c) => (c, None),
         Err(e) => (BTreeMap::new(), Some(e.to_string())),
     };
-    let problems = match drv::validate(&parsed, &store_dir, &name) {
+    let problems = match drv::validate(parsed, store_dir, &name) {
         Ok(()) => Vec::new(),
         Err(e) => e.problems,
     };
-    let inspected = Inspected {
+    let output = |(o, v): (&String, &drv::Output)| {
+        let shown = InspectedOutput {
+            path: v.path.as_ref().map(|p| store_dir.display(p)),
+            computed_path: computed.get(o).map(|p| store_dir.display(p)),
+            hash_algo: v.hash_algo.clone(),
+            hash: v.hash.clone(),
+        };
+        (o.clone(), shown)
+    };
+    Ok(Inspected {
         file: file.display().to_string(),
         drv_path: store_dir.display(&drv_path),
-        name: name.clone(),
+        name,
         file_at_drv_path: file_store_path.map(|p| p == drv_path),
-        outputs: parsed
-            .outputs
-            .iter()
-            .map(|(o, v)| {
-                (
-                    o.clone(),
-                    InspectedOutput {
-                        path: v.path.as_ref().map(|p| store_dir.display(p)),
-                        computed_path: computed.get(o).map(|p| store_dir.display(p)),
-                        hash_algo: v.hash_algo.clone(),
-                        hash: v.hash.clone(),
-                    },
-                )
-            })
-            .collect(),
+        outputs: parsed.outputs.iter().map(output).collect(),
         input_drvs: parsed
             .input_drvs
             .iter()
@@ -217,20 +238,7 @@ pub fn run(
             .collect(),
         compute_error,
         problems,
-    };
-
-    let io = |e: std::io::Error| Error::Io {
-        context: "writing to stdout".into(),
-        source: e,
-    };
-    let mut stdout = std::io::stdout().lock();
-    if out.is_json() {
-        out.document(&mut stdout, "drv-inspect", &inspected)
-            .map_err(io)?;
-    } else {
-        human(&mut stdout, &inspected).map_err(io)?;
-    }
-    Ok(Exit::Done)
+    })
 }
 
 fn human(w: &mut impl Write, i: &Inspected) -> std::io::Result<()> {
