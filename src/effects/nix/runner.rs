@@ -388,20 +388,7 @@ async fn run_async(
     opts: RunOptions<'_>,
 ) -> Result<Output, RunError> {
     let command = inv.display();
-    let mut cmd = tokio::process::Command::new(&inv.program);
-    cmd.args(&inv.args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(if inv.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group: see the module's documentation.
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
+    let mut child = spawn(inv, env).map_err(|source| RunError::Spawn {
         command: command.clone(),
         source,
     })?;
@@ -420,13 +407,6 @@ async fn run_async(
             cb(stream, line);
         }
     };
-
-    enum End {
-        Exited(std::io::Result<ExitStatus>, std::io::Result<()>),
-        TooMuch,
-        Timeout,
-        Cancelled,
-    }
 
     let end = {
         let work = async {
@@ -467,25 +447,10 @@ async fn run_async(
             let status = child.wait().await;
             End::Exited(status, io)
         };
-        let cancelled = async {
-            match opts.cancel {
-                Some(c) => {
-                    let mut rx = c.tx.subscribe();
-                    let _ = rx.wait_for(|v| *v).await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        let timer = async {
-            match timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
         tokio::select! {
             e = work => e,
-            _ = timer => End::Timeout,
-            _ = cancelled => End::Cancelled,
+            _ = expired(timeout) => End::Timeout,
+            _ = cancelled(opts.cancel) => End::Cancelled,
         }
     };
 
@@ -506,31 +471,88 @@ async fn run_async(
             })
         }
         stopped => {
-            if let Some(pgid) = pgid {
-                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            }
-            // Reap it; the group is dead, so this returns promptly.
-            let _ = child.wait().await;
-            let stderr_tail = tail_lines(&kept.text(), STDERR_TAIL_LINES);
-            Err(match stopped {
-                End::Timeout => RunError::Timeout {
-                    command,
-                    after: timeout.unwrap_or_default(),
-                    stderr_tail,
-                },
-                End::TooMuch => RunError::TooMuchOutput {
-                    command,
-                    limit: match opts.stdout {
-                        StdoutMode::Capture(l) => l,
-                        StdoutMode::Stream => 0,
-                    },
-                },
-                _ => RunError::Cancelled {
-                    command,
-                    stderr_tail,
-                },
-            })
+            let limit = match opts.stdout {
+                StdoutMode::Capture(l) => l,
+                StdoutMode::Stream => 0,
+            };
+            Err(kill_stopped(stopped, child, pgid, &kept, command, timeout, limit).await)
         }
+    }
+}
+
+/// How the child's run ended.
+enum End {
+    Exited(std::io::Result<ExitStatus>, std::io::Result<()>),
+    TooMuch,
+    Timeout,
+    Cancelled,
+}
+
+/// A child stopped before it exited (time out, too much output, cancelled): its whole process
+/// group killed and reaped, and the error saying why, with what it printed last.
+async fn kill_stopped(
+    stopped: End,
+    mut child: tokio::process::Child,
+    pgid: Option<nix::unistd::Pid>,
+    kept: &Kept,
+    command: String,
+    timeout: Option<Duration>,
+    limit: usize,
+) -> RunError {
+    if let Some(pgid) = pgid {
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    }
+    // Reap it; the group is dead, so this returns promptly.
+    let _ = child.wait().await;
+    let stderr_tail = tail_lines(&kept.text(), STDERR_TAIL_LINES);
+    match stopped {
+        End::Timeout => RunError::Timeout {
+            command,
+            after: timeout.unwrap_or_default(),
+            stderr_tail,
+        },
+        End::TooMuch => RunError::TooMuchOutput { command, limit },
+        _ => RunError::Cancelled {
+            command,
+            stderr_tail,
+        },
+    }
+}
+
+/// The child with piped output, in its own process group (see the module's documentation),
+/// killed if the runner drops it.
+fn spawn(inv: &Invocation, env: &[(OsString, OsString)]) -> std::io::Result<tokio::process::Child> {
+    tokio::process::Command::new(&inv.program)
+        .args(&inv.args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(if inv.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// Resolves when the token is cancelled; never without one.
+async fn cancelled(cancel: Option<&CancelToken>) {
+    match cancel {
+        Some(c) => {
+            let mut rx = c.tx.subscribe();
+            let _ = rx.wait_for(|v| *v).await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Resolves after `timeout`; never without one.
+async fn expired(timeout: Option<Duration>) {
+    match timeout {
+        Some(t) => tokio::time::sleep(t).await,
+        None => std::future::pending::<()>().await,
     }
 }
 
