@@ -311,70 +311,23 @@ pub fn derivation_json(
     drv: &Derivation,
 ) -> Result<Value, String> {
     json_representable(drv, shape)?;
-    let path = |p: &StorePath| -> Value {
-        if shape >= JsonShape::Nix2_32 {
-            Value::String(p.to_string())
-        } else {
-            Value::String(store_dir.display(p))
-        }
-    };
+    let path = |p: &StorePath| json_path(shape, store_dir, p);
     let s = |b: &[u8]| Value::String(String::from_utf8(b.to_vec()).expect("checked UTF-8"));
-
     let mut outputs = Map::new();
     for (o, out) in &drv.outputs {
-        let mut m = Map::new();
-        let kind = out.kind().expect("checked");
-        let method_algo = parse_method_algo(&out.hash_algo);
-        match kind {
-            OutputKind::InputAddressed => {
-                m.insert("path".into(), path(out.path.as_ref().expect("has path")));
-            }
-            OutputKind::Deferred => {}
-            OutputKind::Fixed | OutputKind::Floating => {
-                let (method, algo) = method_algo.expect("checked");
-                if kind == OutputKind::Fixed && shape < JsonShape::Nix2_32 {
-                    m.insert("path".into(), path(out.path.as_ref().expect("has path")));
-                }
-                if shape < JsonShape::Nix2_23 {
-                    m.insert("hashAlgo".into(), json!(out.hash_algo));
-                } else {
-                    m.insert("method".into(), json!(method_name(method)));
-                    if shape < JsonShape::Nix2_33 || kind == OutputKind::Floating {
-                        m.insert("hashAlgo".into(), json!(algo.as_str()));
-                    }
-                }
-                if kind == OutputKind::Fixed {
-                    let h = if shape >= JsonShape::Nix2_33 {
-                        let bytes = drv::hash::unhex(&out.hash)
-                            .ok_or_else(|| format!("output {o:?}: hash is not hex"))?;
-                        format!("{}-{}", algo.as_str(), base64(&bytes))
-                    } else {
-                        out.hash.clone()
-                    };
-                    m.insert("hash".into(), json!(h));
-                }
-            }
-            OutputKind::Impure => unreachable!("refused by json_representable"),
-        }
-        outputs.insert(o.clone(), Value::Object(m));
+        outputs.insert(o.clone(), output_json(shape, store_dir, o, out)?);
     }
-
     let srcs: Vec<Value> = drv.input_srcs.iter().map(path).collect();
     let mut drvs = Map::new();
     for (p, outs) in &drv.input_drvs {
-        let key = match path(p) {
-            Value::String(s) => s,
-            _ => unreachable!(),
-        };
         let outs: Vec<Value> = outs.iter().map(|o| json!(o)).collect();
         let v = if shape == JsonShape::Nix2_15 {
             Value::Array(outs)
         } else {
             json!({ "outputs": outs, "dynamicOutputs": {} })
         };
-        drvs.insert(key, v);
+        drvs.insert(path(p).as_str().expect("a string").to_string(), v);
     }
-
     let mut env = Map::new();
     let mut structured = None;
     for (k, v) in &drv.env {
@@ -417,6 +370,60 @@ pub fn derivation_json(
         res.insert("structuredAttrs".into(), st);
     }
     Ok(Value::Object(res))
+}
+
+/// A store path as this Nix writes it in derivation JSON: whole before 2.32, its base name since.
+fn json_path(shape: JsonShape, store_dir: &StoreDir, p: &StorePath) -> Value {
+    if shape >= JsonShape::Nix2_32 {
+        Value::String(p.to_string())
+    } else {
+        Value::String(store_dir.display(p))
+    }
+}
+
+/// One output's object: its path when input-addressed (and, before 2.32, fixed), the hash
+/// algorithm or method as each Nix version spells it, the hash of a fixed output (SRI from 2.33).
+fn output_json(
+    shape: JsonShape,
+    store_dir: &StoreDir,
+    o: &str,
+    out: &drv::Output,
+) -> Result<Value, String> {
+    let path = |p: &StorePath| json_path(shape, store_dir, p);
+    let mut m = Map::new();
+    let kind = out.kind().expect("checked");
+    match kind {
+        OutputKind::InputAddressed => {
+            m.insert("path".into(), path(out.path.as_ref().expect("has path")));
+        }
+        OutputKind::Deferred => {}
+        OutputKind::Fixed | OutputKind::Floating => {
+            let (method, algo) = parse_method_algo(&out.hash_algo).expect("checked");
+            if kind == OutputKind::Fixed && shape < JsonShape::Nix2_32 {
+                m.insert("path".into(), path(out.path.as_ref().expect("has path")));
+            }
+            if shape < JsonShape::Nix2_23 {
+                m.insert("hashAlgo".into(), json!(out.hash_algo));
+            } else {
+                m.insert("method".into(), json!(method_name(method)));
+                if shape < JsonShape::Nix2_33 || kind == OutputKind::Floating {
+                    m.insert("hashAlgo".into(), json!(algo.as_str()));
+                }
+            }
+            if kind == OutputKind::Fixed {
+                let h = if shape >= JsonShape::Nix2_33 {
+                    let bytes = drv::hash::unhex(&out.hash)
+                        .ok_or_else(|| format!("output {o:?}: hash is not hex"))?;
+                    format!("{}-{}", algo.as_str(), base64(&bytes))
+                } else {
+                    out.hash.clone()
+                };
+                m.insert("hash".into(), json!(h));
+            }
+        }
+        OutputKind::Impure => unreachable!("refused by json_representable"),
+    }
+    Ok(Value::Object(m))
 }
 
 fn method_name(m: Method) -> &'static str {
