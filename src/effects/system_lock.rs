@@ -10,14 +10,13 @@
 //! cut), so a stale file never blocks. The file says who holds it: pid, since when, its journal
 //! and the profile, for the message a second run gets (exit 4).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
+use crate::effects::fs::holder_lock::{self, Attempt};
 use crate::error::Error;
 
 /// Where the system locks live on a real system.
@@ -122,20 +121,9 @@ pub fn acquire(
             "stepwise runs as root; check the lock directory",
         )
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(io)?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => l,
-        Err((mut file, Errno::EWOULDBLOCK)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
+    let mut lock = match holder_lock::try_exclusive(&path, 0o644, true).map_err(io)? {
+        Attempt::Taken(l) => l,
+        Attempt::Busy(holder) => {
             return Err(lock_error(
                 &profile,
                 format!(
@@ -146,7 +134,6 @@ pub fn acquire(
                  status --journal THAT-JOURNAL` shows where it is)",
             ));
         }
-        Err((_, e)) => return Err(io(std::io::Error::from(e))),
     };
     let content = format!(
         "pid {} since {now_ms}\njournal {}\nprofile {}\n",
@@ -154,12 +141,7 @@ pub fn acquire(
         journal.display(),
         profile.display()
     );
-    let write = |f: &mut File| -> std::io::Result<()> {
-        f.set_len(0)?;
-        f.seek(SeekFrom::Start(0))?;
-        f.write_all(content.as_bytes())
-    };
-    write(&mut lock).map_err(io)?;
+    holder_lock::write_holder(&mut lock, &content).map_err(io)?;
     Ok(SystemLock { _lock: lock, path })
 }
 

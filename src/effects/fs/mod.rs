@@ -1,4 +1,7 @@
-//! Filesystem effects: free space (statvfs), the reserve file, atomic symlink flips.
+//! Filesystem effects: free space (statvfs), the reserve file, atomic symlink flips, lock files
+//! that name their holder.
+
+pub mod holder_lock;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -11,14 +11,14 @@
 //! The witness, kept outside the database, catches that. It is advisory: missing, torn or stale
 //! (a power cut) it tells nothing, and it never makes a sound journal fail.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::effects::fs::holder_lock::{self, Attempt};
 use crate::error::Error;
 
 /// The held lock; dropping it releases the lock.
@@ -119,19 +119,9 @@ pub fn acquire(journal: &Path, now_ms: u64) -> Result<WriterLock, Error> {
         what: format!("cannot open its lock file {}: {e}", path.display()),
         hint: "check the permissions of the journal's directory (stepwise runs as root)".into(),
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => l,
-        Err((mut file, Errno::EWOULDBLOCK)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
+    let mut lock = match holder_lock::try_exclusive(&path, 0o600, false).map_err(io)? {
+        Attempt::Taken(l) => l,
+        Attempt::Busy(holder) => {
             return Err(Error::Journal {
                 path: journal.display().to_string(),
                 what: format!("locked by {}", describe_holder(&holder)),
@@ -140,7 +130,6 @@ pub fn acquire(journal: &Path, now_ms: u64) -> Result<WriterLock, Error> {
                     .into(),
             });
         }
-        Err((_, e)) => return Err(io(std::io::Error::from(e))),
     };
     let mut old = String::new();
     let _ = lock.read_to_string(&mut old);
@@ -151,12 +140,7 @@ pub fn acquire(journal: &Path, now_ms: u64) -> Result<WriterLock, Error> {
         content.push_str(&w.line());
         content.push('\n');
     }
-    let write = |f: &mut File| -> std::io::Result<()> {
-        f.set_len(0)?;
-        f.seek(SeekFrom::Start(0))?;
-        f.write_all(content.as_bytes())
-    };
-    write(&mut lock).map_err(io)?;
+    holder_lock::write_holder(&mut lock, &content).map_err(io)?;
     Ok(WriterLock {
         lock,
         path,
