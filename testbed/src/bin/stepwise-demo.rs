@@ -40,7 +40,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn demo() -> Result<ExitCode, Box<dyn std::error::Error>> {
+type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn demo() -> DemoResult<ExitCode> {
     let spec = FixtureSpec::standard();
     println!("== 1. The fixture: a NixOS-shaped system, old and new (built once, then cached)");
     let mut disk_mib = 0;
@@ -49,25 +51,7 @@ fn demo() -> Result<ExitCode, Box<dyn std::error::Error>> {
         disk_mib = fx.tight_disk_mib();
         Disk::TmpfsMib(disk_mib)
     })?;
-    println!("   {}", fx.sizes_line());
-    println!("   {:<14} {:>22} {:>22}", "package", "old", "new");
-    for p in &fx.packages {
-        let show = |v: &Option<stepwise_testbed::PackageVersionInfo>| match v {
-            Some(v) => format!("{} {}", v.version, mib(v.bytes())),
-            None => "-".to_string(),
-        };
-        let mark = if p.changes() { "" } else { "  (unchanged)" };
-        println!(
-            "   {:<14} {:>22} {:>22}{mark}",
-            p.pname,
-            show(&p.old),
-            show(&p.new)
-        );
-    }
-    println!(
-        "   binary cache (stands in for cache.nixos.org): {}",
-        bed.cache_dir().unwrap().display()
-    );
+    show_fixture(&bed, &fx);
 
     println!("\n== 2. A small disk: a {disk_mib} MiB tmpfs holds the store and Nix's database");
     println!("   store: {}", bed.store_dir());
@@ -78,114 +62,20 @@ fn demo() -> Result<ExitCode, Box<dyn std::error::Error>> {
     println!("   current-system -> {g0}");
     println!("   {}", disk_line(&bed));
 
-    println!(
-        "\n== 4. The plain upgrade: nix-store --realise {}",
-        fx.new.drv
-    );
-    println!(
-        "   it needs the new packages beside the old ones: about {} more, {} free",
-        mib(fx.union_bytes - fx.old_bytes),
-        mib(bed.available_bytes())
-    );
-    match bed.realise(&[&fx.new.drv]) {
-        Ok(_) => {
-            println!("   unexpectedly, it fitted: the demo's disk is too large");
-            return Ok(ExitCode::FAILURE);
-        }
-        Err(e) => {
-            for line in e.stderr.lines().filter(|l| l.starts_with("error:")) {
-                println!("   {line}");
-            }
-            if !e.is_out_of_space() {
-                println!("   (this is not the out-of-space failure the demo expects)");
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+    if !plain_upgrade_fails(&bed, &fx) {
+        return Ok(ExitCode::FAILURE);
     }
-    println!("   {}", disk_line(&bed));
-    println!(
-        "   current-system still -> {}",
-        bed.current_system().unwrap_or_default()
-    );
 
-    // ==== STEPWISE UPGRADE: the engine's run goes here ==========================================
     // The real `stepwise` binary, with the bed's Nix environment, its journal on the small disk,
-    // and the bed's system links. Extend this section (progress, journal show, figures) as the
-    // engine grows; keep asserting the end state from the world, not from stepwise's output.
+    // and the bed's system links. Extend this section as the engine grows; keep asserting the
+    // end state from the world, not from stepwise's output.
     println!("\n== 5. stepwise upgrade (the chain of intermediate generations)");
-    // This disk is sized for the plain upgrade's failure; with G0 also pinned as the booted
-    // system it is a few hundred KiB too small even for steps (tests/engine_real.rs covers the
-    // booted pin with reboots). Here the machine has switched since its last boot.
-    std::fs::remove_file(bed.booted_system_link())?;
-    println!("   (booted-system link removed: the machine has switched since its last boot)");
     let stepwise = stepwise_binary();
-    let mut args: Vec<OsString> = vec!["--journal".into(), bed.journal_path().into_os_string()];
-    args.extend([
-        "upgrade".into(),
-        "--target".into(),
-        fx.new.drv.clone().into(),
-    ]);
-    args.extend(bed.system_args());
-    // The booted system pins G0's packages until a reboot: stepwise may reboot where its plan
-    // says. The demo's "reboot" re-points booted-system at the running system, as a boot would.
-    args.extend([
-        "--reboot".into(),
-        "when-needed".into(),
-        "--reboot-command".into(),
-        format!(
-            "cp -P -T --remove-destination {} {}",
-            bed.current_system_link().display(),
-            bed.booted_system_link().display()
-        )
-        .into(),
-    ]);
-    println!(
-        "   {} {}",
-        stepwise.display(),
-        args.iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
     if !stepwise.exists() {
         println!("   (not built: run `cargo build --bins` first, as scripts/demo.sh does)");
         return Ok(ExitCode::FAILURE);
     }
-    let mut out = bed
-        .command(&stepwise)
-        .args(&args)
-        .stderr(std::process::Stdio::piped())
-        .output()?;
-    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    for line in stderr.lines() {
-        println!("   | {line}");
-    }
-    // Exit 3 after a reboot: the boot-time `stepwise resume` continues the run.
-    let mut reboots = 0;
-    while out.status.code() == Some(3) && stderr.contains("rebooting into") && reboots < 8 {
-        reboots += 1;
-        println!(
-            "   -- \"reboot\" {reboots}: booted-system -> {}",
-            bed.booted_system().unwrap_or_default()
-        );
-        println!(
-            "   -- {} --journal {} resume",
-            stepwise.display(),
-            bed.journal_path().display()
-        );
-        out = bed
-            .command(&stepwise)
-            .arg("--journal")
-            .arg(bed.journal_path())
-            .arg("resume")
-            .stderr(std::process::Stdio::piped())
-            .output()?;
-        stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        for line in stderr.lines() {
-            println!("   | {line}");
-        }
-    }
-    let status = out.status;
+    let (status, stderr) = stepwise_upgrade(&bed, &fx, &stepwise)?;
     println!("   stepwise exited with {status}");
     if stderr.contains("is not available in this build") {
         println!("\nThis build of stepwise cannot upgrade yet: the demo ends after the plain upgrade's failure.");
@@ -215,7 +105,140 @@ fn demo() -> Result<ExitCode, Box<dyn std::error::Error>> {
         );
         Ok(ExitCode::FAILURE)
     }
-    // ==== end of the stepwise section ============================================================
+}
+
+/// The fixture's packages, old and new, and where its binary cache is.
+fn show_fixture(bed: &Bed, fx: &Fixture) {
+    println!("   {}", fx.sizes_line());
+    println!("   {:<14} {:>22} {:>22}", "package", "old", "new");
+    for p in &fx.packages {
+        let show = |v: &Option<stepwise_testbed::PackageVersionInfo>| match v {
+            Some(v) => format!("{} {}", v.version, mib(v.bytes())),
+            None => "-".to_string(),
+        };
+        let mark = if p.changes() { "" } else { "  (unchanged)" };
+        println!(
+            "   {:<14} {:>22} {:>22}{mark}",
+            p.pname,
+            show(&p.old),
+            show(&p.new)
+        );
+    }
+    println!(
+        "   binary cache (stands in for cache.nixos.org): {}",
+        bed.cache_dir().unwrap().display()
+    );
+}
+
+/// Step 4: `nix-store --realise` of the target runs out of space and changes nothing. False
+/// (the demo failed) when it fits or fails otherwise.
+fn plain_upgrade_fails(bed: &Bed, fx: &Fixture) -> bool {
+    println!(
+        "\n== 4. The plain upgrade: nix-store --realise {}",
+        fx.new.drv
+    );
+    println!(
+        "   it needs the new packages beside the old ones: about {} more, {} free",
+        mib(fx.union_bytes - fx.old_bytes),
+        mib(bed.available_bytes())
+    );
+    match bed.realise(&[&fx.new.drv]) {
+        Ok(_) => {
+            println!("   unexpectedly, it fitted: the demo's disk is too large");
+            return false;
+        }
+        Err(e) => {
+            for line in e.stderr.lines().filter(|l| l.starts_with("error:")) {
+                println!("   {line}");
+            }
+            if !e.is_out_of_space() {
+                println!("   (this is not the out-of-space failure the demo expects)");
+                return false;
+            }
+        }
+    }
+    println!("   {}", disk_line(bed));
+    println!(
+        "   current-system still -> {}",
+        bed.current_system().unwrap_or_default()
+    );
+    true
+}
+
+/// Step 5: `stepwise upgrade`, then `stepwise resume` after each "reboot" it asks for, as the
+/// boot-time service does. Its exit status and last stderr.
+fn stepwise_upgrade(
+    bed: &Bed,
+    fx: &Fixture,
+    stepwise: &std::path::Path,
+) -> DemoResult<(std::process::ExitStatus, String)> {
+    // This disk is sized for the plain upgrade's failure; with G0 also pinned as the booted
+    // system it is a few hundred KiB too small even for steps (tests/engine_real.rs covers the
+    // booted pin with reboots). Here the machine has switched since its last boot.
+    std::fs::remove_file(bed.booted_system_link())?;
+    println!("   (booted-system link removed: the machine has switched since its last boot)");
+    let mut args: Vec<OsString> = vec!["--journal".into(), bed.journal_path().into_os_string()];
+    args.extend([
+        "upgrade".into(),
+        "--target".into(),
+        fx.new.drv.clone().into(),
+    ]);
+    args.extend(bed.system_args());
+    // The booted system pins G0's packages until a reboot: stepwise may reboot where its plan
+    // says. The demo's "reboot" re-points booted-system at the running system, as a boot would.
+    args.extend([
+        "--reboot".into(),
+        "when-needed".into(),
+        "--reboot-command".into(),
+        format!(
+            "cp -P -T --remove-destination {} {}",
+            bed.current_system_link().display(),
+            bed.booted_system_link().display()
+        )
+        .into(),
+    ]);
+    println!(
+        "   {} {}",
+        stepwise.display(),
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let run = |args: &[OsString]| -> DemoResult<(std::process::ExitStatus, String)> {
+        let out = bed
+            .command(stepwise)
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        for line in stderr.lines() {
+            println!("   | {line}");
+        }
+        Ok((out.status, stderr))
+    };
+    let (mut status, mut stderr) = run(&args)?;
+    // Exit 3 after a reboot: the boot-time `stepwise resume` continues the run.
+    let mut reboots = 0;
+    while status.code() == Some(3) && stderr.contains("rebooting into") && reboots < 8 {
+        reboots += 1;
+        println!(
+            "   -- \"reboot\" {reboots}: booted-system -> {}",
+            bed.booted_system().unwrap_or_default()
+        );
+        println!(
+            "   -- {} --journal {} resume",
+            stepwise.display(),
+            bed.journal_path().display()
+        );
+        let resume = [
+            "--journal".into(),
+            bed.journal_path().into_os_string(),
+            "resume".into(),
+        ];
+        (status, stderr) = run(&resume)?;
+    }
+    Ok((status, stderr))
 }
 
 /// The `stepwise` binary built beside this demo (same target directory), or `$STEPWISE_BIN`.
