@@ -7,9 +7,6 @@
 #   stepwise-resume.service   at boot: `stepwise resume` finishes a run a crash, OOM kill, power cut
 #                             or stepwise's own reboot interrupted (nothing to resume: exit 0)
 #
-# Not here: `keepPrevious` (keep the starting generation as a rollback target when the disk has
-# room): the engine deletes G0's generation as part of every run and has no mode that keeps it.
-#
 # Not `pkgs.formats.toml`: every key of the settings file is an option of its own here, typed,
 # and the file is written as text (no build step) that the tests read back with stepwise's own
 # reader; anything else goes through `flags`.
@@ -49,6 +46,7 @@ let
         "{ lower = ${tomlValue cfg.rebootWindow.lower}, upper = ${tomlValue cfg.rebootWindow.upper} }"
       else null))
     (optionalSetting "boot-dir" cfg.bootDir)
+    (setting "keep-previous" (tomlValue cfg.keepPrevious))
   ] + lib.optionalString (nixOptions != { }) (''
 
     [nix-options]
@@ -320,6 +318,18 @@ in
         The boot partition. When it is a filesystem of its own, stepwise checks before a run that
         it has room for the kernels and initrds the run adds (sized from the running system's),
         and otherwise stops (exit 3) saying what to delete. null: no check.
+      '';
+    };
+
+    keepPrevious = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Keep the generation a run starts from as the one before the target, so that
+        `nixos-rebuild --rollback` (or the boot menu) can go back to it, when the plan shows room
+        for it beside the target: only a plain upgrade that fits can keep it. When the run goes in
+        steps (old and new do not fit together) it proceeds as without this option, and says in
+        the log why the starting generation could not be kept.
       '';
     };
 

@@ -705,3 +705,84 @@ fn held_at_step_three_then_unwound_through_every_step_to_g0() {
     );
     verify(&bed);
 }
+
+/// The profile's generation links and where each points.
+fn generations(bed: &Bed) -> Vec<(String, Option<String>)> {
+    let dir = bed.profile().parent().unwrap().to_path_buf();
+    let mut links: Vec<(String, Option<String>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("system-") && n.ends_with("-link"))
+        .map(|n| {
+            let target = bed.read_link(&dir.join(&n));
+            (n, target)
+        })
+        .collect();
+    links.sort();
+    links
+}
+
+/// `--keep-previous` on a disk with room for G0 beside the target: G0 stays a complete
+/// generation of the profile (what `nixos-rebuild --rollback` goes back to). On a disk where
+/// only steps fit, the run still reaches the target and says why G0 could not be kept.
+#[test]
+fn keep_previous_keeps_g0_where_it_fits_and_says_why_not_where_it_does_not() {
+    if !require_root("engine: --keep-previous on real Nix") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.roomy_disk_mib())
+    });
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    // Switched since boot: nothing but the kept generation holds G0 after the run.
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.args(["--json", "plan", "--keep-previous", "--target", &fx.new.drv]);
+    cmd.args(bed.system_args());
+    let p = cmd.output().unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_slice(&p.stdout).unwrap_or_else(|_| panic!("{}", show(&p)));
+    assert_eq!(plan["keep_previous"]["kept"], true, "{plan}");
+    let o = upgrade(&bed, &fx, &["--keep-previous"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("G0 stays a generation"), "{err}");
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    let gens = generations(&bed);
+    assert!(
+        gens.iter().any(|(_, t)| t.as_deref() == Some(g0.as_str())),
+        "G0 is still a generation: {gens:?}"
+    );
+    bed.gc().unwrap();
+    for p in bed.closure(&[&g0]).unwrap() {
+        assert!(
+            bed.is_valid(&p).unwrap(),
+            "{p} of G0's closure survives a GC"
+        );
+    }
+    let shown = stepwise(&bed, &["journal", "show"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("keep previous yes"),
+        "{}",
+        show(&shown)
+    );
+    verify(&bed);
+
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.tight_disk_mib())
+    });
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let o = upgrade(&bed, &fx, &["--keep-previous"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("G0 cannot be kept"), "{err}");
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert!(!bed.is_valid(&g0).unwrap(), "G0 was collected");
+    let gens = generations(&bed);
+    assert!(
+        gens.iter().all(|(_, t)| t.as_deref() != Some(g0.as_str())),
+        "{gens:?}"
+    );
+    verify(&bed);
+}

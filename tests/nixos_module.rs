@@ -110,6 +110,7 @@ fn every_option() -> Value {
         "nixOptions": {"builders": "ssh://b x86_64-linux - 4", "max-jobs": 0, "keep-going": true},
         "onFailureUnits": ["notify-admin@%n.service"],
         "rebootOnKernelChange": true,
+        "keepPrevious": true,
     })
 }
 
@@ -293,6 +294,7 @@ fn module_with_defaults() {
     assert_eq!(c.upgrade.reboot, Some(RebootPolicy::Never));
     assert_eq!(c.upgrade.reserve, None);
     assert_eq!(c.upgrade.reboot_window, None);
+    assert_eq!(c.upgrade.keep_previous, Some(false));
     // A flake target: its inputs fetched afresh (`nix --refresh`) by default.
     assert_eq!(nix_options(&c), [("tarball-ttl", "0".to_string())]);
 }
@@ -434,6 +436,10 @@ fn module_refuses_what_cannot_work() {
             "services.stepwise.journal",
         ),
         (json!({"nonVitals": ["x"]}), "services.stepwise.nonVitals"),
+        (
+            json!({"keepPrevious": "yes"}),
+            "services.stepwise.keepPrevious",
+        ),
     ] {
         let mut settings = json!({"enable": true, "package": package(), "flake": "/etc/nixos"});
         settings
@@ -483,6 +489,7 @@ fn example_config_parses_with_stepwise() {
         })
     );
     assert_eq!(u.boot_dir.as_deref(), Some(Path::new("/boot")));
+    assert_eq!(u.keep_previous, Some(true));
     assert_eq!(
         nix_options(&c),
         [

@@ -289,7 +289,10 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         together: args.room.together.clone(),
         reserve: args.room.reserve,
         reboot_window: args.reboot_window.map(Into::into),
-        options: RunOptions::default(),
+        options: RunOptions {
+            keep_previous: args.room.keep_previous,
+            ..RunOptions::default()
+        },
         boot_dir: args.boot_dir.clone(),
         roots_dir: roots_dir_for(&cli.journal),
         probe_dir: fs::beside(&cli.journal, ".probe"),

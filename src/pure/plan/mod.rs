@@ -44,6 +44,7 @@
 pub mod boot;
 pub mod diff;
 pub mod disk;
+pub mod keep;
 pub mod mask;
 pub mod names;
 pub mod order;
@@ -56,6 +57,7 @@ pub mod units;
 pub use boot::{BootPlan, BootStep, Initrd, ProfileFacts};
 pub use diff::{Diff, DiffRow};
 pub use disk::DiskCost;
+pub use keep::{keep_previous, KeepPrevious};
 pub use mask::{Mask, Materialised, Materialiser, NewDrv, Stub};
 pub use names::PackageName;
 pub use planner::{

@@ -20,6 +20,9 @@
 //! entry more than before the run at most (`plan::boot`). Walking back, SetProfile returns to
 //! `to`'s generation when it is still there rather than adding one, to keep that bound.
 //!
+//! With `RunShape::keep_g0` the `Direct` chain's move G0 → T skips DropGeneration and Collect of
+//! G0: G0 stays the generation before the target (one boot entry more, by the user's choice).
+//!
 //! Unpin comes before Collect (the brief had it last) so that the superseded generation's own root
 //! never keeps it alive; the new generation's root stays until the next move supersedes it.
 //!
@@ -60,6 +63,9 @@ pub struct RunShape {
     /// Bit k set: reboot into step k once it is active and its predecessor collected (only a
     /// reboot frees what the booted system pins). `--reboot when-needed`.
     pub reboot_after: u64,
+    /// `--keep-previous`, where the plan showed room for it: the `Direct` chain leaves G0 a
+    /// generation (no DropGeneration, no Collect of G0), so a rollback has something to go to.
+    pub keep_g0: bool,
 }
 
 impl RunShape {
@@ -559,8 +565,15 @@ fn done(s: &mut RunState, phase: Phase, e: Effect) {
             let reboot_here = m.direction == Direction::Forward
                 && s.chain == Chain::Steps
                 && s.shape.reboots_after(m.to);
+            let keep_g0 = m.direction == Direction::Forward
+                && s.chain == Chain::Direct
+                && m.from == 0
+                && s.shape.keep_g0;
             let next_stage = match m.stage.after() {
                 Some(Stage::Reboot) if !reboot_here => None,
+                // G0 stays a generation: nothing of it is dropped; its run-owned root goes.
+                Some(Stage::DropGeneration) if keep_g0 => Some(Stage::Unpin),
+                Some(Stage::Collect) if keep_g0 => None,
                 n => n,
             };
             match next_stage {
