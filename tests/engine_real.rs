@@ -776,6 +776,16 @@ fn keep_previous_keeps_g0_where_it_fits_and_says_why_not_where_it_does_not() {
     });
     let g0 = bed.install(&fx.old.drv).unwrap();
     std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.args(["plan", "--keep-previous", "--target", &fx.new.drv]);
+    cmd.args(bed.system_args());
+    let p = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&p.stdout);
+    assert!(
+        text.contains("keepPrevious: G0 cannot be kept: the upgrade goes in steps"),
+        "{}",
+        show(&p)
+    );
     let o = upgrade(&bed, &fx, &["--keep-previous"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
