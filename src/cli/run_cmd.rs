@@ -309,8 +309,14 @@ fn seams<'a>(nix: &'a NixCli, reserve: &'a mut ReserveFile, cli: &Cli) -> Seams<
 /// `stepwise upgrade`.
 pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, Error> {
     let nix = nix(cli)?;
-    let target_drv = nix.resolve_target(&args.target.spec())?;
-    crate::cli::checks::target_is_system(&target_drv)?;
+    let resolved = nix
+        .resolve_target(&args.target.spec())
+        .map_err(Error::from)
+        .and_then(|drv| crate::cli::checks::target_is_system(&drv).map(|()| drv));
+    let target_drv = match resolved {
+        Ok(drv) => drv,
+        Err(e) => return continue_before_refusing(cli, out, e),
+    };
     let sys = &args.system;
     let req = UpgradeRequest {
         target: (&args.target.spec()).into(),
@@ -355,6 +361,20 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
             Ok(Exit::Done)
         }
         UpgradeOutcome::Ran(end) => finish(end, out, "upgrade"),
+    }
+}
+
+/// The target did not evaluate (a full store, a broken configuration): a run left unfinished is
+/// still continued, as `upgrade` always continues one first, so the hourly timer never leaves the
+/// system mid-chain because of the new target. The evaluation's error is then the command's.
+fn continue_before_refusing(cli: &Cli, out: &mut Output, e: Error) -> Result<Exit, Error> {
+    if !engine::has_unfinished_run(&JournalFile::new(cli.journal.clone()))? {
+        return Err(e);
+    }
+    eprintln!("stepwise: the target did not evaluate; continuing the unfinished run first");
+    match continue_run(cli, out, false)? {
+        Exit::Done => Err(e),
+        stopped_or_failed => Ok(stopped_or_failed),
     }
 }
 
