@@ -4,8 +4,8 @@
 //! (some changed) read at runtime by `system-path` and by the local derivations, which share
 //! them and read each other; build tools (`jq`, `cpio`) named only in `nativeBuildInputs`.
 //! Planned by the real `gather` + `plan`, each step realised on the model store:
-//! - every intermediate generation's closure holds exactly the package versions its mask states,
-//!   and no build tool;
+//! - every intermediate generation's closure holds exactly the package versions its mask states
+//!   (and what they hold), and no build tool;
 //! - the plan's peak is never below what the store really held.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -207,10 +207,17 @@ struct StepSeen {
 
 /// Plan, run every step on the model.
 fn run(w: &World) -> Vec<StepSeen> {
-    let b = build(w);
-    let input = plan_input(&b);
+    run_built(&build(w)).1
+}
+
+/// Plan `b`'s upgrade and run every step on the model: the plan and what each step showed.
+fn run_built(b: &Built) -> (stepwise::plan::Planned, Vec<StepSeen>) {
+    let input = plan_input(b);
     let planned = stepwise::plan::plan(&input).unwrap();
-    let plan = planned.outcome.expect("an unlimited disk always fits");
+    let plan = planned
+        .outcome
+        .clone()
+        .expect("an unlimited disk always fits");
     let masks = StepMasks {
         target_drv: b.target.clone(),
         g0_toplevel: input.g0.toplevel.clone().unwrap(),
@@ -247,10 +254,17 @@ fn run(w: &World) -> Vec<StepSeen> {
             planned_peak: step.space.peak as i64 - input.used as i64,
             real_peak: peak as i64 - start as i64,
             versions: closure.intersection(&b.packages).cloned().collect(),
-            expected: target_pkgs
-                .iter()
-                .map(|p| step.mask.0.get(p).unwrap_or(p).clone())
-                .collect(),
+            expected: {
+                // The mask's versions and what they hold (an old version kept by the mask holds
+                // the old versions of its own dependencies).
+                let stated: Vec<StorePath> = target_pkgs
+                    .iter()
+                    .map(|p| step.mask.0.get(p).unwrap_or(p).clone())
+                    .collect();
+                let mut held = ms.closure(&stated).unwrap();
+                held.extend(stated);
+                held.intersection(&b.packages).cloned().collect()
+            },
             tools_in_closure: closure.intersection(&b.tools).cloned().collect(),
         });
         ms.set_profile(Path::new(PROFILE), top).unwrap();
@@ -259,7 +273,7 @@ fn run(w: &World) -> Vec<StepSeen> {
         ms.remove_root(&drv_root).unwrap();
         collect(ms);
     }
-    seen
+    (planned, seen)
 }
 
 fn world() -> impl Strategy<Value = World> {
@@ -337,4 +351,293 @@ fn the_initrd_is_local_glue_and_its_tools_are_build_inputs() {
         "G0's initrd is read as glue"
     );
     check(&w).unwrap();
+}
+
+/// What a revision of the NixOS-shaped system changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revision {
+    /// A leaf package (`hello`).
+    Leaf,
+    /// The kernel: modules-shrunk and the initrd follow it, the bootspec label too.
+    Kernel,
+    /// systemd: the initrd copies it, units name it.
+    Systemd,
+    /// glibc: every package is rebuilt.
+    Glibc,
+}
+
+/// xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+    /// Log-uniform between 4 KiB and 2 MiB: most packages small, a few large.
+    fn size(&mut self) -> u64 {
+        let e = 12.0 + self.below(10_000) as f64 / 10_000.0 * 9.0;
+        2f64.powf(e) as u64
+    }
+}
+
+const SHAPE_UNITS: usize = 60;
+
+/// Packages and local derivations of the NixOS-shaped system: real scale (1,300 packages,
+/// 200 local derivations: 1,500+ paths) with `STEPWISE_NIXOS_SHAPE=1` (minutes on the model
+/// store), else a quarter of it.
+fn shape_scale() -> (usize, usize) {
+    if std::env::var("STEPWISE_NIXOS_SHAPE").as_deref() == Ok("1") {
+        (1_300, 200)
+    } else {
+        (300, 50)
+    }
+}
+
+/// One generation of the NixOS-shaped system (the shapes of nixpkgs' top-level.nix, system-path,
+/// etc.nix, systemd-lib's units and make-initrd-ng): glibc under every package; systemd, the
+/// kernel and `hello` among them; `system-path` and `unit-*.service` glue; local derivations:
+/// modules-shrunk (reads the kernel), the initrd (reads systemd, modules-shrunk and glibc, builds
+/// with jq and cpio), `check-sshd`, etc-metadata (reads the etc glue) and config files that each
+/// read a few packages. Returns the toplevel `.drv`.
+fn shape_generation(
+    ms: &ModelStore,
+    release: &str,
+    rev: Option<Revision>,
+    tools: &[StorePath],
+    packages: &mut BTreeSet<StorePath>,
+) -> StorePath {
+    let mut rng = Rng(0x5eed_cafe_f00d);
+    let (shape_packages, shape_locals) = shape_scale();
+    let bumped = |r: Revision| rev == Some(r);
+    let native: Vec<String> = tools
+        .iter()
+        .map(|d| format!("/nix/store/{}", out(ms, d)))
+        .collect();
+    let mut pkgs: Vec<StorePath> = Vec::new();
+    let mut add = |spec: DrvSpec, pkgs: &mut Vec<StorePath>| {
+        let d = ms.add_derivation(&spec);
+        ms.make_substitutable(&d);
+        packages.insert(out(ms, &d));
+        pkgs.push(d);
+    };
+    let reading = |mut spec: DrvSpec, inputs: &[&StorePath]| {
+        for d in inputs {
+            spec = spec
+                .input(d, &["out"])
+                .arg(&format!("/nix/store/{}", out(ms, d)));
+        }
+        spec
+    };
+    let glibc_v = if bumped(Revision::Glibc) {
+        "2.40"
+    } else {
+        "2.39"
+    };
+    add(
+        DrvSpec::new(&format!("glibc-{glibc_v}"), 2 << 20),
+        &mut pkgs,
+    );
+    let glibc = pkgs[0].clone();
+    let systemd_v = if bumped(Revision::Systemd) {
+        "256"
+    } else {
+        "255"
+    };
+    let systemd = reading(
+        DrvSpec::new(&format!("systemd-{systemd_v}"), 3 << 20),
+        &[&glibc],
+    );
+    add(systemd, &mut pkgs);
+    let linux_v = if bumped(Revision::Kernel) {
+        "6.6.2"
+    } else {
+        "6.6.1"
+    };
+    add(
+        DrvSpec::new(&format!("linux-{linux_v}"), 4 << 20),
+        &mut pkgs,
+    );
+    let hello_v = if bumped(Revision::Leaf) {
+        "2.13"
+    } else {
+        "2.12"
+    };
+    add(
+        reading(
+            DrvSpec::new(&format!("hello-{hello_v}"), 64 << 10),
+            &[&glibc],
+        ),
+        &mut pkgs,
+    );
+    while pkgs.len() < shape_packages {
+        let i = pkgs.len();
+        let size = rng.size();
+        let mut deps = vec![glibc.clone()];
+        for _ in 0..rng.below(3) {
+            // Any earlier package but the kernel (index 2).
+            deps.push(pkgs[3 + rng.below((i - 3) as u64) as usize].clone());
+        }
+        deps.sort();
+        deps.dedup();
+        let deps: Vec<&StorePath> = deps.iter().collect();
+        add(
+            reading(DrvSpec::new(&format!("pkg{i}-1.{}", i % 7), size), &deps),
+            &mut pkgs,
+        );
+    }
+    let (systemd, linux) = (pkgs[1].clone(), pkgs[2].clone());
+    let runtime: Vec<&StorePath> = pkgs.iter().filter(|d| **d != linux).collect();
+    let sp = ms.add_derivation(&reading(
+        DrvSpec::new("system-path", 64 << 10).env("preferLocalBuild", "1"),
+        &runtime,
+    ));
+    let glue = |name: &str, inputs: &[&StorePath]| {
+        ms.add_derivation(&reading(
+            DrvSpec::new(name, DEFAULT_BUILD_SIZE)
+                .env("preferLocalBuild", "1")
+                .env("allowSubstitutes", ""),
+            inputs,
+        ))
+    };
+    let local = |name: &str, size: u64, inputs: &[&StorePath], tools: bool| {
+        let mut spec = reading(DrvSpec::new(name, size), inputs);
+        if tools {
+            for t in &tool_list(ms, &native) {
+                spec = spec.input(t, &["out"]);
+            }
+            spec = spec.env("nativeBuildInputs", &native.join(" "));
+        }
+        ms.add_derivation(&spec)
+    };
+    let mut units = vec![glue("unit-systemd-journald.service", &[&systemd])];
+    for u in 0..SHAPE_UNITS {
+        let p = &pkgs[4 + (u * 17) % (shape_packages - 4)];
+        units.push(glue(&format!("unit-svc{u}.service"), &[p]));
+    }
+    let mut configs = Vec::new();
+    for c in 0..shape_locals - 4 {
+        let reads: Vec<&StorePath> = (0..1 + rng.below(3))
+            .map(|_| &pkgs[rng.below(shape_packages as u64) as usize])
+            .collect();
+        let mut reads = reads;
+        reads.sort();
+        reads.dedup();
+        configs.push(local(&format!("cfg{c}.conf"), 8 << 10, &reads, c % 10 == 0));
+    }
+    let etc_inputs: Vec<&StorePath> = units.iter().chain(&configs).collect();
+    let etc = glue("etc", &etc_inputs);
+    let modules = local("linux-6.6-modules-shrunk", 512 << 10, &[&linux], false);
+    let initrd = local("initrd-linux", 1 << 20, &[&systemd, &modules, &glibc], true);
+    let check = local("check-sshd", 8 << 10, &[&pkgs[10]], false);
+    let metadata = local("etc-metadata", 32 << 10, &[&etc], true);
+    ms.add_derivation(
+        &reading(
+            DrvSpec::new(&format!("nixos-system-shape-{release}"), DEFAULT_BUILD_SIZE)
+                .env("preferLocalBuild", "1"),
+            &[&sp, &etc, &linux, &initrd, &check, &metadata],
+        )
+        .system(),
+    )
+}
+
+/// The tools' derivations (jq, cpio), found again from their outputs' paths.
+fn tool_list(ms: &ModelStore, native: &[String]) -> Vec<StorePath> {
+    TOOLS
+        .iter()
+        .map(|t| ms.add_derivation(&DrvSpec::new(t, 24 * KIB)))
+        .filter(|d| native.contains(&format!("/nix/store/{}", out(ms, d))))
+        .collect()
+}
+
+/// G0 and the target after `rev`, G0 running and collected.
+fn shape(rev: Revision) -> Built {
+    let ms = ModelStore::new(StoreDir::new("/nix/store").unwrap(), 1 << 40);
+    ms.set_system_links(CURRENT, BOOTED);
+    let tools: Vec<StorePath> = TOOLS
+        .iter()
+        .map(|t| {
+            let d = ms.add_derivation(&DrvSpec::new(t, 24 * KIB));
+            ms.make_substitutable(&d);
+            d
+        })
+        .collect();
+    let tool_outs = tools.iter().map(|d| out(&ms, d)).collect();
+    let mut packages = BTreeSet::new();
+    let g0 = shape_generation(&ms, "24.05", None, &tools, &mut packages);
+    let target = shape_generation(&ms, "24.11", Some(rev), &tools, &mut packages);
+    ms.prebuild(&g0).unwrap();
+    let g0_out = out(&ms, &g0);
+    ms.set_profile(Path::new(PROFILE), &g0_out).unwrap();
+    ms.set_running_system(&g0_out, false);
+    ms.add_root(&Path::new(ROOTS).join("target-drv"), &target)
+        .unwrap();
+    collect(&ms);
+    Built {
+        ms,
+        target,
+        packages,
+        tools: tool_outs,
+    }
+}
+
+/// The NixOS-shaped system at real scale (1,500+ paths, 200 local derivations), one revision
+/// of each kind: every step's closure holds exactly its mask's versions, the plan's peak is
+/// never below the model's. Prints a table.
+#[test]
+fn nixos_shape_every_revision_kind() {
+    println!(
+        "{:<8} {:>6} {:>6} {:>6} {:>12} {:>12} {:>12}",
+        "revision", "paths", "locals", "steps", "planned KiB", "measured KiB", "plain KiB"
+    );
+    for rev in [
+        Revision::Leaf,
+        Revision::Kernel,
+        Revision::Systemd,
+        Revision::Glibc,
+    ] {
+        let b = shape(rev);
+        let input = plan_input(&b);
+        let (paths, input_locals) = (input.g0.paths.len(), input.target.local.len());
+        let (shape_packages, shape_locals) = shape_scale();
+        assert!(
+            paths > shape_packages + shape_locals,
+            "{rev:?}: G0 has {paths} paths"
+        );
+        let (planned, seen) = run_built(&b);
+        assert!(
+            input_locals >= shape_locals,
+            "{rev:?}: {input_locals} local"
+        );
+        for (k, s) in seen.iter().enumerate() {
+            let extra: Vec<_> = s.versions.difference(&s.expected).collect();
+            let missing: Vec<_> = s.expected.difference(&s.versions).collect();
+            assert!(
+                extra.is_empty() && missing.is_empty(),
+                "{rev:?} step {}: in the closure, not the mask's: {extra:?}; the mask's, not in the closure: {missing:?}",
+                k + 1
+            );
+            assert!(s.tools_in_closure.is_empty(), "{rev:?} step {}", k + 1);
+            assert!(
+                s.real_peak <= s.planned_peak,
+                "{rev:?} step {}: real {} > planned {}",
+                k + 1,
+                s.real_peak,
+                s.planned_peak
+            );
+        }
+        let max = |f: fn(&StepSeen) -> i64| seen.iter().map(f).max().unwrap_or(0) / 1024;
+        println!(
+            "{:<8} {:>6} {:>6} {:>6} {:>12} {:>12} {:>12}",
+            format!("{rev:?}"),
+            paths,
+            input_locals,
+            seen.len(),
+            max(|s| s.planned_peak),
+            max(|s| s.real_peak),
+            (planned.frame.plain_peak - planned.frame.used) / 1024
+        );
+    }
 }
