@@ -126,6 +126,7 @@ fn header() -> impl Strategy<Value = RunHeader> {
             (
                 any::<bool>(),
                 prop_oneof![Just(OnFailedUnits::Continue), Just(OnFailedUnits::Stop)],
+                prop::collection::vec(store_path(), 0..3),
             ),
         ),
     )
@@ -151,7 +152,13 @@ fn header() -> impl Strategy<Value = RunHeader> {
                     together,
                     reserve,
                 ),
-                (g0_toplevel, g0_drv, plan, window, (keep_previous, on_failed_units)),
+                (
+                    g0_toplevel,
+                    g0_drv,
+                    plan,
+                    window,
+                    (keep_previous, on_failed_units, local_derivations),
+                ),
             )| RunHeader {
                 stepwise_version,
                 pid,
@@ -180,6 +187,7 @@ fn header() -> impl Strategy<Value = RunHeader> {
                     keep_previous,
                     on_failed_units,
                 },
+                local_derivations,
             },
         )
 }

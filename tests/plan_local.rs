@@ -227,6 +227,7 @@ fn run_built(b: &Built) -> (stepwise::plan::Planned, Vec<StepSeen>) {
             .map(|s| (s.index as u32, s.mask.clone()))
             .collect::<BTreeMap<_, _>>(),
         reboot_after: 0,
+        local: None,
     };
     let ms = &b.ms;
     let source = PlannerSource::new(ms, masks);
@@ -351,6 +352,51 @@ fn the_initrd_is_local_glue_and_its_tools_are_build_inputs() {
         "G0's initrd is read as glue"
     );
     check(&w).unwrap();
+}
+
+/// A run derives its steps again after a crash from what it recorded: with the local
+/// derivations recorded when it was planned, the steps' derivations are the planned ones even if
+/// the substituters are gone (a boot without a network); asking them again would not be.
+#[test]
+fn steps_derived_again_from_the_recorded_local_derivations_need_no_substituter() {
+    let w = World {
+        packages: vec![(40, 48, true), (20, 24, true), (8, 8, false)],
+        locals: vec![(0b011, false, 0b11, 16), (0b100, true, 0b01, 4)],
+    };
+    let b = build(&w);
+    let input = plan_input(&b);
+    assert!(!input.target.local.is_empty());
+    let plan = stepwise::plan::plan(&input).unwrap().outcome.unwrap();
+    let masks = |local: Option<BTreeSet<StorePath>>| StepMasks {
+        target_drv: b.target.clone(),
+        g0_toplevel: input.g0.toplevel.clone().unwrap(),
+        masks: plan
+            .steps
+            .iter()
+            .map(|s| (s.index as u32, s.mask.clone()))
+            .collect(),
+        reboot_after: 0,
+        local,
+    };
+    let local = input.target.local.clone();
+    let derive = |local: Option<BTreeSet<StorePath>>| {
+        PlannerSource::new(&b.ms, masks(local)).toplevels().unwrap()
+    };
+    let planned = derive(None);
+    // The cache changed since (someone pushed the local derivations' outputs): asked again,
+    // the substituters would make other steps; the recorded set makes the planned ones.
+    for d in &local {
+        b.ms.make_substitutable(d);
+    }
+    assert_ne!(
+        derive(None),
+        planned,
+        "the substituters decide the graph when asked"
+    );
+    assert_eq!(derive(Some(local.clone())), planned);
+    // No substituter at all (a boot without a network): the same.
+    b.ms.forget_substitutes();
+    assert_eq!(derive(Some(local)), planned);
 }
 
 /// What a revision of the NixOS-shaped system changes.

@@ -124,6 +124,7 @@ fn run(sizes: &[(u64, u64)], shared: &[bool]) -> Vec<(i64, i64)> {
             .map(|s| (s.index as u32, s.mask.clone()))
             .collect::<BTreeMap<_, _>>(),
         reboot_after: 0,
+        local: None,
     };
     let source = PlannerSource::new(&ms, masks);
     let tops = source.toplevels().unwrap();

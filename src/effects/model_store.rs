@@ -476,6 +476,12 @@ impl ModelStore {
     }
 
     /// The `n`-th effect (1-based, counting from the start) fails without happening.
+    /// The substituters forget everything (a boot without a network, a cache emptied): every
+    /// later `substitute_infos` finds nothing.
+    pub fn forget_substitutes(&self) {
+        self.m().substitutes.clear();
+    }
+
     pub fn fail_effect(&self, n: u64) {
         self.m().faults.fail_at = Some(n);
     }

@@ -50,6 +50,54 @@ pub fn read_target(
     )
 }
 
+/// The target's graph with the local derivations a run recorded when it was planned: the
+/// substituters are not asked again (a resume at boot may have no network, and a cache that
+/// changed since must not change the steps' derivations).
+pub fn read_target_recorded(
+    store: &dyn Store,
+    target: &StorePath,
+    local: &BTreeSet<StorePath>,
+) -> Result<TargetGraph, crate::plan::units::UnitsError> {
+    let recorded =
+        RecordedLocals::new(store, local).map_err(|why| crate::plan::units::UnitsError::Read {
+            path: store.store_dir().display(target),
+            why,
+        })?;
+    TargetGraph::read_with(
+        store.store_dir().clone(),
+        target.clone(),
+        &StoreDrvs(store),
+        Some(&recorded),
+    )
+}
+
+/// Substituters as a run recorded them: every output is there but those of the recorded
+/// local derivations.
+struct RecordedLocals {
+    local_outputs: BTreeSet<StorePath>,
+}
+
+impl RecordedLocals {
+    fn new(store: &dyn Store, local: &BTreeSet<StorePath>) -> Result<Self, String> {
+        let mut local_outputs = BTreeSet::new();
+        for drv in local {
+            let parsed = StoreDrvs(store).read(drv).map_err(|e| e.to_string())?;
+            local_outputs.extend(parsed.outputs.values().filter_map(|o| o.path.clone()));
+        }
+        Ok(RecordedLocals { local_outputs })
+    }
+}
+
+impl Substitutable for RecordedLocals {
+    fn substitutable(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, String> {
+        Ok(paths
+            .iter()
+            .filter(|p| !self.local_outputs.contains(p))
+            .cloned()
+            .collect())
+    }
+}
+
 /// The system being upgraded.
 #[derive(Debug, Clone)]
 pub struct SystemLinks {

@@ -28,6 +28,10 @@ pub struct StepMasks {
     /// Bit k: reboot after step k (`--reboot when-needed`, where the plan says so).
     #[serde(default)]
     pub reboot_after: u64,
+    /// The target's local derivations as the run recorded them (`RunHeader::local_derivations`);
+    /// `None`: ask the substituters (format 1's side file, tests).
+    #[serde(default)]
+    pub local: Option<BTreeSet<StorePath>>,
 }
 
 impl StepMasks {
@@ -38,6 +42,7 @@ impl StepMasks {
             g0_toplevel: header.g0_toplevel.clone(),
             masks: BTreeMap::new(),
             reboot_after: 0,
+            local: Some(header.local_derivations.iter().cloned().collect()),
         };
         for step in &header.plan {
             masks.masks.insert(step.index, step.mask.clone()?);
@@ -123,8 +128,15 @@ impl<'a> PlannerSource<'a> {
         }
         let r = (|| {
             let src = StoreDrvs(self.store);
-            let graph = super::plan_inputs::read_target(self.store, &self.masks.target_drv)
-                .map_err(|e| e.to_string())?;
+            let graph = match &self.masks.local {
+                Some(local) => super::plan_inputs::read_target_recorded(
+                    self.store,
+                    &self.masks.target_drv,
+                    local,
+                ),
+                None => super::plan_inputs::read_target(self.store, &self.masks.target_drv),
+            }
+            .map_err(|e| e.to_string())?;
             let mut m = Materialiser::new(&graph, &src);
             self.masks
                 .masks

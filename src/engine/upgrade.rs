@@ -3,6 +3,7 @@
 //! non-vital packages probed. The result is the run's header, written as the journal's
 //! `runStarted`. Nothing here writes the journal; on a refusal nothing changed.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::plan_inputs::{gather, SystemLinks};
@@ -145,7 +146,7 @@ pub fn prepare(
     )?;
     let (g0_closure, g0_drv) = preflight::g0_closure_and_deriver(store, &g0)?;
     let (input, planned) = plan_without_leftovers(req, store, system, &g0, &g0_closure, note)?;
-    let (plan, masks) = steps_of(req, store, &planned, &target_out, &g0)?;
+    let (plan, masks) = steps_of(req, store, &planned, &input.target.local, &target_out, &g0)?;
     let (chain, why) = choose(req.strategy, &planned, plan.len())?;
     let keep = req
         .options
@@ -189,6 +190,7 @@ pub fn prepare(
             keep_previous: keep.as_ref().is_some_and(|k| k.kept),
             ..req.options
         },
+        local_derivations: input.target.local.iter().cloned().collect(),
     };
     Ok(Prepared::Run(Box::new(PreparedRun {
         header,
@@ -283,6 +285,7 @@ fn steps_of(
     req: &UpgradeRequest,
     store: &dyn Store,
     planned: &Planned,
+    local: &BTreeSet<StorePath>,
     target_out: &StorePath,
     g0: &StorePath,
 ) -> Result<(Vec<PlannedStep>, StepMasks), Error> {
@@ -291,6 +294,7 @@ fn steps_of(
         g0_toplevel: g0.clone(),
         masks: Default::default(),
         reboot_after: 0,
+        local: Some(local.clone()),
     };
     let mut plan = Vec::new();
     if let (Ok(p), false) = (&planned.outcome, req.strategy == Strategy::Direct) {

@@ -66,6 +66,12 @@ pub struct RunHeader {
     /// did, and a header with the defaults is still written as format 2.
     #[serde(default, skip_serializing_if = "RunOptions::is_default")]
     pub options: RunOptions,
+    /// Format 3: the target's derivations no substituter had when the run was planned (built
+    /// locally, rewritten under each step's mask like glue). Every later derivation of the
+    /// steps reads them from here, not from the substituters, so a resume at boot without a
+    /// network rewrites exactly the steps that were planned. A header without any is format 2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_derivations: Vec<StorePath>,
 }
 
 /// The options of a run that format 2 did not have; each default is format 2's behaviour.
@@ -85,6 +91,11 @@ impl RunOptions {
 }
 
 impl RunHeader {
+    /// Whether format 2 can hold this header: nothing format 3 added is set.
+    pub fn fits_format_2(&self) -> bool {
+        self.options.is_default() && self.local_derivations.is_empty()
+    }
+
     /// Whether every step carries its mask and reboot point (format 2, or a format-1 header
     /// completed from its legacy `.steps.json`).
     pub fn is_complete(&self) -> bool {
@@ -233,7 +244,7 @@ impl Record {
     /// header with non-default options, an intent with a transition added later.
     pub fn format(&self) -> u16 {
         match self {
-            Record::RunStarted(h) if !h.options.is_default() => 3,
+            Record::RunStarted(h) if !h.fits_format_2() => 3,
             Record::Intent { transition } => transition.format().max(2),
             _ => 2,
         }
@@ -272,12 +283,13 @@ impl Record {
     /// The postcard payload: the variant's fields, without a variant tag (the envelope has it).
     pub fn encode_payload(&self) -> Result<Vec<u8>, postcard::Error> {
         match self {
-            Record::RunStarted(h) if h.options.is_default() => {
+            Record::RunStarted(h) if h.fits_format_2() => {
                 postcard::to_stdvec(&HeaderV2::from(&**h))
             }
             Record::RunStarted(h) => postcard::to_stdvec(&HeaderV3 {
                 v2: HeaderV2::from(&**h),
                 options: h.options,
+                local_derivations: h.local_derivations.clone(),
             }),
             Record::StrategyChosen { strategy, why } => postcard::to_stdvec(&(strategy, why)),
             Record::PlainAttemptFailed { why } => postcard::to_stdvec(why),
@@ -424,12 +436,13 @@ struct HeaderV2 {
     reboot_window: Option<RebootWindow>,
 }
 
-/// The format-3 payload of `runStarted` (written only when the options are not the defaults):
-/// the format-2 payload, then the options.
+/// The format-3 payload of `runStarted` (written only when something format 3 added is set):
+/// the format-2 payload, then the options and the local derivations.
 #[derive(Serialize, Deserialize)]
 struct HeaderV3 {
     v2: HeaderV2,
     options: RunOptions,
+    local_derivations: Vec<StorePath>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -524,6 +537,7 @@ impl From<HeaderV1> for RunHeader {
                 .collect(),
             reboot_window: None,
             options: RunOptions::default(),
+            local_derivations: Vec::new(),
         }
     }
 }
@@ -545,6 +559,7 @@ impl From<HeaderV3> for RunHeader {
     fn from(h: HeaderV3) -> Self {
         let mut header = RunHeader::from(h.v2);
         header.options = h.options;
+        header.local_derivations = h.local_derivations;
         header
     }
 }

@@ -68,6 +68,7 @@ pub fn header() -> RunHeader {
             .collect(),
         reboot_window: None,
         options: RunOptions::default(),
+        local_derivations: Vec::new(),
     }
 }
 
