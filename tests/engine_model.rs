@@ -15,7 +15,7 @@ use proptest::prelude::*;
 
 use stepwise::drv::{StoreDir, StorePath};
 use stepwise::effects::journal::{
-    Action, OnFailure, RebootPolicy, Record, RunHeader, Strategy, Target, Transition,
+    Action, OnFailedUnits, OnFailure, RebootPolicy, Record, RunHeader, Strategy, Target, Transition,
 };
 use stepwise::effects::model_store::{DrvSpec, ModelStore};
 use stepwise::effects::{Store, System};
@@ -153,6 +153,7 @@ fn request(w: &World, strategy: Strategy, on_failure: OnFailure) -> UpgradeReque
         action: Action::Switch,
         strategy,
         on_failure,
+        on_failed_units: OnFailedUnits::Continue,
         reboot: RebootPolicy::Never,
         reboot_command: vec![],
         non_vital: vec![],
@@ -342,6 +343,7 @@ fn run(
         RunEnd::Crashed { .. } => {
             // A new process: a fresh executor and planner source over the same journal and world.
             let req = ContinueRequest {
+                accept_failed_units: false,
                 roots_dir: roots.clone(),
                 legacy_masks: None,
             };
@@ -356,10 +358,12 @@ fn run(
                 Ok(stepwise::engine::ContinueOutcome::Nothing(_)) => RunEnd::Finished {
                     outcome: recorded_outcome(&log.last_run()),
                     failure: None,
+                    units_failed: vec![],
                 },
                 Err(stepwise::engine::EngineError::Finished(o, _)) => RunEnd::Finished {
                     outcome: o,
                     failure: None,
+                    units_failed: vec![],
                 },
                 Err(e) => return Err(e.to_string()),
             }
@@ -961,6 +965,7 @@ fn api_seams<'a>(w: &'a World, stop: &'a AtomicBool, clock: &'a FixedClock) -> S
 
 fn continue_req() -> ContinueRequest {
     ContinueRequest {
+        accept_failed_units: false,
         roots_dir: ROOTS.into(),
         legacy_masks: None,
     }

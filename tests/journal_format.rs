@@ -171,6 +171,7 @@ fn header() -> impl Strategy<Value = RunHeader> {
                     lower_minute,
                     upper_minute,
                 }),
+                options: Default::default(),
             },
         )
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::args::{Cli, UpgradeArgs};
+use super::args::{Cli, ResumeArgs, UpgradeArgs};
 use crate::effects::fs;
 use crate::effects::journal::Journal;
 use crate::effects::nix::NixCli;
@@ -200,8 +200,9 @@ fn finish(end: RunEnd, out: &mut Output, command: &str) -> Result<Exit, Error> {
     let (exit, line) = match &end {
         RunEnd::Finished {
             outcome: Outcome::ReachedTarget,
+            units_failed,
             ..
-        } => (Exit::Done, "the target is reached".to_string()),
+        } => reached_target(units_failed),
         RunEnd::Finished {
             outcome: Outcome::Unwound { failed: false },
             ..
@@ -212,6 +213,7 @@ fn finish(end: RunEnd, out: &mut Output, command: &str) -> Result<Exit, Error> {
         RunEnd::Finished {
             outcome: o @ (Outcome::Unwound { failed: true } | Outcome::Held { .. }),
             failure,
+            ..
         } => {
             let what = failure.clone().unwrap_or_else(|| "a step failed".into());
             let done = match o {
@@ -235,6 +237,36 @@ fn finish(end: RunEnd, out: &mut Output, command: &str) -> Result<Exit, Error> {
     };
     announce_finished(out, command, &line);
     Ok(exit)
+}
+
+/// The target is reached: exit 0, or 5 when switching to the target itself left units failed
+/// (failed units of an intermediate step are only reported: the target's switch followed).
+fn reached_target(units_failed: &[engine::FailedUnits]) -> (Exit, String) {
+    let mut line = "the target is reached".to_string();
+    let names = |f: &engine::FailedUnits| {
+        if f.units.is_empty() {
+            "units not named".to_string()
+        } else {
+            f.units.join(", ")
+        }
+    };
+    for f in units_failed.iter().filter(|f| !f.target) {
+        line += &format!(
+            "\nswitching to {} left units failed: {}",
+            f.generation,
+            names(f)
+        );
+    }
+    match units_failed.iter().rev().find(|f| f.target) {
+        Some(f) => {
+            line += &format!(
+                "\nbut switching to it left units failed: {} (`systemctl --failed`, `journalctl -u UNIT`); the run is over",
+                names(f)
+            );
+            (Exit::UnitsFailed, line)
+        }
+        None => (Exit::Done, line),
+    }
 }
 
 /// The last word of a command that ended well: a `finished` event with `--json`, else a line.
@@ -279,6 +311,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         action: args.action.into(),
         strategy: args.strategy.into(),
         on_failure: args.on_failure.into(),
+        on_failed_units: args.on_failed_units.into(),
         reboot: args.room.reboot.into(),
         reboot_command: args
             .reboot_command
@@ -310,7 +343,12 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     }
 }
 
-fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error> {
+fn continue_run(
+    cli: &Cli,
+    out: &mut Output,
+    unwind: bool,
+    accept_failed_units: bool,
+) -> Result<Exit, Error> {
     let command = if unwind { "unwind" } else { "resume" };
     if !cli.journal.exists() {
         // The boot-time resume of every normal boot: not an error, and nothing is created.
@@ -336,6 +374,7 @@ fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error
     let req = ContinueRequest {
         roots_dir: roots_dir_for(&cli.journal),
         legacy_masks: legacy_masks(&cli.journal),
+        accept_failed_units,
     };
     let mut seams = seams(&nix, &mut reserve, cli);
     let outcome = if unwind {
@@ -358,12 +397,12 @@ fn legacy_masks(journal: &Path) -> Option<StepMasks> {
     StepMasks::load_legacy(&StepMasks::legacy_path_for(journal)).ok()
 }
 
-pub fn resume(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
-    continue_run(cli, out, false)
+pub fn resume(cli: &Cli, out: &mut Output, args: &ResumeArgs) -> Result<Exit, Error> {
+    continue_run(cli, out, false, args.accept_failed_units)
 }
 
 pub fn unwind(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
-    continue_run(cli, out, true)
+    continue_run(cli, out, true, false)
 }
 
 /// `stepwise status`: where the last run stands, from the journal alone (read-only, no lock).

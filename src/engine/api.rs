@@ -140,9 +140,11 @@ pub fn upgrade(
     // never overlaid: the hourly timer must not wait for someone to run `resume`.
     if is_unfinished(&journal.peek_last_run()?) {
         seams.note("the last run has not finished: continuing it first");
+        // An hourly tick never accepts failed units for the user.
         let cont = ContinueRequest {
             roots_dir: req.roots_dir.clone(),
             legacy_masks: req.legacy_masks.clone(),
+            accept_failed_units: false,
         };
         match continue_run(cont, seams, journal, false) {
             Ok(RunEnd::Finished { .. }) | Err(EngineError::Finished(..)) => {}
@@ -251,6 +253,8 @@ pub struct ContinueRequest {
     pub roots_dir: PathBuf,
     /// For a format-1 run: the masks format 1 kept beside the journal, if that file is there.
     pub legacy_masks: Option<StepMasks>,
+    /// Go on past a generation whose switch left units failed (`--on-failed-units stop`).
+    pub accept_failed_units: bool,
 }
 
 /// How `resume` or `unwind` ended.
@@ -348,6 +352,7 @@ fn continue_run(
     let end = {
         let mut ex = seams.executor(log, source);
         ex.legacy_masks = req.legacy_masks;
+        ex.accept_failed_units = req.accept_failed_units;
         if unwind {
             ex.unwind(req.roots_dir)
         } else {

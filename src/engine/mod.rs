@@ -18,7 +18,7 @@ pub use api::{
     resume, status, unwind, upgrade, Clock, ContinueOutcome, ContinueRequest, JournalAccess,
     JournalFile, Seams, Status, SystemClock, UpgradeOutcome,
 };
-pub use executor::{load, EngineError, Executor, Loaded, Progress, Reserve, RunEnd};
+pub use executor::{load, EngineError, Executor, FailedUnits, Loaded, Progress, Reserve, RunEnd};
 pub use log::{LogError, MemLog, RunLog};
 pub use run_plan::{DrvWrite, GenPlan, GenSource, NothingToWrite, Spec};
 pub use upgrade::{prepare, Prepared, PreparedRun, UpgradeRequest};

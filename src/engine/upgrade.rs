@@ -10,7 +10,7 @@ use super::preflight;
 use super::steps::{PlannerSource, StepMasks};
 use crate::drv::StorePath;
 use crate::effects::journal::{
-    human_bytes, Action, OnFailure, PlannedStep, RebootPolicy, RebootWindow, RunHeader, Strategy,
+    human_bytes, Action, OnFailedUnits, OnFailure, PlannedStep, RebootPolicy, RebootWindow, RunHeader, RunOptions, Strategy,
     Target,
 };
 use crate::effects::{Store, System};
@@ -28,6 +28,8 @@ pub struct UpgradeRequest {
     pub action: Action,
     pub strategy: Strategy,
     pub on_failure: OnFailure,
+    /// What a switch that leaves units failed does to the run.
+    pub on_failed_units: OnFailedUnits,
     pub reboot: RebootPolicy,
     pub reboot_command: Vec<String>,
     pub non_vital: Vec<String>,
@@ -172,6 +174,10 @@ pub fn prepare(
         g0_drv: Some(g0_drv),
         plan,
         reboot_window: req.reboot_window,
+        options: RunOptions {
+            on_failed_units: req.on_failed_units,
+            ..RunOptions::default()
+        },
     };
     Ok(Prepared::Run(Box::new(PreparedRun {
         header,

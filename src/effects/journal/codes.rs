@@ -87,6 +87,21 @@ coded_enum! {
 }
 
 coded_enum! {
+    /// What a switch that leaves units failed does to the run (TEMPORARY until the format-3
+    /// scaffold lands).
+    OnFailedUnits {
+        Continue = 0, "continue";
+        Stop = 1, "stop";
+    }
+}
+
+impl Default for OnFailedUnits {
+    fn default() -> Self {
+        OnFailedUnits::Continue
+    }
+}
+
+coded_enum! {
     /// Whether the run may reboot between steps.
     RebootPolicy {
         Never = 0, "never";

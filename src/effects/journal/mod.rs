@@ -54,9 +54,11 @@ pub mod transition;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use codes::{Action, OnFailure, RebootPolicy, RebootWindow, Strategy};
+pub use codes::{Action, OnFailedUnits, OnFailure, RebootPolicy, RebootWindow, Strategy};
 pub use envelope::{Link, Stored, FORMAT_VERSION};
-pub use record::{ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, RunId, Seq, Target};
+pub use record::{
+    ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, RunId, RunOptions, Seq, Target,
+};
 pub use transition::{human_bytes, Transition};
 
 use crate::error::Error;

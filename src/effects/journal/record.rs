@@ -58,6 +58,17 @@ pub struct RunHeader {
     /// Format 2: when the run may reboot (`--reboot-window`); `None`: at any time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot_window: Option<RebootWindow>,
+    /// TEMPORARY until the format-3 scaffold lands.
+    #[serde(default)]
+    pub options: RunOptions,
+}
+
+/// TEMPORARY until the format-3 scaffold lands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunOptions {
+    pub keep_previous: bool,
+    pub on_failed_units: super::codes::OnFailedUnits,
 }
 
 impl RunHeader {
@@ -194,6 +205,15 @@ pub enum Record {
     RunFinished { outcome: Outcome },
     /// Kind 9: a later process (`resume`, `unwind`, a boot-time resume) took the run over.
     Resumed { pid: u32, command: String },
+    /// Kind 12 (format 3): the activation of the intent at `intent` did not simply succeed,
+    /// written before its `done`. Either some units failed to start (`switch-to-configuration`
+    /// exit 4; `unitsFailed` names them, empty when it named none) or, with `rebootRequired`,
+    /// the generation takes effect only after a reboot (exit 100; `unitsFailed` empty).
+    Activated {
+        intent: Seq,
+        units_failed: Vec<String>,
+        reboot_required: bool,
+    },
 }
 
 /// The highest kind tag of format 1.
@@ -212,6 +232,7 @@ impl Record {
             Record::Failed { .. } => 7,
             Record::RunFinished { .. } => 8,
             Record::Resumed { .. } => 9,
+            Record::Activated { .. } => 12,
         }
     }
 
@@ -227,6 +248,7 @@ impl Record {
             Record::Failed { .. } => "failed",
             Record::RunFinished { .. } => "runFinished",
             Record::Resumed { .. } => "resumed",
+            Record::Activated { .. } => "activated",
         }
     }
 
@@ -246,6 +268,11 @@ impl Record {
             Record::Failed { intent, message } => postcard::to_stdvec(&(intent, message)),
             Record::RunFinished { outcome } => postcard::to_stdvec(outcome),
             Record::Resumed { pid, command } => postcard::to_stdvec(&(pid, command)),
+            Record::Activated {
+                intent,
+                units_failed,
+                reboot_required,
+            } => postcard::to_stdvec(&(intent, units_failed, reboot_required)),
         }
     }
 
@@ -293,6 +320,14 @@ impl Record {
             9 => {
                 let (pid, command) = all(payload)?;
                 Record::Resumed { pid, command }
+            }
+            12 => {
+                let (intent, units_failed, reboot_required) = all(payload)?;
+                Record::Activated {
+                    intent,
+                    units_failed,
+                    reboot_required,
+                }
             }
             _ => return Ok(None),
         }))
@@ -464,6 +499,7 @@ impl From<HeaderV1> for RunHeader {
                 })
                 .collect(),
             reboot_window: None,
+            options: RunOptions::default(),
         }
     }
 }

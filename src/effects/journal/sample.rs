@@ -67,6 +67,7 @@ pub fn header() -> RunHeader {
             })
             .collect(),
         reboot_window: None,
+        options: Default::default(),
     }
 }
 

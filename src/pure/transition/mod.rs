@@ -271,6 +271,13 @@ pub enum Event {
     Failed(Effect, FailureKind),
     /// The user asked to walk back to G0 (`stepwise unwind`).
     UnwindRequested,
+    /// What the in-flight activation of `gen` reported besides success, journaled before its
+    /// `Done`: some units failed to start, or the generation takes effect only after a reboot.
+    Activated {
+        gen: Gen,
+        units_failed: bool,
+        reboot_required: bool,
+    },
 }
 
 /// Where a run stands. Pure data: rebuilt from the journal by [`replay`].
@@ -294,6 +301,11 @@ pub struct RunState {
     /// The generation booted (0: G0, as far as the run knows), and the one booted before it.
     pub booted: Gen,
     pub booted_before: Gen,
+    /// The generation whose forward activation said it takes effect only after a reboot
+    /// (`switch-to-configuration` exit 100): the move into it ends with a reboot.
+    pub reboot_for: Option<Gen>,
+    /// The generation whose last forward activation reported failed units (exit 4).
+    pub units_failed_at: Option<Gen>,
 }
 
 /// What the executor does next.
@@ -347,6 +359,24 @@ impl RunState {
             unwind_requested: false,
             booted: 0,
             booted_before: 0,
+            reboot_for: None,
+            units_failed_at: None,
+        }
+    }
+
+    /// Whether the system has just switched, forwards, to generation `to` with failed units and
+    /// nothing since: where a run with `--on-failed-units stop` waits for the user.
+    pub fn just_activated_with_failed_units(&self) -> Option<Gen> {
+        match (self.phase, self.in_flight) {
+            (Phase::Moving(m), None)
+                if m.direction == Direction::Forward
+                    && m.stage == Stage::DropGeneration
+                    && self.units_failed_at == Some(m.to)
+                    && !self.unwind_requested =>
+            {
+                Some(m.to)
+            }
+            _ => None,
         }
     }
 
@@ -484,6 +514,25 @@ pub fn next(state: &RunState, event: Event) -> Result<RunState, NotAllowed> {
                 got: e,
             });
         }
+        (
+            Phase::Moving(m),
+            Some(Effect::Activate { gen }),
+            Event::Activated {
+                gen: g,
+                units_failed,
+                reboot_required,
+            },
+        ) if g == gen => {
+            // Walking back the system returns where it came from: nothing to wait for there.
+            if m.direction == Direction::Forward && m.to == gen {
+                if units_failed {
+                    s.units_failed_at = Some(gen);
+                }
+                if reboot_required {
+                    s.reboot_for = Some(gen);
+                }
+            }
+        }
         (_, None, Event::Done(e)) | (_, None, Event::Failed(e, _)) => {
             return Err(NotAllowed::UnexpectedOutcome {
                 in_flight: None,
@@ -557,8 +606,8 @@ fn done(s: &mut RunState, phase: Phase, e: Effect) {
                 s.booted = m.to;
             }
             let reboot_here = m.direction == Direction::Forward
-                && s.chain == Chain::Steps
-                && s.shape.reboots_after(m.to);
+                && ((s.chain == Chain::Steps && s.shape.reboots_after(m.to))
+                    || s.reboot_for == Some(m.to));
             let next_stage = match m.stage.after() {
                 Some(Stage::Reboot) if !reboot_here => None,
                 n => n,
