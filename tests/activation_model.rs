@@ -111,7 +111,7 @@ fn failed_units_stop_the_run_until_the_user_accepts() {
     let (s, target) = three_bumped();
     let mut req = request(&target, "model".as_ref());
     req.strategy = Strategy::Stepwise;
-    req.on_failed_units = OnFailedUnits::Stop;
+    req.options.on_failed_units = OnFailedUnits::Stop;
     let steps = steps(&s, &req);
     assert!(steps.len() >= 2, "{steps:?}");
     s.store.set_activation_exit(&steps[0], 4, &["nginx.service"]);
@@ -167,7 +167,7 @@ fn failed_units_at_the_target_with_stop_can_be_unwound() {
     let out = s.out(&target);
     s.store.set_activation_exit(&out, 4, &[]);
     let mut req = request(&target, "model".as_ref());
-    req.on_failed_units = OnFailedUnits::Stop;
+    req.options.on_failed_units = OnFailedUnits::Stop;
     let (mut log, clock) = (MemLog::default(), FixedClock(0.into()));
     let end = upgrade(&s, &req, &mut log, &clock);
     assert!(

@@ -19,7 +19,8 @@ fits; otherwise it builds a chain of real intermediate generations, each upgradi
 to each and deleting what it superseded before building the next. Every transition is written to a journal \
 before it runs, so after a crash, OOM kill or power cut `stepwise resume` or `stepwise unwind` finishes the \
 run.\n\nExit codes: 0 done; 1 the run failed and was unwound (or held); 2 bad usage or input, nothing \
-changed; 3 stopped before the end (`stepwise resume` continues); 4 journal unusable.",
+changed; 3 stopped before the end (`stepwise resume` continues); 4 journal unusable; 5 the target was \
+reached but switching to it left units failed.",
     after_help = "Examples:\n  stepwise plan --flake /etc/nixos\n  stepwise upgrade --flake /etc/nixos#myhost --non-vital firefox\n  stepwise status\n  stepwise journal show"
 )]
 pub struct Cli {

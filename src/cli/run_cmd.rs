@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::args::{Cli, ResumeArgs, UpgradeArgs};
 use crate::effects::fs;
-use crate::effects::journal::Journal;
+use crate::effects::journal::{Journal, RunOptions};
 use crate::effects::nix::NixCli;
 use crate::effects::{signals, system_lock, Store};
 use crate::engine::api::{engine_error, roots_dir_for};
@@ -311,7 +311,6 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         action: args.action.into(),
         strategy: args.strategy.into(),
         on_failure: args.on_failure.into(),
-        on_failed_units: args.on_failed_units.into(),
         reboot: args.room.reboot.into(),
         reboot_command: args
             .reboot_command
@@ -322,6 +321,10 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         together: args.room.together.clone(),
         reserve: args.room.reserve,
         reboot_window: args.reboot_window.map(Into::into),
+        options: RunOptions {
+            on_failed_units: args.on_failed_units.into(),
+            ..RunOptions::default()
+        },
         boot_dir: args.boot_dir.clone(),
         roots_dir: roots_dir_for(&cli.journal),
         probe_dir: fs::beside(&cli.journal, ".probe"),

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 
 use stepwise::drv::{StoreDir, StorePath};
 use stepwise::effects::journal::{
-    Action, OnFailedUnits, OnFailure, RebootPolicy, RebootWindow, Strategy, Target,
+    Action, OnFailure, RebootPolicy, RebootWindow, RunOptions, Strategy, Target,
 };
 use stepwise::effects::model_store::{DrvSpec, ModelStore};
 use stepwise::effects::{Store, System};
@@ -150,7 +150,6 @@ pub fn request(target_drv: &StorePath, journal: &Path) -> UpgradeRequest {
         action: Action::Switch,
         strategy: Strategy::Auto,
         on_failure: OnFailure::Unwind,
-        on_failed_units: OnFailedUnits::Continue,
         reboot: RebootPolicy::WhenNeeded,
         reboot_command: vec!["reboot".into()],
         non_vital: vec![],
@@ -162,6 +161,7 @@ pub fn request(target_drv: &StorePath, journal: &Path) -> UpgradeRequest {
         probe_dir: "/dev/null/stepwise-probe".into(),
         journal: journal.to_path_buf(),
         legacy_masks: None,
+        options: RunOptions::default(),
     }
 }
 

@@ -87,25 +87,21 @@ coded_enum! {
 }
 
 coded_enum! {
-    /// What a switch that leaves units failed does to the run (TEMPORARY until the format-3
-    /// scaffold lands).
-    OnFailedUnits {
-        Continue = 0, "continue";
-        Stop = 1, "stop";
-    }
-}
-
-impl Default for OnFailedUnits {
-    fn default() -> Self {
-        OnFailedUnits::Continue
-    }
-}
-
-coded_enum! {
     /// Whether the run may reboot between steps.
     RebootPolicy {
         Never = 0, "never";
         WhenNeeded = 1, "when-needed";
+    }
+}
+
+coded_enum! {
+    /// Format 3: what a run does when activation switched but some units failed
+    /// (`switch-to-configuration` exit 4).
+    #[derive(Default)]
+    OnFailedUnits {
+        #[default]
+        Continue = 0, "continue";
+        Stop = 1, "stop";
     }
 }
 
@@ -187,6 +183,13 @@ mod tests {
         assert_eq!(byte(RebootPolicy::Never), [0]);
         assert_eq!(byte(RebootPolicy::WhenNeeded), [1]);
         assert_eq!(RebootPolicy::ALL.len(), 2);
+    }
+
+    #[test]
+    fn on_failed_units_codes_are_pinned() {
+        assert_eq!(byte(OnFailedUnits::Continue), [0]);
+        assert_eq!(byte(OnFailedUnits::Stop), [1]);
+        assert_eq!(OnFailedUnits::ALL.len(), 2);
     }
 
     #[test]

@@ -55,7 +55,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use codes::{Action, OnFailedUnits, OnFailure, RebootPolicy, RebootWindow, Strategy};
-pub use envelope::{Link, Stored, FORMAT_VERSION};
+pub use envelope::{Link, Stored, BASE_FORMAT, FORMAT_VERSION};
 pub use record::{
     ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, RunId, RunOptions, Seq, Target,
 };
@@ -168,13 +168,14 @@ impl Journal {
             // Born complete (tables and format marker) under a temporary name, then renamed: a
             // journal file that exists is never legitimately empty.
             let id = new_journal_id(path);
-            guard(|| storage::create_fresh(path, FORMAT_VERSION, &id).map_err(|e| e.to_string()))
+            guard(|| storage::create_fresh(path, BASE_FORMAT, &id).map_err(|e| e.to_string()))
                 .map_err(|e| Error::Journal {
-                path: path.display().to_string(),
-                what: format!("cannot create it: {e}"),
-                hint: "check free space and permissions (stepwise runs as root) or pass --journal"
-                    .into(),
-            })?;
+                    path: path.display().to_string(),
+                    what: format!("cannot create it: {e}"),
+                    hint:
+                        "check free space and permissions (stepwise runs as root) or pass --journal"
+                            .into(),
+                })?;
         }
         readable(path)?;
         // Check it without writing first: redb repairs an unclean file in place on open, and a
@@ -287,9 +288,11 @@ impl Journal {
             self.reopen_writer()?;
         }
         let db = self.db.as_ref().expect("reopened above");
-        // A format-1 journal gets format 2's marker with its first format-2 record: an older
-        // stepwise then refuses the file as newer, before reading a record it cannot decode.
-        let raise = (self.format < FORMAT_VERSION).then_some(FORMAT_VERSION);
+        // The marker is raised with the first record of a newer format (a format-1 journal gets
+        // 2 with its first format-2 record, any journal 3 with its first format-3 record): an
+        // older stepwise then refuses the file as newer, before reading a record it cannot decode.
+        let format = record.format().max(BASE_FORMAT);
+        let raise = (self.format < format).then_some(format);
         let appended = guard(|| {
             db.append(seq, &bytes, &link, new_run.then_some(run), raise)
                 .map_err(|e| e.to_string())
@@ -302,7 +305,7 @@ impl Journal {
                 return Err(write_failed(&self.path, e));
             }
         }
-        self.format = self.format.max(FORMAT_VERSION);
+        self.format = self.format.max(format);
         if let (Some(lock), Some(journal_id)) = (self._lock.as_mut(), self.id) {
             let w = lock::Witness {
                 journal_id,
@@ -400,14 +403,14 @@ impl Journal {
         }
         let db = self.db.as_ref().expect("reopened above");
         guard(|| {
-            db.compact(base.seq, &base.link, base.run, FORMAT_VERSION)
+            db.compact(base.seq, &base.link, base.run, self.format.max(BASE_FORMAT))
                 .map_err(|e| e.to_string())
         })
         .map_err(|e| {
             self.db = None;
             write_failed(&self.path, e)
         })?;
-        self.format = self.format.max(FORMAT_VERSION);
+        self.format = self.format.max(BASE_FORMAT);
         self.records.drain(..end);
         self.runs = self
             .runs
