@@ -32,7 +32,12 @@ fn three_bumped_on(capacity: u64) -> (Series, StorePath) {
 /// The planned steps' toplevels (what `upgrade` will walk), from the engine's own preflight.
 fn steps(s: &Series, req: &UpgradeRequest) -> Vec<StorePath> {
     match stepwise::engine::prepare(req, &s.store, &s.store, &mut |_| {}).unwrap() {
-        Prepared::Run(run) => run.header.plan.iter().map(|p| p.toplevel_out.clone()).collect(),
+        Prepared::Run(run) => run
+            .header
+            .plan
+            .iter()
+            .map(|p| p.toplevel_out.clone())
+            .collect(),
         Prepared::AlreadyThere { .. } => panic!("G0 is the target"),
     }
 }
@@ -51,7 +56,12 @@ fn activated_records(log: &MemLog) -> Vec<(Vec<String>, bool)> {
         .collect()
 }
 
-fn upgrade(s: &Series, req: &UpgradeRequest, log: &mut MemLog, clock: &FixedClock) -> UpgradeOutcome {
+fn upgrade(
+    s: &Series,
+    req: &UpgradeRequest,
+    log: &mut MemLog,
+    clock: &FixedClock,
+) -> UpgradeOutcome {
     let stop = AtomicBool::new(false);
     let o = stepwise::engine::upgrade(req, &mut seams(&s.store, &stop, clock), log).unwrap();
     check_system(&s.store).unwrap();
@@ -60,8 +70,12 @@ fn upgrade(s: &Series, req: &UpgradeRequest, log: &mut MemLog, clock: &FixedCloc
 
 fn resume(s: &Series, log: &mut MemLog, clock: &FixedClock, accept: bool) -> ContinueOutcome {
     let stop = AtomicBool::new(false);
-    let o = stepwise::engine::resume(continue_req(accept), &mut seams(&s.store, &stop, clock), log)
-        .unwrap();
+    let o = stepwise::engine::resume(
+        continue_req(accept),
+        &mut seams(&s.store, &stop, clock),
+        log,
+    )
+    .unwrap();
     check_system(&s.store).unwrap();
     o
 }
@@ -99,8 +113,16 @@ fn failed_units_at_the_target_are_reported_and_the_next_tick_does_nothing() {
     let (records, activations) = (log.0.borrow().len(), s.store.activations().len());
     let again = upgrade(&s, &req, &mut log, &clock);
     assert_eq!(again, UpgradeOutcome::AlreadyThere { target_out: out });
-    assert_eq!(log.0.borrow().len(), records, "the tick wrote to the journal");
-    assert_eq!(s.store.activations().len(), activations, "the tick switched");
+    assert_eq!(
+        log.0.borrow().len(),
+        records,
+        "the tick wrote to the journal"
+    );
+    assert_eq!(
+        s.store.activations().len(),
+        activations,
+        "the tick switched"
+    );
 }
 
 /// `stop`: the run stops at the step whose switch left units failed (a complete generation,
@@ -114,13 +136,17 @@ fn failed_units_stop_the_run_until_the_user_accepts() {
     req.options.on_failed_units = OnFailedUnits::Stop;
     let steps = steps(&s, &req);
     assert!(steps.len() >= 2, "{steps:?}");
-    s.store.set_activation_exit(&steps[0], 4, &["nginx.service"]);
+    s.store
+        .set_activation_exit(&steps[0], 4, &["nginx.service"]);
     let (mut log, clock) = (MemLog::default(), FixedClock(0.into()));
     let end = upgrade(&s, &req, &mut log, &clock);
     let UpgradeOutcome::Ran(RunEnd::Stopped { why }) = &end else {
         panic!("{end:?}")
     };
-    assert!(why.contains("nginx.service") && why.contains("--accept-failed-units"), "{why}");
+    assert!(
+        why.contains("nginx.service") && why.contains("--accept-failed-units"),
+        "{why}"
+    );
     assert_eq!(at(&s.store), (steps[0].clone(), steps[0].clone()));
     // The hourly tick, and a plain resume: the same stop, nothing written or done.
     let (records, activations, effects) = (
@@ -130,11 +156,21 @@ fn failed_units_stop_the_run_until_the_user_accepts() {
     );
     for _ in 0..3 {
         let o = upgrade(&s, &req, &mut log, &clock);
-        assert!(matches!(&o, UpgradeOutcome::Ran(RunEnd::Stopped { why }) if why.contains("nginx")), "{o:?}");
+        assert!(
+            matches!(&o, UpgradeOutcome::Ran(RunEnd::Stopped { why }) if why.contains("nginx")),
+            "{o:?}"
+        );
         let o = resume(&s, &mut log, &clock, false);
-        assert!(matches!(&o, ContinueOutcome::Ran(RunEnd::Stopped { .. })), "{o:?}");
+        assert!(
+            matches!(&o, ContinueOutcome::Ran(RunEnd::Stopped { .. })),
+            "{o:?}"
+        );
     }
-    assert_eq!(log.0.borrow().len(), records, "a waiting run wrote to the journal");
+    assert_eq!(
+        log.0.borrow().len(),
+        records,
+        "a waiting run wrote to the journal"
+    );
     assert_eq!(s.store.activations().len(), activations);
     assert_eq!(s.store.effect_count(), effects);
     // Accepted: the rest of the chain; the step's failed units are in the outcome, not its exit.
@@ -211,7 +247,10 @@ fn reboot_required_with_reboot_never_waits_for_the_users_reboot() {
     let UpgradeOutcome::Ran(RunEnd::Stopped { why }) = &end else {
         panic!("{end:?}")
     };
-    assert!(why.contains("after a reboot") && why.contains("--reboot never"), "{why}");
+    assert!(
+        why.contains("after a reboot") && why.contains("--reboot never"),
+        "{why}"
+    );
     assert_eq!(activated_records(&log), [(vec![], true)]);
     let (profile, current) = at(&s.store);
     assert_eq!(profile, out);
@@ -220,9 +259,16 @@ fn reboot_required_with_reboot_never_waits_for_the_users_reboot() {
     let records = log.0.borrow().len();
     for _ in 0..3 {
         let o = upgrade(&s, &req, &mut log, &clock);
-        assert!(matches!(o, UpgradeOutcome::Ran(RunEnd::Stopped { .. })), "{o:?}");
+        assert!(
+            matches!(o, UpgradeOutcome::Ran(RunEnd::Stopped { .. })),
+            "{o:?}"
+        );
     }
-    assert_eq!(log.0.borrow().len(), records, "a waiting run wrote to the journal");
+    assert_eq!(
+        log.0.borrow().len(),
+        records,
+        "a waiting run wrote to the journal"
+    );
     // The user reboots; the boot's resume finishes (and collects what G0 kept).
     stepwise::effects::System::reboot(&s.store, &["reboot".into()]).unwrap();
     let o = resume(&s, &mut log, &clock, false);

@@ -494,11 +494,19 @@ fn activated_records_are_format_3_and_read_back() {
     assert_eq!(records, [2, 2, 3, 2, 2, 3, 2]);
     assert_eq!(marker, 3);
     let j = Journal::open_read_only(&path).unwrap();
-    let read: Vec<Record> = j.all_records().iter().skip(1).map(|r| r.record.clone()).collect();
+    let read: Vec<Record> = j
+        .all_records()
+        .iter()
+        .skip(1)
+        .map(|r| r.record.clone())
+        .collect();
     assert_eq!(read, written);
     let payload = written[1].encode_payload().unwrap();
     assert!(Record::decode_payload(2, 12, &payload).is_err());
-    assert_eq!(Record::decode_payload(3, 12, &payload), Ok(Some(written[1].clone())));
+    assert_eq!(
+        Record::decode_payload(3, 12, &payload),
+        Ok(Some(written[1].clone()))
+    );
 }
 
 /// A kind format 2 did not have, in a record that claims format 2, is damage, not an unknown

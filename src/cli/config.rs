@@ -34,8 +34,8 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::args::{
-    parse_size, Cli, Command, OnFailedUnits, OnFailure, PlanArgs, RebootPolicy, RoomArgs, Strategy, SystemArgs,
-    TargetArgs, UpgradeArgs,
+    parse_size, Cli, Command, OnFailedUnits, OnFailure, PlanArgs, RebootPolicy, RoomArgs, Strategy,
+    SystemArgs, TargetArgs, UpgradeArgs,
 };
 use crate::effects::store::Action;
 use crate::error::Error;

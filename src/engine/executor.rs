@@ -648,9 +648,7 @@ impl<'a> Executor<'a> {
     fn waiting_for_acceptance(&self, spec: &Spec, state: &RunState) -> Option<RunEnd> {
         use crate::effects::journal::OnFailedUnits;
         let gen = state.just_activated_with_failed_units()?;
-        if self.accept_failed_units
-            || spec.header.options.on_failed_units != OnFailedUnits::Stop
-        {
+        if self.accept_failed_units || spec.header.options.on_failed_units != OnFailedUnits::Stop {
             return None;
         }
         let replayed = record::replay(spec, &self.log.last_run()).ok()?;

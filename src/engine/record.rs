@@ -178,7 +178,9 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
                 reboot_required,
             } => {
                 let Some((Effect::Activate { gen }, _)) = intents.get(intent) else {
-                    return Err(err(format!("activated for intent {intent}, not an activation")));
+                    return Err(err(format!(
+                        "activated for intent {intent}, not an activation"
+                    )));
                 };
                 let forward = matches!(
                     state.phase,

@@ -1,3 +1,3 @@
 pub mod golden;
-pub mod synthetic;
 pub mod model;
+pub mod synthetic;

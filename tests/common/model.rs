@@ -92,7 +92,12 @@ impl Series {
         let (v, size) = self.versions[i];
         // Evaluating again writes a `.drv` a GC deleted meanwhile, as Nix does.
         if let Some(d) = self.made.get(&(i, v)) {
-            if self.store.valid_paths(std::slice::from_ref(d)).unwrap().is_empty() {
+            if self
+                .store
+                .valid_paths(std::slice::from_ref(d))
+                .unwrap()
+                .is_empty()
+            {
                 self.store
                     .add_derivation(&DrvSpec::new(&format!("pkg{i}-{v}.0"), size));
             }
@@ -220,7 +225,10 @@ pub fn check_system(ms: &ModelStore) -> Result<(), String> {
         .toplevel;
     let mut links = vec![("profile", profile)];
     for (what, link) in [("current-system", CURRENT), ("booted-system", BOOTED)] {
-        if let Some(p) = ms.read_system_link(Path::new(link)).map_err(|e| e.to_string())? {
+        if let Some(p) = ms
+            .read_system_link(Path::new(link))
+            .map_err(|e| e.to_string())?
+        {
             links.push((what, p));
         }
     }

@@ -235,9 +235,10 @@ pub fn interrupted_records(first_seq: u64) -> Vec<Record> {
 /// format-2 golden stays what format 2 wrote; `first_seq` is the seq the first record will get.
 pub fn activated_records(first_seq: u64) -> Vec<Record> {
     let mut out = Vec::new();
-    for (k, (units, reboot_required)) in [(vec!["nginx.service".to_string()], false), (vec![], true)]
-        .into_iter()
-        .enumerate()
+    for (k, (units, reboot_required)) in
+        [(vec!["nginx.service".to_string()], false), (vec![], true)]
+            .into_iter()
+            .enumerate()
     {
         let intent = first_seq + out.len() as u64;
         out.push(Record::Intent {
