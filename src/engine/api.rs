@@ -10,7 +10,7 @@ use super::executor::{load, EngineError, Executor, Progress, Reserve, RunEnd};
 use super::log::RunLog;
 use super::run_plan::{GenSource, NothingToWrite, Spec};
 use super::steps::{PlannerSource, StepMasks};
-use super::upgrade::{prepare, Prepared, UpgradeRequest};
+use super::upgrade::{prepare, prepare_journaled, Prepared, UpgradeRequest};
 use crate::drv::StorePath;
 use crate::effects::journal::{Journal, Outcome as JOutcome, Record, RunId, Seq};
 use crate::effects::{Store, System};
@@ -155,7 +155,18 @@ pub fn upgrade(
     // A target that is not a derivation is refused before anything is rooted.
     super::upgrade::target_out(seams.store, &req.target_drv)?;
     let target_root = TargetRoot::add(seams.store, req)?;
-    let run = match prepare(req, seams.store, seams.system, &mut |l| seams.note(l))? {
+    let prepared = if journal.peek_last_run()?.is_empty() {
+        prepare(req, seams.store, seams.system, &mut |l| seams.note(l))?
+    } else {
+        // Housekeeping is journaled in the last (finished) run; one a crash left open is
+        // settled first.
+        let (store, system) = (seams.store, seams.system);
+        let log = journal.open()?;
+        super::housekeeping::settle(store, log)?;
+        let mut hk = super::housekeeping::Journaled(log);
+        prepare_journaled(req, store, system, &mut |l| seams.note(l), &mut hk)?
+    };
+    let run = match prepared {
         Prepared::AlreadyThere { target_out } => {
             return Ok(UpgradeOutcome::AlreadyThere { target_out })
         }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod crash;
 pub mod executor;
 pub mod garbage;
+pub mod housekeeping;
 pub mod log;
 pub mod plan_inputs;
 pub mod preflight;

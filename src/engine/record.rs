@@ -122,6 +122,7 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
     let mut intents = BTreeMap::new();
     let mut failures = Vec::new();
     let mut activated = Vec::new();
+    let mut housekeeping = std::collections::BTreeSet::new();
     let mut out_of_space = false;
     let mut finished = false;
     for (seq, r) in records {
@@ -143,6 +144,16 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
                 None
             }
             Record::UnwindStarted { .. } => Some(Event::UnwindRequested),
+            // Housekeeping before the next run, recorded in this finished one: not the machine's.
+            Record::Intent { transition } if transition.is_housekeeping() => {
+                housekeeping.insert(*seq);
+                None
+            }
+            Record::Done { intent, .. } | Record::Failed { intent, .. }
+                if housekeeping.contains(intent) =>
+            {
+                None
+            }
             Record::Intent { transition } => {
                 let Some(e) = state
                     .expected()

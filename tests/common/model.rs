@@ -83,6 +83,15 @@ impl Series {
         self.toplevel_drv()
     }
 
+    /// Build the current versions of packages `which` without rooting them: what a plain upgrade
+    /// cut short leaves behind.
+    pub fn leave_unrooted(&mut self, which: &[usize]) {
+        for &i in which {
+            let d = self.package(i);
+            self.store.prebuild(&d).unwrap();
+        }
+    }
+
     /// The toplevel's output path.
     pub fn out(&self, drv: &StorePath) -> StorePath {
         self.store.outputs_of(drv)["out"].clone()
