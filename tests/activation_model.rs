@@ -25,7 +25,7 @@ fn three_bumped() -> (Series, StorePath) {
 fn three_bumped_on(capacity: u64) -> (Series, StorePath) {
     let sizes = [300, 200, 100];
     let mut s = Series::new(&sizes, capacity);
-    let target = s.revise(&[0, 1, 2], |b| b + b / 10);
+    let target = s.revise(&[0, 1, 2], |_, b| b + b / 10);
     (s, target)
 }
 

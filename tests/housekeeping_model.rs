@@ -19,7 +19,7 @@ fn world() -> (Series, MemLog, stepwise::drv::StorePath) {
         FixedClock(0.into()),
         AtomicBool::new(false),
     );
-    let t1 = s.revise(&[0, 3], |b| b + b / 10);
+    let t1 = s.revise(&[0, 3], |_, b| b + b / 10);
     let o = stepwise::engine::upgrade(
         &request(&t1, "model".as_ref()),
         &mut seams(&s.store, &stop, &clock),
@@ -27,7 +27,7 @@ fn world() -> (Series, MemLog, stepwise::drv::StorePath) {
     )
     .unwrap();
     assert!(matches!(o, UpgradeOutcome::Ran(_)), "{o:?}");
-    let t2 = s.revise(&[1, 2], |b| b + b / 10);
+    let t2 = s.revise(&[1, 2], |_, b| b + b / 10);
     s.leave_unrooted(&[1, 2]);
     (s, log, t2)
 }

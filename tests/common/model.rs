@@ -72,13 +72,13 @@ impl Series {
         self.versions.iter().map(|v| v.1).sum()
     }
 
-    /// The next revision: each package in `bumps` gets a new version of `size(old)` bytes.
-    /// Returns the new toplevel's `.drv`.
-    pub fn revise(&mut self, bumps: &[usize], size: impl Fn(u64) -> u64) -> StorePath {
+    /// The next revision: each package `i` in `bumps` gets a new version of `size(i, old)`
+    /// bytes. Returns the new toplevel's `.drv`.
+    pub fn revise(&mut self, bumps: &[usize], size: impl Fn(usize, u64) -> u64) -> StorePath {
         self.revision += 1;
         for &i in bumps {
             let (v, s) = self.versions[i];
-            self.versions[i] = (v + 1, size(s).max(KIB));
+            self.versions[i] = (v + 1, size(i, s).max(KIB));
         }
         self.toplevel_drv()
     }
@@ -90,6 +90,12 @@ impl Series {
             let d = self.package(i);
             self.store.prebuild(&d).unwrap();
         }
+    }
+
+    /// Evaluate the current revision again (as the hourly timer does): its `.drv`s are written
+    /// again where a GC deleted them. Returns the toplevel's `.drv`.
+    pub fn evaluate(&mut self) -> StorePath {
+        self.toplevel_drv()
     }
 
     /// The toplevel's output path.
