@@ -148,6 +148,11 @@ fn failed_units_stop_the_run_until_the_user_accepts() {
         "{why}"
     );
     assert_eq!(at(&s.store), (steps[0].clone(), steps[0].clone()));
+    let status = stepwise::engine::api::status(&log, 1, common::model::ROOTS.into(), None)
+        .unwrap()
+        .unwrap();
+    assert!(status.state.contains("units failed"), "{status:?}");
+    assert!(status.hint.contains("--accept-failed-units"), "{status:?}");
     // The hourly tick, and a plain resume: the same stop, nothing written or done.
     let (records, activations, effects) = (
         log.0.borrow().len(),

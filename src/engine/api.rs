@@ -424,6 +424,15 @@ pub fn status(
             "started, no strategy yet".into(),
             "`stepwise resume` continues",
         ),
+        _ if s.just_activated_with_failed_units().is_some()
+            && spec.header.options.on_failed_units
+                == crate::effects::journal::OnFailedUnits::Stop =>
+        {
+            (
+                "waiting: switching to the generation left units failed".into(),
+                "`stepwise resume --accept-failed-units` goes on, `stepwise unwind` walks it back to G0",
+            )
+        }
         _ => (
             match (s.in_flight, s.stuck) {
                 (Some(e), _) => format!("interrupted during {}", e.name()),
