@@ -1,5 +1,7 @@
 //! Planning time and peak memory on synthetic closures of 1,000, 10,000 and 100,000 paths with
-//! (up to) 2,000 changed packages. Prints figures; asserts nothing.
+//! (up to) 2,000 changed packages, without and with local derivations (2% of the paths, as many
+//! as a NixOS toplevel's initrd, etc-metadata, checks…; read by the planner as local glue).
+//! Prints figures; asserts nothing.
 //!
 //! `cargo bench --bench plan` (release build). The generator is the tests' (tests/common).
 
@@ -11,7 +13,7 @@ use std::time::Instant;
 mod synthetic;
 
 use stepwise::plan::{plan, Materialiser};
-use synthetic::{system, Params};
+use synthetic::{system_with_locals, Params};
 
 /// Counts live heap bytes and their high-water mark.
 struct Counting;
@@ -67,8 +69,9 @@ fn main() {
         None => &[1_000, 10_000, 100_000],
     };
     println!(
-        "{:>8} {:>6} {:>8} {:>8} {:>10} {:>12} {:>10} {:>12} {:>6} {:>10}",
+        "{:>8} {:>6} {:>6} {:>8} {:>8} {:>10} {:>12} {:>10} {:>12} {:>6} {:>10}",
         "paths",
+        "locals",
         "units",
         "changed",
         "steps",
@@ -79,19 +82,23 @@ fn main() {
         "fits",
         "steps@50%"
     );
-    for &n in sizes {
+    let runs = sizes.iter().flat_map(|&n| [(n, 0), (n, (n / 50).max(4))]);
+    for (n, locals) in runs {
         let units = (n / 4).max(10);
         let changed = 2_000.min(units * 4 / 5);
-        let s = system(&Params {
-            paths: n,
-            units,
-            changed,
-            dep_change_per_mille: 20,
-            seed: 7,
-            booted: false,
-            free: 8 << 30,
-            kernel: false,
-        });
+        let s = system_with_locals(
+            &Params {
+                paths: n,
+                units,
+                changed,
+                dep_change_per_mille: 20,
+                seed: 7,
+                booted: false,
+                free: 8 << 30,
+                kernel: false,
+            },
+            locals,
+        );
         let input_bytes = LIVE.load(Relaxed);
         let base = LIVE.load(Relaxed);
         PEAK.store(base, Relaxed);
@@ -116,8 +123,9 @@ fn main() {
         }
         let step_ms = t.elapsed().as_secs_f64() * 1e3;
         println!(
-            "{:>8} {:>6} {:>8} {:>8} {:>10.1} {:>12.1} {:>10.1} {:>12.1} {:>6} {:>10}",
+            "{:>8} {:>6} {:>6} {:>8} {:>8} {:>10.1} {:>12.1} {:>10.1} {:>12.1} {:>6} {:>10}",
             n,
+            locals,
             units,
             changed,
             steps,

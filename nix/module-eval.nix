@@ -12,6 +12,26 @@
 let
   inherit (lib) mkOption types;
   anything = mkOption { type = types.anything; default = { }; };
+  # pkgs.formats.toml without nixpkgs (whose `generate` runs remarshal in a build): the same
+  # freeform type as far as merging goes, and TOML written here, to a file in the evaluation's
+  # store, for the test to parse with stepwise's own reader.
+  fakeToml = { }: {
+    type = types.attrsOf types.anything;
+    generate = name: value: builtins.toFile name (tomlDocument value);
+  };
+  tomlKey = k: if builtins.match "[A-Za-z0-9_-]+" k != null then k else builtins.toJSON k;
+  # Strings, integers and booleans are written as JSON writes them (a subset of TOML's basic
+  # strings); tables nested in a table are inline.
+  tomlValue = v:
+    if builtins.isAttrs v then
+      "{ " + lib.concatStringsSep ", " (lib.mapAttrsToList (k: x: "${tomlKey k} = ${tomlValue x}") v) + " }"
+    else if builtins.isList v then "[" + lib.concatMapStringsSep ", " tomlValue v + "]"
+    else builtins.toJSON v;
+  tomlLines = attrs: lib.concatStrings (lib.mapAttrsToList (k: v: "${tomlKey k} = ${tomlValue v}\n") attrs);
+  tomlDocument = doc:
+    tomlLines (lib.filterAttrs (_: v: !builtins.isAttrs v) doc)
+    + lib.concatStrings (lib.mapAttrsToList (k: t: "\n[${tomlKey k}]\n" + tomlLines t)
+      (lib.filterAttrs (_: builtins.isAttrs) doc));
   fakePackage = name: {
     type = "derivation";
     inherit name;
@@ -50,6 +70,7 @@ let
         gitMinimal = fakePackage "git-minimal-2.44.0";
         # A real file in the evaluation's own store, for the test to read (and check with bash).
         writeShellScript = name: text: builtins.toFile name text;
+        formats.toml = fakeToml;
       } // pkgsExtra;
     };
   };
@@ -64,6 +85,7 @@ in
   services = c.systemd.services;
   timers = c.systemd.timers;
   tmpfiles = c.systemd.tmpfiles.rules;
-  etc = lib.mapAttrs (_: e: e.text) c.environment.etc;
+  # A file's text, whether set as text or as a file (`source`, pkgs.formats.toml's).
+  etc = lib.mapAttrs (_: e: e.text or (builtins.readFile e.source)) c.environment.etc;
   systemPackages = map (p: p.name) c.environment.systemPackages;
 }

@@ -7,12 +7,9 @@
 #   stepwise-resume.service   at boot: `stepwise resume` finishes a run a crash, OOM kill, power cut
 #                             or stepwise's own reboot interrupted (nothing to resume: exit 0)
 #
-# Not here: `keepPrevious` (keep the starting generation as a rollback target when the disk has
-# room): the engine deletes G0's generation as part of every run and has no mode that keeps it.
-#
-# Not `pkgs.formats.toml`: every key of the settings file is an option of its own here, typed,
-# and the file is written as text (no build step) that the tests read back with stepwise's own
-# reader; anything else goes through `flags`.
+# The settings file is `settings` (RFC 42): a freeform TOML document rendered by
+# `pkgs.formats.toml`, whose keys are stepwise's long flags (src/cli/config.rs). The typed options
+# below fill it at default priority, so a key set in `settings` wins over its typed option.
 { config, lib, pkgs, ... }:
 
 let
@@ -21,39 +18,27 @@ let
 
   configPath = "/etc/stepwise/config.toml";
 
-  # TOML without a build step: every value here is a string, an integer, or a list of those, and
-  # builtins.toJSON writes them in syntax TOML shares with JSON (basic strings, arrays).
-  tomlValue = builtins.toJSON;
-  tomlLines = pairs:
-    lib.concatMapStrings (p: "${p.name} = ${p.value}\n") (lib.filter (p: p.value != null) pairs);
-  setting = name: value: { inherit name value; };
-  optionalSetting = name: value: setting name (if value == null then null else tomlValue value);
+  settingsFormat = pkgs.formats.toml { };
+  nonNull = lib.filterAttrs (_: v: v != null);
 
-  configText = ''
-    # Written by the NixOS module services.stepwise. The keys are the long flags of
-    # `stepwise upgrade` (see stepwise(1)); flags on the command line win over this file.
-    # [nix-options], if any: Nix settings for every command (as --nix-option NAME VALUE).
-    journal = ${tomlValue cfg.journal}
-
-    [upgrade]
-  '' + tomlLines [
-    (optionalSetting "flake" cfg.flake)
-    (setting "action" (tomlValue cfg.action))
-    (setting "non-vital" (tomlValue cfg.nonVital))
-    (setting "together" (tomlValue cfg.together))
-    (optionalSetting "reserve" cfg.reserve)
-    (setting "on-failure" (tomlValue cfg.onFailure))
-    (setting "on-failed-units" (tomlValue cfg.onFailedUnits))
-    (setting "reboot" (tomlValue (if cfg.allowReboot then "when-needed" else "never")))
-    (setting "reboot-window" (
-      if cfg.allowReboot && cfg.rebootWindow != null then
-        "{ lower = ${tomlValue cfg.rebootWindow.lower}, upper = ${tomlValue cfg.rebootWindow.upper} }"
-      else null))
-    (optionalSetting "boot-dir" cfg.bootDir)
-  ] + lib.optionalString (nixOptions != { }) (''
-
-    [nix-options]
-  '' + tomlLines (lib.mapAttrsToList (name: value: setting (tomlValue name) (tomlValue value)) nixOptions));
+  # The typed options as settings, each at default priority (`settings` wins).
+  typedSettings = lib.mapAttrsRecursive (_: lib.mkDefault) {
+    journal = cfg.journal;
+    upgrade = nonNull {
+      flake = cfg.flake;
+      action = cfg.action;
+      non-vital = cfg.nonVital;
+      together = cfg.together;
+      reserve = cfg.reserve;
+      on-failure = cfg.onFailure;
+      on-failed-units = cfg.onFailedUnits;
+      reboot = if cfg.allowReboot then "when-needed" else "never";
+      reboot-window = if cfg.allowReboot then cfg.rebootWindow else null;
+      boot-dir = cfg.bootDir;
+      keep-previous = cfg.keepPrevious;
+    };
+    nix-options = nixOptions;
+  };
 
   # One ExecStart argument: systemd unquotes C-style double-quoted words (JSON's escapes are a
   # subset) and expands % specifiers and $ variables, which must be doubled to stay literal.
@@ -337,6 +322,31 @@ in
       '';
     };
 
+    keepPrevious = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Keep the generation a run starts from as the one before the target, so that
+        `nixos-rebuild --rollback` (or the boot menu) can go back to it, when the plan shows room
+        for it beside the target: only a plain upgrade that fits can keep it. When the run goes in
+        steps (old and new do not fit together) it proceeds as without this option, and says in
+        the log why the starting generation could not be kept.
+      '';
+    };
+
+    settings = mkOption {
+      type = settingsFormat.type;
+      default = { };
+      example = literalExpression ''{ upgrade.strategy = "stepwise"; nix-options.max-jobs = 2; }'';
+      description = ''
+        The settings file `/etc/stepwise/config.toml`, as TOML: top-level `journal`, the table
+        `upgrade` (keys: the long flags of `stepwise upgrade`, e.g. `strategy`, `reboot-command`)
+        and the table `nix-options` (Nix settings for every command). The typed options of this
+        module fill it; a key set here wins over its typed option. A key stepwise does not know
+        makes every command fail with exit 2, naming it.
+      '';
+    };
+
     journal = mkOption {
       type = types.strMatching "/.+/[^/]+";
       default = "/var/lib/stepwise/journal.redb";
@@ -347,7 +357,7 @@ in
   config = lib.mkIf cfg.enable {
     assertions = [
       {
-        assertion = cfg.flake != null
+        assertion = cfg.flake != null || cfg.settings.upgrade ? flake
           || lib.any (f: lib.elem f [ "--flake" "--target" "--file" ]) cfg.flags;
         message = "services.stepwise: set `flake` (or give --target or --file in `flags`): stepwise needs to know what to upgrade to.";
       }
@@ -359,9 +369,12 @@ in
 
     environment.systemPackages = [ cfg.package ];
 
-    environment.etc."stepwise/config.toml".text = configText;
+    services.stepwise.settings = typedSettings;
 
-    systemd.tmpfiles.rules = [ "d ${dirOf cfg.journal} 0700 root root -" ];
+    environment.etc."stepwise/config.toml".source =
+      settingsFormat.generate "stepwise-config.toml" cfg.settings;
+
+    systemd.tmpfiles.rules = [ "d ${dirOf cfg.settings.journal} 0700 root root -" ];
 
     systemd.services.stepwise-upgrade = {
       description = "stepwise: upgrade NixOS within the disk it has";

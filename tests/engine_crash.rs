@@ -633,3 +633,54 @@ fn killed_mid_chain_with_everything_but_the_journal_lock_and_reserve_deleted_the
     consistent(&bed, &fx, &g0);
     verified(&bed);
 }
+
+/// Whether the journal's last run has a `runFinished` record (`journal export`).
+fn last_run_finished(bed: &Bed) -> bool {
+    let o = stepwise_cmd(bed, &["journal", "export"]).output().unwrap();
+    let kinds: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["kind"].as_str().map(str::to_string))
+        .collect();
+    let last_start = kinds.iter().rposition(|k| k == "runStarted");
+    last_start.is_some_and(|i| kinds[i..].iter().any(|k| k == "runFinished"))
+}
+
+/// The timer's `upgrade` continues a run a crash left unfinished even when its own target does
+/// not evaluate (a broken configuration; a full store fails evaluation the same way): the system
+/// is never left mid-chain because of the new target, and the evaluation's error is still the
+/// command's.
+#[test]
+fn an_unfinished_run_is_continued_even_when_the_new_target_does_not_evaluate() {
+    if !require_root("engine: continue before a target that does not evaluate") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&spec(), |_| Disk::Unlimited);
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    // Killed somewhere in the middle of its run (after the journal has the run).
+    let o = upgrade_cmd(&bed, &fx, &["--strategy", "direct"])
+        .env("STEPWISE_CRASH_AT", "any:12")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), None, "killed by the abort: {}", show(&o));
+    assert!(
+        !last_run_finished(&bed),
+        "the run was recorded and left unfinished"
+    );
+    consistent(&bed, &fx, &g0);
+
+    let broken = bed.root().join("broken-configuration.nix");
+    std::fs::write(&broken, "{ this is not a Nix expression").unwrap();
+    let o = stepwise_cmd(&bed, &["upgrade", "--file", broken.to_str().unwrap()])
+        .args(bed.system_args())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(err.contains("continuing the unfinished run first"), "{err}");
+    assert!(err.contains("evaluating --file"), "{err}");
+    assert!(last_run_finished(&bed), "{}", show(&o));
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert_eq!(bed.current_system().as_deref(), Some(fx.new.out.as_str()));
+    verified(&bed);
+}

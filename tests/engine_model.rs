@@ -1128,3 +1128,89 @@ fn a_reboot_outside_the_window_waits_for_a_run_inside_it() {
     );
     assert_eq!(at(&w.store), (w.target_out.clone(), w.target_out.clone()));
 }
+
+/// `--keep-previous` asked of an upgrade on `w`: the engine's own preflight, and the line it says.
+fn prepare_keeping(w: &World, strategy: Strategy) -> (Prepared, String) {
+    let mut req = request(w, strategy, OnFailure::Unwind);
+    req.options.keep_previous = true;
+    let Ok(Prepared_::Run(run)) = stepwise::engine::prepare(&req, &w.store, &w.store, &mut |_| {})
+    else {
+        panic!("a run is prepared")
+    };
+    let why = run.keep.clone().expect("asked to keep G0").why;
+    (prepare_with(w, req).expect("a plan fits"), why)
+}
+
+/// G0's closure is all valid and a non-current profile generation still holds G0.
+fn g0_kept(w: &World) -> bool {
+    let Ok(closure) = w.store.closure(std::slice::from_ref(&w.g0_out)) else {
+        return false;
+    };
+    let valid = w.store.all_valid();
+    let gens = w.store.generations(Path::new(PROFILE)).unwrap();
+    closure.iter().all(|p| valid.contains(p))
+        && gens.iter().any(|g| g.toplevel == w.g0_out && !g.current)
+}
+
+#[test]
+fn keep_previous_keeps_g0_a_generation_when_the_plain_upgrade_fits_even_across_crashes() {
+    let sizes = [(100, 110), (200, 190), (50, 60)];
+    let roomy = 4096 * KIB;
+    let probe = world(&sizes, None, roomy);
+    let (prep, why) = prepare_keeping(&probe, Strategy::Auto);
+    assert_eq!(prep.chain, Chain::Direct);
+    assert!(prep.header.options.keep_previous, "{why}");
+    assert!(why.contains("G0 stays a generation"), "{why}");
+    let (end, total) = run(&probe, &prep, None, Next::Resume).unwrap();
+    assert!(matches!(
+        end,
+        RunEnd::Finished {
+            outcome: Outcome::ReachedTarget,
+            ..
+        }
+    ));
+    assert_eq!(
+        at(&probe.store),
+        (probe.target_out.clone(), probe.target_out.clone())
+    );
+    assert!(g0_kept(&probe), "G0 kept after a clean run");
+    // A fresh executor reads the choice back from the run's header.
+    for k in 1..total {
+        let w = world(&sizes, None, roomy);
+        let (prep, _) = prepare_keeping(&w, Strategy::Auto);
+        let (end, _) =
+            run(&w, &prep, Some(k), Next::Resume).unwrap_or_else(|e| panic!("crash at {k}: {e}"));
+        assert!(
+            matches!(
+                end,
+                RunEnd::Finished {
+                    outcome: Outcome::ReachedTarget,
+                    ..
+                }
+            ),
+            "crash at {k}: {end:?}"
+        );
+        assert!(g0_kept(&w), "crash at {k} of {total}: G0 kept after resume");
+    }
+}
+
+#[test]
+fn keep_previous_cannot_keep_g0_in_steps_and_says_why() {
+    let sizes = [(100, 110), (200, 190), (50, 60)];
+    let w = world(&sizes, None, tight_capacity(&sizes));
+    let (prep, why) = prepare_keeping(&w, Strategy::Auto);
+    assert_eq!(prep.chain, Chain::Steps);
+    assert!(!prep.header.options.keep_previous);
+    assert!(why.contains("G0 cannot be kept"), "{why}");
+    let (end, _) = run(&w, &prep, None, Next::Resume).unwrap();
+    assert!(matches!(
+        end,
+        RunEnd::Finished {
+            outcome: Outcome::ReachedTarget,
+            ..
+        }
+    ));
+    assert!(!w.store.all_valid().contains(&w.g0_out), "G0 was collected");
+    let gens = w.store.generations(Path::new(PROFILE)).unwrap();
+    assert!(!gens.iter().any(|g| g.toplevel == w.g0_out), "{gens:?}");
+}

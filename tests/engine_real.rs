@@ -4,6 +4,9 @@
 
 use std::process::Output;
 
+#[path = "common/golden.rs"]
+mod golden;
+
 use stepwise_testbed::{require_root, Bed, Disk, Fixture, FixtureSpec, PackageSpec};
 
 fn stepwise(bed: &Bed, args: &[&str]) -> Output {
@@ -702,5 +705,170 @@ fn held_at_step_three_then_unwound_through_every_step_to_g0() {
         !roots_dir.exists() || std::fs::read_dir(&roots_dir).unwrap().next().is_none(),
         "no run-owned root is left"
     );
+    verify(&bed);
+}
+
+/// The profile's generation links and where each points.
+fn generations(bed: &Bed) -> Vec<(String, Option<String>)> {
+    let dir = bed.profile().parent().unwrap().to_path_buf();
+    let mut links: Vec<(String, Option<String>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("system-") && n.ends_with("-link"))
+        .map(|n| {
+            let target = bed.read_link(&dir.join(&n));
+            (n, target)
+        })
+        .collect();
+    links.sort();
+    links
+}
+
+/// `--keep-previous` on a disk with room for G0 beside the target: G0 stays a complete
+/// generation of the profile (what `nixos-rebuild --rollback` goes back to). On a disk where
+/// only steps fit, the run still reaches the target and says why G0 could not be kept.
+#[test]
+fn keep_previous_keeps_g0_where_it_fits_and_says_why_not_where_it_does_not() {
+    if !require_root("engine: --keep-previous on real Nix") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.roomy_disk_mib())
+    });
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    // Switched since boot: nothing but the kept generation holds G0 after the run.
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.args(["--json", "plan", "--keep-previous", "--target", &fx.new.drv]);
+    cmd.args(bed.system_args());
+    let p = cmd.output().unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_slice(&p.stdout).unwrap_or_else(|_| panic!("{}", show(&p)));
+    assert_eq!(plan["keep_previous"]["kept"], true, "{plan}");
+    let o = upgrade(&bed, &fx, &["--keep-previous"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("G0 stays a generation"), "{err}");
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    let gens = generations(&bed);
+    assert!(
+        gens.iter().any(|(_, t)| t.as_deref() == Some(g0.as_str())),
+        "G0 is still a generation: {gens:?}"
+    );
+    bed.gc().unwrap();
+    for p in bed.closure(&[&g0]).unwrap() {
+        assert!(
+            bed.is_valid(&p).unwrap(),
+            "{p} of G0's closure survives a GC"
+        );
+    }
+    let shown = stepwise(&bed, &["journal", "show"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("keep previous yes"),
+        "{}",
+        show(&shown)
+    );
+    verify(&bed);
+
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.tight_disk_mib())
+    });
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    std::fs::remove_file(bed.booted_system_link()).unwrap();
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.args(["plan", "--keep-previous", "--target", &fx.new.drv]);
+    cmd.args(bed.system_args());
+    let p = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&p.stdout);
+    assert!(
+        text.contains("keepPrevious: G0 cannot be kept: the upgrade goes in steps"),
+        "{}",
+        show(&p)
+    );
+    let o = upgrade(&bed, &fx, &["--keep-previous"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("G0 cannot be kept"), "{err}");
+    assert_eq!(bed.profile_target().as_deref(), Some(fx.new.out.as_str()));
+    assert!(!bed.is_valid(&g0).unwrap(), "G0 was collected");
+    let gens = generations(&bed);
+    assert!(
+        gens.iter().all(|(_, t)| t.as_deref() != Some(g0.as_str())),
+        "{gens:?}"
+    );
+    verify(&bed);
+}
+
+/// `--json` of the streaming commands, normalised for golden files: the bed's directory, store
+/// hashes, sizes and the counts Nix reports (they differ by Nix version and filesystem) lose
+/// their figures.
+fn normalised_stream(bed: &Bed, stdout: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stdout);
+    let root = bed.root().display().to_string();
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\n{text}"));
+        normalise(&mut v, &root);
+        out += &serde_json::to_string(&v).unwrap();
+        out.push('\n');
+    }
+    out
+}
+
+fn normalise(v: &mut serde_json::Value, root: &str) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => *s = normalise_text(&s.replace(root, "$BED")),
+        Value::Array(a) => a.iter_mut().for_each(|x| normalise(x, root)),
+        Value::Object(m) => m.values_mut().for_each(|x| normalise(x, root)),
+        _ => {}
+    }
+}
+
+fn normalise_text(s: &str) -> String {
+    let rules = [
+        (r"\b[0-9a-df-np-sv-z]{32}-", "HASH-"),
+        (r"\b\d+(\.\d+)? (B|KiB|MiB|GiB)\b", "SIZE"),
+        (r"\b\d+ (built|copied|fetched|path\(s\))", "N $1"),
+    ];
+    rules.iter().fold(s.to_string(), |s, (re, to)| {
+        regex::Regex::new(re)
+            .unwrap()
+            .replace_all(&s, *to)
+            .into_owned()
+    })
+}
+
+/// Golden `--json` streams (tests/golden/*_stream.jsonl; STEPWISE_BLESS=1 rewrites them): an
+/// `upgrade` that stops for a reboot, a `resume` before the machine rebooted (it waits), and,
+/// once it has, the `unwind` back to G0.
+#[test]
+fn json_streams_of_upgrade_resume_and_unwind_are_golden() {
+    if !require_root("engine: --json streams on a tight tmpfs") {
+        return;
+    }
+    let (bed, fx) = Bed::prepared_with(&FixtureSpec::standard(), |f| {
+        Disk::TmpfsMib(f.tight_disk_mib())
+    });
+    let g0 = bed.install(&fx.old.drv).unwrap();
+    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.arg("--journal").arg(bed.journal_path());
+    cmd.args(["--json", "upgrade", "--target", &fx.new.drv]);
+    cmd.args(bed.system_args());
+    cmd.args(["--reboot", "when-needed", "--reboot-command", "true"]);
+    let o = cmd.output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    golden::check("upgrade_stream.jsonl", &normalised_stream(&bed, &o.stdout));
+    let r = stepwise(&bed, &["--json", "resume"]);
+    assert_eq!(r.status.code(), Some(3), "{}", show(&r));
+    golden::check("resume_stream.jsonl", &normalised_stream(&bed, &r.stdout));
+    // The reboot: the booted link follows the running system.
+    let current = bed.current_system().unwrap();
+    bed.set_booted(&current).unwrap();
+    let u = stepwise(&bed, &["--json", "unwind"]);
+    assert_eq!(u.status.code(), Some(0), "{}", show(&u));
+    golden::check("unwind_stream.jsonl", &normalised_stream(&bed, &u.stdout));
+    assert_eq!(bed.current_system().as_deref(), Some(g0.as_str()));
     verify(&bed);
 }

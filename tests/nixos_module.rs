@@ -111,6 +111,8 @@ fn every_option() -> Value {
         "nixOptions": {"builders": "ssh://b x86_64-linux - 4", "max-jobs": 0, "keep-going": true},
         "onFailureUnits": ["notify-admin@%n.service"],
         "rebootOnKernelChange": true,
+        "keepPrevious": true,
+        "settings": {"upgrade": {"strategy": "stepwise", "reboot-command": "systemctl kexec"}},
     })
 }
 
@@ -294,6 +296,7 @@ fn module_with_defaults() {
     assert_eq!(c.upgrade.reboot, Some(RebootPolicy::Never));
     assert_eq!(c.upgrade.reserve, None);
     assert_eq!(c.upgrade.reboot_window, None);
+    assert_eq!(c.upgrade.keep_previous, Some(false));
     // A flake target: its inputs fetched afresh (`nix --refresh`) by default.
     assert_eq!(nix_options(&c), [("tarball-ttl", "0".to_string())]);
 }
@@ -386,7 +389,8 @@ fn refresh_only_for_flakes() {
     ] {
         let eval = eval_module(&lib, &settings).unwrap();
         let text = config_text(&eval);
-        assert!(!text.contains("\n[nix-options]\n"), "{settings}: {text}");
+        let c = Config::parse(text, Path::new("generated")).unwrap();
+        assert!(nix_options(&c).is_empty(), "{settings}: {text}");
     }
     let eval = eval_module(
         &lib,
@@ -395,6 +399,51 @@ fn refresh_only_for_flakes() {
     .unwrap();
     let c = Config::parse(config_text(&eval), Path::new("generated")).unwrap();
     assert_eq!(nix_options(&c), [("tarball-ttl", "0".to_string())]);
+}
+
+/// `settings` (pkgs.formats.toml, RFC 42): free keys reach the file, and a key set there wins
+/// over its typed option; the file parses with stepwise's own reader.
+#[test]
+fn settings_reach_the_file_and_win_over_typed_options() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let eval = eval_module(
+        &lib,
+        &json!({"enable": true, "package": package(), "flake": "/etc/nixos", "action": "boot",
+                "settings": {"journal": "/srv/j/journal.redb",
+                             "upgrade": {"action": "test", "strategy": "direct"},
+                             "nix-options": {"max-jobs": 2}}}),
+    )
+    .unwrap();
+    assert_eq!(eval["failedAssertions"], json!([]));
+    let c = Config::parse(config_text(&eval), Path::new("generated")).unwrap();
+    assert_eq!(c.journal.as_deref(), Some(Path::new("/srv/j/journal.redb")));
+    assert_eq!(c.upgrade.action, Some(Action::Test), "settings win");
+    assert_eq!(
+        c.upgrade.strategy,
+        Some(stepwise::cli::args::Strategy::Direct)
+    );
+    assert_eq!(
+        c.upgrade.flake.as_ref().map(|f| f.get_ref().as_str()),
+        Some("/etc/nixos"),
+        "typed options fill the rest"
+    );
+    assert_eq!(
+        nix_options(&c),
+        [
+            ("max-jobs", "2".to_string()),
+            ("tarball-ttl", "0".to_string())
+        ]
+    );
+    // The journal's directory follows the journal the file names.
+    assert_eq!(eval["tmpfiles"], json!(["d /srv/j 0700 root root -"]));
+    // A flake given in `settings` alone is a target.
+    let eval = eval_module(
+        &lib,
+        &json!({"enable": true, "package": package(),
+                "settings": {"upgrade": {"flake": "/etc/nixos"}}}),
+    )
+    .unwrap();
+    assert_eq!(eval["failedAssertions"], json!([]));
 }
 
 #[test]
@@ -435,6 +484,10 @@ fn module_refuses_what_cannot_work() {
             "services.stepwise.journal",
         ),
         (json!({"nonVitals": ["x"]}), "services.stepwise.nonVitals"),
+        (
+            json!({"keepPrevious": "yes"}),
+            "services.stepwise.keepPrevious",
+        ),
     ] {
         let mut settings = json!({"enable": true, "package": package(), "flake": "/etc/nixos"});
         settings
@@ -485,6 +538,9 @@ fn example_config_parses_with_stepwise() {
         })
     );
     assert_eq!(u.boot_dir.as_deref(), Some(Path::new("/boot")));
+    assert_eq!(u.keep_previous, Some(true));
+    assert_eq!(u.strategy, Some(stepwise::cli::args::Strategy::Stepwise));
+    assert_eq!(u.reboot_command.as_deref(), Some("systemctl kexec"));
     assert_eq!(
         nix_options(&c),
         [
@@ -507,6 +563,8 @@ fn flake_outputs_evaluate() {
         "--eval",
         "--strict",
         "--json",
+        // The settings file (pkgs.formats.toml's stand-in writes it) lands in the private store.
+        "--read-write-mode",
         repo().join("nix/flake-eval.nix").to_str().unwrap(),
         "--arg",
         "lib",

@@ -316,3 +316,54 @@ fn the_stub_probe_is_g0_with_the_named_packages_stubbed() {
         }
     }
 }
+
+/// Local derivations (not glue by attributes, on no substituter) are read as glue: each step
+/// rewrites those that read a masked package, and none of its derivations names a masked path;
+/// their build tools are build inputs, never units of the runtime diff.
+#[test]
+fn local_derivations_are_rewritten_under_the_mask() {
+    let s = common::synthetic::system_with_locals(
+        &Params {
+            paths: 300,
+            units: 60,
+            changed: 20,
+            dep_change_per_mille: 50,
+            seed: 5,
+            booted: false,
+            free: 10 << 30,
+            kernel: false,
+        },
+        12,
+    );
+    assert_eq!(s.input.target.local.len(), 12);
+    let planned = plan(&s.input).unwrap();
+    let build: Vec<&str> = planned
+        .diff
+        .build_inputs
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(build, ["cpio", "jq"]);
+    assert!(planned
+        .diff
+        .rows
+        .iter()
+        .all(|r| !r.name.starts_with("local")));
+    let p = planned.outcome.as_ref().unwrap();
+    let mut m = Materialiser::new(&s.input.target, &s.drvs);
+    let mut locals_rewritten = 0;
+    for step in &p.steps {
+        let r = m.materialise(&step.mask).unwrap();
+        for d in &r.drvs {
+            let named = mentioned(&d.drv);
+            for masked in step.mask.0.keys() {
+                assert!(!named.contains(masked), "{} still names {masked}", d.name);
+            }
+            locals_rewritten += d.name.starts_with("local") as usize;
+        }
+    }
+    assert!(
+        locals_rewritten > 0,
+        "some local derivation read a masked package"
+    );
+}

@@ -222,7 +222,7 @@ _stepwise() {
             return 0
             ;;
         stepwise__subcmd__plan)
-            opts="-v -q -h --target --flake --file --attr --profile --current-system --booted-system --non-vital --together --reserve --reboot --journal --config --json --verbose --quiet --help"
+            opts="-v -q -h --target --flake --file --attr --profile --current-system --booted-system --non-vital --together --reserve --reboot --keep-previous --journal --config --json --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -354,7 +354,7 @@ _stepwise() {
             return 0
             ;;
         stepwise__subcmd__upgrade)
-            opts="-v -q -h --target --flake --file --attr --profile --current-system --booted-system --non-vital --together --reserve --reboot --action --strategy --on-failure --on-failed-units --reboot-command --reboot-window --boot-dir --journal --config --json --verbose --quiet --help"
+            opts="-v -q -h --target --flake --file --attr --profile --current-system --booted-system --non-vital --together --reserve --reboot --keep-previous --action --strategy --on-failure --on-failed-units --reboot-command --reboot-window --boot-dir --journal --config --json --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -53,6 +53,7 @@ complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l reboot -d 'Wh
 when-needed\t''"
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
+complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l keep-previous -d 'Keep the starting generation as a rollback generation (`nixos-rebuild --rollback`) when the plan shows room for it beside the target; otherwise the run goes on and says why not'
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand plan" -s q -l quiet -d 'Only errors'
@@ -84,6 +85,7 @@ complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l reboot-win
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l boot-dir -d 'The boot partition (e.g. /boot). When it is another filesystem than the store\'s, check before changing anything that it has room for the kernels and initrds the run adds (sized from the running system\'s); without room: exit 3. Default: no check' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
+complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l keep-previous -d 'Keep the starting generation as a rollback generation (`nixos-rebuild --rollback`) when the plan shows room for it beside the target; otherwise the run goes on and says why not'
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -s q -l quiet -d 'Only errors'

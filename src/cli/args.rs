@@ -205,6 +205,10 @@ pub struct RoomArgs {
     /// Whether stepwise may reboot when only a reboot frees the booted system's packages.
     #[arg(long, value_enum, default_value_t = RebootPolicy::Never)]
     pub reboot: RebootPolicy,
+    /// Keep the starting generation as a rollback generation (`nixos-rebuild --rollback`) when the
+    /// plan shows room for it beside the target; otherwise the run goes on and says why not.
+    #[arg(long)]
+    pub keep_previous: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -19,6 +19,7 @@
 //! reboot = "when-needed"         # never | when-needed
 //! reboot-window = { lower = "01:00", upper = "05:00" }
 //! boot-dir = "/boot"             # checked for room for the run's kernels and initrds
+//! keep-previous = true           # keep G0 as a rollback generation when there is room
 //!
 //! [nix-options]                  # --nix-option NAME VALUE, for every command
 //! builders = "ssh://big x86_64-linux"
@@ -96,6 +97,7 @@ pub struct UpgradeConfig {
     pub reboot_command: Option<String>,
     pub reboot_window: Option<RebootWindow>,
     pub boot_dir: Option<PathBuf>,
+    pub keep_previous: Option<bool>,
 }
 
 /// A size: a number of bytes, or a string with a binary unit (`"64M"`), as `--reserve` takes.
@@ -369,6 +371,12 @@ impl UpgradeConfig {
             }
         }
         set(&mut r.reboot, &self.reboot, m, "reboot");
+        set(
+            &mut r.keep_previous,
+            &self.keep_previous,
+            m,
+            "keep_previous",
+        );
     }
 
     /// The effective `stepwise upgrade` arguments: the command line over this file over the

@@ -8,8 +8,9 @@ use crate::effects::store::{Store, System};
 use crate::engine::plan_inputs::{gather, SystemLinks};
 use crate::error::{Error, Exit};
 use crate::output::write_document;
+use crate::plan::keep::auto_chain;
 use crate::plan::report::{json_body, write_human, Header};
-use crate::plan::{plan, PlanOptions};
+use crate::plan::{keep_previous, plan, PlanOptions};
 
 /// Run `stepwise plan` against the real Nix.
 pub fn run(args: &PlanArgs, json: bool, config: NixCliConfig) -> Result<Exit, Error> {
@@ -52,10 +53,22 @@ pub fn run_with(
         context: "writing the plan".into(),
         source: e,
     };
+    // `--keep-previous`: the chain an `auto` upgrade would walk decides (`plan` has no strategy).
+    let keep = args
+        .room
+        .keep_previous
+        .then(|| keep_previous(&planned.frame, auto_chain(&planned.frame)));
     if json {
-        write_document(out, "plan", &json_body(&header, &planned, sd)).map_err(io)?;
+        let mut body = json_body(&header, &planned, sd);
+        if let (Some(k), Some(map)) = (&keep, body.as_object_mut()) {
+            map.insert("keep_previous".into(), serde_json::json!(k));
+        }
+        write_document(out, "plan", &body).map_err(io)?;
     } else {
         write_human(out, &header, &planned).map_err(io)?;
+        if let Some(k) = &keep {
+            writeln!(out, "{}", k.why).map_err(io)?;
+        }
     }
     Ok(if planned.outcome.is_ok() {
         Exit::Done

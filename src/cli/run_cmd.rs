@@ -17,6 +17,8 @@ use crate::engine::{
     UpgradeOutcome, UpgradeRequest,
 };
 use crate::error::{Error, Exit};
+use crate::output::log_lines::LogEvent;
+use crate::output::progress::TerminalView;
 use crate::output::Output;
 use crate::transition::{Chain, Outcome};
 
@@ -152,8 +154,9 @@ fn json_printer() -> impl FnMut(Progress) {
 }
 
 /// A live display for a person at a terminal (indicatif): a spinner naming the step, the
-/// transition and Nix's latest line (what it builds or fetches), and above it one line for each
-/// transition done, the same lines a log gets.
+/// transition, the bytes Nix fetched and its latest line, and above it one line for each
+/// transition done (`output::progress` renders them). When the run is over (the printer is
+/// dropped), a last line says how much Nix fetched.
 fn terminal_printer() -> impl FnMut(Progress) {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
@@ -161,38 +164,79 @@ fn terminal_printer() -> impl FnMut(Progress) {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    let mut current = String::new();
-    move |p: Progress| match &p {
-        Progress::Starting {
-            transition, gen, ..
-        } => {
-            current = format!("[{}] {}", gen.label, transition.describe());
-            bar.set_prefix(current.clone());
-            bar.set_message(String::new());
-        }
-        Progress::Child(line) => bar.set_message(line.trim().to_string()),
-        Progress::Done {
-            note, added, freed, ..
-        } => {
-            let mut line = format!("{current}: done");
-            let figures: Vec<String> = [("added", added), ("freed", freed)]
-                .iter()
-                .filter_map(|(w, b)| {
-                    b.map(|b| format!("{w} {}", crate::plan::report::human_bytes(b)))
-                })
-                .chain((!note.is_empty()).then(|| note.to_string()))
-                .collect();
-            if !figures.is_empty() {
-                line += &format!(" ({})", figures.join(", "));
+    let mut display = TerminalDisplay {
+        view: TerminalView::new(BarLines(bar.clone(), Vec::new())),
+        bar,
+    };
+    move |p: Progress| display.show(&p)
+}
+
+/// The view and the bar it draws on.
+struct TerminalDisplay {
+    view: TerminalView<BarLines>,
+    bar: indicatif::ProgressBar,
+}
+
+impl TerminalDisplay {
+    fn show(&mut self, p: &Progress) {
+        let label;
+        let what;
+        let e = match p {
+            Progress::Starting {
+                transition, gen, ..
+            } => {
+                label = gen.label.clone();
+                what = transition.describe();
+                LogEvent::Starting {
+                    step: &label,
+                    what: &what,
+                }
             }
-            bar.println(line);
-            bar.set_message(String::new());
+            Progress::Child(line) => LogEvent::Child { line },
+            Progress::Done {
+                note, added, freed, ..
+            } => LogEvent::Done {
+                added: *added,
+                freed: *freed,
+                note,
+            },
+            Progress::Failed { message, .. } => LogEvent::Failed { message },
+            Progress::Info(m) => LogEvent::Info(m),
+            Progress::Note(m) => {
+                m.lines()
+                    .for_each(|l| self.bar.println(format!("stepwise: {l}")));
+                return;
+            }
+        };
+        let _ = self.view.event(e);
+        self.bar.set_prefix(self.view.prefix());
+        self.bar.set_message(self.view.message().to_string());
+    }
+}
+
+impl Drop for TerminalDisplay {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+        if let Some(line) = self.view.summary() {
+            eprintln!("stepwise: {line}");
         }
-        Progress::Failed { message, .. } => bar.println(format!("{current}: FAILED\n{message}")),
-        Progress::Info(m) => bar.println(m),
-        Progress::Note(m) => m
-            .lines()
-            .for_each(|l| bar.println(format!("stepwise: {l}"))),
+    }
+}
+
+/// Lines written to it are printed above the bar.
+struct BarLines(indicatif::ProgressBar, Vec<u8>);
+
+impl std::io::Write for BarLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(buf);
+        while let Some(end) = self.1.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.1.drain(..=end).collect();
+            self.0.println(String::from_utf8_lossy(&line[..end]));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -297,8 +341,14 @@ fn seams<'a>(nix: &'a NixCli, reserve: &'a mut ReserveFile, cli: &Cli) -> Seams<
 /// `stepwise upgrade`.
 pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, Error> {
     let nix = nix(cli)?;
-    let target_drv = nix.resolve_target(&args.target.spec())?;
-    crate::cli::checks::target_is_system(&target_drv)?;
+    let resolved = nix
+        .resolve_target(&args.target.spec())
+        .map_err(Error::from)
+        .and_then(|drv| crate::cli::checks::target_is_system(&drv).map(|()| drv));
+    let target_drv = match resolved {
+        Ok(drv) => drv,
+        Err(e) => return continue_before_refusing(cli, out, e),
+    };
     let sys = &args.system;
     let req = UpgradeRequest {
         target: (&args.target.spec()).into(),
@@ -323,6 +373,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         reboot_window: args.reboot_window.map(Into::into),
         options: RunOptions {
             on_failed_units: args.on_failed_units.into(),
+            keep_previous: args.room.keep_previous,
             ..RunOptions::default()
         },
         boot_dir: args.boot_dir.clone(),
@@ -343,6 +394,20 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
             Ok(Exit::Done)
         }
         UpgradeOutcome::Ran(end) => finish(end, out, "upgrade"),
+    }
+}
+
+/// The target did not evaluate (a full store, a broken configuration): a run left unfinished is
+/// still continued, as `upgrade` always continues one first, so the hourly timer never leaves the
+/// system mid-chain because of the new target. The evaluation's error is then the command's.
+fn continue_before_refusing(cli: &Cli, out: &mut Output, e: Error) -> Result<Exit, Error> {
+    if !engine::has_unfinished_run(&JournalFile::new(cli.journal.clone()))? {
+        return Err(e);
+    }
+    eprintln!("stepwise: the target did not evaluate; continuing the unfinished run first");
+    match continue_run(cli, out, false, false)? {
+        Exit::Done => Err(e),
+        stopped_or_failed => Ok(stopped_or_failed),
     }
 }
 

@@ -359,7 +359,7 @@ impl ModelStore {
     pub fn make_substitutable(&self, drv: &StorePath) {
         let outs = self.outputs_of(drv);
         let mut m = self.m();
-        let refs = m.build_references(drv);
+        let refs = m.build_references(&self.store_dir, drv);
         for p in outs.values() {
             let size = m.build_sizes.get(p).copied().unwrap_or(DEFAULT_BUILD_SIZE);
             m.substitutes.insert(
@@ -628,8 +628,10 @@ impl Model {
         Ok(())
     }
 
-    /// The references a built output of `drv` gets: every input output and source it names.
-    fn build_references(&self, drv: &StorePath) -> BTreeSet<StorePath> {
+    /// The references a built output of `drv` gets: every input output and source it names,
+    /// but build tools (an input named only in `nativeBuildInputs` and the like): what a build
+    /// that uses a tool without copying it leaves.
+    fn build_references(&self, store_dir: &StoreDir, drv: &StorePath) -> BTreeSet<StorePath> {
         let Some(d) = self.derivations.get(drv) else {
             return BTreeSet::new();
         };
@@ -638,7 +640,10 @@ impl Model {
             if let Some(id) = self.derivations.get(i) {
                 for o in outs {
                     if let Some(p) = id.outputs.get(o).and_then(|o| o.path.clone()) {
-                        refs.insert(p);
+                        if !crate::plan::units::named_only_as_build_tool(d, &store_dir.display(&p))
+                        {
+                            refs.insert(p);
+                        }
                     }
                 }
             }
@@ -714,7 +719,7 @@ impl Model {
                 log_tail: log.clone(),
             });
         }
-        let refs = self.build_references(drv);
+        let refs = self.build_references(store_dir, drv);
         for p in missing {
             let size = self
                 .build_sizes

@@ -238,6 +238,12 @@ impl Drop for TargetRoot<'_> {
     }
 }
 
+/// Whether the journal's last run has not finished (a crash, a stop, a reboot outside its
+/// window): `upgrade` continues it before anything else.
+pub fn has_unfinished_run(journal: &dyn JournalAccess) -> Result<bool, Error> {
+    Ok(is_unfinished(&journal.peek_last_run()?))
+}
+
 fn is_unfinished(records: &[(Seq, Record)]) -> bool {
     let started = matches!(records.first(), Some((_, Record::RunStarted(_))));
     let finished = records

@@ -441,6 +441,8 @@ impl<'a> Executor<'a> {
             use crate::effects::journal::Strategy;
             let chain = match spec.header.strategy {
                 Strategy::Stepwise => Chain::Steps,
+                // G0 was to be kept: only the plain upgrade keeps it, and the plan showed it fits.
+                Strategy::Auto if spec.header.options.keep_previous => Chain::Direct,
                 Strategy::Auto if spec.steps.len() > 1 => Chain::Steps,
                 Strategy::Auto | Strategy::Direct => Chain::Direct,
             };

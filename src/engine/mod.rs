@@ -16,8 +16,8 @@ pub mod stub_probe;
 pub mod upgrade;
 
 pub use api::{
-    resume, status, unwind, upgrade, Clock, ContinueOutcome, ContinueRequest, JournalAccess,
-    JournalFile, Seams, Status, SystemClock, UpgradeOutcome,
+    has_unfinished_run, resume, status, unwind, upgrade, Clock, ContinueOutcome, ContinueRequest,
+    JournalAccess, JournalFile, Seams, Status, SystemClock, UpgradeOutcome,
 };
 pub use executor::{load, EngineError, Executor, FailedUnits, Loaded, Progress, Reserve, RunEnd};
 pub use log::{LogError, MemLog, RunLog};

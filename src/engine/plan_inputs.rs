@@ -10,7 +10,7 @@ use crate::drv::{parse, Derivation, DrvSource, StorePath};
 use crate::effects::store::{Store, System};
 use crate::error::Error;
 use crate::plan::names::PackageName;
-use crate::plan::units::{is_glue, name_of_output, G0Path, G0Side, TargetGraph};
+use crate::plan::units::{is_glue, name_of_output, G0Path, G0Side, Substitutable, TargetGraph};
 use crate::plan::{PathFacts, PlanInput, PlanOptions, SizeSource};
 
 /// Derivations read from the store.
@@ -21,6 +21,33 @@ impl DrvSource for StoreDrvs<'_> {
         let bytes = self.0.read_file(path)?;
         Ok(parse(&bytes, self.0.store_dir())?)
     }
+}
+
+/// What the store's substituters have (a narinfo), asked in one batch: what tells the target's
+/// local derivations (never on a cache) from its packages.
+pub struct StoreSubstitutes<'a>(pub &'a dyn Store);
+
+impl Substitutable for StoreSubstitutes<'_> {
+    fn substitutable(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, String> {
+        self.0
+            .substitute_infos(paths)
+            .map(|m| m.into_keys().collect())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The target's graph, local derivations decided by the substituters: the planner and every
+/// later materialisation of the steps read it the same way.
+pub fn read_target(
+    store: &dyn Store,
+    target: &StorePath,
+) -> Result<TargetGraph, crate::plan::units::UnitsError> {
+    TargetGraph::read_with(
+        store.store_dir().clone(),
+        target.clone(),
+        &StoreDrvs(store),
+        Some(&StoreSubstitutes(store)),
+    )
 }
 
 /// The system being upgraded.
@@ -41,7 +68,7 @@ pub fn gather(
     options: PlanOptions,
 ) -> Result<PlanInput, Error> {
     let sd = store.store_dir().clone();
-    let graph = TargetGraph::read(sd.clone(), target.clone(), &StoreDrvs(store)).map_err(|e| {
+    let graph = read_target(store, target).map_err(|e| {
         Error::bad_input(
             format!("reading the target {}: {e}", sd.display(target)),
             "give the toplevel .drv of a NixOS system (instantiated in this store)",

@@ -141,6 +141,7 @@ impl Spec {
                 OnFailure::Hold => FailurePolicy::Hold,
             },
             reboot_after: self.reboot_after,
+            keep_g0: self.header.options.keep_previous,
         }
     }
 

@@ -15,7 +15,6 @@ use crate::drv::StorePath;
 use crate::effects::journal::RunHeader;
 use crate::effects::Store;
 use crate::plan::mask::{Mask, Materialised, Materialiser};
-use crate::plan::units::TargetGraph;
 
 /// Each step's mask, as the planner's rewriting needs it: from the run's header (format 2), or for
 /// a format-1 run from the side file format 1 kept beside the journal (`<journal>.steps.json`),
@@ -124,12 +123,8 @@ impl<'a> PlannerSource<'a> {
         }
         let r = (|| {
             let src = StoreDrvs(self.store);
-            let graph = TargetGraph::read(
-                self.store.store_dir().clone(),
-                self.masks.target_drv.clone(),
-                &src,
-            )
-            .map_err(|e| e.to_string())?;
+            let graph = super::plan_inputs::read_target(self.store, &self.masks.target_drv)
+                .map_err(|e| e.to_string())?;
             let mut m = Materialiser::new(&graph, &src);
             self.masks
                 .masks

@@ -15,7 +15,7 @@ use crate::effects::journal::{
 };
 use crate::effects::{Store, System};
 use crate::error::Error;
-use crate::plan::{BootPlan, PlanInput, PlanOptions, Planned};
+use crate::plan::{BootPlan, KeepPrevious, PlanInput, PlanOptions, Planned};
 use crate::transition::Chain;
 
 /// Everything `upgrade` is asked to do.
@@ -73,6 +73,8 @@ pub struct PreparedRun {
     pub why: String,
     pub masks: StepMasks,
     pub boot: Option<BootPlan>,
+    /// `--keep-previous`: whether G0 stays a generation, and why (`None`: not asked).
+    pub keep: Option<KeepPrevious>,
 }
 
 impl PreparedRun {
@@ -98,6 +100,10 @@ impl PreparedRun {
                     .map(|k| format!("; the kernel changes in step {k}"))
                     .unwrap_or_default()
             ));
+        }
+        if let Some(k) = &self.keep {
+            s.push('\n');
+            s.push_str(&k.why);
         }
         s
     }
@@ -159,6 +165,10 @@ pub fn prepare_journaled(
     let (input, planned) = plan_without_leftovers(req, store, system, &g0, &g0_closure, note, hk)?;
     let (plan, masks) = steps_of(req, store, &planned, &target_out, &g0)?;
     let (chain, why) = choose(req.strategy, &planned, plan.len())?;
+    let keep = req
+        .options
+        .keep_previous
+        .then(|| crate::plan::keep_previous(&planned.frame, chain));
     // Non-vital packages go out only if every glue derivation builds without them.
     if chain == Chain::Steps {
         let names = crate::plan::probe::stubbed_names(&planned);
@@ -200,7 +210,11 @@ pub fn prepare_journaled(
         g0_drv: Some(g0_drv),
         plan,
         reboot_window: req.reboot_window,
-        options: req.options,
+        // What was asked, with keepPrevious as far as the plan has room for it.
+        options: RunOptions {
+            keep_previous: keep.as_ref().is_some_and(|k| k.kept),
+            ..req.options
+        },
     };
     Ok(Prepared::Run(Box::new(PreparedRun {
         header,
@@ -208,6 +222,7 @@ pub fn prepare_journaled(
         why,
         masks,
         boot: planned.boot.clone(),
+        keep,
     })))
 }
 

@@ -11,6 +11,7 @@
 //!   record), and a failure ends the stream with an `"event": "error"` line.
 
 pub mod log_lines;
+pub mod progress;
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -142,6 +142,7 @@ fn generation(
     sd: &StoreDir,
     release: &str,
     unit_drvs: &[(String, StorePath, bool)],
+    locals: &[StorePath],
     all: &mut BTreeMap<StorePath, Derivation>,
 ) -> (StorePath, Vec<StorePath>) {
     let out_of = |all: &BTreeMap<StorePath, Derivation>, d: &StorePath, o: &str| {
@@ -169,12 +170,16 @@ fn generation(
     }
     let (etc, etcd) = glue_drv(sd, "etc", inputs, &mentions, all);
     all.insert(etc.clone(), etcd);
-    let inputs: BTreeMap<StorePath, BTreeSet<String>> = [
+    let mut inputs: BTreeMap<StorePath, BTreeSet<String>> = [
         (sp.clone(), ["out".to_string()].into()),
         (etc.clone(), ["out".to_string()].into()),
     ]
     .into();
-    let mentions = vec![out_of(all, &sp, "out"), out_of(all, &etc, "out")];
+    let mut mentions = vec![out_of(all, &sp, "out"), out_of(all, &etc, "out")];
+    for l in locals {
+        inputs.insert(l.clone(), ["out".to_string()].into());
+        mentions.push(out_of(all, l, "out"));
+    }
     let (top, topd) = glue_drv(
         sd,
         &format!("nixos-system-synth-{release}"),
@@ -186,7 +191,70 @@ fn generation(
     (top.clone(), vec![sp, etc, top])
 }
 
+/// A derivation that is not glue by its attributes and that no substituter has (an initrd, a
+/// config check): it reads `reads` at runtime (`contents`) and builds with `tools`
+/// (`nativeBuildInputs`).
+fn local_drv(
+    sd: &StoreDir,
+    name: &str,
+    reads: &[StorePath],
+    tools: &[StorePath],
+    all: &BTreeMap<StorePath, Derivation>,
+) -> (StorePath, Derivation) {
+    let out = |d: &StorePath| sd.display(all[d].outputs["out"].path.as_ref().unwrap());
+    let mut drv = Derivation {
+        system: b"x86_64-linux".to_vec(),
+        builder: b"/bin/sh".to_vec(),
+        args: vec![b"-c".to_vec(), b"cp -r $contents $out".to_vec()],
+        input_drvs: reads
+            .iter()
+            .chain(tools)
+            .map(|d| (d.clone(), ["out".to_string()].into()))
+            .collect(),
+        ..Default::default()
+    };
+    drv.outputs.insert(
+        "out".into(),
+        Output {
+            path: None,
+            hash_algo: String::new(),
+            hash: String::new(),
+        },
+    );
+    drv.env.insert(b"name".to_vec(), name.as_bytes().to_vec());
+    let contents: Vec<String> = reads.iter().map(out).collect();
+    let native: Vec<String> = tools.iter().map(out).collect();
+    drv.env
+        .insert(b"contents".to_vec(), contents.join(" ").into_bytes());
+    drv.env
+        .insert(b"nativeBuildInputs".to_vec(), native.join(" ").into_bytes());
+    Hasher::new(sd.clone(), all)
+        .fill_outputs(&mut drv, name)
+        .unwrap();
+    (drv_path(sd, name, &drv), drv)
+}
+
+/// Outputs no substituter has: what makes a derivation local.
+pub struct NotOnCache(pub BTreeSet<StorePath>);
+
+impl stepwise::plan::units::Substitutable for NotOnCache {
+    fn substitutable(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, String> {
+        Ok(paths
+            .iter()
+            .filter(|p| !self.0.contains(*p))
+            .cloned()
+            .collect())
+    }
+}
+
 pub fn system(p: &Params) -> Synthetic {
+    system_with_locals(p, 0)
+}
+
+/// `system(p)` with `locals` local derivations per generation (named `local0`, …): each reads 2–5
+/// packages (shared with `system-path`), one in eight chains to the local derivation before it,
+/// and all build with the tools `jq` and `cpio` (build inputs, in neither closure).
+pub fn system_with_locals(p: &Params, locals: usize) -> Synthetic {
     let sd = store_dir();
     let mut rng = Rng::new(p.seed);
     let deps = p.paths.saturating_sub(p.units + 3).max(1);
@@ -328,8 +396,67 @@ pub fn system(p: &Params) -> Synthetic {
         old_units.push((pname.clone(), od, man));
         new_units.push((pname, nd, man));
     }
-    let (g0_top_drv, g0_glue) = generation(&sd, "23.05", &old_units, &mut all);
-    let (t_top, _) = generation(&sd, "23.11", &new_units, &mut all);
+    // Build tools and the local derivations of each generation.
+    let mut tools = Vec::new();
+    if locals > 0 {
+        for (pname, v) in [("jq", "1.7"), ("cpio", "2.15")] {
+            let (d, drv) = unit_drv(&sd, pname, v, false);
+            facts.insert(
+                drv.outputs["out"].path.clone().unwrap(),
+                PathFacts {
+                    size: rng.size() / 8,
+                    references: BTreeSet::new(),
+                    present: false,
+                    source: SizeSource::Cache,
+                },
+            );
+            all.insert(d.clone(), drv);
+            tools.push(d);
+        }
+    }
+    let picks: Vec<Vec<usize>> = (0..locals)
+        .map(|_| {
+            (0..2 + rng.below(4))
+                .map(|_| rng.below(p.units as u64) as usize)
+                .collect()
+        })
+        .collect();
+    let local_sizes: Vec<u64> = (0..locals).map(|_| rng.size() / 2).collect();
+    let mut local_drvs: [Vec<StorePath>; 2] = [Vec::new(), Vec::new()];
+    let mut not_on_cache = BTreeSet::new();
+    for (gi, gen_units) in [&old_units, &new_units].into_iter().enumerate() {
+        for l in 0..locals {
+            let mut reads: Vec<StorePath> =
+                picks[l].iter().map(|&u| gen_units[u].1.clone()).collect();
+            if l % 8 != 0 {
+                reads.push(local_drvs[gi][l - 1].clone());
+            }
+            reads.sort();
+            reads.dedup();
+            let (d, drv) = local_drv(&sd, &format!("local{l}"), &reads, &tools, &all);
+            let out = drv.outputs["out"].path.clone().unwrap();
+            if gi == 0 {
+                let refs: BTreeSet<StorePath> = reads
+                    .iter()
+                    .map(|r| all[r].outputs["out"].path.clone().unwrap())
+                    .collect();
+                facts.insert(out.clone(), local(local_sizes[l], refs.clone()));
+                g0_paths.insert(
+                    out,
+                    G0Path {
+                        references: refs,
+                        deriver: Some(d.clone()),
+                    },
+                );
+            } else {
+                not_on_cache.insert(out);
+            }
+            all.insert(d.clone(), drv);
+            local_drvs[gi].push(d);
+        }
+    }
+    let (g0_top_drv, g0_glue) = generation(&sd, "23.05", &old_units, &local_drvs[0], &mut all);
+    let (t_top, _) = generation(&sd, "23.11", &new_units, &local_drvs[1], &mut all);
 
     // G0's glue outputs and their references.
     let mut deriver_glue = BTreeMap::new();
@@ -356,13 +483,18 @@ pub fn system(p: &Params) -> Synthetic {
             g0_top = Some(out);
         }
     }
+    // G0's local derivers are readable and not glue by attributes: their names make them glue.
+    for d in &local_drvs[0] {
+        deriver_glue.insert(d.clone(), false);
+    }
     let g0_closure_bytes: u64 = g0_paths.keys().map(|p| facts[p].size).sum();
     let booted: BTreeSet<StorePath> = if p.booted {
         g0_paths.keys().cloned().collect()
     } else {
         BTreeSet::new()
     };
-    let target = TargetGraph::read(sd.clone(), t_top, &all).unwrap();
+    let target =
+        TargetGraph::read_with(sd.clone(), t_top, &all, Some(&NotOnCache(not_on_cache))).unwrap();
     Synthetic {
         input: PlanInput {
             target,

@@ -74,123 +74,121 @@ pub fn header() -> RunHeader {
 /// The records of a stepwise run after its header, with `Done`/`Failed` naming their intent by
 /// the sequence number the intent will get when the run's `RunStarted` is record `first_seq`.
 pub fn records(first_seq: u64) -> Vec<Record> {
-    let mut out: Vec<Record> = vec![Record::StrategyChosen {
+    let mut run = SampleRun::new(first_seq);
+    run.out.push(Record::StrategyChosen {
         strategy: ChosenStrategy::Stepwise,
         why: "the plain upgrade needs 1.2 GiB, 800 MiB are free".into(),
-    }];
-    let intent = |out: &mut Vec<Record>, t: Transition| {
-        out.push(Record::Intent { transition: t });
-        first_seq + out.len() as u64
-    };
-    let i = intent(
-        &mut out,
+    });
+    run.effect(
         Transition::PinDerivations {
             drvs: vec![
                 store_path("nixos-system-web-24.05.drv"),
                 store_path("nixos-system-web-24.11.drv"),
             ],
         },
+        None,
+        None,
     );
-    out.push(Record::Done {
-        intent: i,
-        added: None,
-        freed: None,
-    });
-    let profile = PathBuf::from("/nix/var/nix/profiles/system");
     for step in 1..=2u32 {
-        let drv = store_path(&format!("nixos-system-web-step{step}.drv"));
-        let top = store_path(&format!("nixos-system-web-step{step}"));
-        let i = intent(
-            &mut out,
-            Transition::WriteDerivations {
-                step,
-                drvs: vec![drv.clone(), store_path(&format!("system-path-{step}.drv"))],
-            },
-        );
-        out.push(Record::Done {
-            intent: i,
-            added: Some(8 << 10),
-            freed: None,
-        });
-        let i = intent(
-            &mut out,
-            Transition::Realise {
-                step,
-                drv,
-                root: PathBuf::from(format!("/nix/var/nix/gcroots/stepwise/step-{step}")),
-            },
-        );
-        out.push(Record::Done {
-            intent: i,
-            added: Some(150 << 20),
-            freed: None,
-        });
-        let i = intent(
-            &mut out,
-            Transition::SetProfile {
-                profile: profile.clone(),
-                toplevel: top.clone(),
-            },
-        );
-        out.push(Record::Done {
-            intent: i,
-            added: None,
-            freed: None,
-        });
-        let i = intent(
-            &mut out,
-            Transition::Activate {
-                toplevel: top,
-                action: Action::Switch,
-            },
-        );
-        out.push(Record::Done {
-            intent: i,
-            added: None,
-            freed: None,
-        });
-        let i = intent(
-            &mut out,
-            Transition::DropGeneration {
-                profile: profile.clone(),
-                number: 40 + u64::from(step),
-            },
-        );
-        out.push(Record::Done {
-            intent: i,
-            added: None,
-            freed: None,
-        });
-        let i = intent(
-            &mut out,
-            Transition::Collect {
-                paths: vec![
-                    store_path(&format!("unit-{step}a-1.0")),
-                    store_path(&format!("unit-{step}b-1.0")),
-                ],
-                bytes: 120 << 20,
-            },
-        );
-        out.push(Record::Done {
-            intent: i,
-            added: None,
-            freed: Some(120 << 20),
-        });
+        sample_step(&mut run, step);
     }
-    let i = intent(
-        &mut out,
-        Transition::ReleaseRoots {
-            dir: PathBuf::from("/nix/var/nix/gcroots/stepwise"),
-        },
-    );
-    out.push(Record::Failed {
+    let i = run.intent(Transition::ReleaseRoots {
+        dir: PathBuf::from("/nix/var/nix/gcroots/stepwise"),
+    });
+    run.out.push(Record::Failed {
         intent: i,
         message: "permission denied".into(),
     });
-    out.push(Record::RunFinished {
+    run.out.push(Record::RunFinished {
         outcome: Outcome::ReachedTarget,
     });
-    out
+    run.out
+}
+
+/// Records being made, numbered from `first_seq` (the run's `RunStarted`).
+struct SampleRun {
+    out: Vec<Record>,
+    first_seq: u64,
+}
+
+impl SampleRun {
+    fn new(first_seq: u64) -> Self {
+        SampleRun {
+            out: Vec::new(),
+            first_seq,
+        }
+    }
+
+    /// An intent; returns the sequence number it gets.
+    fn intent(&mut self, transition: Transition) -> u64 {
+        self.out.push(Record::Intent { transition });
+        self.first_seq + self.out.len() as u64
+    }
+
+    /// An intent and its `Done`.
+    fn effect(&mut self, transition: Transition, added: Option<u64>, freed: Option<u64>) {
+        let intent = self.intent(transition);
+        self.out.push(Record::Done {
+            intent,
+            added,
+            freed,
+        });
+    }
+}
+
+/// One planned step's effects, each done: write, realise, set the profile, activate, drop the
+/// generation left, collect.
+fn sample_step(run: &mut SampleRun, step: u32) {
+    let profile = PathBuf::from("/nix/var/nix/profiles/system");
+    let drv = store_path(&format!("nixos-system-web-step{step}.drv"));
+    let top = store_path(&format!("nixos-system-web-step{step}"));
+    let drvs = vec![drv.clone(), store_path(&format!("system-path-{step}.drv"))];
+    run.effect(
+        Transition::WriteDerivations { step, drvs },
+        Some(8 << 10),
+        None,
+    );
+    let root = PathBuf::from(format!("/nix/var/nix/gcroots/stepwise/step-{step}"));
+    run.effect(
+        Transition::Realise { step, drv, root },
+        Some(150 << 20),
+        None,
+    );
+    run.effect(
+        Transition::SetProfile {
+            profile: profile.clone(),
+            toplevel: top.clone(),
+        },
+        None,
+        None,
+    );
+    run.effect(
+        Transition::Activate {
+            toplevel: top,
+            action: Action::Switch,
+        },
+        None,
+        None,
+    );
+    run.effect(
+        Transition::DropGeneration {
+            profile,
+            number: 40 + u64::from(step),
+        },
+        None,
+        None,
+    );
+    run.effect(
+        Transition::Collect {
+            paths: vec![
+                store_path(&format!("unit-{step}a-1.0")),
+                store_path(&format!("unit-{step}b-1.0")),
+            ],
+            bytes: 120 << 20,
+        },
+        None,
+        Some(120 << 20),
+    );
 }
 
 /// A second, interrupted run: an unwind whose last intent has no outcome.

@@ -47,6 +47,20 @@ pub struct NixCli {
     cancel: CancelToken,
 }
 
+/// An evaluation that failed: the user's configuration (bad input), unless the store's disk was
+/// full, which is no fault of the input and passes once there is room (a stop, exit 3).
+fn evaluation_failed(shown: &str, stderr: &str) -> StoreError {
+    let message = format!("evaluating {shown} failed:\n{}", stderr.trim_end());
+    if parse::OUT_OF_SPACE_MARKERS
+        .iter()
+        .any(|m| stderr.contains(m))
+    {
+        StoreError::OutOfSpace(message)
+    } else {
+        StoreError::Target(message)
+    }
+}
+
 fn output_err(inv: &Invocation, why: impl Into<String>) -> StoreError {
     StoreError::Output {
         command: inv.display(),
@@ -274,10 +288,10 @@ impl Store for NixCli {
                 let inv = self.cmds.eval_flake_toplevel(reference, &host);
                 let out = self.runner.run(&inv, self.opts())?;
                 if !out.success() {
-                    return Err(StoreError::Target(format!(
-                        "evaluating --flake {reference}#{host} failed:\n{}",
-                        out.stderr_str().trim_end()
-                    )));
+                    return Err(evaluation_failed(
+                        &format!("--flake {reference}#{host}"),
+                        &out.stderr_str(),
+                    ));
                 }
                 let shown = format!("{reference}#{host}");
                 self.parse_user_drv(&shown, &out.stdout_str())?
@@ -292,10 +306,7 @@ impl Store for NixCli {
                     None => format!("--file {}", file.display()),
                 };
                 if !out.success() {
-                    return Err(StoreError::Target(format!(
-                        "evaluating {shown} failed:\n{}",
-                        out.stderr_str().trim_end()
-                    )));
+                    return Err(evaluation_failed(&shown, &out.stderr_str()));
                 }
                 let s: String = serde_json::from_slice(&out.stdout)
                     .map_err(|e| output_err(&inv, e.to_string()))?;
@@ -824,5 +835,25 @@ mod tests {
         );
         std::fs::set_permissions(&stc, std::fs::Permissions::from_mode(0o755)).unwrap();
         check_looks_like_system(&sd, &top).unwrap();
+    }
+
+    /// A configuration that does not evaluate is the user's to fix (exit 2); an evaluation the
+    /// full disk stopped is not (a stop, exit 3: the next run, with room, goes on).
+    #[test]
+    fn an_evaluation_stopped_by_a_full_disk_is_not_bad_input() {
+        let broken = evaluation_failed(
+            "--file x.nix",
+            "error: syntax error, unexpected end of file",
+        );
+        assert!(matches!(broken, StoreError::Target(_)), "{broken:?}");
+        let full = evaluation_failed(
+            "--flake /etc/nixos#web",
+            "error: writing to file: No space left on device",
+        );
+        assert!(matches!(full, StoreError::OutOfSpace(_)), "{full:?}");
+        assert_eq!(
+            crate::error::Error::Store(full).exit(),
+            crate::error::Exit::Stopped
+        );
     }
 }

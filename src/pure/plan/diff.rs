@@ -33,7 +33,12 @@ impl DiffRow {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diff {
+    /// Runtime packages: what the systems hold.
     pub rows: Vec<DiffRow>,
+    /// Packages the target's glue only builds with (`jq`, `kmod`, `cpio` for the initrd): on disk
+    /// while the run builds, in no generation's closure.
+    #[serde(default)]
+    pub build_inputs: Vec<DiffRow>,
     pub unchanged: usize,
     pub g0_closure: u64,
     pub target_closure: u64,
@@ -46,9 +51,11 @@ impl Diff {
 }
 
 /// Rows by name: the units of one pname merged (several outputs or versions), sorted by change
-/// kind then name.
+/// kind then name. A unit whose target outputs are all in `build_only` is a build input, listed
+/// apart.
 pub fn diff(
     units: &Units,
+    build_only: &BTreeSet<StorePath>,
     facts: &BTreeMap<StorePath, PathFacts>,
     g0_closure: u64,
     target_closure: u64,
@@ -59,15 +66,16 @@ pub fn diff(
             .get(p)
             .map_or(true, |f| f.source == SizeSource::Estimate)
     };
-    let mut by_name: BTreeMap<(Change, &str), DiffRow> = BTreeMap::new();
+    let mut by_name: BTreeMap<(bool, Change, &str), DiffRow> = BTreeMap::new();
     let mut unchanged = BTreeSet::new();
     for u in &units.units {
         if u.change == Change::Unchanged {
             unchanged.insert(u.name.as_str());
             continue;
         }
+        let build = !u.new.is_empty() && u.new.values().all(|p| build_only.contains(p));
         let row = by_name
-            .entry((u.change, u.name.as_str()))
+            .entry((build, u.change, u.name.as_str()))
             .or_insert_with(|| DiffRow {
                 name: u.name.clone(),
                 change: u.change,
@@ -97,8 +105,10 @@ pub fn diff(
             }
         }
     }
+    let (build, runtime): (Vec<_>, Vec<_>) = by_name.into_iter().partition(|(k, _)| k.0);
     Diff {
-        rows: by_name.into_values().collect(),
+        rows: runtime.into_iter().map(|(_, r)| r).collect(),
+        build_inputs: build.into_iter().map(|(_, r)| r).collect(),
         unchanged: unchanged.len(),
         g0_closure,
         target_closure,

@@ -160,12 +160,13 @@ impl<'a> Materialiser<'a> {
                 continue;
             }
             let rep = Replacer::new(sd, &reps);
+            let labels = kernel_relabels(mask);
             new.builder = rep.apply(&new.builder);
             for a in new.args.iter_mut() {
-                *a = rep.apply(a);
+                *a = relabel(&rep.apply(a), &labels);
             }
             for v in new.env.values_mut() {
-                *v = rep.apply(v);
+                *v = relabel(&rep.apply(v), &labels);
             }
             let name = d.derivation_name().unwrap_or(d.name()).to_string();
             for (o, out) in new.outputs.iter_mut() {
@@ -208,6 +209,64 @@ impl<'a> Materialiser<'a> {
             toplevel_out,
         })
     }
+}
+
+/// The boot entry's label names the kernel by version (bootspec's `label`, "NixOS 24.11
+/// (Linux 6.6.2)", written by the toplevel from `kernel.modDirVersion`): a step that keeps the
+/// old kernel is labelled with the old version. From the mask's kernel entries (`linux-VERSION`
+/// → `linux-VERSION`): `(Linux NEW)` → `(Linux OLD)`, for the version and the modDirVersion
+/// (`6.6` is `6.6.0`).
+fn kernel_relabels(mask: &Mask) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let kernel_version = |p: &StorePath| -> Option<String> {
+        let (pname, v) = super::names::parse_drv_name(p.name());
+        (pname == "linux" && !v.is_empty() && !v.contains('-')).then(|| v.to_string())
+    };
+    let mod_dir = |v: &str| {
+        if v.split('.').count() == 2 {
+            format!("{v}.0")
+        } else {
+            v.to_string()
+        }
+    };
+    let mut pairs = Vec::new();
+    for (from, to) in &mask.0 {
+        let (Some(new), Some(old)) = (kernel_version(from), kernel_version(to)) else {
+            continue;
+        };
+        for (a, b) in [(new.clone(), old.clone()), (mod_dir(&new), mod_dir(&old))] {
+            let pair = (
+                format!("(Linux {a})").into_bytes(),
+                format!("(Linux {b})").into_bytes(),
+            );
+            if a != b && !pairs.contains(&pair) {
+                pairs.push(pair);
+            }
+        }
+    }
+    pairs
+}
+
+/// `hay` with every label of `pairs` replaced.
+fn relabel(hay: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = hay.to_vec();
+    for (from, to) in pairs {
+        if !out.windows(from.len()).any(|w| w == from.as_slice()) {
+            continue;
+        }
+        let mut next = Vec::with_capacity(out.len());
+        let mut i = 0;
+        while i < out.len() {
+            if out[i..].starts_with(from) {
+                next.extend_from_slice(to);
+                i += from.len();
+            } else {
+                next.push(out[i]);
+                i += 1;
+            }
+        }
+        out = next;
+    }
+    out
 }
 
 /// Replaces whole store path strings in one pass: find the store directory, look the hash part
@@ -314,6 +373,57 @@ mod tests {
             String::from_utf8(r.apply(s)).unwrap(),
             "x /nix/store/1mdqa9w1p6cmli6976v4wi0sw9r4p5pr-hello-2.10/bin/hello \"/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-other\" /nix/store/0mdq"
         );
+    }
+
+    /// A step that keeps the old kernel: the toplevel's bootspec names the old kernel's path and
+    /// its version in the label (both the version and the modDirVersion spelling).
+    #[test]
+    fn a_step_keeping_the_old_kernel_has_the_old_kernel_in_its_bootspec_label() {
+        use crate::drv::Output;
+        let sd = StoreDir::new("/nix/store").unwrap();
+        let p = |s: &str| sd.parse(&format!("/nix/store/{s}")).unwrap();
+        let new_k = p("0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-linux-6.7");
+        let old_k = p("1mdqa9w1p6cmli6976v4wi0sw9r4p5pr-linux-6.6.9");
+        let k_drv = p("2mdqa9w1p6cmli6976v4wi0sw9r4p5pr-linux-6.7.drv");
+        let top_drv = p("3mdqa9w1p6cmli6976v4wi0sw9r4p5pr-nixos-system-h-24.11.drv");
+        let top_out = p("4mdqa9w1p6cmli6976v4wi0sw9r4p5pr-nixos-system-h-24.11");
+        let mut kernel = Derivation::default();
+        kernel
+            .outputs
+            .insert("out".into(), Output::input_addressed(new_k.clone()));
+        let mut top = Derivation::default();
+        top.outputs
+            .insert("out".into(), Output::input_addressed(top_out.clone()));
+        top.input_drvs
+            .insert(k_drv.clone(), ["out".to_string()].into());
+        top.env.insert(b"preferLocalBuild".to_vec(), b"1".to_vec());
+        top.env
+            .insert(b"out".to_vec(), sd.display(&top_out).into_bytes());
+        let boot = format!(
+            r#"{{"org.nixos.bootspec.v1":{{"kernel":"{}/bzImage","label":"NixOS Vicuna 24.11 (Linux 6.7.0)"}}}}"#,
+            sd.display(&new_k)
+        );
+        top.env.insert(b"bootspec".to_vec(), boot.into_bytes());
+        top.env
+            .insert(b"version".to_vec(), b"NixOS 24.11 (Linux 6.7)".to_vec());
+        let drvs: BTreeMap<StorePath, Derivation> =
+            [(k_drv, kernel), (top_drv.clone(), top)].into();
+        let g = TargetGraph::read(sd.clone(), top_drv, &drvs).unwrap();
+        let mut m = Materialiser::new(&g, &drvs);
+        let mask = Mask([(new_k.clone(), old_k.clone())].into());
+        let step = m.materialise(&mask).unwrap();
+        let written = &step.drvs.last().unwrap().drv;
+        let boot = String::from_utf8(written.env[b"bootspec".as_slice()].clone()).unwrap();
+        assert!(boot.contains("(Linux 6.6.9)"), "{boot}");
+        assert!(boot.contains(&sd.display(&old_k)), "{boot}");
+        assert!(!boot.contains("6.7"), "{boot}");
+        assert_eq!(
+            written.env[b"version".as_slice()],
+            b"NixOS 24.11 (Linux 6.6.9)".to_vec()
+        );
+        // The target itself (empty mask) keeps its label.
+        let target = m.materialise(&Mask::default()).unwrap();
+        assert!(target.drvs.is_empty());
     }
 
     #[test]

@@ -20,6 +20,15 @@
 //!    name [`Stub::name`]; their path is known in advance ([`Stub::path`]) and must exist before
 //!    a step whose mask uses it is written.
 //!
+//! **Local derivations.** Glue is what `preferLocalBuild`/`allowSubstitutes` say, and also
+//! (`TargetGraph::read_with`, the engine asks its substituters) every derivation between the
+//! toplevel and the packages that reads other derivations and that no substituter has: the
+//! initrd, modules-shrunk, etc-metadata, `system.checks`. They are rewritten under each step's
+//! mask like glue, so a package they read (the initrd copies systemd) follows the mask; G0's
+//! paths of their names are G0's glue, and their size is part of each step's glue estimate.
+//! Inputs a glue derivation names only as build tools (`nativeBuildInputs`, `stdenv`, the
+//! builder) are build inputs: listed apart (`Diff::build_inputs`), in no generation's closure.
+//!
 //! Pure: no I/O. Renderers ([`report`]) write to any `io::Write`.
 //!
 //! # The space model and its limits
@@ -32,9 +41,12 @@
 //! compress). The NAR figures stay beside them ([`DiskFigures`], `Step::space_nar`). Each step's
 //! glue is estimated by G0's glue. G0 paths that another GC root holds (user profiles, other
 //! gcroots, runtime roots) are kept, not freed. Known limits:
-//! - non-glue inputs of glue that are only needed to build it (stdenv, perl for buildEnv…) count
-//!   as held by every generation from step 1 (they are "added" units without a G0 counterpart):
-//!   an over-estimate, exact if the engine keeps them rooted for the run;
+//! - non-glue inputs of glue that are only needed to build it (stdenv, perl for buildEnv, jq
+//!   and cpio for the initrd…) count as held from step 1 to the end (they are "added" units
+//!   without a G0 counterpart): what the engine does, as its collects take a generation's
+//!   closure and these are in none; a GC after the run frees them;
+//! - a local derivation's rewritten copy is estimated by its G0 counterpart's size (a new
+//!   initrd larger than G0's is under-counted by the difference);
 //! - on a compressing filesystem the compression is one figure for the whole store, applied to
 //!   every path alike (what a G0 path frees is its blocks scaled by it): a package that
 //!   compresses worse than the store's average frees more than counted, one that compresses
@@ -44,6 +56,7 @@
 pub mod boot;
 pub mod diff;
 pub mod disk;
+pub mod keep;
 pub mod mask;
 pub mod names;
 pub mod order;
@@ -56,6 +69,7 @@ pub mod units;
 pub use boot::{BootPlan, BootStep, Initrd, ProfileFacts};
 pub use diff::{Diff, DiffRow};
 pub use disk::DiskCost;
+pub use keep::{keep_previous, KeepPrevious};
 pub use mask::{Mask, Materialised, Materialiser, NewDrv, Stub};
 pub use names::PackageName;
 pub use planner::{

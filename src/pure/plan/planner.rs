@@ -206,7 +206,7 @@ pub struct Planned {
 /// Plan.
 pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
     let glue_pnames = input.target.glue_pnames();
-    let g0 = read_g0(&input.g0, &glue_pnames);
+    let g0 = read_g0(&input.g0, &glue_pnames, &input.target.local_pnames());
     let units = match_units(&input.target, &g0);
     let known: BTreeSet<&str> = units.units.iter().map(|u| u.name.as_str()).collect();
     for n in &input.options.non_vital {
@@ -571,7 +571,14 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
             steps_done: moves_done,
         }),
     };
-    let diff = diff(&units, &input.facts, g0_closure, target_closure);
+    let build_only = input.target.build_only_outputs();
+    let diff = diff(
+        &units,
+        &build_only,
+        &input.facts,
+        g0_closure,
+        target_closure,
+    );
     let boot = outcome
         .as_ref()
         .ok()

@@ -121,6 +121,20 @@ pub fn write_human(w: &mut dyn Write, h: &Header, p: &Planned) -> io::Result<()>
             if r.estimate { " (estimate)" } else { "" },
         )?;
     }
+    if !d.build_inputs.is_empty() {
+        let names: Vec<String> = d
+            .build_inputs
+            .iter()
+            .map(|r| format!("{} {}", r.name, versions(&r.new_versions)))
+            .collect();
+        let bytes: u64 = d.build_inputs.iter().map(|r| r.new_size).sum();
+        writeln!(
+            w,
+            "Build inputs (on disk while building, in no generation): {} ({})",
+            names.join(", "),
+            human_bytes(bytes)
+        )?;
+    }
     writeln!(
         w,
         "Closure: {} → {} ({})",

@@ -42,6 +42,49 @@ pub fn is_glue(drv: &Derivation) -> bool {
     false
 }
 
+/// Environment variables (and `__json` keys) that only name build tools: what stdenv puts in
+/// the build's PATH, not what the output is made of.
+const BUILD_TOOL_KEYS: [&str; 5] = [
+    "nativeBuildInputs",
+    "depsBuildBuild",
+    "stdenv",
+    "propagatedNativeBuildInputs",
+    "SHELL",
+];
+
+/// Whether `path` appears in `drv` only as a build tool (see [`TargetGraph::build_only_outputs`]).
+pub fn named_only_as_build_tool(drv: &Derivation, path: &str) -> bool {
+    let p = path.as_bytes();
+    let has = |v: &[u8]| v.windows(p.len()).any(|w| w == p);
+    let mut named = drv.builder.as_slice() == p || has(&drv.builder);
+    if drv.args.iter().any(|a| has(a)) {
+        return false;
+    }
+    for (k, v) in &drv.env {
+        if !has(v) {
+            continue;
+        }
+        if k.as_slice() == b"__json" {
+            let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(v) else {
+                return false;
+            };
+            for (k, v) in m {
+                if v.to_string().contains(path) {
+                    if !BUILD_TOOL_KEYS.contains(&k.as_str()) {
+                        return false;
+                    }
+                    named = true;
+                }
+            }
+        } else if BUILD_TOOL_KEYS.iter().any(|b| b.as_bytes() == k.as_slice()) {
+            named = true;
+        } else {
+            return false;
+        }
+    }
+    named
+}
+
 #[derive(Debug, Error)]
 pub enum UnitsError {
     #[error("cannot read derivation {path}: {why}")]
@@ -63,16 +106,46 @@ pub struct TargetGraph {
     /// Glue derivations reachable from the root through glue, and the non-glue derivations they
     /// take as inputs.
     pub drvs: BTreeMap<StorePath, Derivation>,
-    /// Which of `drvs` are glue (the root always is).
+    /// Which of `drvs` are glue (the root always is), the local ones included.
     pub glue: BTreeSet<StorePath>,
+    /// Glue by the substituters rather than by attributes: non-glue derivations between the
+    /// toplevel and the packages that no substituter has (the initrd, modules-shrunk,
+    /// etc-metadata, `system.checks`). They are built locally for every generation, so they are
+    /// rewritten under each step's mask like glue: a package they read follows the mask.
+    pub local: BTreeSet<StorePath>,
+}
+
+/// Which output paths some substituter has (a narinfo): how configuration-specific derivations
+/// that are not glue by their attributes are told from packages.
+pub trait Substitutable {
+    fn substitutable(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, String>;
+}
+
+/// A derivation that may be local: it reads other derivations' outputs (a package built from
+/// sources only, e.g. a fixture's, is a package whatever the cache says) and is not
+/// fixed-output (a fetch).
+fn may_be_local(drv: &Derivation) -> bool {
+    !drv.input_drvs.is_empty() && drv.outputs.values().all(|o| o.hash_algo.is_empty())
 }
 
 impl TargetGraph {
-    /// Read the graph through `source` (the store, or a map in tests).
+    /// Read the graph through `source` (the store, or a map in tests), glue by attributes only.
     pub fn read(
         store_dir: StoreDir,
         root: StorePath,
         source: &dyn DrvSource,
+    ) -> Result<TargetGraph, UnitsError> {
+        Self::read_with(store_dir, root, source, None)
+    }
+
+    /// Read the graph; with `substituters`, a derivation that reads other derivations and whose
+    /// outputs no substituter has is walked through as local glue. Level by level, so the
+    /// substituters are asked once per level.
+    pub fn read_with(
+        store_dir: StoreDir,
+        root: StorePath,
+        source: &dyn DrvSource,
+        substituters: Option<&dyn Substitutable>,
     ) -> Result<TargetGraph, UnitsError> {
         let read = |p: &StorePath| {
             source.read(p).map_err(|e| UnitsError::Read {
@@ -82,28 +155,59 @@ impl TargetGraph {
         };
         let mut drvs = BTreeMap::new();
         let mut glue = BTreeSet::new();
-        let mut todo = vec![root.clone()];
+        let mut local = BTreeSet::new();
+        let mut level = vec![root.clone()];
         drvs.insert(root.clone(), read(&root)?);
         glue.insert(root.clone());
-        while let Some(d) = todo.pop() {
-            let inputs: Vec<StorePath> = drvs[&d].input_drvs.keys().cloned().collect();
-            for i in inputs {
-                if drvs.contains_key(&i) {
-                    continue;
+        while !level.is_empty() {
+            let mut candidates = Vec::new();
+            let mut next = Vec::new();
+            for d in &level {
+                let inputs: Vec<StorePath> = drvs[d].input_drvs.keys().cloned().collect();
+                for i in inputs {
+                    if drvs.contains_key(&i) {
+                        continue;
+                    }
+                    let drv = read(&i)?;
+                    if is_glue(&drv) {
+                        glue.insert(i.clone());
+                        next.push(i.clone());
+                    } else if substituters.is_some() && may_be_local(&drv) {
+                        candidates.push(i.clone());
+                    }
+                    drvs.insert(i, drv);
                 }
-                let drv = read(&i)?;
-                if is_glue(&drv) {
-                    glue.insert(i.clone());
-                    todo.push(i.clone());
-                }
-                drvs.insert(i, drv);
             }
+            if let (Some(subs), false) = (substituters, candidates.is_empty()) {
+                let outs: Vec<StorePath> = candidates
+                    .iter()
+                    .flat_map(|c| drvs[c].outputs.values().filter_map(|o| o.path.clone()))
+                    .collect();
+                let have = subs.substitutable(&outs).map_err(|why| UnitsError::Read {
+                    path: store_dir.display(&root),
+                    why: format!("asking the substituters: {why}"),
+                })?;
+                for c in candidates {
+                    let all_there = drvs[&c]
+                        .outputs
+                        .values()
+                        .filter_map(|o| o.path.as_ref())
+                        .all(|p| have.contains(p));
+                    if !all_there {
+                        glue.insert(c.clone());
+                        local.insert(c.clone());
+                        next.push(c);
+                    }
+                }
+            }
+            level = next;
         }
         let g = TargetGraph {
             store_dir,
             root,
             drvs,
             glue,
+            local,
         };
         g.check_outputs()?;
         Ok(g)
@@ -151,11 +255,48 @@ impl TargetGraph {
 
     /// pnames of the glue derivations: how G0's glue is recognised without its derivers.
     pub fn glue_pnames(&self) -> BTreeSet<String> {
-        self.glue
-            .iter()
+        Self::pnames(&self.glue)
+    }
+
+    /// pnames of the local derivations: G0's outputs of these names are its own local builds
+    /// (glue), whatever their derivers' attributes say.
+    pub fn local_pnames(&self) -> BTreeSet<String> {
+        Self::pnames(&self.local)
+    }
+
+    fn pnames(drvs: &BTreeSet<StorePath>) -> BTreeSet<String> {
+        drvs.iter()
             .filter_map(|d| d.derivation_name())
             .map(|n| parse_drv_name(n).0.to_string())
             .collect()
+    }
+
+    /// Unit outputs only needed to build the glue: every glue derivation that takes one names
+    /// it only where build tools go (`nativeBuildInputs`, `depsBuildBuild`, `stdenv`, the
+    /// builder), never where an output could keep it (other variables, arguments). A path
+    /// named nowhere counts as kept: an output can still reference it (a closure copied whole).
+    pub fn build_only_outputs(&self) -> BTreeSet<StorePath> {
+        let mut runtime: BTreeSet<StorePath> = BTreeSet::new();
+        let mut seen: BTreeSet<StorePath> = BTreeSet::new();
+        for d in &self.glue {
+            let drv = &self.drvs[d];
+            for (i, outs) in &drv.input_drvs {
+                if self.glue.contains(i) {
+                    continue;
+                }
+                for o in outs {
+                    let Some(p) = self.output_path(i, o) else {
+                        continue;
+                    };
+                    seen.insert(p.clone());
+                    if !named_only_as_build_tool(drv, &self.store_dir.display(p)) {
+                        runtime.insert(p.clone());
+                    }
+                }
+            }
+        }
+        seen.retain(|p| !runtime.contains(p));
+        seen
     }
 
     /// Unit outputs: non-glue derivation → output → path, as referenced by glue.
@@ -232,14 +373,20 @@ pub struct G0Reading {
     pub units: BTreeMap<StorePath, PackageName>,
 }
 
-/// Walk G0's closure from the toplevel through glue.
-pub fn read_g0(g0: &G0Side, glue_pnames: &BTreeSet<String>) -> G0Reading {
+/// Walk G0's closure from the toplevel through glue. `local_pnames`: the target's local
+/// derivations' names; G0's paths of these names were built locally too (its initrd), so they are
+/// glue even when their derivers are not glue by attributes.
+pub fn read_g0(
+    g0: &G0Side,
+    glue_pnames: &BTreeSet<String>,
+    local_pnames: &BTreeSet<String>,
+) -> G0Reading {
     let mut r = G0Reading::default();
     let Some(top) = &g0.toplevel else {
         return r;
     };
     let is_glue = |p: &StorePath, r: &mut G0Reading| -> bool {
-        if p == top {
+        if p == top || local_pnames.contains(parse_drv_name(p.name()).0) {
             return true;
         }
         let info = g0.paths.get(p);
@@ -608,7 +755,7 @@ mod tests {
         g0.deriver_glue.insert(sp_drv, true);
         g0.deriver_glue.insert(hello_drv, false);
         let names: BTreeSet<String> = ["etc".to_string()].into();
-        let r = read_g0(&g0, &names);
+        let r = read_g0(&g0, &names, &BTreeSet::new());
         assert_eq!(r.glue, [top, etc, sp].into_iter().collect());
         assert_eq!(r.glue_by_deriver, 1);
         assert_eq!(r.units.len(), 2, "glibc is not referenced by glue");

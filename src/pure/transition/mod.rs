@@ -20,6 +20,9 @@
 //! entry more than before the run at most (`plan::boot`). Walking back, SetProfile returns to
 //! `to`'s generation when it is still there rather than adding one, to keep that bound.
 //!
+//! With `RunShape::keep_g0` the `Direct` chain's move G0 → T skips DropGeneration and Collect of
+//! G0: G0 stays the generation before the target (one boot entry more, by the user's choice).
+//!
 //! Unpin comes before Collect (the brief had it last) so that the superseded generation's own root
 //! never keeps it alive; the new generation's root stays until the next move supersedes it.
 //!
@@ -60,6 +63,9 @@ pub struct RunShape {
     /// Bit k set: reboot into step k once it is active and its predecessor collected (only a
     /// reboot frees what the booted system pins). `--reboot when-needed`.
     pub reboot_after: u64,
+    /// `--keep-previous`, where the plan showed room for it: the `Direct` chain leaves G0 a
+    /// generation (no DropGeneration, no Collect of G0), so a rollback has something to go to.
+    pub keep_g0: bool,
 }
 
 impl RunShape {
@@ -306,6 +312,8 @@ pub struct RunState {
     pub reboot_for: Option<Gen>,
     /// The generation whose last forward activation reported failed units (exit 4).
     pub units_failed_at: Option<Gen>,
+    /// That activation is the last effect so far: the run has not gone on from it.
+    pub units_failed_waiting: bool,
 }
 
 /// What the executor does next.
@@ -361,6 +369,7 @@ impl RunState {
             booted_before: 0,
             reboot_for: None,
             units_failed_at: None,
+            units_failed_waiting: false,
         }
     }
 
@@ -370,7 +379,7 @@ impl RunState {
         match (self.phase, self.in_flight) {
             (Phase::Moving(m), None)
                 if m.direction == Direction::Forward
-                    && m.stage == Stage::DropGeneration
+                    && self.units_failed_waiting
                     && self.units_failed_at == Some(m.to)
                     && !self.unwind_requested =>
             {
@@ -507,6 +516,8 @@ pub fn next(state: &RunState, event: Event) -> Result<RunState, NotAllowed> {
                 return Err(NotAllowed::UnexpectedIntent { expected, got: e });
             }
             s.in_flight = Some(e);
+            // The run has gone on past the activation whose units failed.
+            s.units_failed_waiting = false;
         }
         (_, Some(f), Event::Done(e)) | (_, Some(f), Event::Failed(e, _)) if f != e => {
             return Err(NotAllowed::UnexpectedOutcome {
@@ -527,6 +538,7 @@ pub fn next(state: &RunState, event: Event) -> Result<RunState, NotAllowed> {
             if m.direction == Direction::Forward && m.to == gen {
                 if units_failed {
                     s.units_failed_at = Some(gen);
+                    s.units_failed_waiting = true;
                 }
                 if reboot_required {
                     s.reboot_for = Some(gen);
@@ -608,8 +620,15 @@ fn done(s: &mut RunState, phase: Phase, e: Effect) {
             let reboot_here = m.direction == Direction::Forward
                 && ((s.chain == Chain::Steps && s.shape.reboots_after(m.to))
                     || s.reboot_for == Some(m.to));
+            let keep_g0 = m.direction == Direction::Forward
+                && s.chain == Chain::Direct
+                && m.from == 0
+                && s.shape.keep_g0;
             let next_stage = match m.stage.after() {
                 Some(Stage::Reboot) if !reboot_here => None,
+                // G0 stays a generation: nothing of it is dropped; its run-owned root goes.
+                Some(Stage::DropGeneration) if keep_g0 => Some(Stage::Unpin),
+                Some(Stage::Collect) if keep_g0 => None,
                 n => n,
             };
             match next_stage {

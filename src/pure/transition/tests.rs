@@ -10,6 +10,7 @@ fn shape(steps: Gen, fall_back: bool, on_failure: FailurePolicy) -> RunShape {
         fall_back,
         on_failure,
         reboot_after: 0,
+        keep_g0: false,
     }
 }
 
@@ -167,6 +168,60 @@ fn plain_upgrade_sequence() {
     assert_eq!(s.phase, Phase::Finished(Outcome::ReachedTarget));
     assert_eq!((w.profile, w.current), (3, 3));
     assert!(!w.valid.contains(&0));
+}
+
+#[test]
+fn keep_g0_leaves_g0_a_generation_after_the_plain_upgrade() {
+    let sh = RunShape {
+        keep_g0: true,
+        ..shape(3, true, FailurePolicy::Unwind)
+    };
+    let (events, s, w) = drive(sh, Chain::Direct, |_, _| None, None);
+    use Effect::*;
+    assert_eq!(
+        effects(&events),
+        vec![
+            PinDerivations,
+            WriteDerivations { gen: 1 },
+            Realise { gen: 1 },
+            SetProfile { gen: 1 },
+            Activate { gen: 1 },
+            Unpin { gen: 0 },
+            Release,
+        ]
+    );
+    assert_eq!(s.phase, Phase::Finished(Outcome::ReachedTarget));
+    assert_eq!((w.profile, w.current), (3, 3));
+    assert!(w.valid.contains(&0) && w.generations.contains(&0));
+}
+
+#[test]
+fn keep_g0_does_not_apply_to_the_steps_chain_after_a_fall_back() {
+    let sh = RunShape {
+        keep_g0: true,
+        ..shape(2, true, FailurePolicy::Unwind)
+    };
+    let (events, s, w) = drive(
+        sh,
+        Chain::Direct,
+        |i, e| (i == 2 && e == Effect::Realise { gen: 1 }).then_some(FailureKind::OutOfSpace),
+        None,
+    );
+    assert_eq!(s.phase, Phase::Finished(Outcome::ReachedTarget));
+    assert!(effects(&events).contains(&Effect::DropGeneration { gen: 0 }));
+    assert!(!w.generations.contains(&0) && !w.valid.contains(&0));
+}
+
+#[test]
+fn keep_g0_unwinds_to_g0_like_any_run() {
+    let sh = RunShape {
+        keep_g0: true,
+        ..shape(1, false, FailurePolicy::Unwind)
+    };
+    // The user's unwind once the target is active.
+    let (_, s, w) = drive(sh, Chain::Direct, |_, _| None, Some(5));
+    assert_eq!(s.phase, Phase::Finished(Outcome::Unwound { failed: false }));
+    assert_eq!((w.profile, w.current), (0, 0));
 }
 
 #[test]
