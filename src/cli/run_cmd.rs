@@ -374,7 +374,6 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         options: RunOptions {
             on_failed_units: args.on_failed_units.into(),
             keep_previous: args.room.keep_previous,
-            ..RunOptions::default()
         },
         boot_dir: args.boot_dir.clone(),
         roots_dir: roots_dir_for(&cli.journal),
