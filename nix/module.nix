@@ -31,6 +31,7 @@ let
       together = cfg.together;
       reserve = cfg.reserve;
       on-failure = cfg.onFailure;
+      on-failed-units = cfg.onFailedUnits;
       reboot = if cfg.allowReboot then "when-needed" else "never";
       reboot-window = if cfg.allowReboot then cfg.rebootWindow else null;
       boot-dir = cfg.bootDir;
@@ -226,6 +227,18 @@ in
       '';
     };
 
+    onFailedUnits = mkOption {
+      type = types.enum [ "continue" "stop" ];
+      default = "continue";
+      description = ''
+        When switching to a generation leaves systemd units failed (`switch-to-configuration`
+        exit 4): go on (`continue`; the run ends with exit 5 when the target's own switch did,
+        naming the units), or stop at that generation (`stop`; exit 3) until you run
+        `stepwise resume --accept-failed-units` or `stepwise unwind`. Either way the units are
+        recorded in the journal, and an hourly run never switches again for them.
+      '';
+    };
+
     onFailure = mkOption {
       type = types.enum [ "unwind" "hold" ];
       default = "unwind";
@@ -243,7 +256,8 @@ in
         systemd units to start when a run fails or stops before the end (`OnFailure=` of both
         services; `%n` is the failed unit's name). Every exit but 0 counts: 1 failed and unwound,
         2 bad settings, 3 stopped (no room, reboot pending outside `rebootWindow`, interrupted;
-        a later run or `stepwise resume` continues), 4 journal unusable.
+        a later run or `stepwise resume` continues), 4 journal unusable, 5 the target was
+        reached but units failed to start.
         (`onFailure` is taken: it is what stepwise does on a failed build.)
       '';
     };

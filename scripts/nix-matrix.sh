@@ -78,7 +78,7 @@ make_chroot() {
 
 # The test targets that drive real Nix (private stores, `nix-store`, `nix`, `nix-instantiate`).
 # engine_crash needs the crash-points build and runs in a second phase.
-real_nix_tests=(bed cli_contract drv_golden drv_write engine_real nixos_module nixos_shape_real plan_cli plan_real
+real_nix_tests=(activation_real bed cli_contract drv_golden drv_write engine_real nixos_module nixos_shape_real plan_cli plan_real
   stop_real store_contract store_interrupt store_nixcli)
 
 # Builds with `cargo test --no-run ARGS` and prints "NAME PATH CWD" for every test executable

@@ -19,6 +19,9 @@ pub enum Exit {
     Stopped = 3,
     /// Journal unusable: corrupt, locked by another run, newer format.
     Journal = 4,
+    /// The target was reached, but switching to it left units failed (`switch-to-configuration`
+    /// exit 4): the run is over, the units need looking at.
+    UnitsFailed = 5,
 }
 
 /// A failure with what went wrong, where, and what the user can do.

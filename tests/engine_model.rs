@@ -343,6 +343,7 @@ fn run(
         RunEnd::Crashed { .. } => {
             // A new process: a fresh executor and planner source over the same journal and world.
             let req = ContinueRequest {
+                accept_failed_units: false,
                 roots_dir: roots.clone(),
                 legacy_masks: None,
             };
@@ -357,10 +358,12 @@ fn run(
                 Ok(stepwise::engine::ContinueOutcome::Nothing(_)) => RunEnd::Finished {
                     outcome: recorded_outcome(&log.last_run()),
                     failure: None,
+                    units_failed: vec![],
                 },
                 Err(stepwise::engine::EngineError::Finished(o, _)) => RunEnd::Finished {
                     outcome: o,
                     failure: None,
+                    units_failed: vec![],
                 },
                 Err(e) => return Err(e.to_string()),
             }
@@ -962,6 +965,7 @@ fn api_seams<'a>(w: &'a World, stop: &'a AtomicBool, clock: &'a FixedClock) -> S
 
 fn continue_req() -> ContinueRequest {
     ContinueRequest {
+        accept_failed_units: false,
         roots_dir: ROOTS.into(),
         legacy_masks: None,
     }

@@ -485,6 +485,38 @@ fn options_make_the_header_format_3_and_raise_the_marker() {
     assert_eq!(read, &header);
 }
 
+/// `activated` (kind 12) is a format-3 record: it raises the marker, reads back as written, and
+/// in a record claiming format 2 it is damage.
+#[test]
+fn activated_records_are_format_3_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let mut j = Journal::open(&path).unwrap();
+    let run = j.begin_run(sample::header()).unwrap();
+    let written = sample::activated_records(2);
+    for r in written.clone() {
+        j.append(run, r).unwrap();
+    }
+    drop(j);
+    let (records, marker) = formats(&path);
+    assert_eq!(records, [2, 2, 3, 2, 2, 3, 2]);
+    assert_eq!(marker, 3);
+    let j = Journal::open_read_only(&path).unwrap();
+    let read: Vec<Record> = j
+        .all_records()
+        .iter()
+        .skip(1)
+        .map(|r| r.record.clone())
+        .collect();
+    assert_eq!(read, written);
+    let payload = written[1].encode_payload().unwrap();
+    assert!(Record::decode_payload(2, 12, &payload).is_err());
+    assert_eq!(
+        Record::decode_payload(3, 12, &payload),
+        Ok(Some(written[1].clone()))
+    );
+}
+
 /// A kind format 2 did not have, in a record that claims format 2, is damage, not an unknown
 /// kind of a newer stepwise.
 #[test]

@@ -14,7 +14,7 @@ use std::process::Command;
 mod golden;
 
 use serde_json::{json, Value};
-use stepwise::cli::args::{OnFailure, RebootPolicy};
+use stepwise::cli::args::{OnFailedUnits, OnFailure, RebootPolicy};
 use stepwise::cli::config::{ClockTime, Config, RebootWindow, Size};
 use stepwise::effects::store::Action;
 
@@ -102,6 +102,7 @@ fn every_option() -> Value {
         "together": [["openssl", "curl"], ["python3", "python3-packages"]],
         "reserve": "64M",
         "onFailure": "hold",
+        "onFailedUnits": "stop",
         "allowReboot": true,
         "rebootWindow": {"lower": "23:30", "upper": "05:00"},
         "bootDir": "/boot",
@@ -527,6 +528,7 @@ fn example_config_parses_with_stepwise() {
     );
     assert_eq!(u.reserve, Some(Size(64 << 20)));
     assert_eq!(u.on_failure, Some(OnFailure::Hold));
+    assert_eq!(u.on_failed_units, Some(OnFailedUnits::Stop));
     assert_eq!(u.reboot, Some(RebootPolicy::WhenNeeded));
     assert_eq!(
         u.reboot_window,

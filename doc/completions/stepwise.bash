@@ -288,7 +288,7 @@ _stepwise() {
             return 0
             ;;
         stepwise__subcmd__resume)
-            opts="-v -q -h --journal --config --json --verbose --quiet --help"
+            opts="-v -q -h --accept-failed-units --journal --config --json --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -354,7 +354,7 @@ _stepwise() {
             return 0
             ;;
         stepwise__subcmd__upgrade)
-            opts="-v -q -h --target --flake --file --attr --profile --current-system --booted-system --non-vital --together --reserve --reboot --keep-previous --action --strategy --on-failure --reboot-command --reboot-window --boot-dir --journal --config --json --verbose --quiet --help"
+            opts="-v -q -h --target --flake --file --attr --profile --current-system --booted-system --non-vital --together --reserve --reboot --keep-previous --action --strategy --on-failure --on-failed-units --reboot-command --reboot-window --boot-dir --journal --config --json --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -414,6 +414,10 @@ _stepwise() {
                     ;;
                 --on-failure)
                     COMPREPLY=($(compgen -W "unwind hold" -- "${cur}"))
+                    return 0
+                    ;;
+                --on-failed-units)
+                    COMPREPLY=($(compgen -W "continue stop" -- "${cur}"))
                     return 0
                     ;;
                 --reboot-command)

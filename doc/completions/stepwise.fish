@@ -78,6 +78,8 @@ direct\t''
 stepwise\t''"
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l on-failure -d 'On a build failure: walk back to the starting generation, or stay at the last good step' -r -f -a "unwind\t''
 hold\t''"
+complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l on-failed-units -d 'When switching to a generation leaves units failed (switch-to-configuration exit 4): continue (the outcome names them; exit 5 if the target\'s own switch did), or stop there (exit 3) until `stepwise resume --accept-failed-units` or `stepwise unwind`' -r -f -a "continue\t''
+stop\t''"
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l reboot-command -d 'The command run for a reboot, split on whitespace (no shell)' -r
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l reboot-window -d 'Local times between which a reboot may happen, LOWER-UPPER (e.g. 01:00-05:00; may cross midnight). Outside it a run that needs a reboot stops (exit 3). Default: any time' -r
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -l boot-dir -d 'The boot partition (e.g. /boot). When it is another filesystem than the store\'s, check before changing anything that it has room for the kernels and initrds the run adds (sized from the running system\'s); without room: exit 3. Default: no check' -r -F
@@ -90,6 +92,7 @@ complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -s q -l quiet
 complete -c stepwise -n "__fish_stepwise_using_subcommand upgrade" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -l journal -d 'The run journal (one run at a time holds its lock)' -r -F
 complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -l config -d 'Settings file (TOML; its keys are the long flags of `upgrade`); flags override it. Default: /etc/stepwise/config.toml if it exists' -r -F
+complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -l accept-failed-units -d 'Go on past a generation whose switch left units failed, where a run with `--on-failed-units stop` waits'
 complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -l json -d 'Machine-readable output on stdout, always carrying "version": one JSON document from plan, status, drv inspect and journal verify; JSON lines, the first the version header, from upgrade, resume, unwind, journal show and journal export'
 complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -s v -l verbose -d 'More detail (-v, -vv)'
 complete -c stepwise -n "__fish_stepwise_using_subcommand resume" -s q -l quiet -d 'Only errors'

@@ -19,7 +19,8 @@ fits; otherwise it builds a chain of real intermediate generations, each upgradi
 to each and deleting what it superseded before building the next. Every transition is written to a journal \
 before it runs, so after a crash, OOM kill or power cut `stepwise resume` or `stepwise unwind` finishes the \
 run.\n\nExit codes: 0 done; 1 the run failed and was unwound (or held); 2 bad usage or input, nothing \
-changed; 3 stopped before the end (`stepwise resume` continues); 4 journal unusable.",
+changed; 3 stopped before the end (`stepwise resume` continues); 4 journal unusable; 5 the target was \
+reached but switching to it left units failed.",
     after_help = "Examples:\n  stepwise plan --flake /etc/nixos\n  stepwise upgrade --flake /etc/nixos#myhost --non-vital firefox\n  stepwise status\n  stepwise journal show"
 )]
 pub struct Cli {
@@ -65,7 +66,7 @@ pub enum Command {
     /// Upgrade to the target: plainly if it fits, otherwise step by step.
     Upgrade(UpgradeArgs),
     /// Continue an interrupted run from the journal.
-    Resume,
+    Resume(ResumeArgs),
     /// Walk an interrupted or held run back to the generation it started from.
     Unwind,
     /// Where the last run stands.
@@ -229,6 +230,11 @@ pub struct UpgradeArgs {
     /// On a build failure: walk back to the starting generation, or stay at the last good step.
     #[arg(long, value_enum, default_value_t = OnFailure::Unwind)]
     pub on_failure: OnFailure,
+    /// When switching to a generation leaves units failed (switch-to-configuration exit 4):
+    /// continue (the outcome names them; exit 5 if the target's own switch did), or stop there
+    /// (exit 3) until `stepwise resume --accept-failed-units` or `stepwise unwind`.
+    #[arg(long, value_enum, default_value_t = OnFailedUnits::Continue)]
+    pub on_failed_units: OnFailedUnits,
     /// The command run for a reboot, split on whitespace (no shell).
     #[arg(long, value_name = "CMD", default_value = "systemctl reboot")]
     pub reboot_command: String,
@@ -256,6 +262,22 @@ pub enum Strategy {
 pub enum OnFailure {
     Unwind,
     Hold,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailedUnits {
+    Continue,
+    Stop,
+}
+
+/// `stepwise resume`'s options.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ResumeArgs {
+    /// Go on past a generation whose switch left units failed, where a run with
+    /// `--on-failed-units stop` waits.
+    #[arg(long)]
+    pub accept_failed_units: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]

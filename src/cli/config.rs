@@ -15,6 +15,7 @@
 //! together = [["openssl", "curl"]]
 //! reserve = "64M"                # or a number of bytes
 //! on-failure = "unwind"          # unwind | hold
+//! on-failed-units = "continue"   # continue | stop
 //! reboot = "when-needed"         # never | when-needed
 //! reboot-window = { lower = "01:00", upper = "05:00" }
 //! boot-dir = "/boot"             # checked for room for the run's kernels and initrds
@@ -34,8 +35,8 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::args::{
-    parse_size, Cli, Command, OnFailure, PlanArgs, RebootPolicy, RoomArgs, Strategy, SystemArgs,
-    TargetArgs, UpgradeArgs,
+    parse_size, Cli, Command, OnFailedUnits, OnFailure, PlanArgs, RebootPolicy, RoomArgs, Strategy,
+    SystemArgs, TargetArgs, UpgradeArgs,
 };
 use crate::effects::store::Action;
 use crate::error::Error;
@@ -91,6 +92,7 @@ pub struct UpgradeConfig {
     pub together: Option<Vec<Vec<String>>>,
     pub reserve: Option<Size>,
     pub on_failure: Option<OnFailure>,
+    pub on_failed_units: Option<OnFailedUnits>,
     pub reboot: Option<RebootPolicy>,
     pub reboot_command: Option<String>,
     pub reboot_window: Option<RebootWindow>,
@@ -386,6 +388,12 @@ impl UpgradeConfig {
         set(&mut a.action, &self.action, m, "action");
         set(&mut a.strategy, &self.strategy, m, "strategy");
         set(&mut a.on_failure, &self.on_failure, m, "on_failure");
+        set(
+            &mut a.on_failed_units,
+            &self.on_failed_units,
+            m,
+            "on_failed_units",
+        );
         set(
             &mut a.reboot_command,
             &self.reboot_command,

@@ -81,7 +81,7 @@ fn framing(command: &Command) -> Framing {
         | Command::Drv(_)
         | Command::Journal(JournalCommand::Verify) => Framing::Document,
         Command::Upgrade(_)
-        | Command::Resume
+        | Command::Resume(_)
         | Command::Unwind
         | Command::Journal(JournalCommand::Show { .. } | JournalCommand::Export) => Framing::Lines,
     }
@@ -92,7 +92,7 @@ fn framing(command: &Command) -> Framing {
 fn reads_only(command: &Command) -> bool {
     !matches!(
         command,
-        Command::Upgrade(_) | Command::Resume | Command::Unwind
+        Command::Upgrade(_) | Command::Resume(_) | Command::Unwind
     )
 }
 
@@ -127,7 +127,7 @@ fn init_tracing(cli: &Cli) {
 /// command opens it; the commands that write it also check who else could write beside it.
 fn resolve_journal(cli: &mut Cli) -> Result<(), Error> {
     let writes = match &cli.command {
-        Command::Upgrade(_) | Command::Resume | Command::Unwind => true,
+        Command::Upgrade(_) | Command::Resume(_) | Command::Unwind => true,
         Command::Status | Command::Journal(_) => false,
         Command::Plan(_) | Command::Drv(_) => return Ok(()),
     };
@@ -141,7 +141,7 @@ pub fn run(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
     match &cli.command {
         Command::Plan(args) => plan_cmd::run(args, cli.json, nix_config(cli)),
         Command::Upgrade(a) => run_cmd::upgrade(cli, a, out),
-        Command::Resume => run_cmd::resume(cli, out),
+        Command::Resume(a) => run_cmd::resume(cli, out, a),
         Command::Unwind => run_cmd::unwind(cli, out),
         Command::Status => run_cmd::status(cli, out),
         Command::Journal(j) => journal_cmd::run(&cli.journal, cli.json, j),

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::args::{Cli, UpgradeArgs};
+use super::args::{Cli, ResumeArgs, UpgradeArgs};
 use crate::effects::fs;
 use crate::effects::journal::{Journal, RunOptions};
 use crate::effects::nix::NixCli;
@@ -244,8 +244,9 @@ fn finish(end: RunEnd, out: &mut Output, command: &str) -> Result<Exit, Error> {
     let (exit, line) = match &end {
         RunEnd::Finished {
             outcome: Outcome::ReachedTarget,
+            units_failed,
             ..
-        } => (Exit::Done, "the target is reached".to_string()),
+        } => reached_target(units_failed),
         RunEnd::Finished {
             outcome: Outcome::Unwound { failed: false },
             ..
@@ -256,6 +257,7 @@ fn finish(end: RunEnd, out: &mut Output, command: &str) -> Result<Exit, Error> {
         RunEnd::Finished {
             outcome: o @ (Outcome::Unwound { failed: true } | Outcome::Held { .. }),
             failure,
+            ..
         } => {
             let what = failure.clone().unwrap_or_else(|| "a step failed".into());
             let done = match o {
@@ -279,6 +281,36 @@ fn finish(end: RunEnd, out: &mut Output, command: &str) -> Result<Exit, Error> {
     };
     announce_finished(out, command, &line);
     Ok(exit)
+}
+
+/// The target is reached: exit 0, or 5 when switching to the target itself left units failed
+/// (failed units of an intermediate step are only reported: the target's switch followed).
+fn reached_target(units_failed: &[engine::FailedUnits]) -> (Exit, String) {
+    let mut line = "the target is reached".to_string();
+    let names = |f: &engine::FailedUnits| {
+        if f.units.is_empty() {
+            "units not named".to_string()
+        } else {
+            f.units.join(", ")
+        }
+    };
+    for f in units_failed.iter().filter(|f| !f.target) {
+        line += &format!(
+            "\nswitching to {} left units failed: {}",
+            f.generation,
+            names(f)
+        );
+    }
+    match units_failed.iter().rev().find(|f| f.target) {
+        Some(f) => {
+            line += &format!(
+                "\nbut switching to it left units failed: {} (`systemctl --failed`, `journalctl -u UNIT`); the run is over",
+                names(f)
+            );
+            (Exit::UnitsFailed, line)
+        }
+        None => (Exit::Done, line),
+    }
 }
 
 /// The last word of a command that ended well: a `finished` event with `--json`, else a line.
@@ -340,8 +372,8 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         reserve: args.room.reserve,
         reboot_window: args.reboot_window.map(Into::into),
         options: RunOptions {
+            on_failed_units: args.on_failed_units.into(),
             keep_previous: args.room.keep_previous,
-            ..RunOptions::default()
         },
         boot_dir: args.boot_dir.clone(),
         roots_dir: roots_dir_for(&cli.journal),
@@ -372,13 +404,18 @@ fn continue_before_refusing(cli: &Cli, out: &mut Output, e: Error) -> Result<Exi
         return Err(e);
     }
     eprintln!("stepwise: the target did not evaluate; continuing the unfinished run first");
-    match continue_run(cli, out, false)? {
+    match continue_run(cli, out, false, false)? {
         Exit::Done => Err(e),
         stopped_or_failed => Ok(stopped_or_failed),
     }
 }
 
-fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error> {
+fn continue_run(
+    cli: &Cli,
+    out: &mut Output,
+    unwind: bool,
+    accept_failed_units: bool,
+) -> Result<Exit, Error> {
     let command = if unwind { "unwind" } else { "resume" };
     if !cli.journal.exists() {
         // The boot-time resume of every normal boot: not an error, and nothing is created.
@@ -404,6 +441,7 @@ fn continue_run(cli: &Cli, out: &mut Output, unwind: bool) -> Result<Exit, Error
     let req = ContinueRequest {
         roots_dir: roots_dir_for(&cli.journal),
         legacy_masks: legacy_masks(&cli.journal),
+        accept_failed_units,
     };
     let mut seams = seams(&nix, &mut reserve, cli);
     let outcome = if unwind {
@@ -426,12 +464,12 @@ fn legacy_masks(journal: &Path) -> Option<StepMasks> {
     StepMasks::load_legacy(&StepMasks::legacy_path_for(journal)).ok()
 }
 
-pub fn resume(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
-    continue_run(cli, out, false)
+pub fn resume(cli: &Cli, out: &mut Output, args: &ResumeArgs) -> Result<Exit, Error> {
+    continue_run(cli, out, false, args.accept_failed_units)
 }
 
 pub fn unwind(cli: &Cli, out: &mut Output) -> Result<Exit, Error> {
-    continue_run(cli, out, true)
+    continue_run(cli, out, true, false)
 }
 
 /// `stepwise status`: where the last run stands, from the journal alone (read-only, no lock).

@@ -23,6 +23,15 @@ impl From<args::OnFailure> for journal::OnFailure {
     }
 }
 
+impl From<args::OnFailedUnits> for journal::OnFailedUnits {
+    fn from(o: args::OnFailedUnits) -> Self {
+        match o {
+            args::OnFailedUnits::Continue => journal::OnFailedUnits::Continue,
+            args::OnFailedUnits::Stop => journal::OnFailedUnits::Stop,
+        }
+    }
+}
+
 impl From<args::RebootPolicy> for journal::RebootPolicy {
     fn from(r: args::RebootPolicy) -> Self {
         match r {

@@ -143,6 +143,9 @@ struct Model {
     /// Derivations whose builds fail → the log tail.
     failing: BTreeMap<StorePath, String>,
     systems: BTreeSet<StorePath>,
+    /// Names of systems: every path whose name starts with one of these is one (the steps a
+    /// run rewrites from a system are named as it is).
+    system_names: BTreeSet<String>,
     /// Systems whose `switch-to-configuration` exits non-zero → (exit code, failed units).
     activation_exits: BTreeMap<StorePath, (i32, Vec<String>)>,
     /// Root links (stepwise's and the test's own) → path.
@@ -190,6 +193,7 @@ impl ModelStore {
                 build_sizes: BTreeMap::new(),
                 failing: BTreeMap::new(),
                 systems: BTreeSet::new(),
+                system_names: BTreeSet::new(),
                 activation_exits: BTreeMap::new(),
                 roots: BTreeMap::new(),
                 profiles: BTreeMap::new(),
@@ -399,6 +403,12 @@ impl ModelStore {
     /// `path` is a NixOS system (has `bin/switch-to-configuration`).
     pub fn mark_system(&self, path: &StorePath) {
         self.m().systems.insert(path.clone());
+    }
+
+    /// Every path whose name starts with `prefix` is a NixOS system, whenever it is built (the
+    /// steps a run rewrites from a system keep its name).
+    pub fn mark_systems_named(&self, prefix: &str) {
+        self.m().system_names.insert(prefix.to_string());
     }
 
     pub fn set_activation_fails(&self, toplevel: &StorePath, fails: bool) {
@@ -1232,7 +1242,11 @@ impl System for ModelStore {
     ) -> Result<Activated> {
         let sd = self.store_dir.clone();
         let activated = self.effect("activate", |m| {
-            if !m.objects.contains_key(toplevel) || !m.systems.contains(toplevel) {
+            let named = m
+                .system_names
+                .iter()
+                .any(|n| toplevel.name().starts_with(n.as_str()));
+            if !m.objects.contains_key(toplevel) || !(named || m.systems.contains(toplevel)) {
                 return Err(StoreError::Refused(format!(
                     "{} does not look like a NixOS system: no executable bin/switch-to-configuration",
                     sd.display(toplevel)

@@ -10,7 +10,7 @@ use super::executor::{load, EngineError, Executor, Progress, Reserve, RunEnd};
 use super::log::RunLog;
 use super::run_plan::{GenSource, NothingToWrite, Spec};
 use super::steps::{PlannerSource, StepMasks};
-use super::upgrade::{prepare, Prepared, UpgradeRequest};
+use super::upgrade::{prepare, prepare_journaled, Prepared, UpgradeRequest};
 use crate::drv::StorePath;
 use crate::effects::journal::{Journal, Outcome as JOutcome, Record, RunId, Seq};
 use crate::effects::{Store, System};
@@ -140,9 +140,11 @@ pub fn upgrade(
     // never overlaid: the hourly timer must not wait for someone to run `resume`.
     if is_unfinished(&journal.peek_last_run()?) {
         seams.note("the last run has not finished: continuing it first");
+        // An hourly tick never accepts failed units for the user.
         let cont = ContinueRequest {
             roots_dir: req.roots_dir.clone(),
             legacy_masks: req.legacy_masks.clone(),
+            accept_failed_units: false,
         };
         match continue_run(cont, seams, journal, false) {
             Ok(RunEnd::Finished { .. }) | Err(EngineError::Finished(..)) => {}
@@ -153,7 +155,18 @@ pub fn upgrade(
     // A target that is not a derivation is refused before anything is rooted.
     super::upgrade::target_out(seams.store, &req.target_drv)?;
     let target_root = TargetRoot::add(seams.store, req)?;
-    let run = match prepare(req, seams.store, seams.system, &mut |l| seams.note(l))? {
+    let prepared = if journal.peek_last_run()?.is_empty() {
+        prepare(req, seams.store, seams.system, &mut |l| seams.note(l))?
+    } else {
+        // Housekeeping is journaled in the last (finished) run; one a crash left open is
+        // settled first.
+        let (store, system) = (seams.store, seams.system);
+        let log = journal.open()?;
+        super::housekeeping::settle(store, log)?;
+        let mut hk = super::housekeeping::Journaled(log);
+        prepare_journaled(req, store, system, &mut |l| seams.note(l), &mut hk)?
+    };
+    let run = match prepared {
         Prepared::AlreadyThere { target_out } => {
             return Ok(UpgradeOutcome::AlreadyThere { target_out })
         }
@@ -257,6 +270,8 @@ pub struct ContinueRequest {
     pub roots_dir: PathBuf,
     /// For a format-1 run: the masks format 1 kept beside the journal, if that file is there.
     pub legacy_masks: Option<StepMasks>,
+    /// Go on past a generation whose switch left units failed (`--on-failed-units stop`).
+    pub accept_failed_units: bool,
 }
 
 /// How `resume` or `unwind` ended.
@@ -354,6 +369,7 @@ fn continue_run(
     let end = {
         let mut ex = seams.executor(log, source);
         ex.legacy_masks = req.legacy_masks;
+        ex.accept_failed_units = req.accept_failed_units;
         if unwind {
             ex.unwind(req.roots_dir)
         } else {
@@ -414,6 +430,15 @@ pub fn status(
             "started, no strategy yet".into(),
             "`stepwise resume` continues",
         ),
+        _ if s.just_activated_with_failed_units().is_some()
+            && spec.header.options.on_failed_units
+                == crate::effects::journal::OnFailedUnits::Stop =>
+        {
+            (
+                "waiting: switching to the generation left units failed".into(),
+                "`stepwise resume --accept-failed-units` goes on, `stepwise unwind` walks it back to G0",
+            )
+        }
         _ => (
             match (s.in_flight, s.stuck) {
                 (Some(e), _) => format!("interrupted during {}", e.name()),

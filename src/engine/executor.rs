@@ -70,11 +70,25 @@ pub enum RunEnd {
         outcome: Outcome,
         /// What turned the run around, if anything (the package, the log tail).
         failure: Option<String>,
+        /// Every forward activation that reported failed units (`switch-to-configuration`
+        /// exit 4) and which, in order; the last names the target when its own did.
+        units_failed: Vec<FailedUnits>,
     },
     /// Stopped before the end; `resume` continues (exit 3).
     Stopped { why: String },
     /// A test's checkpoint hook simulated a crash here.
     Crashed { at: String },
+}
+
+/// Units that failed to start when the run switched to a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedUnits {
+    /// The generation's label ("step 2 of 5", "target").
+    pub generation: String,
+    /// Whether that generation is the run's target.
+    pub target: bool,
+    /// The units, as `switch-to-configuration` named them (empty: it named none).
+    pub units: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +129,9 @@ pub struct Executor<'a> {
     pub legacy_masks: Option<StepMasks>,
     /// The wall clock the reboot window is checked against; `None`: reboot at any time.
     pub clock: Option<&'a dyn super::api::Clock>,
+    /// The user accepts the units that failed at the last activation: a run with
+    /// `--on-failed-units stop` waiting there goes on (`resume --accept-failed-units`).
+    pub accept_failed_units: bool,
     reserve_released: bool,
 }
 
@@ -159,8 +176,8 @@ fn classify_store(e: &StoreError) -> FailureKind {
     }
 }
 
-/// What an activation's outcome adds to its `done` note.
-// The engine decides what exit 4 and 100 mean for the run; until it does, both count as done.
+/// What an activation's outcome adds to its `done` note (the journal has it as an `activated`
+/// record).
 fn activation_note(action: crate::effects::store::Action, a: &Activated) -> String {
     match a {
         Activated::Done => action.as_str().to_string(),
@@ -259,6 +276,7 @@ impl<'a> Executor<'a> {
             progress: Box::new(|_| {}),
             legacy_masks: None,
             clock: None,
+            accept_failed_units: false,
             reserve_released: false,
         }
     }
@@ -363,7 +381,7 @@ impl<'a> Executor<'a> {
                         outcome: record::outcome(o),
                     })?;
                     if !unwind {
-                        return Ok(self.finished(o, &replayed));
+                        return Ok(self.finished(&spec, o, &replayed));
                     }
                 }
                 return Err(EngineError::Finished(o, what));
@@ -374,7 +392,11 @@ impl<'a> Executor<'a> {
             return Err(EngineError::Incomplete(why));
         }
         if !unwind {
-            if let Some(wait) = self.waiting_for_reboot(&spec, &state) {
+            if let Some(wait) = self
+                .waiting_for_reboot(&spec, &state)
+                .or_else(|| self.waiting_for_acceptance(&spec, &state))
+                .or_else(|| self.waiting_for_a_users_reboot(&spec, &state))
+            {
                 return Ok(wait);
             }
         }
@@ -408,7 +430,7 @@ impl<'a> Executor<'a> {
                     }
                     let replayed = record::replay(&spec, &self.log.last_run())
                         .map_err(|e| EngineError::Replay(e.to_string()))?;
-                    return Ok(self.finished(o, &replayed));
+                    return Ok(self.finished(&spec, o, &replayed));
                 }
             }
         }
@@ -522,8 +544,36 @@ impl<'a> Executor<'a> {
         match self.run_effect(spec, &state, e, seq, t)? {
             Ran::Crashed(at) => Ok(Ran::Crashed(at)),
             Ran::Interrupted(why) => Ok(Ran::Interrupted(why)),
-            Ran::Outcome(ev) => feed(state, ev).map(Ran::Outcome),
+            Ran::Outcome(evs) => feed_all(state, evs).map(Ran::Outcome),
         }
+    }
+
+    /// Journal `e` as done because the world shows it happened (intent, then done).
+    fn journal_probed(
+        &mut self,
+        spec: &Spec,
+        state: RunState,
+        e: Effect,
+    ) -> Result<RunState, EngineError> {
+        let t = self
+            .concretise(spec, &state, e)
+            .map_err(|why| EngineError::Replay(format!("cannot record {}: {why}", e.name())))?;
+        let seq = self.append(Record::Intent {
+            transition: t.clone(),
+        })?;
+        let state = feed(state, Event::Intent(e))?;
+        self.append(Record::Done {
+            intent: seq,
+            added: None,
+            freed: None,
+        })?;
+        (self.progress)(Progress::Done {
+            transition: &t,
+            note: "probed: it had happened",
+            added: None,
+            freed: None,
+        });
+        feed(state, Event::Done(e))
     }
 
     /// Whether the world shows that `e` happened, where that is cheap and certain.
@@ -552,7 +602,99 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn finished(&self, outcome: Outcome, replayed: &Replayed) -> RunEnd {
+    /// Journal what an activation reported besides success (`activated`, before its `done`),
+    /// and give the machine's event for it.
+    fn journal_activated(
+        &mut self,
+        intent: Seq,
+        activated: Option<(Gen, Activated)>,
+    ) -> Result<Vec<Event>, EngineError> {
+        let (gen, units, reboot_required) = match activated {
+            Some((gen, Activated::UnitsFailed(units))) => (gen, units, false),
+            Some((gen, Activated::RebootRequired)) => (gen, vec![], true),
+            Some((_, Activated::Done)) | None => return Ok(vec![]),
+        };
+        let units_failed = !reboot_required;
+        self.append(Record::Activated {
+            intent,
+            units_failed: units,
+            reboot_required,
+        })?;
+        Ok(vec![Event::Activated {
+            gen,
+            units_failed,
+            reboot_required,
+        }])
+    }
+
+    /// The forward activations that reported failed units, from the replayed journal.
+    fn failed_units(spec: &Spec, state: &RunState, replayed: &Replayed) -> Vec<FailedUnits> {
+        replayed
+            .activated
+            .iter()
+            .filter(|a| a.forward && a.units_failed.is_some())
+            .map(|a| {
+                let g = spec.gen(state.chain, a.gen);
+                FailedUnits {
+                    generation: g.label.clone(),
+                    target: a.gen == state.last_gen(),
+                    units: a.units_failed.clone().unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// A run with `--on-failed-units stop` that switched to a generation whose units failed waits
+    /// there, at a complete generation, until the user accepts (`resume --accept-failed-units`)
+    /// or walks back (`unwind`). Nothing is written while it waits: an hourly tick is a no-op.
+    fn waiting_for_acceptance(&self, spec: &Spec, state: &RunState) -> Option<RunEnd> {
+        use crate::effects::journal::OnFailedUnits;
+        let gen = state.just_activated_with_failed_units()?;
+        if self.accept_failed_units || spec.header.options.on_failed_units != OnFailedUnits::Stop {
+            return None;
+        }
+        let replayed = record::replay(spec, &self.log.last_run()).ok()?;
+        let units = Self::failed_units(spec, state, &replayed)
+            .pop()
+            .map_or_else(Vec::new, |f| f.units);
+        let g = spec.gen(state.chain, gen);
+        Some(RunEnd::Stopped {
+            why: format!(
+                "switching to {} ({}) left units failed: {}; the run stops there (--on-failed-units stop). \
+                 `stepwise resume --accept-failed-units` goes on, `stepwise unwind` walks back",
+                g.label,
+                g.out,
+                if units.is_empty() {
+                    "not named".to_string()
+                } else {
+                    units.join(", ")
+                }
+            ),
+        })
+    }
+
+    /// A reboot that is due but that the run may not make: `--reboot never` and the generation
+    /// asked for one (`switch-to-configuration` exit 100). The run stops at that complete
+    /// generation until the machine has booted it; nothing is written while it waits.
+    fn waiting_for_a_users_reboot(&self, spec: &Spec, state: &RunState) -> Option<RunEnd> {
+        use crate::effects::journal::RebootPolicy;
+        let Next::Run(e @ Effect::Reboot { gen }) = state.next_action() else {
+            return None;
+        };
+        if spec.header.reboot != RebootPolicy::Never || self.probe(spec, state, e) {
+            return None;
+        }
+        let g = spec.gen(state.chain, gen);
+        Some(RunEnd::Stopped {
+            why: format!(
+                "{} ({}) takes effect only after a reboot (switch-to-configuration exit 100) and the run may not reboot (--reboot never): reboot the machine; `stepwise resume` at boot continues",
+                g.label, g.out
+            ),
+        })
+    }
+
+    fn finished(&self, spec: &Spec, outcome: Outcome, replayed: &Replayed) -> RunEnd {
+        let units_failed = Self::failed_units(spec, &replayed.state, replayed);
         let failure = match outcome {
             Outcome::ReachedTarget | Outcome::Unwound { failed: false } => None,
             _ => replayed
@@ -567,7 +709,11 @@ impl<'a> Executor<'a> {
                 })
                 .or_else(|| replayed.failures.first().map(|(_, m)| m.clone())),
         };
-        RunEnd::Finished { outcome, failure }
+        RunEnd::Finished {
+            outcome,
+            failure,
+            units_failed,
+        }
     }
 
     fn drive(
@@ -591,7 +737,7 @@ impl<'a> Executor<'a> {
                     })?;
                     let replayed = record::replay(spec, &self.log.last_run())
                         .map_err(|e| EngineError::Replay(e.to_string()))?;
-                    return Ok(self.finished(o, &replayed));
+                    return Ok(self.finished(spec, o, &replayed));
                 }
                 Next::Await(e) => unreachable!("settled before driving: {e:?}"),
                 Next::Choose => unreachable!("the chain is chosen before driving"),
@@ -601,6 +747,18 @@ impl<'a> Executor<'a> {
                 return Ok(RunEnd::Stopped {
                     why: "stopped by a signal after finishing the current transition".into(),
                 });
+            }
+            if let Some(end) = self
+                .waiting_for_acceptance(spec, &state)
+                .or_else(|| self.waiting_for_a_users_reboot(spec, &state))
+            {
+                return Ok(end);
+            }
+            if matches!(e, Effect::Reboot { .. }) && self.probe(spec, &state, e) {
+                // The machine booted the generation already (the user rebooted it): journal the
+                // reboot as done without rebooting again.
+                state = self.journal_probed(spec, state, e)?;
+                continue;
             }
             if let Some(end) = self.outside_reboot_window(spec, &state, e) {
                 return Ok(end);
@@ -623,12 +781,13 @@ impl<'a> Executor<'a> {
             if let Some(c) = self.check(&format!("after-intent-{}", e.name())) {
                 return Ok(c);
             }
-            let ev = match self.run_effect(spec, &state, e, seq, &t)? {
-                Ran::Outcome(ev) => ev,
+            let evs = match self.run_effect(spec, &state, e, seq, &t)? {
+                Ran::Outcome(evs) => evs,
                 Ran::Crashed(at) => return Ok(RunEnd::Crashed { at }),
                 Ran::Interrupted(why) => return Ok(RunEnd::Stopped { why }),
             };
-            state = feed(state, ev)?;
+            let ev = *evs.last().expect("an outcome ends with its event");
+            state = feed_all(state, evs)?;
             if let Some(c) = self.check(&format!("after-outcome-{}", e.name())) {
                 return Ok(c);
             }
@@ -726,9 +885,19 @@ impl<'a> Executor<'a> {
                 root: spec.out_root(state.chain, gen),
             },
             Effect::Collect { gen } => {
-                let paths = self
+                let mut paths = self
                     .collectable(spec, state, gen)
                     .map_err(|e| e.to_string())?;
+                // After a reboot that the activation asked for (exit 100), the generation the
+                // move left was still running when it was collected: it is dead only now.
+                if let transition::Phase::Moving(m) = state.phase {
+                    if m.stage == transition::Stage::CollectBooted && m.from != gen {
+                        paths.extend(
+                            self.collectable(spec, state, m.from)
+                                .map_err(|e| e.to_string())?,
+                        );
+                    }
+                }
                 let paths: Vec<StorePath> = paths.into_iter().collect();
                 let bytes = self
                     .store
@@ -802,7 +971,7 @@ impl<'a> Executor<'a> {
         e: Effect,
         seq: Seq,
         t: &Transition,
-    ) -> Result<Ran<Event>, EngineError> {
+    ) -> Result<Ran<Vec<Event>>, EngineError> {
         let gen_of = |gen: Gen| spec.gen(state.chain, gen);
         let label_gen = match e {
             Effect::PinDerivations | Effect::Release => 0,
@@ -822,6 +991,7 @@ impl<'a> Executor<'a> {
             of: state.last_gen(),
         });
         let store_err = EffectFailure::from;
+        let mut activated = None;
         let result: EffectResult = match (e, t) {
             (Effect::PinDerivations, _) => self.pin(spec, state).map_err(store_err),
             (Effect::WriteDerivations { gen }, _) => self
@@ -834,7 +1004,11 @@ impl<'a> Executor<'a> {
             (Effect::Activate { gen }, Transition::Activate { action, .. }) => self
                 .system
                 .activate(&gen_of(gen).out, (*action).into(), &mut |_| {})
-                .map(|activated| Effected::note(activation_note((*action).into(), &activated)))
+                .map(|a| {
+                    let note = activation_note((*action).into(), &a);
+                    activated = Some((gen, a));
+                    Effected::note(note)
+                })
                 .map_err(|e| {
                     EffectFailure::from(match e {
                         StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
@@ -864,6 +1038,10 @@ impl<'a> Executor<'a> {
         }
         match result {
             Ok(Effected { note, added, freed }) => {
+                // What the activation reported besides success goes in before its `done`: a
+                // crash between the two probes the activation (or runs it again), which
+                // reports it again.
+                let mut events = self.journal_activated(seq, activated)?;
                 self.append(Record::Done {
                     intent: seq,
                     added,
@@ -878,7 +1056,8 @@ impl<'a> Executor<'a> {
                     added,
                     freed,
                 });
-                Ok(Ran::Outcome(Event::Done(e)))
+                events.push(Event::Done(e));
+                Ok(Ran::Outcome(events))
             }
             Err(EffectFailure {
                 interrupted: true,
@@ -919,7 +1098,7 @@ impl<'a> Executor<'a> {
                 });
                 // Classified as `record::replay` reads it back: one place decides.
                 let kind = record::kind_of(e, kind == FailureKind::OutOfSpace);
-                Ok(Ran::Outcome(Event::Failed(e, kind)))
+                Ok(Ran::Outcome(vec![Event::Failed(e, kind)]))
             }
         }
     }
@@ -1220,6 +1399,13 @@ impl<'a> Executor<'a> {
 
 fn feed(state: RunState, ev: Event) -> Result<RunState, EngineError> {
     transition::next(&state, ev).map_err(|e| EngineError::Replay(e.to_string()))
+}
+
+fn feed_all(mut state: RunState, evs: Vec<Event>) -> Result<RunState, EngineError> {
+    for ev in evs {
+        state = feed(state, ev)?;
+    }
+    Ok(state)
 }
 
 /// The stub `p` is, if it is one: named `stepwise-stub-…` and at the path the planner computes

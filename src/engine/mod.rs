@@ -5,6 +5,7 @@ pub mod api;
 pub mod crash;
 pub mod executor;
 pub mod garbage;
+pub mod housekeeping;
 pub mod log;
 pub mod plan_inputs;
 pub mod preflight;
@@ -18,7 +19,7 @@ pub use api::{
     has_unfinished_run, resume, status, unwind, upgrade, Clock, ContinueOutcome, ContinueRequest,
     JournalAccess, JournalFile, Seams, Status, SystemClock, UpgradeOutcome,
 };
-pub use executor::{load, EngineError, Executor, Loaded, Progress, Reserve, RunEnd};
+pub use executor::{load, EngineError, Executor, FailedUnits, Loaded, Progress, Reserve, RunEnd};
 pub use log::{LogError, MemLog, RunLog};
 pub use run_plan::{DrvWrite, GenPlan, GenSource, NothingToWrite, Spec};
 pub use upgrade::{prepare, Prepared, PreparedRun, UpgradeRequest};

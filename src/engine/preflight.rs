@@ -107,20 +107,29 @@ pub fn check_stubs(
     names: &[String],
     scratch: &Path,
     g0_closure: &BTreeSet<StorePath>,
+    hk: &mut dyn super::housekeeping::Housekeeping,
 ) -> Result<(), Error> {
-    let probe = |names: &[String]| {
-        probe_stubs(store, &input.target, planned, names, scratch, g0_closure).map_err(
-            |e| match e {
-                ProbeError::Store(e) => Error::Store(e),
-                ProbeError::Rewrite(e) => Error::bad_input(
-                    format!(
-                        "rewriting the derivations without {}: {e}",
-                        names.join(", ")
-                    ),
-                    "report this with `stepwise drv inspect` of the target's toplevel .drv",
-                ),
-            },
+    let mut probe = |names: &[String]| {
+        probe_stubs(
+            store,
+            &input.target,
+            planned,
+            names,
+            scratch,
+            g0_closure,
+            hk,
         )
+        .map_err(|e| match e {
+            ProbeError::Store(e) => Error::Store(e),
+            ProbeError::Journal(e) => e,
+            ProbeError::Rewrite(e) => Error::bad_input(
+                format!(
+                    "rewriting the derivations without {}: {e}",
+                    names.join(", ")
+                ),
+                "report this with `stepwise drv inspect` of the target's toplevel .drv",
+            ),
+        })
     };
     let (drv, log_tail) = match probe(names)? {
         ProbeOutcome::Builds => {

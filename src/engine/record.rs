@@ -93,7 +93,20 @@ pub struct Replayed {
     pub intents: BTreeMap<Seq, (Effect, Transition)>,
     /// The failure messages, in order.
     pub failures: Vec<(Effect, String)>,
+    /// What activations reported besides success (`activated` records), in order.
+    pub activated: Vec<ActivationReport>,
     pub finished: bool,
+}
+
+/// One `activated` record, read back against the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationReport {
+    pub gen: transition::Gen,
+    /// The activation moved the run forwards (walking back, it returned to a generation).
+    pub forward: bool,
+    /// The units that failed (`None`: none did).
+    pub units_failed: Option<Vec<String>>,
+    pub reboot_required: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +121,8 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
     let mut state = RunState::new(spec.shape());
     let mut intents = BTreeMap::new();
     let mut failures = Vec::new();
+    let mut activated = Vec::new();
+    let mut housekeeping = std::collections::BTreeSet::new();
     let mut out_of_space = false;
     let mut finished = false;
     for (seq, r) in records {
@@ -129,6 +144,16 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
                 None
             }
             Record::UnwindStarted { .. } => Some(Event::UnwindRequested),
+            // Housekeeping before the next run, recorded in this finished one: not the machine's.
+            Record::Intent { transition } if transition.is_housekeeping() => {
+                housekeeping.insert(*seq);
+                None
+            }
+            Record::Done { intent, .. } | Record::Failed { intent, .. }
+                if housekeeping.contains(intent) =>
+            {
+                None
+            }
             Record::Intent { transition } => {
                 let Some(e) = state
                     .expected()
@@ -158,6 +183,32 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
                 failures.push((*e, message.clone()));
                 Some(Event::Failed(*e, kind))
             }
+            Record::Activated {
+                intent,
+                units_failed,
+                reboot_required,
+            } => {
+                let Some((Effect::Activate { gen }, _)) = intents.get(intent) else {
+                    return Err(err(format!(
+                        "activated for intent {intent}, not an activation"
+                    )));
+                };
+                let forward = matches!(
+                    state.phase,
+                    transition::Phase::Moving(m) if m.direction == transition::Direction::Forward
+                );
+                activated.push(ActivationReport {
+                    gen: *gen,
+                    forward,
+                    units_failed: (!reboot_required).then(|| units_failed.clone()),
+                    reboot_required: *reboot_required,
+                });
+                Some(Event::Activated {
+                    gen: *gen,
+                    units_failed: !reboot_required,
+                    reboot_required: *reboot_required,
+                })
+            }
         };
         if let Some(ev) = event {
             state = transition::next(&state, ev).map_err(|e| err(e.to_string()))?;
@@ -167,6 +218,7 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
         state,
         intents,
         failures,
+        activated,
         finished,
     })
 }

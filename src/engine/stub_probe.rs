@@ -1,14 +1,16 @@
 //! Building the stub probe (see `plan::probe`) before a run that takes non-vital packages out:
 //! write the probe generation's `.drv`s and its stubs, realise its toplevel under a scratch
-//! root, and delete what it added. The run has not started: nothing is journaled, and what the
-//! probe adds is scratch no generation uses, which it removes itself; a kill in the middle leaves
-//! a scratch root link and dead paths, which the next probe removes (or any GC).
+//! root, and delete what it added. The run has not started: the probe is journaled as
+//! housekeeping (`engine::housekeeping`), and what it adds is scratch no generation uses, which it
+//! removes itself; a kill in the middle leaves a scratch root link and dead paths, which the next
+//! `upgrade` removes when it settles the open intent.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::plan_inputs::StoreDrvs;
 use crate::drv::StorePath;
+use crate::effects::journal::Transition;
 use crate::effects::store::{RealiseError, StoreError};
 use crate::effects::Store;
 use crate::plan::mask::{Materialiser, Stub};
@@ -32,6 +34,8 @@ pub enum ProbeError {
     Store(#[from] StoreError),
     #[error("rewriting the probe's derivations: {0}")]
     Rewrite(String),
+    #[error("{0}")]
+    Journal(crate::error::Error),
 }
 
 /// Build the probe generation for the stubs of `names`; `scratch` is a directory for its
@@ -43,6 +47,7 @@ pub fn probe_stubs(
     names: &[String],
     scratch: &Path,
     g0_closure: &BTreeSet<StorePath>,
+    hk: &mut dyn super::housekeeping::Housekeeping,
 ) -> Result<ProbeOutcome, ProbeError> {
     let sd = store.store_dir().clone();
     let Some(mask) = stub_probe_mask(planned, &sd, names) else {
@@ -86,7 +91,14 @@ pub fn probe_stubs(
         Ok(())
     };
     release()?;
-    let outcome = build(store, &generation, &stubs, &scratch.join("probe"));
+    let root = scratch.join("probe");
+    let intent = hk
+        .intent(&Transition::ProbeStubs {
+            root: root.clone(),
+            scratch: candidate_list.clone(),
+        })
+        .map_err(ProbeError::Journal)?;
+    let outcome = build(store, &generation, &stubs, &root);
     super::crash::point("probe-built");
     // Clean up whatever the build did, also when it failed.
     release()?;
@@ -97,7 +109,13 @@ pub fn probe_stubs(
         .filter(|p| !live.contains(p) && !g0_closure.contains(p))
         .collect();
     let scratch_paths = super::garbage::with_dead_referrers(store, scratch_paths, &live)?;
+    let freed = store
+        .path_infos(&scratch_paths)?
+        .values()
+        .map(|i| i.nar_size)
+        .sum();
     store.delete(&scratch_paths)?;
+    hk.done(intent, Some(freed)).map_err(ProbeError::Journal)?;
     outcome
 }
 

@@ -110,12 +110,30 @@ impl PreparedRun {
     }
 }
 
-/// Check and plan an upgrade; `note` hears the lines for people on the way.
+/// Check and plan an upgrade; `note` hears the lines for people on the way. Its housekeeping
+/// (leftovers, the stub probe) is not journaled: `prepare_journaled` is what `upgrade` runs.
 pub fn prepare(
     req: &UpgradeRequest,
     store: &dyn Store,
     system: &dyn System,
     note: &mut dyn FnMut(&str),
+) -> Result<Prepared, Error> {
+    prepare_journaled(
+        req,
+        store,
+        system,
+        note,
+        &mut super::housekeeping::Unjournaled,
+    )
+}
+
+/// `prepare`, journaling its housekeeping through `hk`.
+pub fn prepare_journaled(
+    req: &UpgradeRequest,
+    store: &dyn Store,
+    system: &dyn System,
+    note: &mut dyn FnMut(&str),
+    hk: &mut dyn super::housekeeping::Housekeeping,
 ) -> Result<Prepared, Error> {
     let target_out = target_out(store, &req.target_drv)?;
     // A stub probe killed earlier left its root: scratch only, but it pins G0's packages, which
@@ -145,7 +163,7 @@ pub fn prepare(
         &g0,
     )?;
     let (g0_closure, g0_drv) = preflight::g0_closure_and_deriver(store, &g0)?;
-    let (input, planned) = plan_without_leftovers(req, store, system, &g0, &g0_closure, note)?;
+    let (input, planned) = plan_without_leftovers(req, store, system, &g0, &g0_closure, note, hk)?;
     let (plan, masks) = steps_of(req, store, &planned, &input.target.local, &target_out, &g0)?;
     let (chain, why) = choose(req.strategy, &planned, plan.len())?;
     let keep = req
@@ -161,7 +179,15 @@ pub fn prepare(
                 names.join(", "),
                 if names.len() == 1 { "it" } else { "them" }
             ));
-            preflight::check_stubs(store, &input, &planned, &names, &req.probe_dir, &g0_closure)?;
+            preflight::check_stubs(
+                store,
+                &input,
+                &planned,
+                &names,
+                &req.probe_dir,
+                &g0_closure,
+                hk,
+            )?;
         }
     }
     let header = RunHeader {
@@ -234,6 +260,7 @@ fn plan_without_leftovers(
     g0: &StorePath,
     g0_closure: &std::collections::BTreeSet<StorePath>,
     note: &mut dyn FnMut(&str),
+    hk: &mut dyn super::housekeeping::Housekeeping,
 ) -> Result<(PlanInput, Planned), Error> {
     let options = PlanOptions {
         non_vital: req.non_vital.clone(),
@@ -270,7 +297,7 @@ fn plan_without_leftovers(
     if leftovers.is_empty() {
         return Ok((input, planned));
     }
-    store.delete(&leftovers)?;
+    super::housekeeping::delete_leftovers(store, hk, leftovers.clone(), bytes)?;
     note(&format!(
         "removed {} unrooted path(s) ({}) left by an earlier attempt",
         leftovers.len(),

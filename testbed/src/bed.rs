@@ -201,6 +201,21 @@ impl Bed {
         self.root.join("run/activations.log")
     }
 
+    /// Make the fixture's `switch-to-configuration` of the toplevel named `base_name` (its store
+    /// path's last component) end as NixOS' does with `code`: 4 after switching, naming `units` as
+    /// failed; 100 after installing the boot loader, without switching; 0 as usual.
+    pub fn set_activation_exit(&self, base_name: &str, code: u8, units: &[&str]) {
+        let ctl = PathBuf::from(format!(
+            "{}.exit-{base_name}",
+            self.activation_log().display()
+        ));
+        if code == 0 {
+            let _ = fs::remove_file(ctl);
+        } else {
+            fs::write(ctl, format!("{code} {}\n", units.join(" "))).expect("writing the exit file");
+        }
+    }
+
     /// The file where the fixture's `switch-to-configuration switch|boot` (a boot-loader install)
     /// appends `ENTRIES ACTION TOPLEVEL`, ENTRIES being the profile's generation links then.
     pub fn boot_installs_log(&self) -> PathBuf {

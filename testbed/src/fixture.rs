@@ -447,7 +447,10 @@ fn build_script(spec: &FixtureSpec, p: &PackageSpec, v: &VersionSpec) -> String 
 /// `switch-to-configuration`: `switch`/`test` atomically point the current-system link at this
 /// toplevel, `switch`/`boot` record it as the boot default and, as a boot-loader install writes
 /// one entry per generation of the profile, how many generation links the profile has.
-/// `@out@` is the toplevel.
+/// `@out@` is the toplevel. A test makes it end as NixOS' does in two other ways by writing
+/// `ACTIVATION_LOG.exit-BASENAME` (`Bed::set_activation_exit`): `100` (the boot loader is
+/// installed, then it stops: the system takes effect after a reboot) or `4 UNIT…` (it switches,
+/// then names the units that failed and exits 4).
 pub(crate) fn switch_script(links: &Links) -> String {
     let q = |p: &Path| {
         let s = p.to_string_lossy();
@@ -470,7 +473,10 @@ case "$action" in
   *) echo "usage: $0 switch|boot|test|dry-activate" >&2; exit 1 ;;
 esac
 if [ "$action" = dry-activate ]; then echo "would activate $toplevel"; exit 0; fi
-if [ "$action" = switch ] || [ "$action" = test ]; then
+code=0
+units=
+if [ -f {log}.exit-"${{toplevel##*/}}" ]; then read -r code units < {log}.exit-"${{toplevel##*/}}"; fi
+if {{ [ "$action" = switch ] || [ "$action" = test ]; }} && [ "$code" != 100 ]; then
   ln -sfn "$toplevel" {link}.tmp.$$
   mv -T {link}.tmp.$$ {link}
 fi
@@ -482,6 +488,14 @@ if [ "$action" = switch ] || [ "$action" = boot ]; then
   printf '%s %s %s\n' "$entries" "$action" "$toplevel" >> {installs}
 fi
 printf '%s %s\n' "$action" "$toplevel" >> {log}
+if [ "$action" != boot ] && [ "$code" = 100 ]; then
+  echo "Warning: the new NixOS configuration has an 'init' that is incompatible with the current configuration.  The new configuration won't take effect until you reboot the system." >&2
+  exit 100
+fi
+if [ "$action" != boot ] && [ "$code" = 4 ]; then
+  echo "warning: the following units failed: $(echo $units | sed 's/ /, /g')" >&2
+  exit 4
+fi
 "#
     )
 }

@@ -1,2 +1,3 @@
 pub mod golden;
+pub mod model;
 pub mod synthetic;

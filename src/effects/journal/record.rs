@@ -229,6 +229,15 @@ pub enum Record {
     RunFinished { outcome: Outcome },
     /// Kind 9: a later process (`resume`, `unwind`, a boot-time resume) took the run over.
     Resumed { pid: u32, command: String },
+    /// Kind 12 (format 3): the activation of the intent at `intent` did not simply succeed;
+    /// written before its `done`. Either some units failed to start (`switch-to-configuration`
+    /// exit 4; `unitsFailed` names them, empty when it named none) or, with `rebootRequired`,
+    /// the generation takes effect only after a reboot (exit 100; `unitsFailed` empty).
+    Activated {
+        intent: Seq,
+        units_failed: Vec<String>,
+        reboot_required: bool,
+    },
 }
 
 /// The highest kind tag of format 1.
@@ -236,7 +245,7 @@ pub const MAX_KIND_V1: u16 = 9;
 /// The highest kind tag of format 2 (format 2 added none).
 pub const MAX_KIND_V2: u16 = 9;
 /// The highest kind tag this build knows (format 3 adds kinds from 10 on).
-pub const MAX_KIND: u16 = 9;
+pub const MAX_KIND: u16 = 12;
 
 impl Record {
     /// The journal format this record is written in: the oldest that has it. Kinds 1–9 are format
@@ -246,6 +255,7 @@ impl Record {
         match self {
             Record::RunStarted(h) if !h.fits_format_2() => 3,
             Record::Intent { transition } => transition.format().max(2),
+            Record::Activated { .. } => 3,
             _ => 2,
         }
     }
@@ -262,6 +272,7 @@ impl Record {
             Record::Failed { .. } => 7,
             Record::RunFinished { .. } => 8,
             Record::Resumed { .. } => 9,
+            Record::Activated { .. } => 12,
         }
     }
 
@@ -277,6 +288,7 @@ impl Record {
             Record::Failed { .. } => "failed",
             Record::RunFinished { .. } => "runFinished",
             Record::Resumed { .. } => "resumed",
+            Record::Activated { .. } => "activated",
         }
     }
 
@@ -303,6 +315,11 @@ impl Record {
             Record::Failed { intent, message } => postcard::to_stdvec(&(intent, message)),
             Record::RunFinished { outcome } => postcard::to_stdvec(outcome),
             Record::Resumed { pid, command } => postcard::to_stdvec(&(pid, command)),
+            Record::Activated {
+                intent,
+                units_failed,
+                reboot_required,
+            } => postcard::to_stdvec(&(intent, units_failed, reboot_required)),
         }
     }
 
@@ -356,6 +373,14 @@ impl Record {
             9 => {
                 let (pid, command) = all(payload)?;
                 Record::Resumed { pid, command }
+            }
+            12 => {
+                let (intent, units_failed, reboot_required) = all(payload)?;
+                Record::Activated {
+                    intent,
+                    units_failed,
+                    reboot_required,
+                }
             }
             _ => return Ok(None),
         }))

@@ -143,6 +143,25 @@ fn describe_record(r: &Record) -> String {
         Record::Resumed { pid, command } => {
             format!("taken over by `stepwise {command}` (pid {pid})")
         }
+        Record::Activated {
+            intent,
+            units_failed,
+            reboot_required: true,
+        } if units_failed.is_empty() => {
+            format!("activated (intent {intent}): takes effect after a reboot")
+        }
+        Record::Activated {
+            intent,
+            units_failed,
+            ..
+        } => format!(
+            "activated (intent {intent}) with failed units: {}",
+            if units_failed.is_empty() {
+                "not named".to_string()
+            } else {
+                units_failed.join(", ")
+            }
+        ),
     }
 }
 

@@ -228,3 +228,34 @@ pub fn interrupted_records(first_seq: u64) -> Vec<Record> {
     });
     out
 }
+
+/// Format 3's `activated` (kind 12) as a run writes it: an activation that switched with a
+/// failed unit, then one that takes effect after a reboot. Kept apart from `records` so that the
+/// format-2 golden stays what format 2 wrote; `first_seq` is the seq the first record will get.
+pub fn activated_records(first_seq: u64) -> Vec<Record> {
+    let mut out = Vec::new();
+    for (k, (units, reboot_required)) in
+        [(vec!["nginx.service".to_string()], false), (vec![], true)]
+            .into_iter()
+            .enumerate()
+    {
+        let intent = first_seq + out.len() as u64;
+        out.push(Record::Intent {
+            transition: Transition::Activate {
+                toplevel: store_path(&format!("nixos-system-web-step{}", k + 1)),
+                action: Action::Switch,
+            },
+        });
+        out.push(Record::Activated {
+            intent,
+            units_failed: units,
+            reboot_required,
+        });
+        out.push(Record::Done {
+            intent,
+            added: None,
+            freed: None,
+        });
+    }
+    out
+}

@@ -50,24 +50,48 @@ pub enum Transition {
     /// Format 2: remove every run-owned root in `dir`, the run's last effect. Format 1 wrote this
     /// as `Unpin { root: dir }`.
     ReleaseRoots { dir: PathBuf },
+    /// Format 3, housekeeping before a run (recorded in the last run, which has finished):
+    /// delete `paths`, unrooted results of an earlier attempt, `bytes` by their NAR sizes.
+    /// Settled by deleting those of them still valid and dead.
+    DeleteLeftovers { paths: Vec<StorePath>, bytes: u64 },
+    /// Format 3, housekeeping before a run: build the stub probe under the scratch root `root`,
+    /// then delete what only it made (`scratch`). Settled by removing the roots beside `root` and
+    /// deleting those of `scratch` still valid and dead.
+    ProbeStubs {
+        root: PathBuf,
+        scratch: Vec<StorePath>,
+    },
 }
 
 impl Transition {
     /// The oldest journal format that has this kind of transition: an intent holding it is
     /// written in that format (`Record::format`). Variants added after format 2 return 3.
     pub fn format(&self) -> u16 {
-        if self.in_format_1() {
+        if self.is_housekeeping() {
+            3
+        } else if self.in_format_1() {
             1
         } else {
             2
         }
     }
 
+    /// Whether this is housekeeping before a run rather than an effect of the run's machine.
+    pub fn is_housekeeping(&self) -> bool {
+        matches!(
+            self,
+            Transition::DeleteLeftovers { .. } | Transition::ProbeStubs { .. }
+        )
+    }
+
     /// Whether format 1 had this kind of transition.
     pub fn in_format_1(&self) -> bool {
         !matches!(
             self,
-            Transition::PinDerivations { .. } | Transition::ReleaseRoots { .. }
+            Transition::PinDerivations { .. }
+                | Transition::ReleaseRoots { .. }
+                | Transition::DeleteLeftovers { .. }
+                | Transition::ProbeStubs { .. }
         )
     }
 
@@ -84,6 +108,8 @@ impl Transition {
             Transition::Unpin { .. } => "unpin",
             Transition::PinDerivations { .. } => "pin-derivations",
             Transition::ReleaseRoots { .. } => "release-roots",
+            Transition::DeleteLeftovers { .. } => "delete-leftovers",
+            Transition::ProbeStubs { .. } => "probe-stubs",
         }
     }
 
@@ -118,6 +144,16 @@ impl Transition {
             Transition::ReleaseRoots { dir } => {
                 format!("release the run's roots in {}", dir.display())
             }
+            Transition::DeleteLeftovers { paths, bytes } => format!(
+                "before the next run: delete {} unrooted path(s) left by an earlier attempt, {}",
+                paths.len(),
+                human_bytes(*bytes)
+            ),
+            Transition::ProbeStubs { root, scratch } => format!(
+                "before the next run: build the stub probe (root {}), then delete its {} scratch path(s)",
+                root.display(),
+                scratch.len()
+            ),
         }
     }
 }

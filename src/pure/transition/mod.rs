@@ -277,6 +277,13 @@ pub enum Event {
     Failed(Effect, FailureKind),
     /// The user asked to walk back to G0 (`stepwise unwind`).
     UnwindRequested,
+    /// What the in-flight activation of `gen` reported besides success, journaled before its
+    /// `Done`: some units failed to start, or the generation takes effect only after a reboot.
+    Activated {
+        gen: Gen,
+        units_failed: bool,
+        reboot_required: bool,
+    },
 }
 
 /// Where a run stands. Pure data: rebuilt from the journal by [`replay`].
@@ -300,6 +307,13 @@ pub struct RunState {
     /// The generation booted (0: G0, as far as the run knows), and the one booted before it.
     pub booted: Gen,
     pub booted_before: Gen,
+    /// The generation whose forward activation said it takes effect only after a reboot
+    /// (`switch-to-configuration` exit 100): the move into it ends with a reboot.
+    pub reboot_for: Option<Gen>,
+    /// The generation whose last forward activation reported failed units (exit 4).
+    pub units_failed_at: Option<Gen>,
+    /// That activation is the last effect so far: the run has not gone on from it.
+    pub units_failed_waiting: bool,
 }
 
 /// What the executor does next.
@@ -353,6 +367,25 @@ impl RunState {
             unwind_requested: false,
             booted: 0,
             booted_before: 0,
+            reboot_for: None,
+            units_failed_at: None,
+            units_failed_waiting: false,
+        }
+    }
+
+    /// Whether the system has just switched, forwards, to generation `to` with failed units and
+    /// nothing since: where a run with `--on-failed-units stop` waits for the user.
+    pub fn just_activated_with_failed_units(&self) -> Option<Gen> {
+        match (self.phase, self.in_flight) {
+            (Phase::Moving(m), None)
+                if m.direction == Direction::Forward
+                    && self.units_failed_waiting
+                    && self.units_failed_at == Some(m.to)
+                    && !self.unwind_requested =>
+            {
+                Some(m.to)
+            }
+            _ => None,
         }
     }
 
@@ -483,12 +516,34 @@ pub fn next(state: &RunState, event: Event) -> Result<RunState, NotAllowed> {
                 return Err(NotAllowed::UnexpectedIntent { expected, got: e });
             }
             s.in_flight = Some(e);
+            // The run has gone on past the activation whose units failed.
+            s.units_failed_waiting = false;
         }
         (_, Some(f), Event::Done(e)) | (_, Some(f), Event::Failed(e, _)) if f != e => {
             return Err(NotAllowed::UnexpectedOutcome {
                 in_flight: Some(f),
                 got: e,
             });
+        }
+        (
+            Phase::Moving(m),
+            Some(Effect::Activate { gen }),
+            Event::Activated {
+                gen: g,
+                units_failed,
+                reboot_required,
+            },
+        ) if g == gen => {
+            // Walking back the system returns where it came from: nothing to wait for there.
+            if m.direction == Direction::Forward && m.to == gen {
+                if units_failed {
+                    s.units_failed_at = Some(gen);
+                    s.units_failed_waiting = true;
+                }
+                if reboot_required {
+                    s.reboot_for = Some(gen);
+                }
+            }
         }
         (_, None, Event::Done(e)) | (_, None, Event::Failed(e, _)) => {
             return Err(NotAllowed::UnexpectedOutcome {
@@ -563,8 +618,8 @@ fn done(s: &mut RunState, phase: Phase, e: Effect) {
                 s.booted = m.to;
             }
             let reboot_here = m.direction == Direction::Forward
-                && s.chain == Chain::Steps
-                && s.shape.reboots_after(m.to);
+                && ((s.chain == Chain::Steps && s.shape.reboots_after(m.to))
+                    || s.reboot_for == Some(m.to));
             let keep_g0 = m.direction == Direction::Forward
                 && s.chain == Chain::Direct
                 && m.from == 0

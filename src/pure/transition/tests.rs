@@ -446,3 +446,139 @@ fn reboots_where_the_plan_says() {
     assert_eq!(s.phase, Phase::Finished(Outcome::ReachedTarget));
     assert_eq!(w.booted, 1);
 }
+
+/// Run the forward effects of a Steps run until `stop` says so, answering each with `Done`; an
+/// activation of `gen` reports `report` first.
+fn forward_until(
+    s: &mut RunState,
+    report: Option<(Gen, bool, bool)>,
+    stop: impl Fn(&RunState) -> bool,
+) -> Vec<Effect> {
+    let mut ran = Vec::new();
+    while !stop(s) {
+        let Next::Run(e) = s.next_action() else {
+            panic!("{s:?}")
+        };
+        *s = next(s, Event::Intent(e)).unwrap();
+        if let (Effect::Activate { gen }, Some((g, units_failed, reboot_required))) = (e, report) {
+            if gen == g {
+                *s = next(
+                    s,
+                    Event::Activated {
+                        gen,
+                        units_failed,
+                        reboot_required,
+                    },
+                )
+                .unwrap();
+            }
+        }
+        *s = next(s, Event::Done(e)).unwrap();
+        ran.push(e);
+    }
+    ran
+}
+
+/// Exit 4 at a step: the run waits right after the activation (for `--on-failed-units stop`),
+/// and the mark goes once the run moves on.
+#[test]
+fn failed_units_mark_the_step_just_activated() {
+    let mut s = RunState::new(shape(3, false, FailurePolicy::Unwind));
+    s = next(
+        &s,
+        Event::Begin {
+            chain: Chain::Steps,
+        },
+    )
+    .unwrap();
+    forward_until(&mut s, Some((1, true, false)), |s| s.active == 1);
+    assert_eq!(s.just_activated_with_failed_units(), Some(1));
+    assert_eq!(
+        s.next_action(),
+        Next::Run(Effect::DropGeneration { gen: 0 })
+    );
+    forward_until(&mut s, None, |s| {
+        s.in_flight.is_none() && s.active == 1 && {
+            matches!(s.phase, Phase::Moving(m) if m.stage != Stage::DropGeneration)
+        }
+    });
+    assert_eq!(s.just_activated_with_failed_units(), None);
+}
+
+/// Exit 100 at a step of a run that planned no reboot: the move into it ends with a reboot, then
+/// the collection of what the previously booted generation pinned.
+#[test]
+fn reboot_required_ends_the_move_with_a_reboot() {
+    let mut s = RunState::new(shape(2, false, FailurePolicy::Unwind));
+    s = next(
+        &s,
+        Event::Begin {
+            chain: Chain::Steps,
+        },
+    )
+    .unwrap();
+    let ran = forward_until(
+        &mut s,
+        Some((1, false, true)),
+        |s| matches!(s.phase, Phase::Moving(m) if m.to == 2),
+    );
+    let tail: Vec<Effect> = ran.iter().rev().take(3).rev().copied().collect();
+    assert_eq!(
+        tail,
+        [
+            Effect::Collect { gen: 0 },
+            Effect::Reboot { gen: 1 },
+            Effect::Collect { gen: 0 }
+        ]
+    );
+    assert_eq!(s.booted, 1);
+    assert_eq!(s.just_activated_with_failed_units(), None);
+}
+
+/// Walking back, an activation's report changes nothing: the run returns where it came from.
+#[test]
+fn reports_of_activations_walking_back_are_ignored() {
+    let mut s = RunState::new(shape(1, false, FailurePolicy::Unwind));
+    s = next(
+        &s,
+        Event::Begin {
+            chain: Chain::Steps,
+        },
+    )
+    .unwrap();
+    forward_until(&mut s, None, |s| s.active == 1);
+    s = next(&s, Event::UnwindRequested).unwrap();
+    forward_until(&mut s, Some((0, true, true)), |s| s.is_finished());
+    assert_eq!((s.reboot_for, s.units_failed_at), (None, None));
+    assert_eq!(s.phase, Phase::Finished(Outcome::Unwound { failed: false }));
+}
+
+/// A report for another generation than the activation in flight is not allowed.
+#[test]
+fn a_report_must_name_the_activation_in_flight() {
+    let mut s = RunState::new(shape(1, false, FailurePolicy::Unwind));
+    s = next(
+        &s,
+        Event::Begin {
+            chain: Chain::Steps,
+        },
+    )
+    .unwrap();
+    let report = Event::Activated {
+        gen: 1,
+        units_failed: true,
+        reboot_required: false,
+    };
+    assert!(next(&s, report).is_err());
+    forward_until(&mut s, None, |s| {
+        s.in_flight.is_none() && s.next_action() == Next::Run(Effect::Activate { gen: 1 })
+    });
+    s = next(&s, Event::Intent(Effect::Activate { gen: 1 })).unwrap();
+    let other = Event::Activated {
+        gen: 0,
+        units_failed: true,
+        reboot_required: false,
+    };
+    assert!(next(&s, other).is_err());
+    assert!(next(&s, report).is_ok());
+}
