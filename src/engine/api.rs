@@ -328,7 +328,8 @@ fn continue_run(
     let Some((_, Record::RunStarted(header))) = records.first() else {
         return Err(EngineError::NoRun);
     };
-    let mut header = (**header).clone();
+    // The masks of every step the run may still need: its re-plans' included.
+    let mut header = super::record::effective_header(header, &records);
     if let Some(r) = seams.reserve.as_deref_mut() {
         r.set_size(header.reserve);
     }
@@ -408,6 +409,10 @@ pub fn status(
             "started, no strategy yet".into(),
             "`stepwise resume` continues",
         ),
+        Phase::Replanning { .. } => (
+            "stopped at a complete generation: a step ran out of space and the rest of the chain did not fit".into(),
+            "free room on the store's filesystem, then `stepwise resume` plans the rest again; `stepwise unwind` walks back to G0",
+        ),
         _ => (
             match (s.in_flight, s.stuck) {
                 (Some(e), _) => format!("interrupted during {}", e.name()),
@@ -430,7 +435,8 @@ pub fn status(
         g0: spec.g0.out.clone(),
         target: spec.target.out.clone(),
         failure: loaded.replayed.failures.first().map(|(_, m)| m.clone()),
-        unwinding: s.unwind_requested || s.failure.is_some(),
+        unwinding: s.unwind_requested
+            || (s.failure.is_some() && !matches!(s.phase, Phase::Replanning { .. })),
     }))
 }
 

@@ -40,14 +40,6 @@ pub fn gather(
     reserve: Option<u64>,
     options: PlanOptions,
 ) -> Result<PlanInput, Error> {
-    let sd = store.store_dir().clone();
-    let graph = TargetGraph::read(sd.clone(), target.clone(), &StoreDrvs(store)).map_err(|e| {
-        Error::bad_input(
-            format!("reading the target {}: {e}", sd.display(target)),
-            "give the toplevel .drv of a NixOS system (instantiated in this store)",
-        )
-    })?;
-
     let g0_top = system
         .read_system_link(&links.current_system)?
         .ok_or_else(|| {
@@ -59,6 +51,29 @@ pub fn gather(
                 "pass --current-system with the link to the running system",
             )
         })?;
+    gather_from(store, system, target, links, &g0_top, reserve, options)
+}
+
+/// Gather the planner's input for `target` from the generation `g0_top` (the running system, or
+/// for a re-plan the step the run stands at: what is still to move is what it lacks).
+pub fn gather_from(
+    store: &dyn Store,
+    system: &dyn System,
+    target: &StorePath,
+    links: &SystemLinks,
+    g0_top: &StorePath,
+    reserve: Option<u64>,
+    options: PlanOptions,
+) -> Result<PlanInput, Error> {
+    let g0_top = g0_top.clone();
+    let sd = store.store_dir().clone();
+    let graph = TargetGraph::read(sd.clone(), target.clone(), &StoreDrvs(store)).map_err(|e| {
+        Error::bad_input(
+            format!("reading the target {}: {e}", sd.display(target)),
+            "give the toplevel .drv of a NixOS system (instantiated in this store)",
+        )
+    })?;
+
     let g0_infos = store.closure_infos(std::slice::from_ref(&g0_top))?;
     let derivers: Vec<StorePath> = g0_infos
         .values()
