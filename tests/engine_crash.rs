@@ -11,10 +11,7 @@ use std::time::Duration;
 use stepwise_testbed::{require_root, Bed, Disk, Fixture, FixtureSpec, PackageSpec};
 
 fn stepwise_cmd(bed: &Bed, args: &[&str]) -> Command {
-    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
-    cmd.arg("--journal").arg(bed.journal_path());
-    cmd.args(args);
-    cmd
+    bed.stepwise(env!("CARGO_BIN_EXE_stepwise"), args)
 }
 
 fn upgrade_cmd(bed: &Bed, fx: &Fixture, extra: &[&str]) -> Command {
@@ -25,12 +22,7 @@ fn upgrade_cmd(bed: &Bed, fx: &Fixture, extra: &[&str]) -> Command {
 }
 
 fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    stepwise_testbed::show_output(o)
 }
 
 /// The planned steps' toplevel outputs, from `journal export` (empty before a run is recorded).

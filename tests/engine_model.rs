@@ -15,7 +15,7 @@ use proptest::prelude::*;
 
 use stepwise::drv::{StoreDir, StorePath};
 use stepwise::effects::journal::{
-    Action, OnFailure, RebootPolicy, Record, RunHeader, Strategy, Target, Transition,
+    Action, OnFailure, RebootPolicy, Record, RunHeader, RunOptions, Strategy, Target, Transition,
 };
 use stepwise::effects::model_store::{DrvSpec, ModelStore};
 use stepwise::effects::{Store, System};
@@ -159,6 +159,7 @@ fn request(w: &World, strategy: Strategy, on_failure: OnFailure) -> UpgradeReque
         together: vec![],
         reserve: Some(0),
         reboot_window: None,
+        options: RunOptions::default(),
         boot_dir: None,
         roots_dir: ROOTS.into(),
         probe_dir: "/dev/null/stepwise-probe".into(),

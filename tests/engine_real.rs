@@ -7,10 +7,9 @@ use std::process::Output;
 use stepwise_testbed::{require_root, Bed, Disk, Fixture, FixtureSpec, PackageSpec};
 
 fn stepwise(bed: &Bed, args: &[&str]) -> Output {
-    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
-    cmd.arg("--journal").arg(bed.journal_path());
-    cmd.args(args);
-    cmd.output().expect("running stepwise")
+    bed.stepwise(env!("CARGO_BIN_EXE_stepwise"), args)
+        .output()
+        .expect("running stepwise")
 }
 
 fn upgrade(bed: &Bed, fx: &Fixture, extra: &[&str]) -> Output {

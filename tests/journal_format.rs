@@ -4,14 +4,15 @@
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use redb::{Database, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 use stepwise::drv::StorePath;
 use stepwise::effects::journal::envelope::{self, genesis_link, EnvelopeError, HEADER_LEN};
 use stepwise::effects::journal::storage::{LOG, META, META_FORMAT};
 use stepwise::effects::journal::{
-    sample, Action, ChosenStrategy, Journal, OnFailure, Outcome, PlannedStep, RebootPolicy,
-    RebootWindow, Record, RunHeader, Strategy as RunStrategy, Target, Transition,
+    sample, Action, ChosenStrategy, Journal, OnFailedUnits, OnFailure, Outcome, PlannedStep,
+    RebootPolicy, RebootWindow, Record, RunHeader, RunOptions, Strategy as RunStrategy, Target,
+    Transition,
 };
 use stepwise::error::Exit;
 use stepwise::plan::mask::Mask;
@@ -122,6 +123,10 @@ fn header() -> impl Strategy<Value = RunHeader> {
             prop::option::of(store_path()),
             prop::collection::vec(step, 0..4),
             prop::option::of((0u16..1440, 0u16..1440)),
+            (
+                any::<bool>(),
+                prop_oneof![Just(OnFailedUnits::Continue), Just(OnFailedUnits::Stop)],
+            ),
         ),
     )
         .prop_map(
@@ -146,7 +151,7 @@ fn header() -> impl Strategy<Value = RunHeader> {
                     together,
                     reserve,
                 ),
-                (g0_toplevel, g0_drv, plan, window),
+                (g0_toplevel, g0_drv, plan, window, (keep_previous, on_failed_units)),
             )| RunHeader {
                 stepwise_version,
                 pid,
@@ -171,6 +176,10 @@ fn header() -> impl Strategy<Value = RunHeader> {
                     lower_minute,
                     upper_minute,
                 }),
+                options: RunOptions {
+                    keep_previous,
+                    on_failed_units,
+                },
             },
         )
 }
@@ -331,17 +340,17 @@ fn relinked(version: u16, kind: u16, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn unknown_kind_and_newer_version_are_named() {
-    let e = envelope::decode(&genesis_link(), 1, &relinked(1, 99, b"")).unwrap_err();
+    let e = envelope::decode(&genesis_link(), 1, &relinked(3, 99, b"")).unwrap_err();
     assert_eq!(e, EnvelopeError::UnknownKind(99));
     assert!(e.to_string().contains("unknown kind 99"));
-    let e = envelope::decode(&genesis_link(), 1, &relinked(3, 1, b"whatever")).unwrap_err();
-    assert_eq!(e, EnvelopeError::NewerFormat(3));
+    let e = envelope::decode(&genesis_link(), 1, &relinked(4, 1, b"whatever")).unwrap_err();
+    assert_eq!(e, EnvelopeError::NewerFormat(4));
     // A newer format may link differently: still "newer", not "broken".
-    let mut b = relinked(3, 1, b"x");
+    let mut b = relinked(4, 1, b"x");
     b[HEADER_LEN - 1] ^= 1;
     assert_eq!(
         envelope::decode(&genesis_link(), 1, &b).unwrap_err(),
-        EnvelopeError::NewerFormat(3)
+        EnvelopeError::NewerFormat(4)
     );
     assert_eq!(
         envelope::decode(&genesis_link(), 1, &relinked(0, 1, b"")).unwrap_err(),
@@ -389,12 +398,12 @@ fn newer_format_marker_is_exit_4() {
     let (_d, path) = tamper(|t| {
         t.open_table(META)
             .unwrap()
-            .insert(META_FORMAT, 3u16.to_le_bytes().as_slice())
+            .insert(META_FORMAT, 4u16.to_le_bytes().as_slice())
             .unwrap();
     });
     let e = journal_error(&path);
-    assert!(e.contains("journal format 3 by a newer stepwise"), "{e}");
-    assert!(e.contains("reads up to format 2"), "{e}");
+    assert!(e.contains("journal format 4 by a newer stepwise"), "{e}");
+    assert!(e.contains("reads up to format 3"), "{e}");
 }
 
 #[test]
@@ -402,11 +411,79 @@ fn newer_record_is_exit_4() {
     let (_d, path) = tamper(|t| {
         let mut log = t.open_table(LOG).unwrap();
         let mut v = log.get(6).unwrap().unwrap().value().to_vec();
-        v[0] = 3;
+        v[0] = 4;
         log.insert(6, v.as_slice()).unwrap();
     });
     let e = journal_error(&path);
-    assert!(e.contains("journal format 3"), "{e}");
+    assert!(e.contains("journal format 4"), "{e}");
+}
+
+/// The format of every record in `path`'s log (byte 0 of its envelope), and the file's marker.
+fn formats(path: &std::path::Path) -> (Vec<u16>, u16) {
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let log = txn.open_table(LOG).unwrap();
+    let records = log
+        .iter()
+        .unwrap()
+        .map(|e| {
+            let v = e.unwrap().1.value().to_vec();
+            u16::from_le_bytes([v[0], v[1]])
+        })
+        .collect();
+    let meta = txn.open_table(META).unwrap();
+    let m = meta.get(META_FORMAT).unwrap().unwrap().value().to_vec();
+    (records, u16::from_le_bytes([m[0], m[1]]))
+}
+
+/// A journal that never needed format 3 stays format 2, record by record and in its marker, so
+/// the stepwise that wrote format 2 still reads it.
+#[test]
+fn runs_with_default_options_stay_format_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let mut j = Journal::open(&path).unwrap();
+    let run = j.begin_run(sample::header()).unwrap();
+    for r in sample::records(1) {
+        j.append(run, r).unwrap();
+    }
+    drop(j);
+    let (records, marker) = formats(&path);
+    assert!(records.iter().all(|&f| f == 2), "{records:?}");
+    assert_eq!(marker, 2);
+}
+
+/// A header with non-default options is format 3: the marker is raised with it, the records
+/// before it keep their format, and the options read back.
+#[test]
+fn options_make_the_header_format_3_and_raise_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let mut j = Journal::open(&path).unwrap();
+    let first = j.begin_run(sample::header()).unwrap();
+    j.append(first, sample::records(1).remove(0)).unwrap();
+    let mut header = sample::header();
+    header.options = RunOptions {
+        keep_previous: true,
+        on_failed_units: OnFailedUnits::Stop,
+    };
+    j.begin_run(header.clone()).unwrap();
+    drop(j);
+    let (records, marker) = formats(&path);
+    assert_eq!(records, [2, 2, 3]);
+    assert_eq!(marker, 3);
+    let j = Journal::open_read_only(&path).unwrap();
+    let (_, read) = *j.runs().last().unwrap();
+    assert_eq!(read, &header);
+}
+
+/// A kind format 2 did not have, in a record that claims format 2, is damage, not an unknown
+/// kind of a newer stepwise.
+#[test]
+fn a_new_kind_in_an_older_format_is_damage() {
+    assert!(Record::decode_payload(2, 10, b"").is_err());
+    assert!(Record::decode_payload(1, 10, b"").is_err());
+    assert_eq!(Record::decode_payload(3, 999, b""), Ok(None));
 }
 
 #[test]
@@ -419,6 +496,9 @@ fn unknown_record_kind_is_exit_4() {
         prev.copy_from_slice(&prev_bytes[20..52]);
         let old = log.get(6).unwrap().unwrap().value().to_vec();
         let mut head = old[..20].to_vec();
+        // A format-3 record (kinds above 9 exist only from format 3 on) of a kind this build
+        // does not know.
+        head[0..2].copy_from_slice(&3u16.to_le_bytes());
         head[2..4].copy_from_slice(&42u16.to_le_bytes());
         let link = envelope::chain(&prev, 6, &head, &old[52..]);
         let new = [head, link.to_vec(), old[52..].to_vec()].concat();

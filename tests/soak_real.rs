@@ -91,11 +91,7 @@ fn next(seed: &mut u64) -> u64 {
 }
 
 fn stepwise(bed: &Bed, args: &[&str]) -> Command {
-    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
-    cmd.arg("--journal").arg(bed.journal_path());
-    cmd.args(args);
-    cmd.stdin(Stdio::null());
-    cmd
+    bed.stepwise(env!("CARGO_BIN_EXE_stepwise"), args)
 }
 
 /// The timer's run, as the module starts it with `allowReboot`: the reboot command is `true`
@@ -113,12 +109,7 @@ fn rebooting(o: &Output) -> bool {
 }
 
 fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    stepwise_testbed::show_output(o)
 }
 
 /// The profile and current-system name generations whose closures are complete.

@@ -12,20 +12,11 @@ use stepwise_testbed::{
 };
 
 fn stepwise(bed: &Bed, args: &[&str]) -> Command {
-    let mut cmd = bed.command(env!("CARGO_BIN_EXE_stepwise"));
-    cmd.arg("--journal").arg(bed.journal_path());
-    cmd.args(args);
-    cmd.stdin(Stdio::null());
-    cmd
+    bed.stepwise(env!("CARGO_BIN_EXE_stepwise"), args)
 }
 
 fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    stepwise_testbed::show_output(o)
 }
 
 /// The journal's records (`journal export`), empty while no journal exists.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::args::{Cli, UpgradeArgs};
 use crate::effects::fs;
-use crate::effects::journal::Journal;
+use crate::effects::journal::{Journal, RunOptions};
 use crate::effects::nix::NixCli;
 use crate::effects::{signals, system_lock, Store};
 use crate::engine::api::{engine_error, roots_dir_for};
@@ -289,6 +289,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
         together: args.room.together.clone(),
         reserve: args.room.reserve,
         reboot_window: args.reboot_window.map(Into::into),
+        options: RunOptions::default(),
         boot_dir: args.boot_dir.clone(),
         roots_dir: roots_dir_for(&cli.journal),
         probe_dir: fs::beside(&cli.journal, ".probe"),

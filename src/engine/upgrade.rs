@@ -10,8 +10,8 @@ use super::preflight;
 use super::steps::{PlannerSource, StepMasks};
 use crate::drv::StorePath;
 use crate::effects::journal::{
-    human_bytes, Action, OnFailure, PlannedStep, RebootPolicy, RebootWindow, RunHeader, Strategy,
-    Target,
+    human_bytes, Action, OnFailure, PlannedStep, RebootPolicy, RebootWindow, RunHeader, RunOptions,
+    Strategy, Target,
 };
 use crate::effects::{Store, System};
 use crate::error::Error;
@@ -35,6 +35,8 @@ pub struct UpgradeRequest {
     /// Bytes of the reserve file; `None`: the default share of the disk.
     pub reserve: Option<u64>,
     pub reboot_window: Option<RebootWindow>,
+    /// Options added after journal format 2 (recorded in the run's header).
+    pub options: RunOptions,
     /// The boot partition to check for room, when it is its own filesystem.
     pub boot_dir: Option<PathBuf>,
     /// The run's GC roots, and the stub probe's scratch directory.
@@ -172,6 +174,7 @@ pub fn prepare(
         g0_drv: Some(g0_drv),
         plan,
         reboot_window: req.reboot_window,
+        options: req.options,
     };
     Ok(Prepared::Run(Box::new(PreparedRun {
         header,

@@ -309,6 +309,16 @@ impl Bed {
         cmd
     }
 
+    /// The stepwise binary `bin` run on this bed: its environment, its journal (`--journal`),
+    /// then `args`; stdin closed, as under systemd.
+    pub fn stepwise(&self, bin: impl AsRef<OsStr>, args: &[&str]) -> Command {
+        let mut cmd = self.command(bin);
+        cmd.arg("--journal").arg(self.journal_path());
+        cmd.args(args);
+        cmd.stdin(std::process::Stdio::null());
+        cmd
+    }
+
     // ---- Nix helpers --------------------------------------------------------------------------
 
     /// `nix-instantiate FILE [-A ATTR]`: the `.drv` path.

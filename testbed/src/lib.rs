@@ -41,6 +41,6 @@ pub use fixture::{
 pub use guard::{is_root, require_root, root_tests_required, REQUIRE_ROOT_ENV};
 pub use mount::{is_mount_point, loop_devices_of, wait_detached, LoopFs, LoopMount, TmpfsMount};
 pub use prepared::SlotLock;
-pub use process::{kill_group, kill_session, spawn_own_group, spawn_own_session};
+pub use process::{kill_group, kill_session, show_output, spawn_own_group, spawn_own_session};
 pub use series::{Revision, Series, SeriesSpec};
 pub use util::{force_remove, replace_symlink};

@@ -78,3 +78,13 @@ fn signal_session(sid: i32, signal: Signal) -> usize {
     }
     n
 }
+
+/// A finished command for a test's failure message: its exit status, stdout and stderr.
+pub fn show_output(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

@@ -94,6 +94,17 @@ coded_enum! {
     }
 }
 
+coded_enum! {
+    /// Format 3: what a run does when activation switched but some units failed
+    /// (`switch-to-configuration` exit 4).
+    #[derive(Default)]
+    OnFailedUnits {
+        #[default]
+        Continue = 0, "continue";
+        Stop = 1, "stop";
+    }
+}
+
 impl From<crate::effects::store::Action> for Action {
     fn from(a: crate::effects::store::Action) -> Self {
         use crate::effects::store::Action as A;
@@ -172,6 +183,13 @@ mod tests {
         assert_eq!(byte(RebootPolicy::Never), [0]);
         assert_eq!(byte(RebootPolicy::WhenNeeded), [1]);
         assert_eq!(RebootPolicy::ALL.len(), 2);
+    }
+
+    #[test]
+    fn on_failed_units_codes_are_pinned() {
+        assert_eq!(byte(OnFailedUnits::Continue), [0]);
+        assert_eq!(byte(OnFailedUnits::Stop), [1]);
+        assert_eq!(OnFailedUnits::ALL.len(), 2);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     2  format version, u16 little-endian (2; 1 in records written by format 1)
+//!      0     2  format version, u16 little-endian: the record's own (Record::format: 2 or 3; 1 in
+//!               records written by format 1)
 //!      2     2  kind tag, u16 little-endian (Record::kind)
 //!      4     8  run id, u64 little-endian
 //!     12     8  time, unix milliseconds, u64 little-endian
@@ -15,8 +16,11 @@ use sha2::{Digest, Sha256};
 
 use super::record::{Record, RunId, Seq};
 
-/// The format version this build writes, and the highest it reads.
-pub const FORMAT_VERSION: u16 = 2;
+/// The highest format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 3;
+/// The format of a fresh journal's marker and of every record format 2 already had: a journal
+/// that never needed format 3 stays readable by the stepwise that wrote format 2.
+pub const BASE_FORMAT: u16 = 2;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 52;
 
@@ -65,7 +69,7 @@ impl std::fmt::Display for EnvelopeError {
             EnvelopeError::UnknownKind(k) => write!(
                 f,
                 "record has unknown kind {k} (format {FORMAT_VERSION} knows kinds 1..={})",
-                super::record::MAX_KIND_V1
+                super::record::MAX_KIND
             ),
             EnvelopeError::ChainBroken => write!(
                 f,
@@ -96,7 +100,7 @@ pub fn encode(
 ) -> Result<(Vec<u8>, Link), postcard::Error> {
     let payload = record.encode_payload()?;
     let mut head = Vec::with_capacity(20);
-    head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head.extend_from_slice(&record.format().to_le_bytes());
     head.extend_from_slice(&record.kind().to_le_bytes());
     head.extend_from_slice(&run.to_le_bytes());
     head.extend_from_slice(&at_ms.to_le_bytes());
@@ -135,7 +139,7 @@ pub fn decode(prev: &Link, seq: Seq, bytes: &[u8]) -> Result<Stored, EnvelopeErr
     }
     match version {
         0 => return Err(EnvelopeError::BadFormat(0)),
-        1 | 2 => {}
+        1..=FORMAT_VERSION => {}
         v => return Err(EnvelopeError::NewerFormat(v)),
     }
     let record = Record::decode_payload(version, kind, payload)

@@ -54,9 +54,11 @@ pub mod transition;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use codes::{Action, OnFailure, RebootPolicy, RebootWindow, Strategy};
-pub use envelope::{Link, Stored, FORMAT_VERSION};
-pub use record::{ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, RunId, Seq, Target};
+pub use codes::{Action, OnFailedUnits, OnFailure, RebootPolicy, RebootWindow, Strategy};
+pub use envelope::{Link, Stored, BASE_FORMAT, FORMAT_VERSION};
+pub use record::{
+    ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, RunId, RunOptions, Seq, Target,
+};
 pub use transition::{human_bytes, Transition};
 
 use crate::error::Error;
@@ -166,13 +168,14 @@ impl Journal {
             // Born complete (tables and format marker) under a temporary name, then renamed: a
             // journal file that exists is never legitimately empty.
             let id = new_journal_id(path);
-            guard(|| storage::create_fresh(path, FORMAT_VERSION, &id).map_err(|e| e.to_string()))
+            guard(|| storage::create_fresh(path, BASE_FORMAT, &id).map_err(|e| e.to_string()))
                 .map_err(|e| Error::Journal {
-                path: path.display().to_string(),
-                what: format!("cannot create it: {e}"),
-                hint: "check free space and permissions (stepwise runs as root) or pass --journal"
-                    .into(),
-            })?;
+                    path: path.display().to_string(),
+                    what: format!("cannot create it: {e}"),
+                    hint:
+                        "check free space and permissions (stepwise runs as root) or pass --journal"
+                            .into(),
+                })?;
         }
         readable(path)?;
         // Check it without writing first: redb repairs an unclean file in place on open, and a
@@ -285,9 +288,11 @@ impl Journal {
             self.reopen_writer()?;
         }
         let db = self.db.as_ref().expect("reopened above");
-        // A format-1 journal gets format 2's marker with its first format-2 record: an older
-        // stepwise then refuses the file as newer, before reading a record it cannot decode.
-        let raise = (self.format < FORMAT_VERSION).then_some(FORMAT_VERSION);
+        // The marker is raised with the first record of a newer format (a format-1 journal gets
+        // 2 with its first format-2 record, any journal 3 with its first format-3 record): an
+        // older stepwise then refuses the file as newer, before reading a record it cannot decode.
+        let format = record.format().max(BASE_FORMAT);
+        let raise = (self.format < format).then_some(format);
         let appended = guard(|| {
             db.append(seq, &bytes, &link, new_run.then_some(run), raise)
                 .map_err(|e| e.to_string())
@@ -300,7 +305,7 @@ impl Journal {
                 return Err(write_failed(&self.path, e));
             }
         }
-        self.format = self.format.max(FORMAT_VERSION);
+        self.format = self.format.max(format);
         if let (Some(lock), Some(journal_id)) = (self._lock.as_mut(), self.id) {
             let w = lock::Witness {
                 journal_id,
@@ -398,14 +403,14 @@ impl Journal {
         }
         let db = self.db.as_ref().expect("reopened above");
         guard(|| {
-            db.compact(base.seq, &base.link, base.run, FORMAT_VERSION)
+            db.compact(base.seq, &base.link, base.run, self.format.max(BASE_FORMAT))
                 .map_err(|e| e.to_string())
         })
         .map_err(|e| {
             self.db = None;
             write_failed(&self.path, e)
         })?;
-        self.format = self.format.max(FORMAT_VERSION);
+        self.format = self.format.max(BASE_FORMAT);
         self.records.drain(..end);
         self.runs = self
             .runs
@@ -661,43 +666,79 @@ type Checked = (Vec<Stored>, BTreeMap<RunId, usize>, Base);
 /// Interpret and check everything read: format marker, keys, envelopes, chain, head, run index,
 /// and the references between records. The first problem found is the error.
 fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Checked, Error> {
-    let bad = |what: String| Err(damaged(path, what));
-    let newer = |v: u16| {
-        Err(Error::Journal {
-            path: path.display().to_string(),
-            what: format!(
-                "written in journal format {v} by a newer stepwise; this one reads up to format {FORMAT_VERSION}"
-            ),
-            hint: "use the newer stepwise that wrote it (`stepwise --version`); nothing was changed"
-                .into(),
-        })
-    };
+    let bad = |what: String| damaged(path, what);
     if !raw.initialised {
         // A journal is born with its tables (`storage::create_fresh`).
-        return bad("it has no journal tables: it is not a journal, or it lost them".into());
+        return Err(bad(
+            "it has no journal tables: it is not a journal, or it lost them".into(),
+        ));
     }
+    check_marker(path, raw)?;
+    let base = read_base(raw).map_err(bad)?;
+    let (records, runs) = check_log(path, raw, &base)?;
+    let last_link = records.last().map_or(base.link, |r| r.link);
+    check_head(raw, &base, records.len(), &last_link).map_err(bad)?;
+    let index: Vec<(u64, u64)> = runs.iter().map(|(&r, &i)| (r, records[i].seq)).collect();
+    if index != raw.runs {
+        return Err(bad(format!(
+            "run index (runs table) does not match the log: {:?} vs {:?}",
+            raw.runs, index
+        )));
+    }
+    // The witness of another journal (one moved aside and replaced) says nothing about this one.
+    if let Some(w) = witness.filter(|w| raw.id.as_deref() == Some(w.journal_id.as_slice())) {
+        check_witness(w, &base, &records).map_err(bad)?;
+    }
+    Ok((records, runs, base))
+}
+
+/// A journal written by a newer stepwise: refused as such, not as damage.
+fn newer_format(path: &Path, v: u16) -> Error {
+    Error::Journal {
+        path: path.display().to_string(),
+        what: format!(
+            "written in journal format {v} by a newer stepwise; this one reads up to format {FORMAT_VERSION}"
+        ),
+        hint: "use the newer stepwise that wrote it (`stepwise --version`); nothing was changed"
+            .into(),
+    }
+}
+
+/// The format marker: present, two bytes, a format this build reads.
+fn check_marker(path: &Path, raw: &Raw) -> Result<(), Error> {
+    let bad = |what: String| Err(damaged(path, what));
     match raw.format.as_deref() {
-        Some(&[a, b]) => {
-            let v = u16::from_le_bytes([a, b]);
-            if v > FORMAT_VERSION {
-                return newer(v);
-            }
-            if v == 0 {
-                return bad("format marker says version 0, which does not exist".into());
-            }
-        }
-        Some(other) => return bad(format!("format marker is {} bytes, not 2", other.len())),
-        None => return bad("format marker (meta table, key \"format\") is missing".into()),
+        Some(&[a, b]) => match u16::from_le_bytes([a, b]) {
+            0 => bad("format marker says version 0, which does not exist".into()),
+            v if v > FORMAT_VERSION => Err(newer_format(path, v)),
+            _ => Ok(()),
+        },
+        Some(other) => bad(format!("format marker is {} bytes, not 2", other.len())),
+        None => bad("format marker (meta table, key \"format\") is missing".into()),
     }
-    let base = match raw.base.as_deref() {
-        None => Base::genesis(),
-        Some(b) if b.len() == 48 => Base {
+}
+
+/// Where the chain starts: the genesis, or the base compaction left (§10).
+fn read_base(raw: &Raw) -> Result<Base, String> {
+    match raw.base.as_deref() {
+        None => Ok(Base::genesis()),
+        Some(b) if b.len() == 48 => Ok(Base {
             seq: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
             link: b[8..40].try_into().expect("32 bytes"),
             run: u64::from_le_bytes(b[40..].try_into().expect("8 bytes")),
-        },
-        Some(b) => return bad(format!("base marker is {} bytes, not 48", b.len())),
-    };
+        }),
+        Some(b) => Err(format!("base marker is {} bytes, not 48", b.len())),
+    }
+}
+
+/// Every record of the log in order: its key, envelope and link, and its place among the runs
+/// and intents. Returns the records and, per run, the index of its `RunStarted`.
+fn check_log(
+    path: &Path,
+    raw: &Raw,
+    base: &Base,
+) -> Result<(Vec<Stored>, BTreeMap<RunId, usize>), Error> {
+    let bad = |what: String| Err(damaged(path, what));
     let mut records: Vec<Stored> = Vec::with_capacity(raw.log.len());
     let mut runs: BTreeMap<RunId, usize> = BTreeMap::new();
     let mut intents: BTreeMap<Seq, (RunId, bool)> = BTreeMap::new();
@@ -712,109 +753,116 @@ fn check(path: &Path, raw: &Raw, witness: Option<&lock::Witness>) -> Result<Chec
         }
         let stored = match envelope::decode(&prev, seq, bytes) {
             Ok(s) => s,
-            Err(EnvelopeError::NewerFormat(v)) => return newer(v),
+            Err(EnvelopeError::NewerFormat(v)) => return Err(newer_format(path, v)),
             Err(e) => return bad(format!("record {seq}: {e}")),
         };
-        let current_run = runs.keys().next_back().copied();
-        match &stored.record {
-            Record::RunStarted(_) => {
-                let expected = current_run.map_or(base.run + 1, |r| r + 1);
-                if stored.run != expected {
-                    return bad(format!(
-                        "record {seq} starts run {} where run {expected} was due",
-                        stored.run
-                    ));
-                }
-                runs.insert(stored.run, records.len());
-            }
-            _ if Some(stored.run) != current_run => {
+        if matches!(stored.record, Record::RunStarted(_)) {
+            let current = runs.keys().next_back().copied();
+            let expected = current.map_or(base.run + 1, |r| r + 1);
+            if stored.run != expected {
                 return bad(format!(
-                    "record {seq} belongs to run {} but the current run is {}",
-                    stored.run,
-                    current_run.map_or("none".to_string(), |r| r.to_string())
-                ))
+                    "record {seq} starts run {} where run {expected} was due",
+                    stored.run
+                ));
             }
-            Record::Intent { .. } => {
-                intents.insert(seq, (stored.run, false));
-            }
-            Record::Done { intent, .. } | Record::Failed { intent, .. } => {
-                match intents.get_mut(intent) {
-                    Some((run, closed)) if *run == stored.run && !*closed => *closed = true,
-                    Some((_, true)) => {
-                        return bad(format!("record {seq} closes intent {intent} a second time"))
-                    }
-                    _ => {
-                        return bad(format!(
-                            "record {seq} closes intent {intent}, which is not an intent of run {}",
-                            stored.run
-                        ))
-                    }
-                }
-            }
-            _ => {}
+            runs.insert(stored.run, records.len());
+        } else {
+            check_in_run(&stored, runs.keys().next_back().copied(), &mut intents)
+                .map_err(|what| damaged(path, what))?;
         }
         prev = stored.link;
         records.push(stored);
     }
-    // The head is written with every record: a log that lost its tail no longer matches it.
-    match raw.head.as_deref() {
-        None if records.is_empty() && base.seq == 0 => {}
-        None => {
-            return bad(format!(
-                "head marker is missing but {} records exist",
-                records.len()
-            ))
+    Ok((records, runs))
+}
+
+/// A record after its run's `RunStarted`: it belongs to the current run, and a `Done`/`Failed`
+/// closes an open intent of that run, once.
+fn check_in_run(
+    stored: &Stored,
+    current_run: Option<RunId>,
+    intents: &mut BTreeMap<Seq, (RunId, bool)>,
+) -> Result<(), String> {
+    let seq = stored.seq;
+    if Some(stored.run) != current_run {
+        return Err(format!(
+            "record {seq} belongs to run {} but the current run is {}",
+            stored.run,
+            current_run.map_or("none".to_string(), |r| r.to_string())
+        ));
+    }
+    match &stored.record {
+        Record::Intent { .. } => {
+            intents.insert(seq, (stored.run, false));
         }
+        Record::Done { intent, .. } | Record::Failed { intent, .. } => {
+            match intents.get_mut(intent) {
+                Some((run, closed)) if *run == stored.run && !*closed => *closed = true,
+                Some((_, true)) => {
+                    return Err(format!("record {seq} closes intent {intent} a second time"))
+                }
+                _ => {
+                    return Err(format!(
+                        "record {seq} closes intent {intent}, which is not an intent of run {}",
+                        stored.run
+                    ))
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The head marker, written with every record: a log that lost its tail no longer matches it.
+fn check_head(raw: &Raw, base: &Base, count: usize, last_link: &Link) -> Result<(), String> {
+    match raw.head.as_deref() {
+        None if count == 0 && base.seq == 0 => Ok(()),
+        None => Err(format!("head marker is missing but {count} records exist")),
         Some(h) if h.len() == 40 => {
-            let mut n = [0u8; 8];
-            n.copy_from_slice(&h[..8]);
-            let head_seq = u64::from_le_bytes(n);
-            let last_seq = base.seq + records.len() as u64;
+            let head_seq = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
+            let last_seq = base.seq + count as u64;
             if head_seq != last_seq {
-                return bad(format!(
+                return Err(format!(
                     "head marker says {head_seq} records were written, the log holds up to {last_seq}",
                 ));
             }
-            if h[8..] != prev {
-                return bad(format!(
+            if h[8..] != last_link[..] {
+                return Err(format!(
                     "head marker's link does not match record {head_seq}'s"
                 ));
             }
+            Ok(())
         }
-        Some(h) => return bad(format!("head marker is {} bytes, not 40", h.len())),
+        Some(h) => Err(format!("head marker is {} bytes, not 40", h.len())),
     }
-    let index: Vec<(u64, u64)> = runs.iter().map(|(&r, &i)| (r, records[i].seq)).collect();
-    if index != raw.runs {
-        return bad(format!(
-            "run index (runs table) does not match the log: {:?} vs {:?}",
-            raw.runs, index
+}
+
+/// The lock file's witness of the last committed record: the log still holds that record, with
+/// that link (a lost tail or a replaced record is damage the head alone cannot show).
+fn check_witness(w: &lock::Witness, base: &Base, records: &[Stored]) -> Result<(), String> {
+    let n = base.seq + records.len() as u64;
+    if w.seq > n {
+        return Err(format!(
+            "it holds {n} records, but record {} was committed (its lock file's witness says \
+             so): committed records were lost",
+            w.seq
         ));
     }
-    // The witness of another journal (one moved aside and replaced) says nothing about this one.
-    if let Some(w) = witness.filter(|w| raw.id.as_deref() == Some(w.journal_id.as_slice())) {
-        let n = base.seq + records.len() as u64;
-        if w.seq > n {
-            return bad(format!(
-                "it holds {n} records, but record {} was committed (its lock file's witness says \
-                 so): committed records were lost",
-                w.seq
-            ));
-        }
-        let witnessed = match w.seq.checked_sub(base.seq + 1) {
-            Some(i) => records[i as usize].link,
-            None if w.seq == base.seq => base.link,
-            // Compacted away since: nothing left to compare.
-            None => w.link,
-        };
-        if w.seq > 0 && witnessed != w.link {
-            return bad(format!(
-                "record {} is not the record that was committed (its lock file's witness holds \
-                 another link)",
-                w.seq
-            ));
-        }
+    let witnessed = match w.seq.checked_sub(base.seq + 1) {
+        Some(i) => records[i as usize].link,
+        None if w.seq == base.seq => base.link,
+        // Compacted away since: nothing left to compare.
+        None => w.link,
+    };
+    if w.seq > 0 && witnessed != w.link {
+        return Err(format!(
+            "record {} is not the record that was committed (its lock file's witness holds \
+             another link)",
+            w.seq
+        ));
     }
-    Ok((records, runs, base))
+    Ok(())
 }
 
 /// The checked format marker (`check` refused a missing or malformed one).

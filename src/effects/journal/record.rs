@@ -3,13 +3,17 @@
 //! Part of the on-disk format (`journal-format.md`): each record's payload is the postcard
 //! encoding of its fields in declaration order. Never reorder or insert fields or variants; a
 //! change is a new format version with its own decoder kept forever. The in-memory `RunHeader` is
-//! written through `HeaderV2` and read through `HeaderV1` or `HeaderV2` by the record's format.
+//! written through `HeaderV2` (or `HeaderV3` when its options are not the defaults) and read
+//! through `HeaderV1`, `HeaderV2` or `HeaderV3` by the record's format.
+//!
+//! Each record is written in the oldest format that has it (`Record::format`), so a journal that
+//! never needed anything new stays readable by the stepwise that wrote format 2.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::codes::{Action, OnFailure, RebootPolicy, RebootWindow, Strategy};
+use super::codes::{Action, OnFailedUnits, OnFailure, RebootPolicy, RebootWindow, Strategy};
 use crate::drv::StorePath;
 use crate::effects::store::TargetSpec;
 use crate::plan::mask::Mask;
@@ -58,6 +62,26 @@ pub struct RunHeader {
     /// Format 2: when the run may reboot (`--reboot-window`); `None`: at any time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot_window: Option<RebootWindow>,
+    /// Format 3: the run's options added after format 2. The defaults are what a format-2 run
+    /// did, and a header with the defaults is still written as format 2.
+    #[serde(default, skip_serializing_if = "RunOptions::is_default")]
+    pub options: RunOptions,
+}
+
+/// The options of a run that format 2 did not have; each default is format 2's behaviour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunOptions {
+    /// Keep G0 as a rollback generation (`--keep-previous`) where the plan has room for it.
+    pub keep_previous: bool,
+    /// What to do when activation switched but some units failed.
+    pub on_failed_units: OnFailedUnits,
+}
+
+impl RunOptions {
+    pub fn is_default(&self) -> bool {
+        *self == RunOptions::default()
+    }
 }
 
 impl RunHeader {
@@ -214,8 +238,23 @@ pub enum Record {
 
 /// The highest kind tag of format 1.
 pub const MAX_KIND_V1: u16 = 9;
+/// The highest kind tag of format 2 (format 2 added none).
+pub const MAX_KIND_V2: u16 = 9;
+/// The highest kind tag this build knows (format 3 adds kinds from 10 on).
+pub const MAX_KIND: u16 = 9;
 
 impl Record {
+    /// The journal format this record is written in: the oldest that has it. Kinds 1–9 are format
+    /// 2 (format 2's encodings of them), unless they hold something format 2 did not have: a
+    /// header with non-default options, an intent with a transition added later.
+    pub fn format(&self) -> u16 {
+        match self {
+            Record::RunStarted(h) if !h.options.is_default() => 3,
+            Record::Intent { transition } => transition.format().max(2),
+            _ => 2,
+        }
+    }
+
     /// The kind tag written in the envelope.
     pub fn kind(&self) -> u16 {
         match self {
@@ -253,7 +292,13 @@ impl Record {
     /// The postcard payload: the variant's fields, without a variant tag (the envelope has it).
     pub fn encode_payload(&self) -> Result<Vec<u8>, postcard::Error> {
         match self {
-            Record::RunStarted(h) => postcard::to_stdvec(&HeaderV2::from(&**h)),
+            Record::RunStarted(h) if h.options.is_default() => {
+                postcard::to_stdvec(&HeaderV2::from(&**h))
+            }
+            Record::RunStarted(h) => postcard::to_stdvec(&HeaderV3 {
+                v2: HeaderV2::from(&**h),
+                options: h.options,
+            }),
             Record::StrategyChosen { strategy, why } => postcard::to_stdvec(&(strategy, why)),
             Record::PlainAttemptFailed { why } => postcard::to_stdvec(why),
             Record::UnwindStarted { why } => postcard::to_stdvec(why),
@@ -282,16 +327,22 @@ impl Record {
         }
     }
 
-    /// Decode the payload of a record of kind `kind` written in format `format` (1 or 2).
+    /// Decode the payload of a record of kind `kind` written in format `format` (1, 2 or 3).
     /// `Ok(None)`: unknown kind.
     pub fn decode_payload(
         format: u16,
         kind: u16,
         payload: &[u8],
     ) -> Result<Option<Record>, DecodeError> {
+        if kind > MAX_KIND_V2 && format < 3 {
+            return Err(DecodeError::Postcard(format!(
+                "a kind-{kind} record in format {format}, which has no such kind"
+            )));
+        }
         Ok(Some(match kind {
             1 if format == 1 => Record::RunStarted(Box::new(all::<HeaderV1>(payload)?.into())),
-            1 => Record::RunStarted(Box::new(all::<HeaderV2>(payload)?.into())),
+            1 if format == 2 => Record::RunStarted(Box::new(all::<HeaderV2>(payload)?.into())),
+            1 => Record::RunStarted(Box::new(all::<HeaderV3>(payload)?.into())),
             2 => {
                 let (strategy, why) = all(payload)?;
                 Record::StrategyChosen { strategy, why }
@@ -300,9 +351,9 @@ impl Record {
             4 => Record::UnwindStarted { why: all(payload)? },
             5 => {
                 let transition: Transition = all(payload)?;
-                if format == 1 && !transition.in_format_1() {
+                if transition.format() > format {
                     return Err(DecodeError::Postcard(format!(
-                        "a {} intent in a format-1 record",
+                        "a {} intent in a format-{format} record",
                         transition.name()
                     )));
                 }
@@ -470,6 +521,14 @@ struct HeaderV2 {
     reboot_window: Option<RebootWindow>,
 }
 
+/// The format-3 payload of `runStarted` (written only when the options are not the defaults):
+/// the format-2 payload, then the options.
+#[derive(Serialize, Deserialize)]
+struct HeaderV3 {
+    v2: HeaderV2,
+    options: RunOptions,
+}
+
 #[derive(Serialize, Deserialize)]
 struct StepV2 {
     mask: Mask,
@@ -561,6 +620,7 @@ impl From<HeaderV1> for RunHeader {
                 })
                 .collect(),
             reboot_window: None,
+            options: RunOptions::default(),
         }
     }
 }
@@ -574,6 +634,14 @@ impl From<HeaderV2> for RunHeader {
             step.reboot_after = Some(extra.reboot_after);
         }
         header.reboot_window = h.reboot_window;
+        header
+    }
+}
+
+impl From<HeaderV3> for RunHeader {
+    fn from(h: HeaderV3) -> Self {
+        let mut header = RunHeader::from(h.v2);
+        header.options = h.options;
         header
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::envelope::Stored;
 use super::record::{Outcome, Record, RunHeader, RunId, Target};
 use super::transition::human_bytes;
-use super::{open_intents, Journal, FORMAT_VERSION};
+use super::{open_intents, Journal, BASE_FORMAT};
 use crate::output::JSON_FORMAT_VERSION;
 
 /// `1700000000123` → `2023-11-14 22:13:20 UTC`.
@@ -223,6 +223,14 @@ fn write_header(w: &mut impl Write, h: &RunHeader) -> io::Result<()> {
         h.reboot_command.join(" "),
         human_bytes(h.reserve)
     )?;
+    if !h.options.is_default() {
+        writeln!(
+            w,
+            "  options   keep previous {}, on failed units {}",
+            if h.options.keep_previous { "yes" } else { "no" },
+            h.options.on_failed_units.as_str()
+        )?;
+    }
     if !h.non_vital.is_empty() {
         writeln!(w, "  non-vital {}", h.non_vital.join(", "))?;
     }
@@ -364,10 +372,10 @@ pub fn show(w: &mut impl Write, journal: &Journal, only: Option<RunId>) -> io::R
     Ok(())
 }
 
-/// The first line of `show --json` and `export` where there is no journal: the format this
-/// build writes.
+/// The first line of `show --json` and `export` where there is no journal: the format of a
+/// journal this build would create.
 pub fn json_header(kind: &str) -> Value {
-    json_header_at(kind, FORMAT_VERSION)
+    json_header_at(kind, BASE_FORMAT)
 }
 
 /// The first line of `show --json` and `export` of `journal`: the format it is in.

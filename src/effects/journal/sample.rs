@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::codes::{Action, OnFailure, RebootPolicy, Strategy};
-use super::record::{ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, Target};
+use super::record::{ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, RunOptions, Target};
 use super::transition::Transition;
 use crate::drv::StorePath;
 use crate::plan::mask::Mask;
@@ -67,6 +67,7 @@ pub fn header() -> RunHeader {
             })
             .collect(),
         reboot_window: None,
+        options: RunOptions::default(),
     }
 }
 

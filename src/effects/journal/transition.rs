@@ -53,6 +53,16 @@ pub enum Transition {
 }
 
 impl Transition {
+    /// The oldest journal format that has this kind of transition: an intent holding it is
+    /// written in that format (`Record::format`). Variants added after format 2 return 3.
+    pub fn format(&self) -> u16 {
+        if self.in_format_1() {
+            1
+        } else {
+            2
+        }
+    }
+
     /// Whether format 1 had this kind of transition.
     pub fn in_format_1(&self) -> bool {
         !matches!(

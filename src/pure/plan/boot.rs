@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::mask::Mask;
 use super::names::parse_drv_name;
 use super::planner::Step;
-use super::units::{is_kernel_part, Change, TargetGraph, Units};
+use super::units::{is_kernel_part, Change, TargetGraph, Unit, Units};
 use crate::drv::StorePath;
 
 /// What the system profile holds before the run.
@@ -114,51 +114,9 @@ pub fn boot_plan(
     steps: &[Step],
     profile: &ProfileFacts,
 ) -> BootPlan {
-    let kernel = units
-        .units
-        .iter()
-        .find(|u| u.name == "linux" && u.new.contains_key("out"));
-    let initrd_unit = units
-        .units
-        .iter()
-        .find(|u| u.name.starts_with("initrd") && u.new.contains_key("out"));
-    // A glue initrd: the unit outputs it is built from (through glue).
-    let glue_initrd_inputs: Option<Vec<StorePath>> = if initrd_unit.is_some() {
-        None
-    } else {
-        target
-            .glue
-            .iter()
-            .find(|d| {
-                d.derivation_name()
-                    .is_some_and(|n| parse_drv_name(n).0.starts_with("initrd"))
-            })
-            .map(|d| unit_inputs(target, d))
-    };
-    let at = |mask: &Mask, p: &StorePath| mask.0.get(p).cloned().unwrap_or_else(|| p.clone());
-    let pair_of = |mask: &Mask| -> Pair {
-        let k = kernel.map(|u| at(mask, &u.new["out"]));
-        let i = match (initrd_unit, &glue_initrd_inputs) {
-            (Some(u), _) => Initrd::Path(at(mask, &u.new["out"])),
-            (None, Some(inputs)) => Initrd::Glue(inputs.iter().map(|p| at(mask, p)).collect()),
-            (None, None) => Initrd::None,
-        };
-        (k, i)
-    };
-    let g0_pair: Pair = (
-        kernel.and_then(|u| u.old.get("out").cloned()),
-        match (initrd_unit, &glue_initrd_inputs) {
-            (Some(u), _) => u
-                .old
-                .get("out")
-                .cloned()
-                .map_or(Initrd::Unknown, Initrd::Path),
-            (None, Some(_)) => Initrd::Unknown,
-            (None, None) => Initrd::None,
-        },
-    );
-    let mut pairs: Vec<Pair> = vec![g0_pair];
-    pairs.extend(steps.iter().map(|s| pair_of(&s.mask)));
+    let parts = BootParts::find(units, target);
+    let mut pairs: Vec<Pair> = vec![parts.g0_pair()];
+    pairs.extend(steps.iter().map(|s| parts.pair_at(&s.mask)));
     let n = steps.len();
     let boot_steps: Vec<BootStep> = steps
         .iter()
@@ -183,35 +141,126 @@ pub fn boot_plan(
         .filter(|s| s.new_pair)
         .map(|s| s.index)
         .collect();
-    // Distinct pairs among the generations k-w..=k, over the steps k (each step installs);
-    // `beyond_g0`: only those that may differ from G0's.
-    let window = |w: usize, beyond_g0: bool| -> usize {
-        (1..=n)
-            .map(|k| {
-                let from = k.saturating_sub(w);
-                let mut seen: Vec<&Pair> = Vec::new();
-                for (i, p) in pairs.iter().enumerate().take(k + 1).skip(from) {
-                    if beyond_g0 && (i == 0 || !differ(&pairs[0], p)) {
-                        continue;
-                    }
-                    if !seen.iter().any(|q| !differ(q, p)) {
-                        seen.push(p);
-                    }
+    BootPlan {
+        installs: n,
+        installs_with_test: 0,
+        entries_before: profile.generations,
+        entries_added_max: entries_added_max(n, profile.g0_generations),
+        g0_in_profile: profile.g0_generations > 0,
+        kernel_unit: parts.kernel.map(|u| u.name.clone()),
+        kernel_group: kernel_group(units),
+        kernel_step,
+        pair_steps,
+        pairs_max: pairs_in_window(&pairs, 1, false),
+        pairs_max_copy_first: pairs_in_window(&pairs, 2, false),
+        pairs_added_max: pairs_in_window(&pairs, 2, true),
+        initrd_is_glue: parts.glue_initrd_inputs.is_some(),
+        steps: boot_steps,
+    }
+}
+
+/// The units and glue a generation's kernel+initrd pair comes from.
+struct BootParts<'a> {
+    /// The `linux` unit.
+    kernel: Option<&'a Unit>,
+    /// An `initrd*` unit (a package), if the initrd is one.
+    initrd_unit: Option<&'a Unit>,
+    /// Otherwise a glue initrd: the unit outputs it is built from (through glue).
+    glue_initrd_inputs: Option<Vec<StorePath>>,
+}
+
+impl<'a> BootParts<'a> {
+    fn find(units: &'a Units, target: &TargetGraph) -> BootParts<'a> {
+        let with_out = |pick: &dyn Fn(&str) -> bool| {
+            units
+                .units
+                .iter()
+                .find(|u| pick(&u.name) && u.new.contains_key("out"))
+        };
+        let kernel = with_out(&|n| n == "linux");
+        let initrd_unit = with_out(&|n| n.starts_with("initrd"));
+        let glue_initrd_inputs = match initrd_unit {
+            Some(_) => None,
+            None => target
+                .glue
+                .iter()
+                .find(|d| {
+                    d.derivation_name()
+                        .is_some_and(|n| parse_drv_name(n).0.starts_with("initrd"))
+                })
+                .map(|d| unit_inputs(target, d)),
+        };
+        BootParts {
+            kernel,
+            initrd_unit,
+            glue_initrd_inputs,
+        }
+    }
+
+    /// The pair of a generation whose packages are the target's under `mask`.
+    fn pair_at(&self, mask: &Mask) -> Pair {
+        let at = |p: &StorePath| mask.0.get(p).cloned().unwrap_or_else(|| p.clone());
+        let kernel = self.kernel.map(|u| at(&u.new["out"]));
+        let initrd = match (self.initrd_unit, &self.glue_initrd_inputs) {
+            (Some(u), _) => Initrd::Path(at(&u.new["out"])),
+            (None, Some(inputs)) => Initrd::Glue(inputs.iter().map(at).collect()),
+            (None, None) => Initrd::None,
+        };
+        (kernel, initrd)
+    }
+
+    /// G0's pair: its kernel, and its initrd where it is a package (a glue initrd of G0 is not
+    /// known by its inputs).
+    fn g0_pair(&self) -> Pair {
+        let kernel = self.kernel.and_then(|u| u.old.get("out").cloned());
+        let initrd = match (self.initrd_unit, &self.glue_initrd_inputs) {
+            (Some(u), _) => u
+                .old
+                .get("out")
+                .cloned()
+                .map_or(Initrd::Unknown, Initrd::Path),
+            (None, Some(_)) => Initrd::Unknown,
+            (None, None) => Initrd::None,
+        };
+        (kernel, initrd)
+    }
+}
+
+/// The most distinct pairs among the generations k-w..=k, over the steps k (each step installs);
+/// `beyond_g0`: only those that may differ from G0's.
+fn pairs_in_window(pairs: &[Pair], w: usize, beyond_g0: bool) -> usize {
+    let n = pairs.len().saturating_sub(1);
+    (1..=n)
+        .map(|k| {
+            let from = k.saturating_sub(w);
+            let mut seen: Vec<&Pair> = Vec::new();
+            for (i, p) in pairs.iter().enumerate().take(k + 1).skip(from) {
+                if beyond_g0 && (i == 0 || !differ(&pairs[0], p)) {
+                    continue;
                 }
-                seen.len()
-            })
-            .max()
-            .unwrap_or(0)
-    };
-    let g0_in_profile = profile.g0_generations > 0;
-    // Install 1: G0's generations and G1: +1. Install k ≥ 2: G0's are gone, G_{k-1} and G_k:
-    // +2 − (G0's generations).
-    let entries_added_max = match n {
+                if !seen.iter().any(|q| !differ(q, p)) {
+                    seen.push(p);
+                }
+            }
+            seen.len()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Boot entries a run of `n` installs adds at most. Install 1: G0's generations and G1: +1.
+/// Install k ≥ 2: G0's are gone, G_{k-1} and G_k: +2 − (G0's generations).
+fn entries_added_max(n: usize, g0_generations: usize) -> usize {
+    match n {
         0 => 0,
         1 => 1,
-        _ => 1usize.max(2usize.saturating_sub(profile.g0_generations)),
-    };
-    let mut kernel_group: Vec<String> = units
+        _ => 1usize.max(2usize.saturating_sub(g0_generations)),
+    }
+}
+
+/// The changing units that are part of the kernel (the kernel first), which move in one step.
+fn kernel_group(units: &Units) -> Vec<String> {
+    let mut group: Vec<String> = units
         .units
         .iter()
         .filter(|u| matches!(u.change, Change::Changed | Change::Added))
@@ -220,23 +269,8 @@ pub fn boot_plan(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    kernel_group.sort_by_key(|n| n != "linux");
-    BootPlan {
-        installs: n,
-        installs_with_test: 0,
-        entries_before: profile.generations,
-        entries_added_max,
-        g0_in_profile,
-        kernel_unit: kernel.map(|u| u.name.clone()),
-        kernel_group,
-        kernel_step,
-        pair_steps,
-        pairs_max: window(1, false),
-        pairs_max_copy_first: window(2, false),
-        pairs_added_max: window(2, true),
-        initrd_is_glue: glue_initrd_inputs.is_some(),
-        steps: boot_steps,
-    }
+    group.sort_by_key(|n| n != "linux");
+    group
 }
 
 /// Whether two generations' pairs may differ: an unknown initrd differs from every other.
