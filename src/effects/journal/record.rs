@@ -241,7 +241,7 @@ pub const MAX_KIND_V1: u16 = 9;
 /// The highest kind tag of format 2 (format 2 added none).
 pub const MAX_KIND_V2: u16 = 9;
 /// The highest kind tag this build knows (format 3 adds kinds from 10 on).
-pub const MAX_KIND: u16 = 9;
+pub const MAX_KIND: u16 = 11;
 
 impl Record {
     /// The journal format this record is written in: the oldest that has it. Kinds 1–9 are format
@@ -251,6 +251,7 @@ impl Record {
         match self {
             Record::RunStarted(h) if !h.options.is_default() => 3,
             Record::Intent { transition } => transition.format().max(2),
+            Record::SpaceRanOut { .. } | Record::Replanned { .. } => 3,
             _ => 2,
         }
     }
@@ -377,11 +378,6 @@ impl Record {
             9 => {
                 let (pid, command) = all(payload)?;
                 Record::Resumed { pid, command }
-            }
-            10 | 11 if format < 3 => {
-                return Err(DecodeError::Postcard(format!(
-                    "a record of kind {kind} in a format-{format} record (kinds 10 and 11 are format 3)"
-                )))
             }
             10 => {
                 let (step, estimated, free) = all(payload)?;

@@ -193,8 +193,10 @@ pub fn records(first_seq: u64) -> Vec<Record> {
     out
 }
 
-/// A second, interrupted run: an unwind whose last intent has no outcome.
+/// A second, interrupted run: step 1 runs out of space and the chain is planned again (format 3),
+/// then a build fails and the run unwinds, its last intent without an outcome.
 pub fn interrupted_records(first_seq: u64) -> Vec<Record> {
+    let root = PathBuf::from("/nix/var/nix/gcroots/stepwise/step-1");
     let mut out = vec![
         Record::PlainAttemptFailed {
             why: "out of space while realising: No space left on device".into(),
@@ -203,16 +205,76 @@ pub fn interrupted_records(first_seq: u64) -> Vec<Record> {
             strategy: ChosenStrategy::Stepwise,
             why: "the plain upgrade ran out of space".into(),
         },
-        Record::Intent {
-            transition: Transition::Realise {
-                step: 1,
-                drv: store_path("nixos-system-web-step1.drv"),
-                root: PathBuf::from("/nix/var/nix/gcroots/stepwise/step-1"),
-            },
-        },
     ];
+    let intent = |out: &mut Vec<Record>, t: Transition| {
+        out.push(Record::Intent { transition: t });
+        first_seq + out.len() as u64
+    };
+    let i = intent(
+        &mut out,
+        Transition::Realise {
+            step: 1,
+            drv: store_path("nixos-system-web-step1.drv"),
+            root: root.clone(),
+        },
+    );
+    out.push(Record::SpaceRanOut {
+        step: 1,
+        estimated: 150 << 20,
+        free: 180 << 20,
+    });
     out.push(Record::Failed {
-        intent: first_seq + 3,
+        intent: i,
+        message: "writing /nix/store/…-unit-1a-2.0: No space left on device".into(),
+    });
+    let i = intent(&mut out, Transition::Unpin { root: root.clone() });
+    out.push(Record::Done {
+        intent: i,
+        added: None,
+        freed: None,
+    });
+    let i = intent(
+        &mut out,
+        Transition::Collect {
+            paths: vec![store_path("unit-1a-2.0")],
+            bytes: 90 << 20,
+        },
+    );
+    out.push(Record::Done {
+        intent: i,
+        added: None,
+        freed: Some(90 << 20),
+    });
+    out.push(Record::Replanned {
+        at: 0,
+        cost_ppm: 1_320_000,
+        steps: (1..=3)
+            .map(|i| PlannedStep {
+                index: i,
+                toplevel_drv: store_path(&format!("nixos-system-web-replanned{i}.drv")),
+                toplevel_out: store_path(&format!("nixos-system-web-replanned{i}")),
+                units: vec![format!("unit-{i}")],
+                adds: 100 << 20,
+                frees: 80 << 20,
+                mask: Some(Mask(if i == 3 {
+                    Default::default()
+                } else {
+                    [(store_path("unit-3-2.0"), store_path("unit-3-1.0"))].into()
+                })),
+                reboot_after: Some(i == 1),
+            })
+            .collect(),
+    });
+    let i = intent(
+        &mut out,
+        Transition::Realise {
+            step: 1,
+            drv: store_path("nixos-system-web-replanned1.drv"),
+            root,
+        },
+    );
+    out.push(Record::Failed {
+        intent: i,
         message: "build of hello-2.12.drv failed".into(),
     });
     out.push(Record::UnwindStarted {
