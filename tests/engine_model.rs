@@ -1371,3 +1371,36 @@ proptest! {
         prop_assert_eq!(count(&log, "spaceRanOut"), count(&log, "replanned"));
     }
 }
+
+/// A reserve file the last run left on the store's filesystem is part of the used bytes the plan
+/// reads; counted there and again in the ceiling, it would be counted twice. With what it holds
+/// handed to the plan, the plan is the one of a disk without it.
+#[test]
+fn the_reserve_on_the_store_filesystem_is_counted_once() {
+    let sizes = [(100, 110), (200, 190), (50, 60)];
+    let reserve = 96 * KIB;
+    let w = world(&sizes, None, tight_capacity(&sizes) + reserve);
+    let mut req = request(&w, Strategy::Stepwise, OnFailure::Unwind);
+    req.reserve = Some(reserve);
+    let plan_of = |held: u64| match stepwise::engine::upgrade::prepare_counting_reserve(
+        &req,
+        &w.store,
+        &w.store,
+        held,
+        &mut |_| {},
+    ) {
+        Ok(Prepared_::Run(run)) => Some(run.header.plan),
+        Ok(Prepared_::AlreadyThere { .. }) => panic!("G0 is not the target"),
+        Err(stepwise::error::Error::NoRoom { .. }) => None,
+        Err(e) => panic!("{e}"),
+    };
+    let without_file = plan_of(0).expect("a plan fits with the reserve counted once");
+    // The reserve file is taken: its bytes are used on the store's filesystem.
+    w.store.set_used_elsewhere(reserve);
+    assert_eq!(plan_of(reserve), Some(without_file.clone()));
+    assert_ne!(
+        plan_of(0),
+        Some(without_file),
+        "counted twice, the reserve changes the plan (or nothing fits)"
+    );
+}

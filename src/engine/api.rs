@@ -10,7 +10,7 @@ use super::executor::{load, EngineError, Executor, Progress, Reserve, RunEnd};
 use super::log::RunLog;
 use super::run_plan::{GenSource, NothingToWrite, Spec};
 use super::steps::{PlannerSource, StepMasks};
-use super::upgrade::{prepare, Prepared, UpgradeRequest};
+use super::upgrade::{prepare_counting_reserve, Prepared, UpgradeRequest};
 use crate::drv::StorePath;
 use crate::effects::journal::{Journal, Outcome as JOutcome, Record, RunId, Seq};
 use crate::effects::{Store, System};
@@ -153,7 +153,13 @@ pub fn upgrade(
     // A target that is not a derivation is refused before anything is rooted.
     super::upgrade::target_out(seams.store, &req.target_drv)?;
     let target_root = TargetRoot::add(seams.store, req)?;
-    let run = match prepare(req, seams.store, seams.system, &mut |l| seams.note(l))? {
+    let held = seams.reserve.as_deref().map_or(0, |r| r.held());
+    if let Some(why) = seams.reserve.as_deref().and_then(|r| r.skipped()) {
+        seams.note(&why);
+    }
+    let run = match prepare_counting_reserve(req, seams.store, seams.system, held, &mut |l| {
+        seams.note(l)
+    })? {
         Prepared::AlreadyThere { target_out } => {
             return Ok(UpgradeOutcome::AlreadyThere { target_out })
         }

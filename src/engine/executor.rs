@@ -35,6 +35,15 @@ pub trait Reserve {
     }
     fn release(&mut self) -> std::io::Result<()>;
     fn restore(&mut self) -> std::io::Result<()>;
+    /// Bytes the reserve holds on the store's filesystem now: part of its used bytes, which the
+    /// plan's ceiling must not count a second time (`PlanInput::count_held_reserve`).
+    fn held(&self) -> u64 {
+        0
+    }
+    /// Why there is no reserve, when there can be none (no directory on the store's filesystem).
+    fn skipped(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What the executor tells the user as it goes.

@@ -110,6 +110,18 @@ pub fn prepare(
     system: &dyn System,
     note: &mut dyn FnMut(&str),
 ) -> Result<Prepared, Error> {
+    prepare_counting_reserve(req, store, system, 0, note)
+}
+
+/// `prepare`, with a reserve file already holding `held_reserve` bytes on the store's filesystem
+/// (made by the last run): the plan counts the reserve once, not in the used bytes as well.
+pub fn prepare_counting_reserve(
+    req: &UpgradeRequest,
+    store: &dyn Store,
+    system: &dyn System,
+    held_reserve: u64,
+    note: &mut dyn FnMut(&str),
+) -> Result<Prepared, Error> {
     let target_out = target_out(store, &req.target_drv)?;
     // A stub probe killed earlier left its root: scratch only, but it pins G0's packages, which
     // the plan would then count as kept by another root.
@@ -138,7 +150,8 @@ pub fn prepare(
         &g0,
     )?;
     let (g0_closure, g0_drv) = preflight::g0_closure_and_deriver(store, &g0)?;
-    let (input, planned) = plan_without_leftovers(req, store, system, &g0, &g0_closure, note)?;
+    let (input, planned) =
+        plan_without_leftovers(req, store, system, &g0, &g0_closure, held_reserve, note)?;
     let (plan, masks) = steps_of(req, store, &planned, &target_out, &g0)?;
     let (chain, why) = choose(req.strategy, &planned, plan.len())?;
     // Non-vital packages go out only if every glue derivation builds without them.
@@ -216,6 +229,7 @@ fn plan_without_leftovers(
     system: &dyn System,
     g0: &StorePath,
     g0_closure: &std::collections::BTreeSet<StorePath>,
+    held_reserve: u64,
     note: &mut dyn FnMut(&str),
 ) -> Result<(PlanInput, Planned), Error> {
     let options = PlanOptions {
@@ -225,7 +239,7 @@ fn plan_without_leftovers(
         merge_headroom_percent: 0,
     };
     let plan_once = |options: PlanOptions| -> Result<(PlanInput, Planned), Error> {
-        let input = gather(
+        let mut input = gather(
             store,
             system,
             &req.target_drv,
@@ -233,6 +247,7 @@ fn plan_without_leftovers(
             req.reserve,
             options,
         )?;
+        input.count_held_reserve(held_reserve);
         let planned = crate::plan::plan(&input)?;
         Ok((input, planned))
     };

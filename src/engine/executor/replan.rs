@@ -50,6 +50,8 @@ impl Executor<'_> {
             Err(e) => return stop(format!("measuring the disk again failed: {e}")),
         };
         input.disk.learnt_ppm = cost_ppm;
+        // The reserve on the store's filesystem is in the used bytes; the ceiling counts it.
+        input.count_held_reserve(self.reserve.as_deref().map_or(0, |r| r.held()));
         let plan = match crate::plan::plan(&input).map(|p| p.outcome) {
             Ok(Ok(plan)) => plan,
             Ok(Err(shortfall)) => {
