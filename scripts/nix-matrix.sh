@@ -77,8 +77,9 @@ make_chroot() {
 }
 
 # The test targets that drive real Nix (private stores, `nix-store`, `nix`, `nix-instantiate`).
-# engine_crash needs the crash-points build and runs in a second phase.
-real_nix_tests=(activation_real bed cli_contract drv_golden drv_write engine_real nixos_module nixos_shape_real plan_cli plan_real
+# engine_crash and adapt_real need the crash-points build and run in a second phase.
+real_nix_tests=(activation_real bed cli_contract drv_golden drv_write engine_real nixos_module
+  nixos_shape_real plan_cli plan_real
   stop_real store_contract store_interrupt store_nixcli)
 
 # Builds with `cargo test --no-run ARGS` and prints "NAME PATH CWD" for every test executable
@@ -195,7 +196,7 @@ main() {
   # Phase 2: the crash tests kill a `stepwise` built with named crash points; building it replaces
   # the binary the other tests use, so it comes last.
   t=$SECONDS
-  build_tests --features crash-points --test engine_crash >"$work/crash.list"
+  build_tests --features crash-points --test engine_crash --test adapt_real >"$work/crash.list"
   log "built the crash tests in $((SECONDS - t))s"
   for s in "${suites[@]}"; do run_suite "$s" "$work/crash.list"; done
 

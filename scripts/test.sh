@@ -13,5 +13,5 @@ cargo test --workspace --all-targets
 cargo test --workspace --doc
 # The crash tests kill a `stepwise` built with named crash points; run them after the rest, since
 # building with the feature replaces the binary the other tests use.
-cargo test --features crash-points --test engine_crash
+cargo test --features crash-points --test engine_crash --test adapt_real
 echo "scripts/test.sh: every test passed in ${SECONDS}s"

@@ -1214,3 +1214,283 @@ fn keep_previous_cannot_keep_g0_in_steps_and_says_why() {
     let gens = w.store.generations(Path::new(PROFILE)).unwrap();
     assert!(!gens.iter().any(|g| g.toplevel == w.g0_out), "{gens:?}");
 }
+
+/// A disk that something else fills just before the `nth` realise starts (leaving `leave` bytes
+/// free), and the checks after every effect: profile and running system complete generations (a
+/// re-plan makes new step generations, so any of the model's systems), no live path deleted.
+struct Filler {
+    nth: usize,
+    leave: u64,
+    realises: usize,
+    violation: Option<String>,
+}
+
+fn filling_hook<'a>(w: &'a World, f: &'a RefCell<Filler>) -> Box<dyn FnMut(&str) -> bool + 'a> {
+    Box::new(move |name: &str| {
+        let ms = &w.store;
+        let mut f = f.borrow_mut();
+        if name == "before-intent-realise" {
+            f.realises += 1;
+            if f.realises == f.nth {
+                let free = ms.space().unwrap().free;
+                let used_elsewhere = free.saturating_sub(f.leave);
+                ms.set_used_elsewhere(used_elsewhere);
+            }
+        }
+        if name == "after-effect-realise" {
+            // A re-plan's generations are systems too (activation accepts them).
+            for p in ms.all_valid() {
+                if p.name().starts_with("nixos-system-model") {
+                    ms.mark_system(&p);
+                }
+            }
+        }
+        if name.starts_with("after-effect") && f.violation.is_none() {
+            let systems: BTreeSet<StorePath> = ms
+                .all_valid()
+                .into_iter()
+                .filter(|p| p.name().starts_with("nixos-system-model"))
+                .collect();
+            if let Err(e) = check(ms, &systems) {
+                f.violation = Some(format!("after {name}: {e}"));
+            }
+        }
+        false
+    })
+}
+
+fn adapt_seams<'a>(
+    w: &'a World,
+    stop: &'a AtomicBool,
+    hook: Box<dyn FnMut(&str) -> bool + 'a>,
+) -> Seams<'a> {
+    Seams {
+        store: &w.store,
+        system: &w.store,
+        clock: &SystemClock,
+        stop,
+        reserve: None,
+        progress: Box::new(|_| {}),
+        checkpoint: Some(hook),
+    }
+}
+
+/// `upgrade` with the disk filled before the `nth` realise; then, if the run stopped because
+/// nothing fitted, the filler gone and `extra` bytes more disk, `resume`. Returns the first end,
+/// the last end and the journal.
+fn upgrade_filled(
+    w: &World,
+    prep: &Prepared,
+    nth: usize,
+    leave: u64,
+    extra: u64,
+) -> Result<(RunEnd, RunEnd, MemLog), String> {
+    let stop = AtomicBool::new(false);
+    let filler = RefCell::new(Filler {
+        nth,
+        leave,
+        realises: 0,
+        violation: None,
+    });
+    let mut log = MemLog::default();
+    let first = match stepwise::engine::upgrade(
+        &prep.req,
+        &mut adapt_seams(w, &stop, filling_hook(w, &filler)),
+        &mut log,
+    )
+    .map_err(|e| e.to_string())?
+    {
+        UpgradeOutcome::Ran(end) => end,
+        other => return Err(format!("{other:?}")),
+    };
+    if let Some(v) = filler.borrow().violation.clone() {
+        return Err(v);
+    }
+    let last = match &first {
+        RunEnd::Stopped { why } if why.contains("no re-plan fits") => {
+            // Stopped at a complete generation; with room again, `resume` plans the rest.
+            w.store.set_used_elsewhere(0);
+            let cap = w.store.space().unwrap().total;
+            w.store.set_capacity(cap + extra);
+            let o = stepwise::engine::resume(
+                continue_req(),
+                &mut adapt_seams(w, &stop, filling_hook(w, &filler)),
+                &mut log,
+            )
+            .map_err(|e| e.to_string())?;
+            match o {
+                stepwise::engine::ContinueOutcome::Ran(end) => end,
+                other => return Err(format!("{other:?}")),
+            }
+        }
+        other => other.clone(),
+    };
+    if let Some(v) = filler.borrow().violation.clone() {
+        return Err(v);
+    }
+    Ok((first, last, log))
+}
+
+fn reached(end: &RunEnd) -> bool {
+    matches!(
+        end,
+        RunEnd::Finished {
+            outcome: Outcome::ReachedTarget,
+            ..
+        }
+    )
+}
+
+fn count(log: &MemLog, kind: &str) -> usize {
+    log.last_run()
+        .iter()
+        .filter(|(_, r)| r.kind_name() == kind)
+        .count()
+}
+
+/// A step that runs out of space (the disk filled by something else before its realise, leaving
+/// half its estimate) is not a build failure: its leftovers go, the rest is planned again from
+/// the generation the run stands at, finer, and the run reaches the target. A crash right after
+/// the re-plan is journaled resumes on the new plan.
+#[test]
+fn a_step_out_of_space_replans_and_reaches_the_target() {
+    let sizes = [(300, 310), (20, 25), (20, 25), (20, 25), (20, 25)];
+    let mut replanned_and_reached = None;
+    for nth in 1..=4 {
+        let w = world(&sizes, None, tight_capacity(&sizes));
+        let prep = prepare(&w, Strategy::Stepwise, OnFailure::Unwind).expect("a plan fits");
+        let Some(step) = prep.header.plan.get(nth - 1) else {
+            break;
+        };
+        let (first, last, log) = upgrade_filled(&w, &prep, nth, step.adds / 2, 400 * KIB)
+            .unwrap_or_else(|e| panic!("realise {nth}: {e}"));
+        assert!(reached(&last), "realise {nth}: {first:?} then {last:?}");
+        assert_eq!(at(&w.store), (w.target_out.clone(), w.target_out.clone()));
+        assert_eq!(count(&log, "unwindStarted"), 0, "space never unwinds");
+        assert!(count(&log, "spaceRanOut") >= 1, "realise {nth}");
+        if reached(&first) && count(&log, "replanned") >= 1 {
+            replanned_and_reached = Some(nth);
+        }
+    }
+    let nth = replanned_and_reached.expect("no step was split finer and went on without help");
+
+    // A crash right after the re-plan is journaled: `resume` follows the new plan.
+    let w = world(&sizes, None, tight_capacity(&sizes));
+    let prep = prepare(&w, Strategy::Stepwise, OnFailure::Unwind).expect("a plan fits");
+    let filler = RefCell::new(Filler {
+        nth,
+        leave: prep.header.plan[nth - 1].adds / 2,
+        realises: 0,
+        violation: None,
+    });
+    let stop = AtomicBool::new(false);
+    let mut fill = filling_hook(&w, &filler);
+    let crash = Box::new(move |name: &str| fill(name) || name == "after-replanned");
+    let mut log = MemLog::default();
+    let end =
+        stepwise::engine::upgrade(&prep.req, &mut adapt_seams(&w, &stop, crash), &mut log).unwrap();
+    let UpgradeOutcome::Ran(RunEnd::Crashed { at }) = &end else {
+        panic!("no crash after a re-plan: {end:?}")
+    };
+    assert_eq!(at, "after-replanned");
+    {
+        let o = stepwise::engine::resume(
+            continue_req(),
+            &mut adapt_seams(&w, &stop, filling_hook(&w, &filler)),
+            &mut log,
+        )
+        .unwrap();
+        assert!(
+            matches!(&o, stepwise::engine::ContinueOutcome::Ran(e) if reached(e)),
+            "{o:?}"
+        );
+        assert_eq!(count(&log, "replanned"), 1, "the re-plan is not made twice");
+        assert!(
+            filler.borrow().violation.is_none(),
+            "{filler:?}",
+            filler = filler.borrow().violation
+        );
+    }
+}
+
+/// Nothing fits after a step ran out of space: the run stops (exit 3) at the complete generation
+/// it stands at, saying what is missing, rather than unwinding; `resume` with more room reaches
+/// the target.
+#[test]
+fn nothing_fits_stops_at_a_complete_generation_and_resume_with_room_reaches_the_target() {
+    let sizes = [(100, 110), (200, 190), (50, 60)];
+    let w = world(&sizes, None, tight_capacity(&sizes));
+    let prep = prepare(&w, Strategy::Stepwise, OnFailure::Unwind).expect("a plan fits");
+    assert!(prep.header.plan.len() >= 2);
+    let (first, last, log) = upgrade_filled(&w, &prep, 2, 0, 400 * KIB).unwrap();
+    let RunEnd::Stopped { why } = &first else {
+        panic!("{first:?}")
+    };
+    assert!(why.contains("ran out of space"), "{why}");
+    assert!(why.contains("stepwise resume"), "{why}");
+    assert!(reached(&last), "{last:?}");
+    assert_eq!(at(&w.store), (w.target_out.clone(), w.target_out.clone()));
+    assert_eq!(count(&log, "unwindStarted"), 0);
+    assert_eq!(count(&log, "spaceRanOut"), 1);
+    assert_eq!(count(&log, "replanned"), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    /// Random systems, the disk filled before a random realise so that a random share of the
+    /// step's estimate is left: the run never unwinds a working chain because of space and never
+    /// deletes a live path (checked after every effect); it reaches the target, or stops at a
+    /// complete generation from which `resume` with more room reaches it.
+    #[test]
+    fn disk_fills_never_unwind_and_never_delete_a_live_path(
+        sizes in proptest::collection::vec((20u64..200, 20u64..200), 2..5),
+        nth in 1usize..5,
+        leave_percent in 0u64..120,
+    ) {
+        let w = world(&sizes, None, tight_capacity(&sizes));
+        let Some(prep) = prepare(&w, Strategy::Stepwise, OnFailure::Unwind) else {
+            return Ok(());
+        };
+        let adds = prep.header.plan.get(nth - 1).map_or(0, |s| s.adds);
+        let (first, last, log) =
+            upgrade_filled(&w, &prep, nth, adds * leave_percent / 100, 2000 * KIB)
+                .map_err(TestCaseError::fail)?;
+        prop_assert!(reached(&last), "{:?} then {:?}", first, last);
+        prop_assert_eq!(at(&w.store), (w.target_out.clone(), w.target_out.clone()));
+        prop_assert_eq!(count(&log, "unwindStarted"), 0);
+        prop_assert_eq!(count(&log, "spaceRanOut"), count(&log, "replanned"));
+    }
+}
+
+/// A reserve file the last run left on the store's filesystem is part of the used bytes the plan
+/// reads; counted there and again in the ceiling, it would be counted twice. With what it holds
+/// handed to the plan, the plan is the one of a disk without it.
+#[test]
+fn the_reserve_on_the_store_filesystem_is_counted_once() {
+    let sizes = [(100, 110), (200, 190), (50, 60)];
+    let reserve = 96 * KIB;
+    let w = world(&sizes, None, tight_capacity(&sizes) + reserve);
+    let mut req = request(&w, Strategy::Stepwise, OnFailure::Unwind);
+    req.reserve = Some(reserve);
+    let plan_of = |held: u64| match stepwise::engine::upgrade::prepare_counting_reserve(
+        &req,
+        &w.store,
+        &w.store,
+        held,
+        &mut |_| {},
+    ) {
+        Ok(Prepared_::Run(run)) => Some(run.header.plan),
+        Ok(Prepared_::AlreadyThere { .. }) => panic!("G0 is not the target"),
+        Err(stepwise::error::Error::NoRoom { .. }) => None,
+        Err(e) => panic!("{e}"),
+    };
+    let without_file = plan_of(0).expect("a plan fits with the reserve counted once");
+    // The reserve file is taken: its bytes are used on the store's filesystem.
+    w.store.set_used_elsewhere(reserve);
+    assert_eq!(plan_of(reserve), Some(without_file.clone()));
+    assert_ne!(
+        plan_of(0),
+        Some(without_file),
+        "counted twice, the reserve changes the plan (or nothing fits)"
+    );
+}

@@ -225,6 +225,23 @@ fn record() -> impl Strategy<Value = Record> {
         (any::<u64>(), text()).prop_map(|(intent, message)| Record::Failed { intent, message }),
         outcome().prop_map(|outcome| Record::RunFinished { outcome }),
         (any::<u32>(), text()).prop_map(|(pid, command)| Record::Resumed { pid, command }),
+        (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(step, estimated, free)| {
+            Record::SpaceRanOut {
+                step,
+                estimated,
+                free,
+            }
+        }),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            prop::collection::vec(header(), 0..2)
+        )
+            .prop_map(|(at, cost_ppm, headers)| Record::Replanned {
+                at,
+                cost_ppm,
+                steps: headers.into_iter().flat_map(|h| h.plan).collect(),
+            }),
     ]
 }
 

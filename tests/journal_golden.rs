@@ -1,17 +1,20 @@
 //! The golden journals in `tests/fixtures/journal`: `v1.redb`, written once by format 1 and
-//! frozen (this build cannot write format 1 any more), and `v2.redb`, written by today's encoder.
-//! Every future stepwise must read both, byte for byte the same records, rendered as the expected
-//! files beside them; and today's encoder must write exactly `v2.redb`'s records.
+//! frozen (this build cannot write format 1 any more); `v2.redb`, runs that need nothing of
+//! format 3 (today's encoder still writes them as format 2); and `v3.redb`, the same runs and then
+//! runs with everything format 3 added. Every future stepwise must read them all, byte for byte the
+//! same records, rendered as the expected files beside them; and today's encoder must write
+//! exactly `v2.redb`'s and `v3.redb`'s records.
 //!
 //! `STEPWISE_BLESS=1 cargo test --test journal_golden` (the convention of every golden test)
-//! rewrites the format-2 fixtures after a deliberate change; the format-1 ones are never rewritten.
+//! rewrites the fixtures of v2 and v3 after a deliberate change; the format-1 ones are never
+//! rewritten.
 
 use std::path::{Path, PathBuf};
 
 use redb::ReadableTable;
 use stepwise::effects::journal::envelope::{self, genesis_link};
 use stepwise::effects::journal::storage::LOG;
-use stepwise::effects::journal::{render, sample, Journal};
+use stepwise::effects::journal::{render, sample, Journal, Outcome, Record};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -23,11 +26,12 @@ fn blessing() -> bool {
     std::env::var("STEPWISE_BLESS").is_ok_and(|v| v == "1")
 }
 
-/// The format whose fixtures this build writes.
-const CURRENT: &str = "v2";
+/// The formats whose fixtures this build writes.
+const WRITTEN: [&str; 2] = ["v2", "v3"];
+const DAY: u64 = 86_400_000;
 
-/// The two sample runs with fixed times.
-fn write_sample(path: &Path) {
+/// The sample runs of `format` with fixed times: two format-2 runs, and for v3 two more.
+fn write_sample(path: &Path, format: &str) {
     let mut j = Journal::open(path).unwrap();
     let r1 = j.begin_run_at(sample::header(), T0).unwrap();
     for (i, r) in sample::records(1).into_iter().enumerate() {
@@ -40,6 +44,35 @@ fn write_sample(path: &Path) {
         j.append_at(r2, r, T0 + 86_400_000 + 61_000 * (i as u64 + 1))
             .unwrap();
     }
+    if format == "v3" {
+        write_format_3_runs(&mut j);
+    }
+}
+
+/// Run 3: a header with options and local derivations, a step that ran out of space and a
+/// re-plan. Run 4: activations that left a unit failed and asked for a reboot, finished; then the
+/// housekeeping the next `upgrade` journals in it.
+fn write_format_3_runs(j: &mut Journal) {
+    let first = j.all_records().len() as u64 + 1;
+    let r3 = j.begin_run_at(sample::header_v3(), T0 + 2 * DAY).unwrap();
+    for (i, r) in sample::replanned_records(first).into_iter().enumerate() {
+        j.append_at(r3, r, T0 + 2 * DAY + 47_000 * (i as u64 + 1))
+            .unwrap();
+    }
+    let r4 = j.begin_run_at(sample::header(), T0 + 3 * DAY).unwrap();
+    let mut records = sample::activated_records(j.all_records().len() as u64 + 1);
+    records.push(Record::RunFinished {
+        outcome: Outcome::ReachedTarget,
+    });
+    for (i, r) in records.into_iter().enumerate() {
+        j.append_at(r4, r, T0 + 3 * DAY + 5_000 * (i as u64 + 1))
+            .unwrap();
+    }
+    let last = j.all_records().len() as u64;
+    for (i, r) in sample::housekeeping_records(last).into_iter().enumerate() {
+        j.append_at(r4, r, T0 + 4 * DAY + 3_000 * (i as u64 + 1))
+            .unwrap();
+    }
 }
 
 /// A copy of the golden file of `format` in a temporary directory (reading never writes, but
@@ -48,11 +81,11 @@ fn golden_copy(format: &str) -> (tempfile::TempDir, PathBuf) {
     let golden = fixtures().join(format!("{format}.redb"));
     static GENERATE: std::sync::Once = std::sync::Once::new();
     GENERATE.call_once(|| {
-        let current = fixtures().join(format!("{CURRENT}.redb"));
-        if blessing() {
-            let _ = std::fs::remove_file(&current);
-            write_sample(&current);
-            let _ = std::fs::remove_file(fixtures().join(format!("{CURRENT}.redb.lock")));
+        for format in WRITTEN.into_iter().filter(|_| blessing()) {
+            let file = fixtures().join(format!("{format}.redb"));
+            let _ = std::fs::remove_file(&file);
+            write_sample(&file, format);
+            let _ = std::fs::remove_file(fixtures().join(format!("{format}.redb.lock")));
         }
     });
     let dir = tempfile::tempdir().unwrap();
@@ -63,7 +96,7 @@ fn golden_copy(format: &str) -> (tempfile::TempDir, PathBuf) {
 
 fn check_against(name: &str, actual: &[u8]) {
     let expected_path = fixtures().join(name);
-    if blessing() && name.starts_with(CURRENT) {
+    if blessing() && WRITTEN.iter().any(|f| name.starts_with(f)) {
         std::fs::write(&expected_path, actual).unwrap();
     }
     let expected = std::fs::read(&expected_path)
@@ -151,6 +184,26 @@ fn golden_v2_show_json() {
     show_json("v2");
 }
 
+#[test]
+fn golden_v3_verifies() {
+    verifies("v3", (4, 67));
+}
+
+#[test]
+fn golden_v3_export() {
+    export("v3");
+}
+
+#[test]
+fn golden_v3_show() {
+    show("v3");
+}
+
+#[test]
+fn golden_v3_show_json() {
+    show_json("v3");
+}
+
 /// Format 1's run headers read back without masks (they were in a side file), format 2's with.
 #[test]
 fn format_1_headers_lack_what_format_2_headers_carry() {
@@ -178,24 +231,52 @@ fn log_table(p: &Path) -> Vec<(u64, Vec<u8>)> {
         .collect()
 }
 
-/// Today's encoder writes the very bytes of the format-2 golden: the encoding has not drifted.
+/// Today's encoder writes the very bytes of the v2 and v3 goldens: the encoding has not drifted.
 #[test]
 fn encoder_still_writes_the_golden_bytes() {
-    let (_d, golden) = golden_copy(CURRENT);
-    let dir = tempfile::tempdir().unwrap();
-    let fresh = dir.path().join("journal.redb");
-    write_sample(&fresh);
-    let (g, f) = (log_table(&golden), log_table(&fresh));
-    assert_eq!(g.len(), f.len());
-    for ((seq, gb), (_, fb)) in g.iter().zip(&f) {
-        assert!(
-            gb == fb,
-            "record {seq} encodes differently than the format-2 golden"
-        );
+    for format in WRITTEN {
+        let (_d, golden) = golden_copy(format);
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("journal.redb");
+        write_sample(&fresh, format);
+        let (g, f) = (log_table(&golden), log_table(&fresh));
+        assert_eq!(g.len(), f.len(), "{format}");
+        for ((seq, gb), (_, fb)) in g.iter().zip(&f) {
+            assert!(
+                gb == fb,
+                "record {seq} encodes differently than the {format} golden"
+            );
+        }
+        // And the chain's first link is the documented genesis.
+        let first = envelope::decode(&genesis_link(), 1, &g[0].1).unwrap();
+        assert_eq!(first.seq, 1);
     }
-    // And the chain's first link is the documented genesis.
-    let first = envelope::decode(&genesis_link(), 1, &g[0].1).unwrap();
-    assert_eq!(first.seq, 1);
+}
+
+/// The v3 golden: the first two runs' records are still format 2, the file's marker is 3, and
+/// what format 3 added reads back.
+#[test]
+fn golden_v3_mixes_format_2_and_format_3_records() {
+    let (_d, path) = golden_copy("v3");
+    let formats: Vec<u16> = log_table(&path)
+        .iter()
+        .map(|(_, b)| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let (_d2, v2) = golden_copy("v2");
+    let format_2_records = log_table(&v2).len();
+    assert!(formats[..format_2_records].iter().all(|&f| f == 2));
+    assert!(formats[format_2_records..].contains(&3));
+    let j = Journal::open_read_only(&path).unwrap();
+    assert_eq!(j.format(), 3);
+    assert_eq!(j.runs()[2].1, &sample::header_v3());
+    let kinds: Vec<&str> = j
+        .all_records()
+        .iter()
+        .map(|r| r.record.kind_name())
+        .collect();
+    for kind in ["spaceRanOut", "replanned", "activated"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
 }
 
 /// A format-1 journal takes format-2 runs: its marker is raised with the first one, and every

@@ -53,27 +53,53 @@ fn nix(cli: &Cli) -> Result<NixCli, Error> {
     Ok(NixCli::new(super::nix_config(cli))?)
 }
 
-/// The reserve file beside the journal, as the engine's port.
-struct ReserveFile(fs::Reserve);
+/// The reserve file on the store's filesystem, as the engine's port; `None`: no directory there
+/// to hold it (the run goes without, and says so).
+struct ReserveFile(Option<fs::Reserve>);
 
-impl engine::Reserve for ReserveFile {
-    fn set_size(&mut self, bytes: u64) {
-        self.0 = fs::Reserve::new(self.0.path().to_owned(), bytes);
-    }
-    fn release(&mut self) -> std::io::Result<()> {
-        self.0
-            .release()
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    }
-    fn restore(&mut self) -> std::io::Result<()> {
-        self.0
-            .take()
-            .map_err(|e| std::io::Error::other(e.to_string()))
+impl ReserveFile {
+    /// Beside the journal when that is on the store's filesystem, else in Nix's state directory
+    /// or the store's parent directory (`<dir>/stepwise.reserve`), whichever is there.
+    fn for_run(journal: &Path, nix: &NixCli) -> Self {
+        let state_dir = std::env::var_os("NIX_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/nix/var/nix"));
+        let store_dir = PathBuf::from(nix.store_dir().as_str());
+        ReserveFile(
+            fs::reserve_path(journal, &store_dir, Some(&state_dir)).map(|p| fs::Reserve::new(p, 0)),
+        )
     }
 }
 
-fn reserve_path(journal: &Path) -> PathBuf {
-    fs::beside(journal, ".reserve")
+impl engine::Reserve for ReserveFile {
+    fn set_size(&mut self, bytes: u64) {
+        if let Some(r) = &mut self.0 {
+            *r = fs::Reserve::new(r.path().to_owned(), bytes);
+        }
+    }
+    fn release(&mut self) -> std::io::Result<()> {
+        match &self.0 {
+            Some(r) => r
+                .release()
+                .map_err(|e| std::io::Error::other(e.to_string())),
+            None => Ok(()),
+        }
+    }
+    fn restore(&mut self) -> std::io::Result<()> {
+        match &self.0 {
+            Some(r) => r.take().map_err(|e| std::io::Error::other(e.to_string())),
+            None => Ok(()),
+        }
+    }
+    fn held(&self) -> u64 {
+        self.0.as_ref().map_or(0, |r| fs::held_bytes(r.path()))
+    }
+    fn skipped(&self) -> Option<String> {
+        self.0.is_none().then(|| {
+            "no reserve file: neither the journal's directory, Nix's state directory nor the              store's parent is on the store's filesystem"
+                .to_string()
+        })
+    }
 }
 
 /// JSON event lines on stdout with `--json`; complete log lines (with journald priorities
@@ -383,7 +409,7 @@ pub fn upgrade(cli: &Cli, args: &UpgradeArgs, out: &mut Output) -> Result<Exit, 
     };
     let _system = lock_system(&sys.profile, &cli.journal)?;
     install_stop_handlers(&nix)?;
-    let mut reserve = ReserveFile(fs::Reserve::new(reserve_path(&cli.journal), 0));
+    let mut reserve = ReserveFile::for_run(&cli.journal, &nix);
     let mut journal = JournalFile::new(cli.journal.clone());
     let outcome = engine::upgrade(&req, &mut seams(&nix, &mut reserve, cli), &mut journal)?;
     match outcome {
@@ -436,7 +462,7 @@ fn continue_run(
         _ => None,
     };
     install_stop_handlers(&nix)?;
-    let mut reserve = ReserveFile(fs::Reserve::new(reserve_path(&cli.journal), 0));
+    let mut reserve = ReserveFile::for_run(&cli.journal, &nix);
     let mut journal = JournalFile::new(cli.journal.clone());
     let req = ContinueRequest {
         roots_dir: roots_dir_for(&cli.journal),

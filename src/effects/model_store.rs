@@ -621,9 +621,11 @@ impl Model {
         path: &StorePath,
         obj: Object,
     ) -> std::result::Result<(), String> {
-        let free = self.free();
+        // Like Nix, which deletes an invalid path before writing it again: what an earlier
+        // attempt left of this path is room for it.
+        let free = self.free() + self.partial.get(path).copied().unwrap_or(0);
         if obj.size > free {
-            *self.partial.entry(path.clone()).or_default() += free;
+            self.partial.insert(path.clone(), free);
             return Err(format!(
                 "writing {}: No space left on device",
                 store_dir.display(path)

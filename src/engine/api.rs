@@ -10,7 +10,7 @@ use super::executor::{load, EngineError, Executor, Progress, Reserve, RunEnd};
 use super::log::RunLog;
 use super::run_plan::{GenSource, NothingToWrite, Spec};
 use super::steps::{PlannerSource, StepMasks};
-use super::upgrade::{prepare, prepare_journaled, Prepared, UpgradeRequest};
+use super::upgrade::{prepare_journaled, Prepared, UpgradeRequest};
 use crate::drv::StorePath;
 use crate::effects::journal::{Journal, Outcome as JOutcome, Record, RunId, Seq};
 use crate::effects::{Store, System};
@@ -155,16 +155,21 @@ pub fn upgrade(
     // A target that is not a derivation is refused before anything is rooted.
     super::upgrade::target_out(seams.store, &req.target_drv)?;
     let target_root = TargetRoot::add(seams.store, req)?;
+    let held = seams.reserve.as_deref().map_or(0, |r| r.held());
+    if let Some(why) = seams.reserve.as_deref().and_then(|r| r.skipped()) {
+        seams.note(&why);
+    }
+    // Housekeeping is journaled in the last (finished) run; one a crash left open is settled
+    // first. A journal without a run has nowhere to record it.
+    let (store, system) = (seams.store, seams.system);
     let prepared = if journal.peek_last_run()?.is_empty() {
-        prepare(req, seams.store, seams.system, &mut |l| seams.note(l))?
+        let mut hk = super::housekeeping::Unjournaled;
+        prepare_journaled(req, store, system, held, &mut |l| seams.note(l), &mut hk)?
     } else {
-        // Housekeeping is journaled in the last (finished) run; one a crash left open is
-        // settled first.
-        let (store, system) = (seams.store, seams.system);
         let log = journal.open()?;
         super::housekeeping::settle(store, log)?;
         let mut hk = super::housekeeping::Journaled(log);
-        prepare_journaled(req, store, system, &mut |l| seams.note(l), &mut hk)?
+        prepare_journaled(req, store, system, held, &mut |l| seams.note(l), &mut hk)?
     };
     let run = match prepared {
         Prepared::AlreadyThere { target_out } => {
@@ -349,7 +354,8 @@ fn continue_run(
     let Some((_, Record::RunStarted(header))) = records.first() else {
         return Err(EngineError::NoRun);
     };
-    let mut header = (**header).clone();
+    // The masks of every step the run may still need: its re-plans' included.
+    let mut header = super::record::effective_header(header, &records);
     if let Some(r) = seams.reserve.as_deref_mut() {
         r.set_size(header.reserve);
     }
@@ -439,6 +445,10 @@ pub fn status(
                 "`stepwise resume --accept-failed-units` goes on, `stepwise unwind` walks it back to G0",
             )
         }
+        Phase::Replanning { .. } => (
+            "stopped at a complete generation: a step ran out of space and the rest of the chain did not fit".into(),
+            "free room on the store's filesystem, then `stepwise resume` plans the rest again; `stepwise unwind` walks back to G0",
+        ),
         _ => (
             match (s.in_flight, s.stuck) {
                 (Some(e), _) => format!("interrupted during {}", e.name()),
@@ -461,7 +471,8 @@ pub fn status(
         g0: spec.g0.out.clone(),
         target: spec.target.out.clone(),
         failure: loaded.replayed.failures.first().map(|(_, m)| m.clone()),
-        unwinding: s.unwind_requested || s.failure.is_some(),
+        unwinding: s.unwind_requested
+            || (s.failure.is_some() && !matches!(s.phase, Phase::Replanning { .. })),
     }))
 }
 

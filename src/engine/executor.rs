@@ -16,6 +16,8 @@ use crate::effects::store::{Activated, RealiseError, RealiseEvent, StoreError};
 use crate::effects::{Store, System};
 use crate::transition::{self, Chain, Effect, Event, FailureKind, Gen, Next, Outcome, RunState};
 
+mod replan;
+
 impl EngineError {
     pub fn from_error(e: crate::error::Error) -> Self {
         EngineError::Refused(Box::new(e))
@@ -33,6 +35,15 @@ pub trait Reserve {
     }
     fn release(&mut self) -> std::io::Result<()>;
     fn restore(&mut self) -> std::io::Result<()>;
+    /// Bytes the reserve holds on the store's filesystem now: part of its used bytes, which the
+    /// plan's ceiling must not count a second time (`PlanInput::count_held_reserve`).
+    fn held(&self) -> u64 {
+        0
+    }
+    /// Why there is no reserve, when there can be none (no directory on the store's filesystem).
+    fn skipped(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What the executor tells the user as it goes.
@@ -133,6 +144,8 @@ pub struct Executor<'a> {
     /// `--on-failed-units stop` waiting there goes on (`resume --accept-failed-units`).
     pub accept_failed_units: bool,
     reserve_released: bool,
+    /// Free bytes when the last realise started: what a step that ran out of space had.
+    free_at_realise: Option<u64>,
 }
 
 /// The last run, read back from the journal.
@@ -162,7 +175,7 @@ pub fn load(
     let replayed =
         record::replay(&spec, &records).map_err(|e| EngineError::Replay(e.to_string()))?;
     Ok(Loaded {
-        spec,
+        spec: replayed.spec.clone(),
         replayed,
         records,
         incomplete,
@@ -278,6 +291,7 @@ impl<'a> Executor<'a> {
             clock: None,
             accept_failed_units: false,
             reserve_released: false,
+            free_at_realise: None,
         }
     }
 
@@ -473,7 +487,7 @@ impl<'a> Executor<'a> {
         if let Some(wait) = self.waiting_for_reboot(&spec, &state) {
             return Ok(wait);
         }
-        self.drive(&spec, state, true)
+        self.drive(spec, state, true)
     }
 
     /// Back from a reboot: only go on in the generation the run rebooted into; until then the run
@@ -718,10 +732,11 @@ impl<'a> Executor<'a> {
 
     fn drive(
         &mut self,
-        spec: &Spec,
+        mut spec: Spec,
         mut state: RunState,
         mut retry_stuck: bool,
     ) -> Result<RunEnd, EngineError> {
+        let spec = &mut spec;
         loop {
             let e = match state.next_action() {
                 Next::Run(e) => e,
@@ -739,6 +754,17 @@ impl<'a> Executor<'a> {
                         .map_err(|e| EngineError::Replay(e.to_string()))?;
                     return Ok(self.finished(spec, o, &replayed));
                 }
+                Next::Replan { at } => match self.replan(spec, &state, at)? {
+                    replan::Replan::Fits(new_spec, ev) => {
+                        *spec = *new_spec;
+                        state = feed(state, ev)?;
+                        if let Some(c) = self.check("after-replanned") {
+                            return Ok(c);
+                        }
+                        continue;
+                    }
+                    replan::Replan::NothingFits(why) => return Ok(RunEnd::Stopped { why }),
+                },
                 Next::Await(e) => unreachable!("settled before driving: {e:?}"),
                 Next::Choose => unreachable!("the chain is chosen before driving"),
             };
@@ -940,7 +966,9 @@ impl<'a> Executor<'a> {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        cands.extend(self.store.valid_paths(&planned)?);
+        // With what they need: a failed realise may have fetched a new package's libraries.
+        let valid: Vec<StorePath> = self.store.valid_paths(&planned)?.into_iter().collect();
+        cands.extend(self.store.closure(&valid)?);
         cands.retain(|p| !p.is_derivation());
         // Its own rewritten `.drv`s reference the old packages it kept: they go with them.
         if !(gen == 0 || (state.chain == Chain::Direct) || gen as usize == spec.steps.len()) {
@@ -973,17 +1001,7 @@ impl<'a> Executor<'a> {
         t: &Transition,
     ) -> Result<Ran<Vec<Event>>, EngineError> {
         let gen_of = |gen: Gen| spec.gen(state.chain, gen);
-        let label_gen = match e {
-            Effect::PinDerivations | Effect::Release => 0,
-            Effect::WriteDerivations { gen }
-            | Effect::Realise { gen }
-            | Effect::SetProfile { gen }
-            | Effect::Activate { gen }
-            | Effect::DropGeneration { gen }
-            | Effect::Unpin { gen }
-            | Effect::Collect { gen }
-            | Effect::Reboot { gen } => gen,
-        };
+        let label_gen = gen_of_effect(e);
         (self.progress)(Progress::Starting {
             transition: t,
             gen: gen_of(label_gen),
@@ -997,7 +1015,10 @@ impl<'a> Executor<'a> {
             (Effect::WriteDerivations { gen }, _) => self
                 .write_derivations(spec, state.chain, gen)
                 .map_err(store_err),
-            (Effect::Realise { gen }, _) => self.realise(spec, state.chain, gen),
+            (Effect::Realise { gen }, _) => {
+                self.free_at_realise = self.store.space().ok().map(|s| s.free);
+                self.realise(spec, state.chain, gen)
+            }
             (Effect::SetProfile { gen }, _) => {
                 self.set_profile(spec, gen_of(gen)).map_err(store_err)
             }
@@ -1074,13 +1095,27 @@ impl<'a> Executor<'a> {
                 if kind == FailureKind::OutOfSpace {
                     self.release_reserve();
                 }
-                // Only this failure is read back as out of space (the machine's fall-back).
+                // Only these failures are read back as out of space (the machine's fall-back,
+                // and a step's re-plan).
                 let out_of_space = kind == FailureKind::OutOfSpace
-                    && state.chain == Chain::Direct
                     && matches!(e, Effect::Realise { .. } | Effect::WriteDerivations { .. });
-                let kind = if out_of_space {
+                let kind = if out_of_space && state.chain == Chain::Direct {
                     self.append(Record::PlainAttemptFailed {
                         why: message.clone(),
+                    })?;
+                    FailureKind::OutOfSpace
+                } else if out_of_space {
+                    let g = spec.gen(state.chain, gen_of_effect(e));
+                    let estimated = spec
+                        .header
+                        .plan
+                        .iter()
+                        .find(|s| s.index == g.step)
+                        .map_or(0, |s| s.adds);
+                    self.append(Record::SpaceRanOut {
+                        step: g.step,
+                        estimated,
+                        free: self.free_at_realise.unwrap_or(0),
                     })?;
                     FailureKind::OutOfSpace
                 } else if kind == FailureKind::OutOfSpace {
@@ -1394,6 +1429,21 @@ impl<'a> Executor<'a> {
         // Tidy only: the directory is empty now (or was never made, with an in-memory store).
         let _ = std::fs::remove_dir(&spec.roots_dir);
         Ok(Effected::note("run roots removed"))
+    }
+}
+
+/// The generation an effect acts on (0 for the run-wide ones).
+fn gen_of_effect(e: Effect) -> Gen {
+    match e {
+        Effect::PinDerivations | Effect::Release => 0,
+        Effect::WriteDerivations { gen }
+        | Effect::Realise { gen }
+        | Effect::SetProfile { gen }
+        | Effect::Activate { gen }
+        | Effect::DropGeneration { gen }
+        | Effect::Unpin { gen }
+        | Effect::Collect { gen }
+        | Effect::Reboot { gen } => gen,
     }
 }
 

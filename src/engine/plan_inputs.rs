@@ -115,14 +115,6 @@ pub fn gather(
     reserve: Option<u64>,
     options: PlanOptions,
 ) -> Result<PlanInput, Error> {
-    let sd = store.store_dir().clone();
-    let graph = read_target(store, target).map_err(|e| {
-        Error::bad_input(
-            format!("reading the target {}: {e}", sd.display(target)),
-            "give the toplevel .drv of a NixOS system (instantiated in this store)",
-        )
-    })?;
-
     let g0_top = system
         .read_system_link(&links.current_system)?
         .ok_or_else(|| {
@@ -134,6 +126,39 @@ pub fn gather(
                 "pass --current-system with the link to the running system",
             )
         })?;
+    gather_from(
+        store, system, target, links, &g0_top, reserve, options, None,
+    )
+}
+
+/// Gather the planner's input for `target` from the generation `g0_top` (the running system, or
+/// for a re-plan the step the run stands at: what is still to move is what it lacks). A re-plan
+/// passes the local derivations its run recorded (`recorded_local`), so that the new steps are
+/// derived from the graph the run planned with; a new run asks the substituters.
+#[allow(clippy::too_many_arguments)]
+pub fn gather_from(
+    store: &dyn Store,
+    system: &dyn System,
+    target: &StorePath,
+    links: &SystemLinks,
+    g0_top: &StorePath,
+    reserve: Option<u64>,
+    options: PlanOptions,
+    recorded_local: Option<&BTreeSet<StorePath>>,
+) -> Result<PlanInput, Error> {
+    let g0_top = g0_top.clone();
+    let sd = store.store_dir().clone();
+    let graph = match recorded_local {
+        Some(local) => read_target_recorded(store, target, local),
+        None => read_target(store, target),
+    }
+    .map_err(|e| {
+        Error::bad_input(
+            format!("reading the target {}: {e}", sd.display(target)),
+            "give the toplevel .drv of a NixOS system (instantiated in this store)",
+        )
+    })?;
+
     let g0_infos = store.closure_infos(std::slice::from_ref(&g0_top))?;
     let derivers: Vec<StorePath> = g0_infos
         .values()

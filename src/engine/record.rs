@@ -90,6 +90,8 @@ pub fn canonical(path: &Path) -> PathBuf {
 /// A run's records replayed: the state, and the transition of each intent by its sequence number.
 pub struct Replayed {
     pub state: RunState,
+    /// The run as its records leave it: the header's plan with every re-plan applied.
+    pub spec: Spec,
     pub intents: BTreeMap<Seq, (Effect, Transition)>,
     /// The failure messages, in order.
     pub failures: Vec<(Effect, String)>,
@@ -118,6 +120,7 @@ pub struct ReplayError {
 
 /// Fold a run's records (its `RunStarted` first) into the machine's state.
 pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, ReplayError> {
+    let mut spec = spec.initial();
     let mut state = RunState::new(spec.shape());
     let mut intents = BTreeMap::new();
     let mut failures = Vec::new();
@@ -139,9 +142,17 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
                     ChosenStrategy::Stepwise => Chain::Steps,
                 },
             }),
-            Record::PlainAttemptFailed { .. } => {
+            Record::PlainAttemptFailed { .. } | Record::SpaceRanOut { .. } => {
                 out_of_space = true;
                 None
+            }
+            Record::Replanned { at, steps, .. } => {
+                spec = spec.replanned(*at, steps).map_err(|e| err(e.to_string()))?;
+                Some(Event::Replanned {
+                    at: *at,
+                    steps: spec.steps.len() as transition::Gen,
+                    reboot_after: spec.reboot_after,
+                })
             }
             Record::UnwindStarted { .. } => Some(Event::UnwindRequested),
             // Housekeeping before the next run, recorded in this finished one: not the machine's.
@@ -157,7 +168,7 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
             Record::Intent { transition } => {
                 let Some(e) = state
                     .expected()
-                    .filter(|e| matches(spec, &state, *e, transition))
+                    .filter(|e| matches(&spec, &state, *e, transition))
                 else {
                     return Err(err(format!(
                         "intent {} is not what the run expects here ({:?})",
@@ -216,10 +227,71 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
     }
     Ok(Replayed {
         state,
+        spec,
         intents,
         failures,
         activated,
         finished,
+    })
+}
+
+/// The run's header with the chain as its re-plans left it: what the steps' derivations are
+/// derived from on `resume` (every mask the run may still need).
+pub fn effective_header(
+    header: &crate::effects::journal::RunHeader,
+    records: &[(Seq, Record)],
+) -> crate::effects::journal::RunHeader {
+    let mut h = header.clone();
+    for (_, r) in records {
+        if let Record::Replanned { at, steps, .. } = r {
+            h.plan.truncate(*at as usize);
+            h.plan.extend(steps.iter().cloned());
+        }
+    }
+    h
+}
+
+/// The cost factor (ppm) the run has learnt from its steps that ran out of space: each
+/// `spaceRanOut` on top of the factor its step was planned with (the last `replanned` before it).
+pub fn learnt_cost_ppm(records: &[(Seq, Record)]) -> u64 {
+    use crate::plan::replan::{learnt_cost_ppm, RanOut};
+    let (mut planned_with, mut learnt) = (0, 0);
+    for (_, r) in records {
+        match r {
+            Record::Replanned { cost_ppm, .. } => planned_with = *cost_ppm,
+            Record::SpaceRanOut {
+                estimated, free, ..
+            } => {
+                let l = learnt_cost_ppm(
+                    planned_with,
+                    RanOut {
+                        estimated: *estimated,
+                        free: *free,
+                    },
+                );
+                learnt = learnt.max(l);
+            }
+            _ => {}
+        }
+    }
+    learnt
+}
+
+/// The last `spaceRanOut` of the run: what the step being re-planned failed with.
+pub fn last_ran_out(records: &[(Seq, Record)]) -> Option<(u32, crate::plan::replan::RanOut)> {
+    records.iter().rev().find_map(|(_, r)| match r {
+        Record::SpaceRanOut {
+            step,
+            estimated,
+            free,
+        } => Some((
+            *step,
+            crate::plan::replan::RanOut {
+                estimated: *estimated,
+                free: *free,
+            },
+        )),
+        _ => None,
     })
 }
 

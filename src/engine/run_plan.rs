@@ -25,6 +25,10 @@ pub trait GenSource {
     fn derivations(&self, toplevel_drv: &StorePath) -> Result<Vec<DrvWrite>, String>;
     /// The closure the generation is expected to have: what a failed realise may leave behind.
     fn planned_closure(&self, toplevel_drv: &StorePath) -> Result<BTreeSet<StorePath>, String>;
+    /// A re-plan's new steps: their toplevel `.drv` and `out`, in order; from now on the source
+    /// knows their derivations too.
+    fn add_steps(&self, masks: &[crate::plan::Mask])
+        -> Result<Vec<(StorePath, StorePath)>, String>;
 }
 
 /// A source for runs whose generations all exist already (G0 and the target of a plain upgrade).
@@ -36,6 +40,9 @@ impl GenSource for NothingToWrite {
     }
     fn planned_closure(&self, _: &StorePath) -> Result<BTreeSet<StorePath>, String> {
         Ok(BTreeSet::new())
+    }
+    fn add_steps(&self, _: &[crate::plan::Mask]) -> Result<Vec<(StorePath, StorePath)>, String> {
+        Err("the run has no steps' masks: it cannot be re-planned".into())
     }
 }
 
@@ -61,6 +68,9 @@ pub struct Spec {
     pub target: GenPlan,
     /// Bit k: reboot after step k (from the header's plan).
     pub reboot_after: u64,
+    /// The plan the run started with (its header's), before any re-plan: what its records
+    /// replay from.
+    pub initial_plan: Vec<crate::effects::journal::PlannedStep>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,9 +136,54 @@ impl Spec {
                 .iter()
                 .filter(|s| s.index < 64 && s.reboot_after == Some(true))
                 .fold(0, |bits, s| bits | 1 << s.index),
+            initial_plan: header.plan.clone(),
             header,
             roots_dir,
         })
+    }
+
+    /// The run as it started, before any re-plan.
+    pub fn initial(&self) -> Spec {
+        if self.header.plan == self.initial_plan {
+            return self.clone();
+        }
+        let mut header = self.header.clone();
+        header.plan = self.initial_plan.clone();
+        Spec::new(header, self.roots_dir.clone()).expect("the run started from this plan")
+    }
+
+    /// The run after a re-plan: the chain up to `at` kept, `steps` after it (indices `at + 1` …,
+    /// the last the target).
+    pub fn replanned(
+        &self,
+        at: Gen,
+        steps: &[crate::effects::journal::PlannedStep],
+    ) -> Result<Spec, SpecError> {
+        if at as usize > self.steps.len() {
+            return Err(SpecError(format!(
+                "a re-plan after step {at} of a chain of {}",
+                self.steps.len()
+            )));
+        }
+        let mut header = self.header.clone();
+        header.plan.truncate(at as usize);
+        header.plan.extend(steps.iter().cloned());
+        let initial_plan = self.initial_plan.clone();
+        if !header.is_complete()
+            || header
+                .plan
+                .iter()
+                .enumerate()
+                .any(|(i, s)| s.index as usize != i + 1)
+        {
+            return Err(SpecError(format!(
+                "the re-plan after step {at} is not a complete chain numbered from {}",
+                at + 1
+            )));
+        }
+        let mut spec = Spec::new(header, self.roots_dir.clone())?;
+        spec.initial_plan = initial_plan;
+        Ok(spec)
     }
 
     pub fn shape(&self) -> RunShape {

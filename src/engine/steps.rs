@@ -15,6 +15,7 @@ use crate::drv::StorePath;
 use crate::effects::journal::RunHeader;
 use crate::effects::Store;
 use crate::plan::mask::{Mask, Materialised, Materialiser};
+use crate::plan::units::TargetGraph;
 
 /// Each step's mask, as the planner's rewriting needs it: from the run's header (format 2), or for
 /// a format-1 run from the side file format 1 kept beside the journal (`<journal>.steps.json`),
@@ -106,11 +107,26 @@ impl StepMasks {
     }
 }
 
-/// Materialises steps through the planner's rewriting, lazily, once.
+/// One step as materialised: its mask and its derivations.
+#[derive(Debug, Clone)]
+struct MaterialisedStep {
+    mask: Mask,
+    m: Materialised,
+}
+
+/// What the planner source derived from the target's graph: every step, and the target's unit
+/// outputs (what a step that upgrades them may have fetched or built).
+#[derive(Debug, Clone)]
+struct Derived {
+    steps: Vec<MaterialisedStep>,
+    unit_outputs: BTreeSet<StorePath>,
+}
+
+/// Materialises steps through the planner's rewriting, lazily, once; a re-plan adds steps.
 pub struct PlannerSource<'a> {
     store: &'a dyn Store,
     masks: StepMasks,
-    done: RefCell<Option<Result<Vec<Materialised>, String>>>,
+    done: RefCell<Option<Result<Derived, String>>>,
 }
 
 impl<'a> PlannerSource<'a> {
@@ -122,27 +138,50 @@ impl<'a> PlannerSource<'a> {
         }
     }
 
-    fn all(&self) -> Result<Vec<Materialised>, String> {
+    /// The target's graph: with the local derivations the run recorded, or (not recorded)
+    /// as the substituters say now.
+    fn graph(&self) -> Result<TargetGraph, String> {
+        let target = &self.masks.target_drv;
+        match &self.masks.local {
+            Some(local) => super::plan_inputs::read_target_recorded(self.store, target, local),
+            None => super::plan_inputs::read_target(self.store, target),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn materialise(
+        &self,
+        graph: &TargetGraph,
+        masks: &[Mask],
+    ) -> Result<Vec<MaterialisedStep>, String> {
+        let src = StoreDrvs(self.store);
+        let mut m = Materialiser::new(graph, &src);
+        masks
+            .iter()
+            .map(|mask| {
+                Ok(MaterialisedStep {
+                    mask: mask.clone(),
+                    m: m.materialise(mask).map_err(|e| e.to_string())?,
+                })
+            })
+            .collect()
+    }
+
+    fn all(&self) -> Result<Derived, String> {
         if let Some(r) = &*self.done.borrow() {
             return r.clone();
         }
         let r = (|| {
-            let src = StoreDrvs(self.store);
-            let graph = match &self.masks.local {
-                Some(local) => super::plan_inputs::read_target_recorded(
-                    self.store,
-                    &self.masks.target_drv,
-                    local,
-                ),
-                None => super::plan_inputs::read_target(self.store, &self.masks.target_drv),
-            }
-            .map_err(|e| e.to_string())?;
-            let mut m = Materialiser::new(&graph, &src);
-            self.masks
-                .masks
-                .values()
-                .map(|mask| m.materialise(mask).map_err(|e| e.to_string()))
-                .collect::<Result<Vec<_>, _>>()
+            let graph = self.graph()?;
+            let masks: Vec<Mask> = self.masks.masks.values().cloned().collect();
+            Ok(Derived {
+                steps: self.materialise(&graph, &masks)?,
+                unit_outputs: graph
+                    .unit_outputs()
+                    .into_values()
+                    .flat_map(|m| m.into_values())
+                    .collect(),
+            })
         })();
         *self.done.borrow_mut() = Some(r.clone());
         r
@@ -152,19 +191,29 @@ impl<'a> PlannerSource<'a> {
     pub fn toplevels(&self) -> Result<Vec<(StorePath, StorePath)>, String> {
         Ok(self
             .all()?
+            .steps
             .into_iter()
-            .map(|m| (m.toplevel_drv, m.toplevel_out))
+            .map(|s| (s.m.toplevel_drv, s.m.toplevel_out))
             .collect())
+    }
+
+    fn step(&self, toplevel_drv: &StorePath) -> Result<Option<MaterialisedStep>, String> {
+        Ok(self
+            .all()?
+            .steps
+            .into_iter()
+            .rev()
+            .find(|s| &s.m.toplevel_drv == toplevel_drv))
     }
 }
 
 impl GenSource for PlannerSource<'_> {
     fn derivations(&self, toplevel_drv: &StorePath) -> Result<Vec<DrvWrite>, String> {
-        let all = self.all()?;
-        let Some(m) = all.iter().find(|m| &m.toplevel_drv == toplevel_drv) else {
+        let Some(s) = self.step(toplevel_drv)? else {
             return Ok(vec![]);
         };
-        Ok(m.drvs
+        Ok(s.m
+            .drvs
             .iter()
             .map(|d| DrvWrite {
                 path: d.path.clone(),
@@ -176,17 +225,36 @@ impl GenSource for PlannerSource<'_> {
     }
 
     fn planned_closure(&self, toplevel_drv: &StorePath) -> Result<BTreeSet<StorePath>, String> {
-        // The step's own glue outputs: what a failed realise of it may have left.
-        let all = self.all()?;
-        Ok(all
+        // The step's own glue outputs and the target's packages it upgrades: what a failed
+        // realise of it may have left.
+        let Some(s) = self.step(toplevel_drv)? else {
+            return Ok(BTreeSet::new());
+        };
+        let mut paths: BTreeSet<StorePath> =
+            s.m.drvs
+                .iter()
+                .flat_map(|d| d.drv.outputs.values().filter_map(|o| o.path.clone()))
+                .collect();
+        paths.extend(
+            self.all()?
+                .unit_outputs
+                .into_iter()
+                .filter(|p| !s.mask.0.contains_key(p)),
+        );
+        Ok(paths)
+    }
+
+    fn add_steps(&self, masks: &[Mask]) -> Result<Vec<(StorePath, StorePath)>, String> {
+        self.all()?;
+        let graph = self.graph()?;
+        let new = self.materialise(&graph, masks)?;
+        let tops = new
             .iter()
-            .find(|m| &m.toplevel_drv == toplevel_drv)
-            .map(|m| {
-                m.drvs
-                    .iter()
-                    .flat_map(|d| d.drv.outputs.values().filter_map(|o| o.path.clone()))
-                    .collect()
-            })
-            .unwrap_or_default())
+            .map(|s| (s.m.toplevel_drv.clone(), s.m.toplevel_out.clone()))
+            .collect();
+        if let Some(Ok(d)) = self.done.borrow_mut().as_mut() {
+            d.steps.extend(new);
+        }
+        Ok(tops)
     }
 }

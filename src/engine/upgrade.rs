@@ -118,20 +118,34 @@ pub fn prepare(
     system: &dyn System,
     note: &mut dyn FnMut(&str),
 ) -> Result<Prepared, Error> {
+    prepare_counting_reserve(req, store, system, 0, note)
+}
+
+/// `prepare`, with a reserve file already holding `held_reserve` bytes on the store's filesystem
+/// (made by the last run): the plan counts the reserve once, not in the used bytes as well.
+pub fn prepare_counting_reserve(
+    req: &UpgradeRequest,
+    store: &dyn Store,
+    system: &dyn System,
+    held_reserve: u64,
+    note: &mut dyn FnMut(&str),
+) -> Result<Prepared, Error> {
     prepare_journaled(
         req,
         store,
         system,
+        held_reserve,
         note,
         &mut super::housekeeping::Unjournaled,
     )
 }
 
-/// `prepare`, journaling its housekeeping through `hk`.
+/// `prepare_counting_reserve`, journaling its housekeeping through `hk`.
 pub fn prepare_journaled(
     req: &UpgradeRequest,
     store: &dyn Store,
     system: &dyn System,
+    held_reserve: u64,
     note: &mut dyn FnMut(&str),
     hk: &mut dyn super::housekeeping::Housekeeping,
 ) -> Result<Prepared, Error> {
@@ -163,7 +177,12 @@ pub fn prepare_journaled(
         &g0,
     )?;
     let (g0_closure, g0_drv) = preflight::g0_closure_and_deriver(store, &g0)?;
-    let (input, planned) = plan_without_leftovers(req, store, system, &g0, &g0_closure, note, hk)?;
+    let starting = StartingGeneration {
+        toplevel: &g0,
+        closure: &g0_closure,
+    };
+    let (input, planned) =
+        plan_without_leftovers(req, store, system, starting, held_reserve, note, hk)?;
     let (plan, masks) = steps_of(req, store, &planned, &input.target.local, &target_out, &g0)?;
     let (chain, why) = choose(req.strategy, &planned, plan.len())?;
     let keep = req
@@ -250,6 +269,12 @@ pub(crate) fn target_out(store: &dyn Store, target_drv: &StorePath) -> Result<St
         })
 }
 
+/// G0 as preflight found it: the running toplevel and its closure.
+struct StartingGeneration<'a> {
+    toplevel: &'a StorePath,
+    closure: &'a BTreeSet<StorePath>,
+}
+
 /// The plan, made once before anything is deleted (bad names such as `--non-vital typo` stop
 /// here), /boot checked, then unrooted leftovers of an earlier attempt deleted and the plan made
 /// again when there were any.
@@ -257,8 +282,8 @@ fn plan_without_leftovers(
     req: &UpgradeRequest,
     store: &dyn Store,
     system: &dyn System,
-    g0: &StorePath,
-    g0_closure: &std::collections::BTreeSet<StorePath>,
+    g0: StartingGeneration<'_>,
+    held_reserve: u64,
     note: &mut dyn FnMut(&str),
     hk: &mut dyn super::housekeeping::Housekeeping,
 ) -> Result<(PlanInput, Planned), Error> {
@@ -269,7 +294,7 @@ fn plan_without_leftovers(
         merge_headroom_percent: 0,
     };
     let plan_once = |options: PlanOptions| -> Result<(PlanInput, Planned), Error> {
-        let input = gather(
+        let mut input = gather(
             store,
             system,
             &req.target_drv,
@@ -277,6 +302,7 @@ fn plan_without_leftovers(
             req.reserve,
             options,
         )?;
+        input.count_held_reserve(held_reserve);
         let planned = crate::plan::plan(&input)?;
         Ok((input, planned))
     };
@@ -288,12 +314,12 @@ fn plan_without_leftovers(
             store,
             dir,
             &req.links.profile,
-            g0,
+            g0.toplevel,
             planned.boot.as_ref(),
             note,
         )?;
     }
-    let (leftovers, bytes) = preflight::leftovers(store, &input, g0_closure)?;
+    let (leftovers, bytes) = preflight::leftovers(store, &input, g0.closure)?;
     if leftovers.is_empty() {
         return Ok((input, planned));
     }

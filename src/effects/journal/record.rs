@@ -229,6 +229,22 @@ pub enum Record {
     RunFinished { outcome: Outcome },
     /// Kind 9: a later process (`resume`, `unwind`, a boot-time resume) took the run over.
     Resumed { pid: u32, command: String },
+    /// Kind 10 (format 3): the realise of step `step` ran out of space. It was estimated to add
+    /// `estimated` bytes of the disk and had `free` bytes when it started. Written just before
+    /// the realise's `failed` record, which it marks as not a build failure.
+    SpaceRanOut {
+        step: u32,
+        estimated: u64,
+        free: u64,
+    },
+    /// Kind 11 (format 3): the chain after generation `at` (where the system stands) is replaced
+    /// by `steps` (indices `at + 1` …, the last the target, each with its mask and reboot point),
+    /// planned with `cost_ppm` on every estimate (what the space that ran out taught).
+    Replanned {
+        at: u32,
+        cost_ppm: u64,
+        steps: Vec<PlannedStep>,
+    },
     /// Kind 12 (format 3): the activation of the intent at `intent` did not simply succeed;
     /// written before its `done`. Either some units failed to start (`switch-to-configuration`
     /// exit 4; `unitsFailed` names them, empty when it named none) or, with `rebootRequired`,
@@ -255,6 +271,7 @@ impl Record {
         match self {
             Record::RunStarted(h) if !h.fits_format_2() => 3,
             Record::Intent { transition } => transition.format().max(2),
+            Record::SpaceRanOut { .. } | Record::Replanned { .. } => 3,
             Record::Activated { .. } => 3,
             _ => 2,
         }
@@ -272,6 +289,8 @@ impl Record {
             Record::Failed { .. } => 7,
             Record::RunFinished { .. } => 8,
             Record::Resumed { .. } => 9,
+            Record::SpaceRanOut { .. } => 10,
+            Record::Replanned { .. } => 11,
             Record::Activated { .. } => 12,
         }
     }
@@ -288,6 +307,8 @@ impl Record {
             Record::Failed { .. } => "failed",
             Record::RunFinished { .. } => "runFinished",
             Record::Resumed { .. } => "resumed",
+            Record::SpaceRanOut { .. } => "spaceRanOut",
+            Record::Replanned { .. } => "replanned",
             Record::Activated { .. } => "activated",
         }
     }
@@ -315,6 +336,19 @@ impl Record {
             Record::Failed { intent, message } => postcard::to_stdvec(&(intent, message)),
             Record::RunFinished { outcome } => postcard::to_stdvec(outcome),
             Record::Resumed { pid, command } => postcard::to_stdvec(&(pid, command)),
+            Record::SpaceRanOut {
+                step,
+                estimated,
+                free,
+            } => postcard::to_stdvec(&(step, estimated, free)),
+            Record::Replanned {
+                at,
+                cost_ppm,
+                steps,
+            } => {
+                let steps: Vec<StepV3> = steps.iter().map(StepV3::from).collect();
+                postcard::to_stdvec(&(at, cost_ppm, steps))
+            }
             Record::Activated {
                 intent,
                 units_failed,
@@ -374,6 +408,22 @@ impl Record {
                 let (pid, command) = all(payload)?;
                 Record::Resumed { pid, command }
             }
+            10 => {
+                let (step, estimated, free) = all(payload)?;
+                Record::SpaceRanOut {
+                    step,
+                    estimated,
+                    free,
+                }
+            }
+            11 => {
+                let (at, cost_ppm, steps): (u32, u64, Vec<StepV3>) = all(payload)?;
+                Record::Replanned {
+                    at,
+                    cost_ppm,
+                    steps: steps.into_iter().map(PlannedStep::from).collect(),
+                }
+            }
             12 => {
                 let (intent, units_failed, reboot_required) = all(payload)?;
                 Record::Activated {
@@ -415,6 +465,49 @@ fn all<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
         Ok(value)
     } else {
         Err(DecodeError::TrailingBytes(rest.len()))
+    }
+}
+
+/// A step of a `replanned` record (format 3): every field, the mask and reboot point always.
+#[derive(Serialize, Deserialize)]
+struct StepV3 {
+    index: u32,
+    toplevel_drv: StorePath,
+    toplevel_out: StorePath,
+    units: Vec<String>,
+    adds: u64,
+    frees: u64,
+    mask: Mask,
+    reboot_after: bool,
+}
+
+impl From<&PlannedStep> for StepV3 {
+    fn from(s: &PlannedStep) -> Self {
+        StepV3 {
+            index: s.index,
+            toplevel_drv: s.toplevel_drv.clone(),
+            toplevel_out: s.toplevel_out.clone(),
+            units: s.units.clone(),
+            adds: s.adds,
+            frees: s.frees,
+            mask: s.mask.clone().unwrap_or_default(),
+            reboot_after: s.reboot_after.unwrap_or(false),
+        }
+    }
+}
+
+impl From<StepV3> for PlannedStep {
+    fn from(s: StepV3) -> Self {
+        PlannedStep {
+            index: s.index,
+            toplevel_drv: s.toplevel_drv,
+            toplevel_out: s.toplevel_out,
+            units: s.units,
+            adds: s.adds,
+            frees: s.frees,
+            mask: Some(s.mask),
+            reboot_after: Some(s.reboot_after),
+        }
     }
 }
 

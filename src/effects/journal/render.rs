@@ -140,6 +140,33 @@ fn describe_record(r: &Record) -> String {
         Record::Done { intent, .. } => format!("done (intent {intent})"),
         Record::Failed { intent, message } => format!("failed (intent {intent}): {message}"),
         Record::RunFinished { outcome } => format!("run finished: {}", describe_outcome(outcome)),
+        Record::SpaceRanOut {
+            step,
+            estimated,
+            free,
+        } => format!(
+            "step {step} ran out of space: estimated to add {}, had {} free",
+            human_bytes(*estimated),
+            human_bytes(*free)
+        ),
+        Record::Replanned {
+            at,
+            cost_ppm,
+            steps,
+        } => format!(
+            "re-planned after step {at}: {} step(s) to the target ({}), estimates × {:.2}",
+            steps.len(),
+            steps
+                .iter()
+                .map(|s| if s.units.is_empty() {
+                    format!("{}", s.index)
+                } else {
+                    format!("{}: {}", s.index, s.units.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            (*cost_ppm).max(1_000_000) as f64 / 1e6
+        ),
         Record::Resumed { pid, command } => {
             format!("taken over by `stepwise {command}` (pid {pid})")
         }

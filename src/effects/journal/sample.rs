@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::codes::{Action, OnFailure, RebootPolicy, Strategy};
+use super::codes::{Action, OnFailedUnits, OnFailure, RebootPolicy, Strategy};
 use super::record::{ChosenStrategy, Outcome, PlannedStep, Record, RunHeader, RunOptions, Target};
 use super::transition::Transition;
 use crate::drv::StorePath;
@@ -70,6 +70,41 @@ pub fn header() -> RunHeader {
         options: RunOptions::default(),
         local_derivations: Vec::new(),
     }
+}
+
+/// A header with what format 3 added: options that are not the defaults and a local derivation.
+pub fn header_v3() -> RunHeader {
+    RunHeader {
+        options: RunOptions {
+            keep_previous: true,
+            on_failed_units: OnFailedUnits::Stop,
+        },
+        local_derivations: vec![store_path("initrd-linux-6.6.drv")],
+        ..header()
+    }
+}
+
+/// The housekeeping a later `upgrade` journals in the last, finished run (format 3's
+/// transitions): an earlier attempt's leftovers deleted, a stub probe built and cleaned up.
+pub fn housekeeping_records(first_seq: u64) -> Vec<Record> {
+    let mut run = SampleRun::new(first_seq);
+    run.effect(
+        Transition::DeleteLeftovers {
+            paths: vec![store_path("etc"), store_path("unit-1a-2.0")],
+            bytes: 12 << 20,
+        },
+        None,
+        Some(12 << 20),
+    );
+    run.effect(
+        Transition::ProbeStubs {
+            root: PathBuf::from("/var/lib/stepwise/journal.redb.probe/root"),
+            scratch: vec![store_path("stepwise-stub-firefox")],
+        },
+        None,
+        Some(4 << 10),
+    );
+    run.out
 }
 
 /// The records of a stepwise run after its header, with `Done`/`Failed` naming their intent by
@@ -212,6 +247,107 @@ pub fn interrupted_records(first_seq: u64) -> Vec<Record> {
     ];
     out.push(Record::Failed {
         intent: first_seq + 3,
+        message: "build of hello-2.12.drv failed".into(),
+    });
+    out.push(Record::UnwindStarted {
+        why: "a build failed".into(),
+    });
+    out.push(Record::Resumed {
+        pid: 777,
+        command: "unwind".into(),
+    });
+    out.push(Record::Intent {
+        transition: Transition::Reboot {
+            expected_booted: store_path("nixos-system-web-24.05"),
+        },
+    });
+    out
+}
+
+/// A format-3 run (after `header_v3`): step 1 runs out of space and the chain is planned again
+/// (`spaceRanOut`, `replanned`), then a build fails and the run unwinds, its last intent without
+/// an outcome. Kept apart from `interrupted_records` so the format-2 golden stays what format 2
+/// wrote.
+pub fn replanned_records(first_seq: u64) -> Vec<Record> {
+    let root = PathBuf::from("/nix/var/nix/gcroots/stepwise/step-1");
+    let mut out = vec![
+        Record::PlainAttemptFailed {
+            why: "out of space while realising: No space left on device".into(),
+        },
+        Record::StrategyChosen {
+            strategy: ChosenStrategy::Stepwise,
+            why: "the plain upgrade ran out of space".into(),
+        },
+    ];
+    let intent = |out: &mut Vec<Record>, t: Transition| {
+        out.push(Record::Intent { transition: t });
+        first_seq + out.len() as u64
+    };
+    let i = intent(
+        &mut out,
+        Transition::Realise {
+            step: 1,
+            drv: store_path("nixos-system-web-step1.drv"),
+            root: root.clone(),
+        },
+    );
+    out.push(Record::SpaceRanOut {
+        step: 1,
+        estimated: 150 << 20,
+        free: 180 << 20,
+    });
+    out.push(Record::Failed {
+        intent: i,
+        message: "writing /nix/store/…-unit-1a-2.0: No space left on device".into(),
+    });
+    let i = intent(&mut out, Transition::Unpin { root: root.clone() });
+    out.push(Record::Done {
+        intent: i,
+        added: None,
+        freed: None,
+    });
+    let i = intent(
+        &mut out,
+        Transition::Collect {
+            paths: vec![store_path("unit-1a-2.0")],
+            bytes: 90 << 20,
+        },
+    );
+    out.push(Record::Done {
+        intent: i,
+        added: None,
+        freed: Some(90 << 20),
+    });
+    out.push(Record::Replanned {
+        at: 0,
+        cost_ppm: 1_320_000,
+        steps: (1..=3)
+            .map(|i| PlannedStep {
+                index: i,
+                toplevel_drv: store_path(&format!("nixos-system-web-replanned{i}.drv")),
+                toplevel_out: store_path(&format!("nixos-system-web-replanned{i}")),
+                units: vec![format!("unit-{i}")],
+                adds: 100 << 20,
+                frees: 80 << 20,
+                mask: Some(Mask(if i == 3 {
+                    Default::default()
+                } else {
+                    [(store_path("unit-3-2.0"), store_path("unit-3-1.0"))].into()
+                })),
+                reboot_after: Some(i == 1),
+            })
+            .collect(),
+    });
+    let i = intent(
+        &mut out,
+        Transition::Realise {
+            step: 1,
+            drv: store_path("nixos-system-web-replanned1.drv"),
+            root,
+        },
+    );
+    out.push(Record::Failed {
+        intent: i,
         message: "build of hello-2.12.drv failed".into(),
     });
     out.push(Record::UnwindStarted {

@@ -59,6 +59,10 @@ pub struct DiskCost {
     pub fs_used: u64,
     /// NAR bytes of every live path (0: not asked, the filesystem does not compress).
     pub live_nar: u64,
+    /// What a step that ran out of space taught, in ppm on top of the ratio (0: nothing learnt;
+    /// see `replan::learnt_cost_ppm`): the run's own evidence that estimates here were low.
+    #[serde(default)]
+    pub learnt_ppm: u64,
 }
 
 impl DiskCost {
@@ -90,8 +94,19 @@ impl DiskCost {
         block.min(ratio(undeduplicated as u64, self.live_nar))
     }
 
-    /// The ratio applied to a path not yet on disk (see the module comment), in ppm.
+    /// The ratio applied to a path not yet on disk (see the module comment), in ppm, with what
+    /// the run learnt from a step that ran out of space on top.
     pub fn ratio_ppm(&self) -> u64 {
+        let base = self.base_ratio_ppm();
+        if self.learnt_ppm <= PPM {
+            return base;
+        }
+        (base as u128 * self.learnt_ppm as u128)
+            .div_ceil(PPM as u128)
+            .min(u64::MAX as u128) as u64
+    }
+
+    fn base_ratio_ppm(&self) -> u64 {
         let measured = self.measured_ratio_ppm();
         if !self.is_measured() {
             PPM
@@ -216,6 +231,18 @@ mod tests {
             sample_allocated_unique: alloc,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_learnt_cost_scales_estimates_not_measured_paths() {
+        let mut c = cost(false, 1000, 1000);
+        let p = StorePath::from_base_name("0123456789abcdfghijklmnpqrsvwxyz-p").unwrap();
+        c.own_bytes.insert(p.clone(), 4096);
+        c.learnt_ppm = 1_500_000;
+        assert_eq!(c.estimate(1000), 1500);
+        assert_eq!(c.bytes_of(&p, 4000, true), (4096, true));
+        c.learnt_ppm = 0;
+        assert_eq!(c.estimate(1000), 1000);
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub mod names;
 pub mod order;
 pub mod planner;
 pub mod probe;
+pub mod replan;
 pub mod report;
 pub mod space;
 pub mod units;

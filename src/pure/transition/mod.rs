@@ -26,6 +26,14 @@
 //! Unpin comes before Collect (the brief had it last) so that the superseded generation's own root
 //! never keeps it alive; the new generation's root stays until the next move supersedes it.
 //!
+//! A step of the `Steps` chain whose realise runs out of space is not a build failure: what it
+//! left is removed (Unpin + Collect of `to`, as after any failed realise), then the machine waits
+//! in [`Phase::Replanning`] at `from`, a complete generation, for the executor to re-plan the rest
+//! of the chain from the disk as it is now ([`Event::Replanned`]: the chain from `from` on is
+//! replaced, nothing before it changes). When nothing fits, the run stops there (exit 3) and
+//! `resume` re-plans again, with whatever room there is then. A re-plan has no effect on the world,
+//! so it has no inverse: walking back from a replanned chain is walking back any chain.
+//!
 //! The journal records Intent/Done/Failed around each effect; replaying those records through
 //! [`next`] rebuilds the state exactly ([`replay`]), which is how `resume` knows where it stands.
 
@@ -212,6 +220,8 @@ pub enum AfterCleanup {
     FallBack,
     Unwind,
     Hold,
+    /// A step ran out of space: re-plan the rest of the chain from where the system stands.
+    Replan,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -249,6 +259,12 @@ pub enum Phase {
     },
     Releasing(Outcome),
     Finished(Outcome),
+    /// A step's realise ran out of space and its partial results are gone; the system stands at
+    /// `at` (complete). The executor re-plans the chain after `at` ([`Event::Replanned`]) or stops
+    /// there when nothing fits.
+    Replanning {
+        at: Gen,
+    },
 }
 
 /// Why an effect failed, as far as the decision goes.
@@ -277,6 +293,13 @@ pub enum Event {
     Failed(Effect, FailureKind),
     /// The user asked to walk back to G0 (`stepwise unwind`).
     UnwindRequested,
+    /// In [`Phase::Replanning`]: the chain after `at` is replaced; it now has `steps` generations
+    /// after G0 (the last the target) and reboots after the generations in `reboot_after`.
+    Replanned {
+        at: Gen,
+        steps: Gen,
+        reboot_after: u64,
+    },
     /// What the in-flight activation of `gen` reported besides success, journaled before its
     /// `Done`: some units failed to start, or the generation takes effect only after a reboot.
     Activated {
@@ -327,6 +350,10 @@ pub enum Next {
     Finished(Outcome),
     /// Preflight: the executor chooses the chain.
     Choose,
+    /// The executor re-plans the chain after `at` (or stops there when nothing fits).
+    Replan {
+        at: Gen,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -351,6 +378,8 @@ pub enum NotAllowed {
     Finished(Outcome),
     #[error("the chain {0:?} has no generations (the run has no stepwise plan)")]
     EmptyChain(Chain),
+    #[error("a re-plan after generation {at} must end after it, not at {steps}")]
+    ShortReplan { at: Gen, steps: Gen },
 }
 
 impl RunState {
@@ -400,7 +429,7 @@ impl RunState {
     /// The effect the machine expects next, if it expects one.
     pub fn expected(&self) -> Option<Effect> {
         match self.phase {
-            Phase::Preflight | Phase::Finished(_) => None,
+            Phase::Preflight | Phase::Finished(_) | Phase::Replanning { .. } => None,
             Phase::Pinning => Some(Effect::PinDerivations),
             Phase::Moving(m) => Some(m.effect(self.booted_before)),
             Phase::Cleanup { gen, stage, .. } => Some(match stage {
@@ -421,6 +450,7 @@ impl RunState {
         match self.phase {
             Phase::Preflight => Next::Choose,
             Phase::Finished(o) => Next::Finished(o),
+            Phase::Replanning { at } => Next::Replan { at },
             _ => Next::Run(
                 self.expected()
                     .expect("every other phase expects an effect"),
@@ -505,6 +535,23 @@ pub fn next(state: &RunState, event: Event) -> Result<RunState, NotAllowed> {
             }
             s.chain = chain;
             s.phase = Phase::Pinning;
+        }
+        (
+            Phase::Replanning { at },
+            None,
+            Event::Replanned {
+                at: a,
+                steps,
+                reboot_after,
+            },
+        ) if a == at => {
+            if steps <= at {
+                return Err(NotAllowed::ShortReplan { at, steps });
+            }
+            s.shape.steps = steps;
+            s.shape.reboot_after = reboot_after;
+            s.failure = None;
+            s.phase = s.forward(at);
         }
         (Phase::Preflight, None, Event::UnwindRequested) => {
             s.unwind_requested = true;
@@ -597,6 +644,7 @@ pub fn next(state: &RunState, event: Event) -> Result<RunState, NotAllowed> {
                 }
                 Phase::Releasing(Outcome::ReachedTarget) => s.back_from(s.active, false),
                 Phase::Releasing(Outcome::Held { at }) => s.back_from(at, true),
+                Phase::Replanning { at } => s.back_from(at, s.failure.is_some()),
             };
         }
         (_, _, event) => return Err(s.not_allowed(event)),
@@ -667,11 +715,14 @@ fn done(s: &mut RunState, phase: Phase, e: Effect) {
                         s.forward(0)
                     }
                     AfterCleanup::Unwind | AfterCleanup::Hold => s.turn_around(s.profile_at),
+                    AfterCleanup::Replan => Phase::Replanning { at: s.profile_at },
                 },
             }
         }
         Phase::Releasing(o) => s.phase = Phase::Finished(o),
-        Phase::Preflight | Phase::Finished(_) => unreachable!("no effect runs there"),
+        Phase::Preflight | Phase::Finished(_) | Phase::Replanning { .. } => {
+            unreachable!("no effect runs there")
+        }
     }
 }
 
@@ -691,6 +742,10 @@ fn failed(s: &mut RunState, phase: Phase, e: Effect, kind: FailureKind) {
                         && s.shape.steps > 0
                     {
                         AfterCleanup::FallBack
+                    } else if kind == FailureKind::OutOfSpace && s.chain == Chain::Steps {
+                        // Not a build failure: the estimate was wrong. Never unwind a working
+                        // chain for it; re-plan from the complete generation at `from`.
+                        AfterCleanup::Replan
                     } else if s.shape.on_failure == FailurePolicy::Hold {
                         AfterCleanup::Hold
                     } else {

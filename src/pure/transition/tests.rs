@@ -110,6 +110,17 @@ fn drive(
         }
         let e = match s.next_action() {
             Next::Run(e) | Next::Stop(e, _) => e,
+            // A finer split: one generation more than the chain had.
+            Next::Replan { at } => {
+                let ev = Event::Replanned {
+                    at,
+                    steps: s.shape.steps.max(at) + 1,
+                    reboot_after: 0,
+                };
+                s = next(&s, ev).unwrap();
+                events.push(ev);
+                continue;
+            }
             other => panic!("unexpected {other:?}"),
         };
         let ev = Event::Intent(e);
@@ -581,4 +592,149 @@ fn a_report_must_name_the_activation_in_flight() {
     };
     assert!(next(&s, other).is_err());
     assert!(next(&s, report).is_ok());
+}
+
+#[test]
+fn out_of_space_in_a_step_replans_from_the_complete_generation() {
+    let sh = shape(3, true, FailurePolicy::Unwind);
+    let mut s = RunState::new(sh);
+    let mut world = World::new();
+    s = next(
+        &s,
+        Event::Begin {
+            chain: Chain::Steps,
+        },
+    )
+    .unwrap();
+    let mut failed = false;
+    while s.next_action() != (Next::Replan { at: 1 }) {
+        let Next::Run(e) = s.next_action() else {
+            panic!("unexpected {:?}", s.next_action())
+        };
+        s = next(&s, Event::Intent(e)).unwrap();
+        if e == (Effect::Realise { gen: 2 }) && !failed {
+            failed = true;
+            s = next(&s, Event::Failed(e, FailureKind::OutOfSpace)).unwrap();
+        } else {
+            world.apply(&s, e);
+            s = next(&s, Event::Done(e)).unwrap();
+        }
+    }
+    // The failed step's leftovers went (Unpin + Collect of 2); the system stands at 1, complete.
+    assert_eq!(s.phase, Phase::Replanning { at: 1 });
+    assert_eq!((world.profile, world.current), (1, 1));
+    assert!(!world.valid.contains(&2));
+    assert_eq!(s.expected(), None);
+    assert!(s.failure.is_some());
+    // Nothing runs before the re-plan is recorded.
+    assert!(matches!(
+        next(&s, Event::Intent(Effect::WriteDerivations { gen: 2 })),
+        Err(NotAllowed::UnexpectedIntent { .. })
+    ));
+    let replanned = Event::Replanned {
+        at: 1,
+        steps: 5,
+        reboot_after: 1 << 3,
+    };
+    let r = next(&s, replanned).unwrap();
+    assert_eq!(r.expected(), Some(Effect::WriteDerivations { gen: 2 }));
+    assert_eq!((r.shape.steps, r.shape.reboot_after), (5, 1 << 3));
+    assert_eq!(r.failure, None);
+    assert_eq!(r.last_gen(), 5);
+}
+
+#[test]
+fn a_replan_must_be_for_where_the_run_stands_and_end_after_it() {
+    let mut s = RunState::new(shape(3, false, FailurePolicy::Unwind));
+    s.chain = Chain::Steps;
+    s.phase = Phase::Replanning { at: 2 };
+    s.profile_at = 2;
+    let wrong_at = Event::Replanned {
+        at: 1,
+        steps: 4,
+        reboot_after: 0,
+    };
+    assert!(matches!(next(&s, wrong_at), Err(NotAllowed::Event { .. })));
+    let short = Event::Replanned {
+        at: 2,
+        steps: 2,
+        reboot_after: 0,
+    };
+    assert_eq!(
+        next(&s, short),
+        Err(NotAllowed::ShortReplan { at: 2, steps: 2 })
+    );
+    // A re-plan anywhere else is refused.
+    let mut moving = s.clone();
+    moving.phase = moving.forward(2);
+    let ev = Event::Replanned {
+        at: 2,
+        steps: 4,
+        reboot_after: 0,
+    };
+    assert!(matches!(next(&moving, ev), Err(NotAllowed::Event { .. })));
+}
+
+#[test]
+fn out_of_space_in_a_step_is_not_held_and_an_unwind_walks_back_from_the_replan() {
+    let sh = shape(3, true, FailurePolicy::Hold);
+    let mut ran_out = false;
+    let (events, s, w) = drive(
+        sh,
+        Chain::Steps,
+        |_, e| {
+            let fail = e == (Effect::Realise { gen: 2 }) && !ran_out;
+            ran_out |= fail;
+            fail.then_some(FailureKind::OutOfSpace)
+        },
+        None,
+    );
+    assert_eq!(s.phase, Phase::Finished(Outcome::ReachedTarget));
+    assert_eq!(w.profile, 4, "one generation more after the re-plan");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Replanned { at: 1, .. })));
+    // A user's unwind while re-planning walks back from the generation the run stands at.
+    let mut r = RunState::new(sh);
+    r.chain = Chain::Steps;
+    r.phase = Phase::Replanning { at: 1 };
+    r.profile_at = 1;
+    r.active = 1;
+    r.failure = Some((Effect::Realise { gen: 2 }, FailureKind::OutOfSpace));
+    let u = next(&r, Event::UnwindRequested).unwrap();
+    assert_eq!(u.expected(), Some(Effect::Realise { gen: 0 }));
+}
+
+proptest! {
+    /// Steps running out of space, at random places and as often as they like: the run re-plans
+    /// from a complete generation each time and reaches the target; it never unwinds or holds a
+    /// working chain because of space, and the profile is always complete (checked by `drive`).
+    #[test]
+    fn space_never_unwinds_a_working_chain(
+        steps in 1u32..6,
+        hold in any::<bool>(),
+        faults in proptest::collection::btree_set(0usize..80, 0..6),
+    ) {
+        let policy = if hold { FailurePolicy::Hold } else { FailurePolicy::Unwind };
+        let sh = shape(steps, false, policy);
+        let mut realises = 0usize;
+        let (events, s, w) = drive(
+            sh,
+            Chain::Steps,
+            |_, e| {
+                if !matches!(e, Effect::Realise { .. } | Effect::WriteDerivations { .. }) {
+                    return None;
+                }
+                realises += 1;
+                faults.contains(&realises).then_some(FailureKind::OutOfSpace)
+            },
+            None,
+        );
+        prop_assert_eq!(s.phase, Phase::Finished(Outcome::ReachedTarget));
+        prop_assert_eq!(w.profile, s.last_gen());
+        let failures = events.iter().filter(|e| matches!(e, Event::Failed(..))).count();
+        let replans = events.iter().filter(|e| matches!(e, Event::Replanned { .. })).count();
+        prop_assert_eq!(failures, replans);
+        prop_assert_eq!(replay(sh, events.iter().copied()).unwrap(), s);
+    }
 }

@@ -1,0 +1,149 @@
+//! Re-planning a chain whose step ran out of space (the machine's `Replanning` phase): the disk
+//! measured again, the planner run from the generation the run stands at (its closure as G0: what
+//! is still to move is what it lacks) with the cost per byte the failure taught, and the new steps
+//! journaled (`replanned`) before anything else happens. When nothing fits, the run stops at that
+//! complete generation; `resume` re-plans with whatever room there is then.
+
+use super::super::plan_inputs::{gather_from, SystemLinks};
+use super::super::preflight::no_room;
+use super::*;
+use crate::effects::journal::{human_bytes, PlannedStep, RebootPolicy};
+use crate::plan::replan::retries_without_more_room;
+use crate::plan::{Mask, PlanOptions};
+
+/// What a re-plan found.
+pub(super) enum Replan {
+    /// The new chain (journaled), and the event that tells the machine.
+    Fits(Box<Spec>, Event),
+    /// Nothing fits from where the run stands: why, for the user (the run stops, exit 3).
+    NothingFits(String),
+}
+
+impl Executor<'_> {
+    pub(super) fn replan(
+        &mut self,
+        spec: &Spec,
+        state: &RunState,
+        at: Gen,
+    ) -> Result<Replan, EngineError> {
+        let records = self.log.last_run();
+        let cost_ppm = record::learnt_cost_ppm(&records);
+        let here = spec.gen(state.chain, at).clone();
+        let failed = record::last_ran_out(&records);
+        let stop = |why: String| {
+            let what = failed.map_or("a step ran out of space".into(), |(step, r)| {
+                format!(
+                    "step {step} ran out of space (estimated to add {}, had {} free)",
+                    human_bytes(r.estimated),
+                    human_bytes(r.free)
+                )
+            });
+            Ok(Replan::NothingFits(format!(
+                "{what} and no re-plan fits from {} ({}), where the system stays, complete: {why}. \
+                 Free room on the store's filesystem, then `stepwise resume` plans the rest again; \
+                 `stepwise unwind` walks back to G0",
+                here.label, here.out
+            )))
+        };
+        let mut input = match self.gather_here(spec, &here.out) {
+            Ok(i) => i,
+            Err(e) => return stop(format!("measuring the disk again failed: {e}")),
+        };
+        input.disk.learnt_ppm = cost_ppm;
+        // The reserve on the store's filesystem is in the used bytes; the ceiling counts it.
+        input.count_held_reserve(self.reserve.as_deref().map_or(0, |r| r.held()));
+        let plan = match crate::plan::plan(&input).map(|p| p.outcome) {
+            Ok(Ok(plan)) => plan,
+            Ok(Err(shortfall)) => {
+                return stop(match no_room(&shortfall) {
+                    crate::error::Error::NoRoom { what, help } => std::iter::once(what)
+                        .chain(help)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    other => other.to_string(),
+                })
+            }
+            Err(e) => return stop(e.to_string()),
+        };
+        let masks: Vec<Mask> = plan.steps.iter().map(|s| s.mask.clone()).collect();
+        let tops = match self.source.add_steps(&masks) {
+            Ok(t) => t,
+            Err(e) => return stop(format!("rewriting the new steps' derivations: {e}")),
+        };
+        if let Some((_, ran_out)) = failed {
+            let failed_drv = spec.steps.get(at as usize).map(|g| &g.drv);
+            let same = tops.first().map(|(drv, _)| drv) == failed_drv;
+            if retries_without_more_room(same, ran_out, input.free) {
+                return stop(format!(
+                    "the best plan tries the same step again, with {} free where it failed with {}",
+                    human_bytes(input.free),
+                    human_bytes(ran_out.free)
+                ));
+            }
+        }
+        let steps: Vec<PlannedStep> = plan
+            .steps
+            .iter()
+            .zip(tops)
+            .map(|(st, (drv, out))| PlannedStep {
+                index: at + st.index as u32,
+                toplevel_drv: drv,
+                toplevel_out: out,
+                units: st.upgraded.clone(),
+                adds: st.space.adds,
+                frees: st.space.frees,
+                mask: Some(st.mask.clone()),
+                reboot_after: Some(st.reboot_after),
+            })
+            .collect();
+        let new_spec = spec.replanned(at, &steps)?;
+        self.append(Record::Replanned {
+            at,
+            cost_ppm,
+            steps: steps.clone(),
+        })?;
+        (self.progress)(Progress::Info(&format!(
+            "re-planned from {}: {} step(s) to the target (estimates × {:.2})",
+            here.label,
+            steps.len(),
+            cost_ppm.max(crate::plan::disk::PPM) as f64 / 1e6
+        )));
+        let ev = Event::Replanned {
+            at,
+            steps: new_spec.steps.len() as Gen,
+            reboot_after: new_spec.reboot_after,
+        };
+        Ok(Replan::Fits(Box::new(new_spec), ev))
+    }
+
+    /// The planner's input from generation `here`, the disk measured now.
+    fn gather_here(
+        &self,
+        spec: &Spec,
+        here: &StorePath,
+    ) -> Result<crate::plan::PlanInput, crate::error::Error> {
+        let h = &spec.header;
+        let links = SystemLinks {
+            profile: h.profile.clone(),
+            current_system: h.current_system.clone(),
+            booted_system: h.booted_system.clone(),
+        };
+        let options = PlanOptions {
+            non_vital: h.non_vital.clone(),
+            together: h.together.clone(),
+            reboot_allowed: h.reboot == RebootPolicy::WhenNeeded,
+            merge_headroom_percent: 0,
+        };
+        let local: BTreeSet<StorePath> = h.local_derivations.iter().cloned().collect();
+        gather_from(
+            self.store,
+            self.system,
+            &h.target_drv,
+            &links,
+            here,
+            Some(h.reserve),
+            options,
+            Some(&local),
+        )
+    }
+}
