@@ -520,10 +520,16 @@ async fn kill_stopped(
 }
 
 /// The child with piped output, in its own process group (see the module's documentation),
-/// killed if the runner drops it.
+/// killed if the runner drops it, with the default action for every stop signal whatever
+/// stepwise inherited (a shell starts background jobs with SIGINT ignored; a Nix that ignores a
+/// stop would not stop).
 fn spawn(inv: &Invocation, env: &[(OsString, OsString)]) -> std::io::Result<tokio::process::Child> {
-    tokio::process::Command::new(&inv.program)
-        .args(&inv.args)
+    let mut cmd = tokio::process::Command::new(&inv.program);
+    // SAFETY: between fork and exec only async-signal-safe calls (sigaction).
+    unsafe {
+        cmd.pre_exec(default_stop_signals);
+    }
+    cmd.args(&inv.args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(if inv.stdin.is_some() {
             Stdio::piped()
@@ -535,6 +541,22 @@ fn spawn(inv: &Invocation, env: &[(OsString, OsString)]) -> std::io::Result<toki
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
+}
+
+/// Reset SIGINT, SIGTERM, SIGHUP and SIGQUIT to their default action (run in the child).
+fn default_stop_signals() -> std::io::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        // SAFETY: setting the default action installs no handler.
+        unsafe { sigaction(sig, &default) }.map_err(std::io::Error::from)?;
+    }
+    Ok(())
 }
 
 /// Resolves when the token is cancelled; never without one.

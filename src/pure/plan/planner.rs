@@ -203,25 +203,62 @@ pub struct Planned {
     pub boot: Option<BootPlan>,
 }
 
-/// Plan.
+/// Plan: match the units of G0 and the target, make the space problem (in the disk's bytes and
+/// in NAR bytes), order the moves, and turn the order into steps with their masks.
 pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
     let glue_pnames = input.target.glue_pnames();
     let g0 = read_g0(&input.g0, &glue_pnames, &input.target.local_pnames());
     let units = match_units(&input.target, &g0);
     let known: BTreeSet<&str> = units.units.iter().map(|u| u.name.as_str()).collect();
-    for n in &input.options.non_vital {
-        if !known.contains(n.as_str()) {
-            return Err(PlanError::UnknownNonVital(n.clone()));
-        }
+    if let Some(n) = input
+        .options
+        .non_vital
+        .iter()
+        .find(|n| !known.contains(n.as_str()))
+    {
+        return Err(PlanError::UnknownNonVital(n.clone()));
     }
     let groups = together_groups(&units, &input.options.together)
         .map_err(|unknown| PlanError::UnknownTogether(unknown.join(", ")))?;
+    let jobs_units = jobs_of(&units, &groups);
+    let (problem, nar_problem, disk) = space_problems(input, &units, &g0, &jobs_units);
+    let frame = frame_of(input, &problem, disk);
+    let notes = notes_of(input, &units, &g0, &jobs_units, &problem, frame.estimated);
+    let names = JobNames {
+        jobs_units: &jobs_units,
+        units: &units,
+    };
+    let outcome = match order_with(&problem, input.options.merge_headroom_percent) {
+        Ok(o) => Ok(steps_of_order(input, &o, &nar_problem, &names)),
+        Err(no_fit) => Err(shortfall_of(no_fit, &names)),
+    };
+    let build_only = input.target.build_only_outputs();
+    let diff = diff(
+        &units,
+        &build_only,
+        &input.facts,
+        frame.g0_closure,
+        frame.target_closure,
+    );
+    let boot = outcome
+        .as_ref()
+        .ok()
+        .map(|p| boot_plan(&units, &input.target, &p.steps, &input.profile));
+    Ok(Planned {
+        units,
+        g0,
+        diff,
+        frame,
+        jobs: jobs_units,
+        outcome,
+        notes,
+        boot,
+    })
+}
 
-    // Jobs: changing units, tied by groups (union-find).
-    let changing: Vec<usize> = (0..units.units.len())
-        .filter(|&u| matches!(units.units[u].change, Change::Changed | Change::Added))
-        .collect();
-    let mut parent: Vec<usize> = (0..units.units.len()).collect();
+/// The jobs: the changing units (changed or added), those tied by a `together` group in one job
+/// (union-find over the groups).
+fn jobs_of(units: &Units, groups: &[Vec<usize>]) -> Vec<Vec<usize>> {
     fn find(p: &mut [usize], x: usize) -> usize {
         let mut r = x;
         while p[r] != r {
@@ -235,28 +272,153 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         }
         r
     }
-    for g in &groups {
+    let mut parent: Vec<usize> = (0..units.units.len()).collect();
+    for g in groups {
         for w in g.windows(2) {
             let (a, b) = (find(&mut parent, w[0]), find(&mut parent, w[1]));
             parent[a.max(b)] = a.min(b);
         }
     }
     let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for &u in &changing {
+    for u in (0..units.units.len())
+        .filter(|&u| matches!(units.units[u].change, Change::Changed | Change::Added))
+    {
         let r = find(&mut parent, u);
         by_root.entry(r).or_default().push(u);
     }
-    let jobs_units: Vec<Vec<usize>> = by_root.into_values().collect();
+    by_root.into_values().collect()
+}
 
-    // Paths.
-    let mut idx: HashMap<&StorePath, PathIdx> = HashMap::new();
-    let mut paths: Vec<&StorePath> = Vec::new();
-    for p in input.facts.keys() {
-        idx.insert(p, paths.len() as PathIdx);
-        paths.push(p);
+/// Every path of the input numbered, with its references, and closures over them.
+struct PathTable<'a> {
+    idx: HashMap<&'a StorePath, PathIdx>,
+    paths: Vec<&'a StorePath>,
+    refs: Vec<Vec<PathIdx>>,
+    /// `stamp[x] == epoch`: x is in the closure being walked.
+    stamp: Vec<u32>,
+    epoch: u32,
+}
+
+impl<'a> PathTable<'a> {
+    fn new(facts: &'a BTreeMap<StorePath, PathFacts>) -> Self {
+        let paths: Vec<&StorePath> = facts.keys().collect();
+        let idx: HashMap<&StorePath, PathIdx> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i as PathIdx))
+            .collect();
+        let refs = paths
+            .iter()
+            .map(|p| {
+                facts[*p]
+                    .references
+                    .iter()
+                    .filter_map(|r| idx.get(r).copied())
+                    .collect()
+            })
+            .collect();
+        PathTable {
+            stamp: vec![0; paths.len()],
+            epoch: 0,
+            idx,
+            paths,
+            refs,
+        }
     }
-    let n = paths.len();
-    let mut nar_sizes: Vec<u64> = paths.iter().map(|p| input.facts[*p].size).collect();
+
+    /// The closure of `roots` (those that are known), sorted.
+    fn closure<'r>(&mut self, roots: impl Iterator<Item = &'r StorePath>) -> Vec<PathIdx> {
+        self.epoch += 1;
+        let mut out = Vec::new();
+        let mut todo: Vec<PathIdx> = roots.filter_map(|r| self.idx.get(r).copied()).collect();
+        while let Some(x) = todo.pop() {
+            if self.stamp[x as usize] == self.epoch {
+                continue;
+            }
+            self.stamp[x as usize] = self.epoch;
+            out.push(x);
+            todo.extend(self.refs[x as usize].iter().copied());
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+/// Per path (by index): its size in the disk's bytes and in NAR bytes, and whether it is on
+/// disk, kept by another root, held by the booted system. Stubs are appended as they are made.
+struct PathColumns {
+    sizes: Vec<u64>,
+    nar_sizes: Vec<u64>,
+    present: Vec<bool>,
+    keep: Vec<bool>,
+    booted: Vec<bool>,
+}
+
+impl PathColumns {
+    /// The columns of `table`'s paths, counting in `disk` what was measured and estimated.
+    fn new(input: &PlanInput, table: &PathTable, disk: &mut DiskFigures) -> Self {
+        let facts = |p: &StorePath| &input.facts[p];
+        let sizes = table
+            .paths
+            .iter()
+            .map(|p| {
+                let f = facts(p);
+                let (bytes, measured) = input.disk.bytes_of(p, f.size, f.present);
+                let (paths, on_disk, nar) = if measured {
+                    (
+                        &mut disk.measured_paths,
+                        &mut disk.measured_bytes,
+                        &mut disk.measured_nar,
+                    )
+                } else {
+                    (
+                        &mut disk.estimated_paths,
+                        &mut disk.estimated_bytes,
+                        &mut disk.estimated_nar,
+                    )
+                };
+                *paths += 1;
+                *on_disk += bytes;
+                *nar += f.size;
+                bytes
+            })
+            .collect();
+        PathColumns {
+            sizes,
+            nar_sizes: table.paths.iter().map(|p| facts(p).size).collect(),
+            present: table.paths.iter().map(|p| facts(p).present).collect(),
+            keep: table
+                .paths
+                .iter()
+                .map(|p| input.keep.contains(*p))
+                .collect(),
+            booted: table
+                .paths
+                .iter()
+                .map(|p| input.booted.contains(*p))
+                .collect(),
+        }
+    }
+
+    /// A stub's output (an empty directory, not on disk yet): its index.
+    fn push_stub(&mut self, input: &PlanInput) -> PathIdx {
+        self.sizes.push(input.disk.estimate(empty_dir_nar_size()));
+        self.nar_sizes.push(empty_dir_nar_size());
+        self.present.push(false);
+        self.keep.push(false);
+        self.booted.push(false);
+        (self.sizes.len() - 1) as PathIdx
+    }
+}
+
+/// The space problem in the disk's bytes and the same in NAR bytes, and the disk figures of the
+/// paths measured and estimated.
+fn space_problems(
+    input: &PlanInput,
+    units: &Units,
+    g0: &G0Reading,
+    jobs_units: &[Vec<usize>],
+) -> (SpaceProblem, SpaceProblem, DiskFigures) {
     let mut disk = DiskFigures {
         filesystem: input.disk.filesystem.clone(),
         measured: input.disk.is_measured(),
@@ -264,114 +426,10 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         ratio_ppm: input.disk.ratio_ppm(),
         ..Default::default()
     };
-    let mut sizes: Vec<u64> = paths
-        .iter()
-        .map(|p| {
-            let f = &input.facts[*p];
-            let (bytes, measured) = input.disk.bytes_of(p, f.size, f.present);
-            if measured {
-                disk.measured_paths += 1;
-                disk.measured_bytes += bytes;
-                disk.measured_nar += f.size;
-            } else {
-                disk.estimated_paths += 1;
-                disk.estimated_bytes += bytes;
-                disk.estimated_nar += f.size;
-            }
-            bytes
-        })
-        .collect();
-    let mut present: Vec<bool> = paths.iter().map(|p| input.facts[*p].present).collect();
-    let mut keep: Vec<bool> = paths.iter().map(|p| input.keep.contains(*p)).collect();
-    let mut booted: Vec<bool> = paths.iter().map(|p| input.booted.contains(*p)).collect();
-    let refs: Vec<Vec<PathIdx>> = paths
-        .iter()
-        .map(|p| {
-            input.facts[*p]
-                .references
-                .iter()
-                .filter_map(|r| idx.get(r).copied())
-                .collect()
-        })
-        .collect();
-    let mut stamp = vec![0u32; n];
-    let mut epoch = 0u32;
-    let mut closure = |roots: &mut dyn Iterator<Item = &StorePath>| -> Vec<PathIdx> {
-        epoch += 1;
-        let mut out = Vec::new();
-        let mut todo: Vec<PathIdx> = roots.filter_map(|r| idx.get(r).copied()).collect();
-        while let Some(x) = todo.pop() {
-            if stamp[x as usize] == epoch {
-                continue;
-            }
-            stamp[x as usize] = epoch;
-            out.push(x);
-            todo.extend(refs[x as usize].iter().copied());
-        }
-        out.sort_unstable();
-        out
-    };
-
-    // Unchanged packages and the target glue's sources (`inputSrcs`): every generation holds
-    // them. Removed packages: only G0. One walk each.
-    let srcs = input
-        .target
-        .glue
-        .iter()
-        .flat_map(|d| input.target.drvs[d].input_srcs.iter());
-    let mut base: Vec<PathIdx> = closure(
-        &mut units
-            .units
-            .iter()
-            .filter(|u| u.change == Change::Unchanged)
-            .flat_map(|u| u.new.values())
-            .chain(srcs),
-    );
-    let mut base_old: Vec<PathIdx> = closure(
-        &mut units
-            .units
-            .iter()
-            .filter(|u| u.change == Change::Removed)
-            .flat_map(|u| u.old.values()),
-    );
-    base_old.extend(g0.glue.iter().filter_map(|p| idx.get(p).copied()));
-    base.sort_unstable();
-    base.dedup();
-    base_old.sort_unstable();
-    base_old.dedup();
-
-    let non_vital: BTreeSet<&str> = input.options.non_vital.iter().map(|s| s.as_str()).collect();
-    let stubs: BTreeMap<String, Stub> = non_vital
-        .iter()
-        .map(|n| (n.to_string(), Stub::for_package(&input.target.store_dir, n)))
-        .collect();
-    let mut jobs = Vec::new();
-    for members in &jobs_units {
-        let us: Vec<&super::units::Unit> = members.iter().map(|&u| &units.units[u]).collect();
-        let old = closure(&mut us.iter().flat_map(|u| u.old.values()));
-        let new = closure(&mut us.iter().flat_map(|u| u.new.values()));
-        let stub = us
-            .iter()
-            .all(|u| non_vital.contains(u.name.as_str()))
-            .then(|| {
-                sizes.push(input.disk.estimate(empty_dir_nar_size()));
-                nar_sizes.push(empty_dir_nar_size());
-                present.push(false);
-                keep.push(false);
-                booted.push(false);
-                (sizes.len() - 1) as PathIdx
-            });
-        let mut name: Vec<&str> = us.iter().map(|u| u.name.as_str()).collect();
-        name.dedup();
-        jobs.push(Job {
-            name: name.join("+"),
-            old,
-            new,
-            stub,
-            maskable: us.iter().all(|u| u.maskable()),
-        });
-    }
-
+    let mut table = PathTable::new(&input.facts);
+    let mut columns = PathColumns::new(input, &table, &mut disk);
+    let (base, base_old) = base_sets(input, units, g0, &mut table);
+    let jobs = jobs_with_closures(input, units, jobs_units, &mut table, &mut columns);
     // G0's glue size stands for each step's glue (the target's is not built yet): in the disk's
     // bytes the estimate of its NAR size, as the new glue is not on disk.
     let step_glue_nar: u64 = g0
@@ -380,31 +438,88 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         .filter_map(|p| input.facts.get(p))
         .map(|f| f.size)
         .sum();
-    let step_glue = input.disk.estimate(step_glue_nar);
-    let ceiling = (input.used + input.free).saturating_sub(input.reserve);
     let problem = SpaceProblem {
-        sizes,
-        present,
-        keep,
-        booted,
+        sizes: columns.sizes,
+        present: columns.present,
+        keep: columns.keep,
+        booted: columns.booted,
         jobs,
         base,
         base_old,
-        step_glue,
+        step_glue: input.disk.estimate(step_glue_nar),
         used: input.used,
-        ceiling,
+        ceiling: (input.used + input.free).saturating_sub(input.reserve),
         reboot_allowed: input.options.reboot_allowed,
     };
     debug_assert!(problem.validate().is_ok());
     let nar_problem = SpaceProblem {
-        sizes: nar_sizes,
+        sizes: columns.nar_sizes,
         step_glue: step_glue_nar,
         ..problem.clone()
     };
     disk.g0_closure_nar = nar_problem.g0_size();
     disk.target_closure_nar = nar_problem.target_size();
     disk.plain_peak_nar = nar_problem.plain_peak();
+    (problem, nar_problem, disk)
+}
 
+/// What every generation holds (unchanged packages and the target glue's sources, its
+/// `inputSrcs`) and what only G0 holds (removed packages and G0's glue). One walk each.
+fn base_sets(
+    input: &PlanInput,
+    units: &Units,
+    g0: &G0Reading,
+    table: &mut PathTable,
+) -> (Vec<PathIdx>, Vec<PathIdx>) {
+    let srcs = input
+        .target
+        .glue
+        .iter()
+        .flat_map(|d| input.target.drvs[d].input_srcs.iter());
+    let of_change = |change: Change| units.units.iter().filter(move |u| u.change == change);
+    let mut base = table.closure(
+        of_change(Change::Unchanged)
+            .flat_map(|u| u.new.values())
+            .chain(srcs),
+    );
+    let mut base_old = table.closure(of_change(Change::Removed).flat_map(|u| u.old.values()));
+    base_old.extend(g0.glue.iter().filter_map(|p| table.idx.get(p).copied()));
+    base.sort_unstable();
+    base.dedup();
+    base_old.sort_unstable();
+    base_old.dedup();
+    (base, base_old)
+}
+
+/// Each job's old and new closures, and its stub when every unit of it is non-vital.
+fn jobs_with_closures(
+    input: &PlanInput,
+    units: &Units,
+    jobs_units: &[Vec<usize>],
+    table: &mut PathTable,
+    columns: &mut PathColumns,
+) -> Vec<Job> {
+    let non_vital: BTreeSet<&str> = input.options.non_vital.iter().map(|s| s.as_str()).collect();
+    jobs_units
+        .iter()
+        .map(|members| {
+            let us: Vec<&super::units::Unit> = members.iter().map(|&u| &units.units[u]).collect();
+            let stubbed = us.iter().all(|u| non_vital.contains(u.name.as_str()));
+            let mut name: Vec<&str> = us.iter().map(|u| u.name.as_str()).collect();
+            name.dedup();
+            Job {
+                name: name.join("+"),
+                old: table.closure(us.iter().flat_map(|u| u.old.values())),
+                new: table.closure(us.iter().flat_map(|u| u.new.values())),
+                stub: stubbed.then(|| columns.push_stub(input)),
+                maskable: us.iter().all(|u| u.maskable()),
+            }
+        })
+        .collect()
+}
+
+/// The frame of the plan: the disk, the closures, the plain upgrade's peak, the largest move.
+fn frame_of(input: &PlanInput, problem: &SpaceProblem, disk: DiskFigures) -> Frame {
     let g0_closure = problem.g0_size();
     let target_closure = problem.target_size();
     let plain_peak = problem.plain_peak();
@@ -428,31 +543,40 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
         })
         .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
         .unwrap_or_default();
-    let frame = Frame {
+    Frame {
         used: input.used,
         free: input.free,
         reserve: input.reserve,
-        ceiling,
+        ceiling: problem.ceiling,
         g0_closure,
         target_closure,
         lower_bound: input.used.saturating_sub(g0_closure) + g0_closure.max(target_closure),
         plain_peak,
-        plain_fits: plain_peak <= ceiling,
+        plain_fits: plain_peak <= problem.ceiling,
         estimated,
         largest_move,
         largest_move_name,
         disk,
-    };
+    }
+}
 
+/// Things the user should know about the plan's inputs.
+fn notes_of(
+    input: &PlanInput,
+    units: &Units,
+    g0: &G0Reading,
+    jobs_units: &[Vec<usize>],
+    problem: &SpaceProblem,
+    estimated: u64,
+) -> Vec<String> {
     let mut notes = Vec::new();
     if input.disk.is_measured() {
         notes.push(input.disk.describe());
     }
     for set in &units.ambiguous {
-        let u = &units.units[set[0]];
         notes.push(format!(
             "{} appears in several versions; they were matched by version order and move together",
-            u.name
+            units.units[set[0]].name
         ));
     }
     if estimated > 0 {
@@ -468,131 +592,131 @@ pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
             g0.glue.len()
         ));
     }
-    for (j, members) in jobs_units.iter().enumerate() {
-        if !problem.jobs[j].maskable {
+    for (members, job) in jobs_units.iter().zip(&problem.jobs) {
+        if !job.maskable {
             let names: Vec<&str> = members
                 .iter()
                 .map(|&u| units.units[u].name.as_str())
                 .collect();
+            let stub = if job.stub.is_some() {
+                " (as a stub while room is short)"
+            } else {
+                ""
+            };
             notes.push(format!(
-                "{} has no counterpart in the running system: it moves in the first step{}",
+                "{} has no counterpart in the running system: it moves in the first step{stub}",
                 names.join(", "),
-                if problem.jobs[j].stub.is_some() {
-                    " (as a stub while room is short)"
-                } else {
-                    ""
-                }
             ));
         }
     }
+    notes
+}
 
-    let job_names = |j: u32| -> Vec<String> {
-        let mut v: Vec<String> = jobs_units[j as usize]
+/// The package names of each job.
+struct JobNames<'a> {
+    jobs_units: &'a [Vec<usize>],
+    units: &'a Units,
+}
+
+impl JobNames<'_> {
+    fn of(&self, j: u32) -> Vec<String> {
+        let mut v: Vec<String> = self.jobs_units[j as usize]
             .iter()
-            .map(|&u| units.units[u].name.clone())
+            .map(|&u| self.units.units[u].name.clone())
             .collect();
         v.dedup();
         v
-    };
-    let outcome = match order_with(&problem, input.options.merge_headroom_percent) {
-        Ok(o) => {
-            let nar_spaces = replay(&nar_problem, &o.steps);
-            let mut sides = vec![Side::Old; problem.jobs.len()];
-            let mut steps = Vec::new();
-            for (k, s) in o.steps.iter().enumerate() {
-                let mut upgraded = Vec::new();
-                let mut stubbed = Vec::new();
-                for m in &s.moves {
-                    sides[m.job as usize] = m.to;
-                    match m.to {
-                        Side::New => upgraded.extend(job_names(m.job)),
-                        Side::Stub => stubbed.extend(job_names(m.job)),
-                        Side::Old => {}
-                    }
-                }
-                let mut mask = Mask::default();
-                for (j, members) in jobs_units.iter().enumerate() {
-                    for &u in members {
-                        let unit = &units.units[u];
-                        match sides[j] {
-                            Side::New => {}
-                            Side::Old => {
-                                for (a, b) in unit.old_mask() {
-                                    mask.0.insert(a.clone(), b.clone());
-                                }
-                            }
-                            Side::Stub => {
-                                let stub = &stubs[&unit.name];
-                                for p in unit.new.values() {
-                                    mask.0.insert(p.clone(), stub.path.clone());
-                                }
-                            }
-                        }
-                    }
-                }
-                steps.push(Step {
-                    index: k + 1,
-                    upgraded,
-                    stubbed,
-                    mask,
-                    space: s.space,
-                    space_nar: nar_spaces[k],
-                    reboot_after: s.reboot_after,
-                });
+    }
+}
+
+/// The order's steps, each with what it upgrades and stubs and its mask.
+fn steps_of_order(
+    input: &PlanInput,
+    order: &super::order::Order,
+    nar_problem: &SpaceProblem,
+    names: &JobNames,
+) -> Plan {
+    let stubs: BTreeMap<String, Stub> = input
+        .options
+        .non_vital
+        .iter()
+        .map(|n| (n.clone(), Stub::for_package(&input.target.store_dir, n)))
+        .collect();
+    let nar_spaces = replay(nar_problem, &order.steps);
+    let mut sides = vec![Side::Old; names.jobs_units.len()];
+    let mut steps = Vec::new();
+    for (k, s) in order.steps.iter().enumerate() {
+        let mut upgraded = Vec::new();
+        let mut stubbed = Vec::new();
+        for m in &s.moves {
+            sides[m.job as usize] = m.to;
+            match m.to {
+                Side::New => upgraded.extend(names.of(m.job)),
+                Side::Stub => stubbed.extend(names.of(m.job)),
+                Side::Old => {}
             }
-            Ok(Plan {
-                steps,
-                peak: o.peak,
-            })
         }
-        Err(NoFit {
-            moves_done,
-            missing_next,
-            missing_total,
-            bottleneck,
-            stub_candidates,
-            reboot_would_free,
-            fits_with_reboot,
-            fits_with_non_vital,
-        }) => Err(Shortfall {
-            non_vital_that_fits: fits_with_non_vital
-                .into_iter()
-                .flat_map(job_names)
-                .collect(),
-            missing_next,
-            missing_total,
-            bottleneck: bottleneck.map(job_names).unwrap_or_default(),
-            non_vital_candidates: stub_candidates
-                .into_iter()
-                .map(|(j, b)| (job_names(j).join("+"), b))
-                .collect(),
-            reboot_would_free,
-            fits_with_reboot,
-            steps_done: moves_done,
-        }),
-    };
-    let build_only = input.target.build_only_outputs();
-    let diff = diff(
-        &units,
-        &build_only,
-        &input.facts,
-        g0_closure,
-        target_closure,
-    );
-    let boot = outcome
-        .as_ref()
-        .ok()
-        .map(|p| boot_plan(&units, &input.target, &p.steps, &input.profile));
-    Ok(Planned {
-        units,
-        g0,
-        diff,
-        frame,
-        jobs: jobs_units,
-        outcome,
-        notes,
-        boot,
-    })
+        steps.push(Step {
+            index: k + 1,
+            upgraded,
+            stubbed,
+            mask: mask_of(&sides, names, &stubs),
+            space: s.space,
+            space_nar: nar_spaces[k],
+            reboot_after: s.reboot_after,
+        });
+    }
+    Plan {
+        steps,
+        peak: order.peak,
+    }
+}
+
+/// The mask of a generation whose jobs stand at `sides`: old units keep their G0 outputs,
+/// stubbed ones are replaced by their stubs.
+fn mask_of(sides: &[Side], names: &JobNames, stubs: &BTreeMap<String, Stub>) -> Mask {
+    let mut mask = Mask::default();
+    for (members, side) in names.jobs_units.iter().zip(sides) {
+        for unit in members.iter().map(|&u| &names.units.units[u]) {
+            match side {
+                Side::New => {}
+                Side::Old => {
+                    for (a, b) in unit.old_mask() {
+                        mask.0.insert(a.clone(), b.clone());
+                    }
+                }
+                Side::Stub => {
+                    let stub = &stubs[&unit.name];
+                    for p in unit.new.values() {
+                        mask.0.insert(p.clone(), stub.path.clone());
+                    }
+                }
+            }
+        }
+    }
+    mask
+}
+
+/// Why nothing fits, in package names.
+fn shortfall_of(no_fit: NoFit, names: &JobNames) -> Shortfall {
+    Shortfall {
+        non_vital_that_fits: no_fit
+            .fits_with_non_vital
+            .into_iter()
+            .flat_map(|j| names.of(j))
+            .collect(),
+        missing_next: no_fit.missing_next,
+        missing_total: no_fit.missing_total,
+        bottleneck: no_fit.bottleneck.map(|j| names.of(j)).unwrap_or_default(),
+        non_vital_candidates: no_fit
+            .stub_candidates
+            .into_iter()
+            .map(|(j, b)| (names.of(j).join("+"), b))
+            .collect(),
+        reboot_would_free: no_fit.reboot_would_free,
+        fits_with_reboot: no_fit.fits_with_reboot,
+        steps_done: no_fit.moves_done,
+    }
 }
 
 fn empty_dir_nar_size() -> u64 {
