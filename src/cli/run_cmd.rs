@@ -124,33 +124,41 @@ fn log_printer(
 ) -> impl FnMut(Progress) {
     use crate::output::log_lines::LogEvent;
     move |p: Progress| {
-        let label;
-        let what;
-        let ev = match &p {
-            Progress::Starting {
-                transition, gen, ..
-            } => {
-                label = gen.label.clone();
-                what = transition.describe();
-                LogEvent::Starting {
-                    step: &label,
-                    what: &what,
-                }
-            }
-            Progress::Done {
-                note, added, freed, ..
-            } => LogEvent::Done {
-                added: *added,
-                freed: *freed,
-                note,
-            },
-            Progress::Failed { message, .. } => LogEvent::Failed { message },
-            Progress::Info(m) if m.starts_with("interrupted") => LogEvent::Interrupted { why: m },
-            Progress::Info(m) | Progress::Note(m) => LogEvent::Info(m),
-            Progress::Child(line) => LogEvent::Child { line },
+        let _ = match &p {
+            Progress::Note(m) => log.event(LogEvent::Info(m)),
+            _ => with_log_event(&p, |ev| log.event(ev)),
         };
-        let _ = log.event(ev);
     }
+}
+
+/// `p` as the event the log lines and the terminal view both read (a preflight note is shown as
+/// information).
+fn with_log_event<R>(p: &Progress, show: impl FnOnce(LogEvent) -> R) -> R {
+    let (label, what);
+    let ev = match p {
+        Progress::Starting {
+            transition, gen, ..
+        } => {
+            label = gen.label.clone();
+            what = transition.describe();
+            LogEvent::Starting {
+                step: &label,
+                what: &what,
+            }
+        }
+        Progress::Done {
+            note, added, freed, ..
+        } => LogEvent::Done {
+            added: *added,
+            freed: *freed,
+            note,
+        },
+        Progress::Failed { message, .. } => LogEvent::Failed { message },
+        Progress::Info(m) if m.starts_with("interrupted") => LogEvent::Interrupted { why: m },
+        Progress::Info(m) | Progress::Note(m) => LogEvent::Info(m),
+        Progress::Child(line) => LogEvent::Child { line },
+    };
+    show(ev)
 }
 
 /// JSON event lines on stdout, the first carrying the format version.
@@ -205,36 +213,12 @@ struct TerminalDisplay {
 
 impl TerminalDisplay {
     fn show(&mut self, p: &Progress) {
-        let label;
-        let what;
-        let e = match p {
-            Progress::Starting {
-                transition, gen, ..
-            } => {
-                label = gen.label.clone();
-                what = transition.describe();
-                LogEvent::Starting {
-                    step: &label,
-                    what: &what,
-                }
-            }
-            Progress::Child(line) => LogEvent::Child { line },
-            Progress::Done {
-                note, added, freed, ..
-            } => LogEvent::Done {
-                added: *added,
-                freed: *freed,
-                note,
-            },
-            Progress::Failed { message, .. } => LogEvent::Failed { message },
-            Progress::Info(m) => LogEvent::Info(m),
-            Progress::Note(m) => {
-                m.lines()
-                    .for_each(|l| self.bar.println(format!("stepwise: {l}")));
-                return;
-            }
-        };
-        let _ = self.view.event(e);
+        if let Progress::Note(m) = p {
+            m.lines()
+                .for_each(|l| self.bar.println(format!("stepwise: {l}")));
+            return;
+        }
+        let _ = with_log_event(p, |e| self.view.event(e));
         self.bar.set_prefix(self.view.prefix());
         self.bar.set_message(self.view.message().to_string());
     }

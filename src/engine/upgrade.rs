@@ -332,6 +332,25 @@ fn plan_without_leftovers(
     plan_once(options)
 }
 
+/// A planned step as the journal records it: number `index` of the run's plan, built as the
+/// toplevel `(drv, out)`, with its mask and reboot point.
+pub(crate) fn recorded_step(
+    st: &crate::plan::Step,
+    index: u32,
+    (drv, out): (StorePath, StorePath),
+) -> PlannedStep {
+    PlannedStep {
+        index,
+        toplevel_drv: drv,
+        toplevel_out: out,
+        units: st.upgraded.clone(),
+        adds: st.space.adds,
+        frees: st.space.frees,
+        mask: Some(st.mask.clone()),
+        reboot_after: Some(st.reboot_after),
+    }
+}
+
 /// The planned steps as the header records them, and their masks. Without a stepwise plan
 /// (`--strategy direct`, or nothing fits) the target is the only step.
 fn steps_of(
@@ -365,17 +384,8 @@ fn steps_of(
                     "report this",
                 )
             })?;
-        for (st, (drv, out)) in p.steps.iter().zip(tops) {
-            plan.push(PlannedStep {
-                index: st.index as u32,
-                toplevel_drv: drv,
-                toplevel_out: out,
-                units: st.upgraded.clone(),
-                adds: st.space.adds,
-                frees: st.space.frees,
-                mask: Some(st.mask.clone()),
-                reboot_after: Some(st.reboot_after),
-            });
+        for (st, top) in p.steps.iter().zip(tops) {
+            plan.push(recorded_step(st, st.index as u32, top));
         }
     }
     if plan.last().map(|s| &s.toplevel_drv) != Some(&req.target_drv) {

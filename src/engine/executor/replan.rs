@@ -6,6 +6,7 @@
 
 use super::super::plan_inputs::{gather_from, SystemLinks};
 use super::super::preflight::no_room;
+use super::super::upgrade::recorded_step;
 use super::*;
 use crate::effects::journal::{human_bytes, PlannedStep, RebootPolicy};
 use crate::plan::replan::retries_without_more_room;
@@ -85,16 +86,7 @@ impl Executor<'_> {
             .steps
             .iter()
             .zip(tops)
-            .map(|(st, (drv, out))| PlannedStep {
-                index: at + st.index as u32,
-                toplevel_drv: drv,
-                toplevel_out: out,
-                units: st.upgraded.clone(),
-                adds: st.space.adds,
-                frees: st.space.frees,
-                mask: Some(st.mask.clone()),
-                reboot_after: Some(st.reboot_after),
-            })
+            .map(|(st, top)| recorded_step(st, at + st.index as u32, top))
             .collect();
         let new_spec = spec.replanned(at, &steps)?;
         self.append(Record::Replanned {
