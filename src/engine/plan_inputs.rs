@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::drv::hash::SourceError;
 use crate::drv::{parse, Derivation, DrvSource, StorePath};
-use crate::effects::store::{Store, System};
+use crate::effects::store::{PathInfo, Store, System};
 use crate::error::Error;
 use crate::plan::names::PackageName;
 use crate::plan::units::{is_glue, name_of_output, G0Path, G0Side, Substitutable, TargetGraph};
@@ -126,40 +126,111 @@ pub fn gather(
                 "pass --current-system with the link to the running system",
             )
         })?;
-    gather_from(
-        store, system, target, links, &g0_top, reserve, options, None,
-    )
+    let what = Gathering {
+        target,
+        links,
+        g0_top: &g0_top,
+        reserve,
+        recorded_local: None,
+    };
+    gather_from(store, system, &what, options)
 }
 
-/// Gather the planner's input for `target` from the generation `g0_top` (the running system, or
-/// for a re-plan the step the run stands at: what is still to move is what it lacks). A re-plan
-/// passes the local derivations its run recorded (`recorded_local`), so that the new steps are
-/// derived from the graph the run planned with; a new run asks the substituters.
-#[allow(clippy::too_many_arguments)]
+/// What to plan from where: the target, the system's links, the generation to plan from, and
+/// for a re-plan the local derivations its run recorded.
+pub struct Gathering<'a> {
+    pub target: &'a StorePath,
+    pub links: &'a SystemLinks,
+    /// The running system, or for a re-plan the step the run stands at: what is still to move
+    /// is what it lacks.
+    pub g0_top: &'a StorePath,
+    /// Bytes of the reserve; `None`: the default share of the disk.
+    pub reserve: Option<u64>,
+    /// A re-plan passes its run's local derivations, so that the new steps are derived from the
+    /// graph the run planned with; a new run asks the substituters (`None`).
+    pub recorded_local: Option<&'a BTreeSet<StorePath>>,
+}
+
+/// Gather the planner's input for `what`.
 pub fn gather_from(
     store: &dyn Store,
     system: &dyn System,
-    target: &StorePath,
-    links: &SystemLinks,
-    g0_top: &StorePath,
-    reserve: Option<u64>,
+    what: &Gathering,
     options: PlanOptions,
-    recorded_local: Option<&BTreeSet<StorePath>>,
 ) -> Result<PlanInput, Error> {
-    let g0_top = g0_top.clone();
-    let sd = store.store_dir().clone();
-    let graph = match recorded_local {
+    let graph = read_graph(store, what.target, what.recorded_local)?;
+    let g0_infos = store.closure_infos(std::slice::from_ref(what.g0_top))?;
+    let g0 = g0_side(store, what.g0_top, &g0_infos)?;
+    let mut facts: BTreeMap<StorePath, PathFacts> = g0_infos
+        .iter()
+        .map(|(p, i)| (p.clone(), local_facts(i)))
+        .collect();
+    close_target_facts(store, &graph, &g0_infos, &mut facts)?;
+    let booted_top = system.read_system_link(&what.links.booted_system)?;
+    let booted: BTreeSet<StorePath> = match &booted_top {
+        Some(b) => store.closure(std::slice::from_ref(b))?,
+        None => BTreeSet::new(),
+    };
+    let generations = system.generations(&what.links.profile)?;
+    let profile = crate::plan::ProfileFacts {
+        generations: generations.len(),
+        g0_generations: generations
+            .iter()
+            .filter(|g| &g.toplevel == what.g0_top)
+            .count(),
+    };
+    let keep = kept_by_other_roots(store, what.g0_top, booted_top.as_ref(), &generations)?;
+    let space = store.space()?;
+    let on_disk: Vec<(StorePath, u64)> = facts
+        .iter()
+        .filter(|(_, f)| f.present)
+        .map(|(p, f)| (p.clone(), f.size))
+        .collect();
+    let disk = store.disk_cost(&on_disk)?;
+    Ok(PlanInput {
+        target: graph,
+        g0,
+        facts,
+        keep,
+        booted,
+        used: space.total.saturating_sub(space.free),
+        free: space.free,
+        reserve: what
+            .reserve
+            .unwrap_or_else(|| crate::effects::fs::default_reserve_size(space.total)),
+        options,
+        profile,
+        disk,
+    })
+}
+
+/// The target's graph: with the local derivations a run recorded, or as the substituters say.
+fn read_graph(
+    store: &dyn Store,
+    target: &StorePath,
+    recorded_local: Option<&BTreeSet<StorePath>>,
+) -> Result<TargetGraph, Error> {
+    match recorded_local {
         Some(local) => read_target_recorded(store, target, local),
         None => read_target(store, target),
     }
     .map_err(|e| {
         Error::bad_input(
-            format!("reading the target {}: {e}", sd.display(target)),
+            format!(
+                "reading the target {}: {e}",
+                store.store_dir().display(target)
+            ),
             "give the toplevel .drv of a NixOS system (instantiated in this store)",
         )
-    })?;
+    })
+}
 
-    let g0_infos = store.closure_infos(std::slice::from_ref(&g0_top))?;
+/// G0's paths with their references and derivers, and which of those derivers are glue.
+fn g0_side(
+    store: &dyn Store,
+    g0_top: &StorePath,
+    g0_infos: &BTreeMap<StorePath, PathInfo>,
+) -> Result<G0Side, Error> {
     let derivers: Vec<StorePath> = g0_infos
         .values()
         .filter_map(|i| i.deriver.clone())
@@ -173,59 +244,48 @@ pub fn gather_from(
             deriver_glue.insert(d, is_glue(&drv));
         }
     }
-    let g0 = G0Side {
+    let paths = g0_infos
+        .iter()
+        .map(|(p, i)| {
+            let path = G0Path {
+                references: i.references.clone(),
+                deriver: i.deriver.clone(),
+            };
+            (p.clone(), path)
+        })
+        .collect();
+    Ok(G0Side {
         toplevel: Some(g0_top.clone()),
-        paths: g0_infos
-            .iter()
-            .map(|(p, i)| {
-                (
-                    p.clone(),
-                    G0Path {
-                        references: i.references.clone(),
-                        deriver: i.deriver.clone(),
-                    },
-                )
-            })
-            .collect(),
+        paths,
         deriver_glue,
-    };
+    })
+}
 
-    let mut facts: BTreeMap<StorePath, PathFacts> = g0_infos
-        .iter()
-        .map(|(p, i)| {
-            (
-                p.clone(),
-                PathFacts {
-                    size: i.nar_size,
-                    references: i.references.clone(),
-                    present: true,
-                    source: SizeSource::Local,
-                },
-            )
-        })
-        .collect();
-
-    // G0's sizes by package name, for estimates.
-    let g0_sizes: BTreeMap<(String, String), u64> = g0_infos
-        .iter()
-        .map(|(p, i)| {
-            let n = name_of_output(p, i.deriver.as_ref());
-            ((n.pname, n.output), i.nar_size)
-        })
-        .collect();
-    let unit_outputs = graph.unit_outputs();
-    let mut names: BTreeMap<StorePath, PackageName> = BTreeMap::new();
-    for (drv, outs) in &unit_outputs {
-        let dn = drv.derivation_name().unwrap_or(drv.name());
-        for (o, p) in outs {
-            names.insert(p.clone(), PackageName::from_drv(dn, o));
-        }
+/// The facts of a path in the store.
+fn local_facts(i: &PathInfo) -> PathFacts {
+    PathFacts {
+        size: i.nar_size,
+        references: i.references.clone(),
+        present: true,
+        source: SizeSource::Local,
     }
-    let srcs: BTreeSet<StorePath> = graph
+}
+
+/// Add the facts of the target's packages and the glue's sources, closed over references:
+/// local paths in one query, the rest from the substituters, level by level; what nobody has
+/// must be built and is estimated from G0's package of the same name.
+fn close_target_facts(
+    store: &dyn Store,
+    graph: &TargetGraph,
+    g0_infos: &BTreeMap<StorePath, PathInfo>,
+    facts: &mut BTreeMap<StorePath, PathFacts>,
+) -> Result<(), Error> {
+    let estimate = Estimates::new(graph, g0_infos);
+    let unit_outputs = graph.unit_outputs();
+    let srcs = graph
         .glue
         .iter()
-        .flat_map(|d| graph.drvs[d].input_srcs.iter().cloned())
-        .collect();
+        .flat_map(|d| graph.drvs[d].input_srcs.iter().cloned());
     let mut todo: Vec<StorePath> = unit_outputs
         .values()
         .flat_map(|m| m.values().cloned())
@@ -234,17 +294,10 @@ pub fn gather_from(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    // Close over references: local paths in one query, the rest from the substituters, level
-    // by level; what nobody has must be built and is estimated.
     while !todo.is_empty() {
         let valid: Vec<StorePath> = store.valid_paths(&todo)?.into_iter().collect();
         for (p, i) in store.closure_infos(&valid)? {
-            facts.entry(p).or_insert(PathFacts {
-                size: i.nar_size,
-                references: i.references,
-                present: true,
-                source: SizeSource::Local,
-            });
+            facts.entry(p).or_insert_with(|| local_facts(&i));
         }
         let missing: Vec<StorePath> = todo
             .iter()
@@ -261,18 +314,7 @@ pub fn gather_from(
                     present: false,
                     source: SizeSource::Cache,
                 },
-                None => {
-                    let n = names
-                        .get(&p)
-                        .cloned()
-                        .unwrap_or_else(|| PackageName::from_path_name(p.name()));
-                    PathFacts {
-                        size: g0_sizes.get(&(n.pname, n.output)).copied().unwrap_or(0),
-                        references: BTreeSet::new(),
-                        present: false,
-                        source: SizeSource::Estimate,
-                    }
-                }
+                None => estimate.of(&p),
             };
             next.extend(
                 f.references
@@ -287,41 +329,51 @@ pub fn gather_from(
             .filter(|p| !facts.contains_key(p))
             .collect();
     }
+    Ok(())
+}
 
-    let booted_top = system.read_system_link(&links.booted_system)?;
-    let booted: BTreeSet<StorePath> = match &booted_top {
-        Some(b) => store.closure(std::slice::from_ref(b))?,
-        None => BTreeSet::new(),
-    };
-    let generations = system.generations(&links.profile)?;
-    let profile = crate::plan::ProfileFacts {
-        generations: generations.len(),
-        g0_generations: generations.iter().filter(|g| g.toplevel == g0_top).count(),
-    };
-    let keep = kept_by_other_roots(store, &g0_top, booted_top.as_ref(), &generations)?;
+/// Sizes of paths nobody has (built locally): G0's package of the same name and output.
+struct Estimates {
+    g0_sizes: BTreeMap<(String, String), u64>,
+    names: BTreeMap<StorePath, PackageName>,
+}
 
-    let space = store.space()?;
-    let used = space.total.saturating_sub(space.free);
-    let reserve = reserve.unwrap_or_else(|| crate::effects::fs::default_reserve_size(space.total));
-    let on_disk: Vec<(StorePath, u64)> = facts
-        .iter()
-        .filter(|(_, f)| f.present)
-        .map(|(p, f)| (p.clone(), f.size))
-        .collect();
-    let disk = store.disk_cost(&on_disk)?;
-    Ok(PlanInput {
-        target: graph,
-        g0,
-        facts,
-        keep,
-        booted,
-        used,
-        free: space.free,
-        reserve,
-        options,
-        profile,
-        disk,
-    })
+impl Estimates {
+    fn new(graph: &TargetGraph, g0_infos: &BTreeMap<StorePath, PathInfo>) -> Self {
+        let g0_sizes = g0_infos
+            .iter()
+            .map(|(p, i)| {
+                let n = name_of_output(p, i.deriver.as_ref());
+                ((n.pname, n.output), i.nar_size)
+            })
+            .collect();
+        let mut names = BTreeMap::new();
+        for (drv, outs) in &graph.unit_outputs() {
+            let dn = drv.derivation_name().unwrap_or(drv.name());
+            for (o, p) in outs {
+                names.insert(p.clone(), PackageName::from_drv(dn, o));
+            }
+        }
+        Estimates { g0_sizes, names }
+    }
+
+    fn of(&self, p: &StorePath) -> PathFacts {
+        let n = self
+            .names
+            .get(p)
+            .cloned()
+            .unwrap_or_else(|| PackageName::from_path_name(p.name()));
+        PathFacts {
+            size: self
+                .g0_sizes
+                .get(&(n.pname, n.output))
+                .copied()
+                .unwrap_or(0),
+            references: BTreeSet::new(),
+            present: false,
+            source: SizeSource::Estimate,
+        }
+    }
 }
 
 /// Everything a root other than the running and booted systems keeps alive: the profile's other

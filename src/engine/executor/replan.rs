@@ -4,7 +4,7 @@
 //! journaled (`replanned`) before anything else happens. When nothing fits, the run stops at that
 //! complete generation; `resume` re-plans with whatever room there is then.
 
-use super::super::plan_inputs::{gather_from, SystemLinks};
+use super::super::plan_inputs::{gather_from, Gathering, SystemLinks};
 use super::super::preflight::no_room;
 use super::super::upgrade::recorded_step;
 use super::*;
@@ -127,15 +127,13 @@ impl Executor<'_> {
             merge_headroom_percent: 0,
         };
         let local: BTreeSet<StorePath> = h.local_derivations.iter().cloned().collect();
-        gather_from(
-            self.store,
-            self.system,
-            &h.target_drv,
-            &links,
-            here,
-            Some(h.reserve),
-            options,
-            Some(&local),
-        )
+        let what = Gathering {
+            target: &h.target_drv,
+            links: &links,
+            g0_top: here,
+            reserve: Some(h.reserve),
+            recorded_local: Some(&local),
+        };
+        gather_from(self.store, self.system, &what, options)
     }
 }
