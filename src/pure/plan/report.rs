@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::boot::{BootPlan, Initrd};
-use super::planner::{Frame, Planned, Shortfall};
+use super::diff::Diff;
+use super::planner::{Frame, Plan, Planned, Shortfall, Step};
 use super::units::Change;
 use crate::drv::{StoreDir, StorePath};
 
@@ -75,7 +76,6 @@ fn versions(v: &[String]) -> String {
 
 /// The human table.
 pub fn write_human(w: &mut dyn Write, h: &Header, p: &Planned) -> io::Result<()> {
-    let d = &p.diff;
     writeln!(
         w,
         "Upgrade {} → {}",
@@ -83,6 +83,30 @@ pub fn write_human(w: &mut dyn Write, h: &Header, p: &Planned) -> io::Result<()>
         h.target_out.as_deref().unwrap_or(&h.target_drv)
     )?;
     writeln!(w)?;
+    write_packages(w, &p.diff)?;
+    writeln!(w)?;
+    write_frame(w, &p.frame, p.outcome.as_ref().ok().map(|x| x.peak))?;
+    writeln!(w)?;
+    match &p.outcome {
+        Ok(plan) => write_steps(w, plan, p.frame.disk.measured)?,
+        Err(s) => write_shortfall(w, s, &p.frame)?,
+    }
+    if let (Some(b), Some(sd)) = (&p.boot, &h.store_dir) {
+        writeln!(w)?;
+        write_boot(w, b, sd)?;
+    }
+    if !p.notes.is_empty() {
+        writeln!(w)?;
+        writeln!(w, "Notes:")?;
+        for n in &p.notes {
+            writeln!(w, "  - {n}")?;
+        }
+    }
+    Ok(())
+}
+
+/// What changes: a row per package, the build inputs apart, the closures.
+fn write_packages(w: &mut dyn Write, d: &Diff) -> io::Result<()> {
     writeln!(
         w,
         "Packages: {} changed, {} added, {} removed, {} unchanged",
@@ -141,94 +165,75 @@ pub fn write_human(w: &mut dyn Write, h: &Header, p: &Planned) -> io::Result<()>
         human_bytes(d.g0_closure),
         human_bytes(d.target_closure),
         signed_bytes(d.target_closure as i64 - d.g0_closure as i64)
+    )
+}
+
+/// The steps' table; with `nar`, their NAR figures beside the disk's.
+fn write_steps(w: &mut dyn Write, plan: &Plan, nar: bool) -> io::Result<()> {
+    writeln!(w, "Steps ({}):", plan.steps.len())?;
+    let names: Vec<String> = plan.steps.iter().map(step_name).collect();
+    let nw = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(8)
+        .clamp(8, 48);
+    write!(
+        w,
+        "  {:>3}  {:<nw$}  {:>11}  {:>11}  {:>11}",
+        "#", "upgrades", "adds", "frees", "peak"
     )?;
+    if nar {
+        write!(w, "  {:>11}  {:>11}", "adds (NAR)", "frees (NAR)")?;
+    }
     writeln!(w)?;
-    write_frame(w, &p.frame, p.outcome.as_ref().ok().map(|x| x.peak))?;
-    writeln!(w)?;
-    match &p.outcome {
-        Ok(plan) => {
-            writeln!(w, "Steps ({}):", plan.steps.len())?;
-            let names: Vec<String> = plan
-                .steps
-                .iter()
-                .map(|s| {
-                    let mut v: Vec<String> = s.upgraded.clone();
-                    v.extend(s.stubbed.iter().map(|n| format!("{n} (stub)")));
-                    if v.is_empty() {
-                        "(glue only)".to_string()
-                    } else {
-                        v.join(", ")
-                    }
-                })
-                .collect();
-            let nw = names
-                .iter()
-                .map(|n| n.chars().count())
-                .max()
-                .unwrap_or(8)
-                .clamp(8, 48);
-            let nar = p.frame.disk.measured;
+    for (s, n) in plan.steps.iter().zip(&names) {
+        let n = if n.chars().count() > nw {
+            let cut: String = n.chars().take(nw - 1).collect();
+            format!("{cut}…")
+        } else {
+            n.clone()
+        };
+        let frees = if s.space.frees == 0 {
+            "0 B".to_string()
+        } else {
+            format!("-{}", human_bytes(s.space.frees))
+        };
+        write!(
+            w,
+            "  {:>3}  {:<nw$}  {:>11}  {:>11}  {:>11}",
+            s.index,
+            n,
+            format!("+{}", human_bytes(s.space.adds)),
+            frees,
+            human_bytes(s.space.peak)
+        )?;
+        if nar {
             write!(
                 w,
-                "  {:>3}  {:<nw$}  {:>11}  {:>11}  {:>11}",
-                "#", "upgrades", "adds", "frees", "peak"
+                "  {:>11}  {:>11}",
+                format!("+{}", human_bytes(s.space_nar.adds)),
+                format!("-{}", human_bytes(s.space_nar.frees))
             )?;
-            if nar {
-                write!(w, "  {:>11}  {:>11}", "adds (NAR)", "frees (NAR)")?;
-            }
-            writeln!(w)?;
-            for (s, n) in plan.steps.iter().zip(&names) {
-                let n = if n.chars().count() > nw {
-                    let cut: String = n.chars().take(nw - 1).collect();
-                    format!("{cut}…")
-                } else {
-                    n.clone()
-                };
-                write!(
-                    w,
-                    "  {:>3}  {:<nw$}  {:>11}  {:>11}  {:>11}",
-                    s.index,
-                    n,
-                    format!("+{}", human_bytes(s.space.adds)),
-                    if s.space.frees == 0 {
-                        "0 B".to_string()
-                    } else {
-                        format!("-{}", human_bytes(s.space.frees))
-                    },
-                    human_bytes(s.space.peak)
-                )?;
-                if nar {
-                    write!(
-                        w,
-                        "  {:>11}  {:>11}",
-                        format!("+{}", human_bytes(s.space_nar.adds)),
-                        format!("-{}", human_bytes(s.space_nar.frees))
-                    )?;
-                }
-                if s.reboot_after {
-                    write!(
-                        w,
-                        "  then reboot (frees {})",
-                        human_bytes(s.space.reboot_frees)
-                    )?;
-                }
-                writeln!(w)?;
-            }
         }
-        Err(s) => write_shortfall(w, s, &p.frame)?,
-    }
-    if let (Some(b), Some(sd)) = (&p.boot, &h.store_dir) {
-        writeln!(w)?;
-        write_boot(w, b, sd)?;
-    }
-    if !p.notes.is_empty() {
-        writeln!(w)?;
-        writeln!(w, "Notes:")?;
-        for n in &p.notes {
-            writeln!(w, "  - {n}")?;
+        if s.reboot_after {
+            let frees = human_bytes(s.space.reboot_frees);
+            write!(w, "  then reboot (frees {frees})")?;
         }
+        writeln!(w)?;
     }
     Ok(())
+}
+
+/// What a step moves: its packages, its stubs marked, or "(glue only)".
+fn step_name(s: &Step) -> String {
+    let mut v: Vec<String> = s.upgraded.clone();
+    v.extend(s.stubbed.iter().map(|n| format!("{n} (stub)")));
+    if v.is_empty() {
+        "(glue only)".to_string()
+    } else {
+        v.join(", ")
+    }
 }
 
 fn initrd_text(i: &Initrd, sd: &StoreDir) -> String {
