@@ -434,121 +434,22 @@ fn write_shortfall(w: &mut dyn Write, s: &Shortfall, f: &Frame) -> io::Result<()
 /// and version).
 pub fn json_body(h: &Header, p: &Planned, sd: &StoreDir) -> serde_json::Value {
     #[derive(Serialize)]
-    struct JsonStep<'a> {
-        index: usize,
-        upgraded: &'a [String],
-        stubbed: &'a [String],
-        adds: u64,
-        frees: u64,
-        peak: u64,
-        used_after: u64,
-        reboot_after: bool,
-        reboot_frees: u64,
-        /// The same step in NAR bytes (the figures above are the disk's bytes).
-        adds_nar: u64,
-        frees_nar: u64,
-        peak_nar: u64,
-        /// target path → replacement (full paths).
-        mask: std::collections::BTreeMap<String, String>,
-    }
-    #[derive(Serialize)]
     struct Doc<'a> {
         fits: bool,
         #[serde(flatten)]
         header: &'a Header,
         frame: &'a Frame,
         peak: Option<u64>,
-        diff: &'a super::diff::Diff,
+        diff: &'a Diff,
         steps: Vec<JsonStep<'a>>,
         shortfall: Option<&'a Shortfall>,
         notes: &'a [String],
         boot: Option<JsonBoot<'a>>,
     }
-    #[derive(Serialize)]
-    struct JsonBootStep {
-        index: usize,
-        /// The kernel package's output (full path), if known.
-        kernel: Option<String>,
-        /// The initrd's path when it is known before the step is written (a unit's output).
-        initrd: Option<String>,
-        /// The initrd is glue rebuilt for this step.
-        initrd_rebuilt: bool,
-        new_pair: bool,
-    }
-    #[derive(Serialize)]
-    struct JsonBoot<'a> {
-        installs: usize,
-        installs_with_test: usize,
-        entries_before: usize,
-        entries_added_max: usize,
-        g0_in_profile: bool,
-        kernel_unit: &'a Option<String>,
-        kernel_group: &'a [String],
-        kernel_step: Option<usize>,
-        pair_steps: &'a [usize],
-        pairs_max: usize,
-        pairs_max_copy_first: usize,
-        pairs_added_max: usize,
-        initrd_is_glue: bool,
-        steps: Vec<JsonBootStep>,
-    }
-    let boot = p.boot.as_ref().map(|b| JsonBoot {
-        installs: b.installs,
-        installs_with_test: b.installs_with_test,
-        entries_before: b.entries_before,
-        entries_added_max: b.entries_added_max,
-        g0_in_profile: b.g0_in_profile,
-        kernel_unit: &b.kernel_unit,
-        kernel_group: &b.kernel_group,
-        kernel_step: b.kernel_step,
-        pair_steps: &b.pair_steps,
-        pairs_max: b.pairs_max,
-        pairs_max_copy_first: b.pairs_max_copy_first,
-        pairs_added_max: b.pairs_added_max,
-        initrd_is_glue: b.initrd_is_glue,
-        steps: b
-            .steps
-            .iter()
-            .map(|s| JsonBootStep {
-                index: s.index,
-                kernel: s.kernel.as_ref().map(|k| sd.display(k)),
-                initrd: match &s.initrd {
-                    Initrd::Path(p) => Some(sd.display(p)),
-                    _ => None,
-                },
-                initrd_rebuilt: matches!(s.initrd, Initrd::Glue(_)),
-                new_pair: s.new_pair,
-            })
-            .collect(),
-    });
     let steps = p
         .outcome
         .as_ref()
-        .map(|plan| {
-            plan.steps
-                .iter()
-                .map(|s| JsonStep {
-                    index: s.index,
-                    upgraded: &s.upgraded,
-                    stubbed: &s.stubbed,
-                    adds: s.space.adds,
-                    frees: s.space.frees,
-                    peak: s.space.peak,
-                    used_after: s.space.used_after,
-                    reboot_after: s.reboot_after,
-                    reboot_frees: s.space.reboot_frees,
-                    adds_nar: s.space_nar.adds,
-                    frees_nar: s.space_nar.frees,
-                    peak_nar: s.space_nar.peak,
-                    mask: s
-                        .mask
-                        .0
-                        .iter()
-                        .map(|(a, b)| (sd.display(a), sd.display(b)))
-                        .collect(),
-                })
-                .collect()
-        })
+        .map(|plan| plan.steps.iter().map(|s| JsonStep::of(s, sd)).collect())
         .unwrap_or_default();
     let doc = Doc {
         fits: p.outcome.is_ok(),
@@ -559,10 +460,121 @@ pub fn json_body(h: &Header, p: &Planned, sd: &StoreDir) -> serde_json::Value {
         steps,
         shortfall: p.outcome.as_ref().err(),
         notes: &p.notes,
-        boot,
+        boot: p.boot.as_ref().map(|b| JsonBoot::of(b, sd)),
     };
     // Plain data (strings, numbers, maps with string keys): serialising it cannot fail.
     serde_json::to_value(&doc).expect("the plan serialises to JSON")
+}
+
+/// A step in `plan --json`.
+#[derive(Serialize)]
+struct JsonStep<'a> {
+    index: usize,
+    upgraded: &'a [String],
+    stubbed: &'a [String],
+    adds: u64,
+    frees: u64,
+    peak: u64,
+    used_after: u64,
+    reboot_after: bool,
+    reboot_frees: u64,
+    /// The same step in NAR bytes (the figures above are the disk's bytes).
+    adds_nar: u64,
+    frees_nar: u64,
+    peak_nar: u64,
+    /// target path → replacement (full paths).
+    mask: std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> JsonStep<'a> {
+    fn of(s: &'a Step, sd: &StoreDir) -> Self {
+        JsonStep {
+            index: s.index,
+            upgraded: &s.upgraded,
+            stubbed: &s.stubbed,
+            adds: s.space.adds,
+            frees: s.space.frees,
+            peak: s.space.peak,
+            used_after: s.space.used_after,
+            reboot_after: s.reboot_after,
+            reboot_frees: s.space.reboot_frees,
+            adds_nar: s.space_nar.adds,
+            frees_nar: s.space_nar.frees,
+            peak_nar: s.space_nar.peak,
+            mask: s
+                .mask
+                .0
+                .iter()
+                .map(|(a, b)| (sd.display(a), sd.display(b)))
+                .collect(),
+        }
+    }
+}
+
+/// The boot plan in `plan --json`.
+#[derive(Serialize)]
+struct JsonBoot<'a> {
+    installs: usize,
+    installs_with_test: usize,
+    entries_before: usize,
+    entries_added_max: usize,
+    g0_in_profile: bool,
+    kernel_unit: &'a Option<String>,
+    kernel_group: &'a [String],
+    kernel_step: Option<usize>,
+    pair_steps: &'a [usize],
+    pairs_max: usize,
+    pairs_max_copy_first: usize,
+    pairs_added_max: usize,
+    initrd_is_glue: bool,
+    steps: Vec<JsonBootStep>,
+}
+
+impl<'a> JsonBoot<'a> {
+    fn of(b: &'a BootPlan, sd: &StoreDir) -> Self {
+        JsonBoot {
+            installs: b.installs,
+            installs_with_test: b.installs_with_test,
+            entries_before: b.entries_before,
+            entries_added_max: b.entries_added_max,
+            g0_in_profile: b.g0_in_profile,
+            kernel_unit: &b.kernel_unit,
+            kernel_group: &b.kernel_group,
+            kernel_step: b.kernel_step,
+            pair_steps: &b.pair_steps,
+            pairs_max: b.pairs_max,
+            pairs_max_copy_first: b.pairs_max_copy_first,
+            pairs_added_max: b.pairs_added_max,
+            initrd_is_glue: b.initrd_is_glue,
+            steps: b
+                .steps
+                .iter()
+                .map(|s| JsonBootStep {
+                    index: s.index,
+                    kernel: s.kernel.as_ref().map(|k| sd.display(k)),
+                    initrd: match &s.initrd {
+                        Initrd::Path(p) => Some(sd.display(p)),
+                        _ => None,
+                    },
+                    initrd_rebuilt: matches!(s.initrd, Initrd::Glue(_)),
+                    new_pair: s.new_pair,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A step's kernel and initrd in `plan --json`.
+#[derive(Serialize)]
+struct JsonBootStep {
+    index: usize,
+    /// The kernel package's output (full path), if known.
+    kernel: Option<String>,
+    /// The initrd's path when it is known before the step is written (a unit's output).
+    initrd: Option<String>,
+    /// The initrd is glue rebuilt for this step.
+    initrd_rebuilt: bool,
+    new_pair: bool,
 }
 
 #[cfg(test)]
