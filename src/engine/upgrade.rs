@@ -209,7 +209,29 @@ pub fn prepare_journaled(
             )?;
         }
     }
-    let header = RunHeader {
+    let mut header = header_of(req, store, &input, (g0, g0_drv), plan);
+    // What was asked, with keepPrevious as far as the plan has room for it.
+    header.options.keep_previous = keep.as_ref().is_some_and(|k| k.kept);
+    Ok(Prepared::Run(Box::new(PreparedRun {
+        header,
+        chain,
+        why,
+        masks,
+        boot: planned.boot.clone(),
+        keep,
+    })))
+}
+
+/// The run's header: what was asked, G0 and its deriver, the planned steps, and the local
+/// derivations the plan read.
+fn header_of(
+    req: &UpgradeRequest,
+    store: &dyn Store,
+    input: &PlanInput,
+    (g0, g0_drv): (StorePath, StorePath),
+    plan: Vec<PlannedStep>,
+) -> RunHeader {
+    RunHeader {
         stepwise_version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
         store_dir: store.store_dir().as_str().to_string(),
@@ -230,21 +252,9 @@ pub fn prepare_journaled(
         g0_drv: Some(g0_drv),
         plan,
         reboot_window: req.reboot_window,
-        // What was asked, with keepPrevious as far as the plan has room for it.
-        options: RunOptions {
-            keep_previous: keep.as_ref().is_some_and(|k| k.kept),
-            ..req.options
-        },
+        options: req.options,
         local_derivations: input.target.local.iter().cloned().collect(),
-    };
-    Ok(Prepared::Run(Box::new(PreparedRun {
-        header,
-        chain,
-        why,
-        masks,
-        boot: planned.boot.clone(),
-        keep,
-    })))
+    }
 }
 
 /// The target's `out` path, from its `.drv`.
