@@ -8,6 +8,9 @@
 //!   (and what they hold), and no build tool;
 //! - the plan's peak is never below what the store really held.
 
+mod common;
+use common::model::{collect_all_but_current, outputs_bytes};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -146,36 +149,9 @@ fn build(w: &World) -> Built {
     }
 }
 
-/// Bytes of valid paths that are not derivations (the plan does not count `.drv` text).
-fn outputs_bytes(ms: &ModelStore) -> u64 {
-    let paths: Vec<StorePath> = ms
-        .all_valid()
-        .into_iter()
-        .filter(|p| !p.is_derivation())
-        .collect();
-    ms.path_infos(&paths)
-        .unwrap()
-        .values()
-        .map(|i| i.nar_size)
-        .sum()
-}
-
 /// Collect: drop every generation but the current one, delete what no root holds.
 fn collect(ms: &ModelStore) {
-    let gens = ms.generations(Path::new(PROFILE)).unwrap();
-    let old: Vec<u64> = gens
-        .iter()
-        .filter(|g| !g.current)
-        .map(|g| g.number)
-        .collect();
-    ms.delete_generations(Path::new(PROFILE), &old).unwrap();
-    let live = ms.live_paths().unwrap();
-    let dead: Vec<StorePath> = ms
-        .all_valid()
-        .into_iter()
-        .filter(|p| !live.contains(p))
-        .collect();
-    ms.delete(&dead).unwrap();
+    collect_all_but_current(ms, Path::new(PROFILE));
 }
 
 fn plan_input(b: &Built) -> PlanInput {

@@ -3,6 +3,9 @@
 //! `gather` + `plan`, then each step is realised on the model store and everything no root holds
 //! is collected; the bytes the store really holds at each step's peak never exceed the plan's.
 
+mod common;
+use common::model::{collect_all_but_current, outputs_bytes};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -64,36 +67,9 @@ fn world(sizes: &[(u64, u64)]) -> (ModelStore, Vec<StorePath>, StorePath) {
     (ms, g0_pkgs, tops[1].clone())
 }
 
-/// Bytes of valid paths that are not derivations (the plan does not count `.drv` text).
-fn outputs_bytes(ms: &ModelStore) -> u64 {
-    let paths: Vec<StorePath> = ms
-        .all_valid()
-        .into_iter()
-        .filter(|p| !p.is_derivation())
-        .collect();
-    ms.path_infos(&paths)
-        .unwrap()
-        .values()
-        .map(|i| i.nar_size)
-        .sum()
-}
-
 /// Collect: drop every generation but the current one, delete what no root holds.
 fn collect(ms: &ModelStore) {
-    let gens = ms.generations(Path::new(PROFILE)).unwrap();
-    let old: Vec<u64> = gens
-        .iter()
-        .filter(|g| !g.current)
-        .map(|g| g.number)
-        .collect();
-    ms.delete_generations(Path::new(PROFILE), &old).unwrap();
-    let live = ms.live_paths().unwrap();
-    let dead: Vec<StorePath> = ms
-        .all_valid()
-        .into_iter()
-        .filter(|p| !live.contains(p))
-        .collect();
-    ms.delete(&dead).unwrap();
+    collect_all_but_current(ms, Path::new(PROFILE));
 }
 
 /// Plan, run every step on the model, and return (plan's peak − used, the store's) per step.

@@ -275,3 +275,31 @@ pub fn gc(ms: &ModelStore) {
         ms.delete(&dead).unwrap();
     }
 }
+
+/// Bytes of valid paths that are not derivations (the plan does not count `.drv` text).
+pub fn outputs_bytes(ms: &ModelStore) -> u64 {
+    let paths: Vec<StorePath> = ms
+        .all_valid()
+        .into_iter()
+        .filter(|p| !p.is_derivation())
+        .collect();
+    ms.path_infos(&paths)
+        .unwrap()
+        .values()
+        .map(|i| i.nar_size)
+        .sum()
+}
+
+/// What a step's move leaves behind, collected: every generation of `profile` but the current
+/// one dropped, then every path nothing live needs deleted.
+pub fn collect_all_but_current(ms: &ModelStore, profile: &std::path::Path) {
+    let old: Vec<u64> = ms
+        .generations(profile)
+        .unwrap()
+        .iter()
+        .filter(|g| !g.current)
+        .map(|g| g.number)
+        .collect();
+    ms.delete_generations(profile, &old).unwrap();
+    gc(ms);
+}
