@@ -245,8 +245,15 @@ pub fn interrupted_records(first_seq: u64) -> Vec<Record> {
             },
         },
     ];
+    build_failed_then_unwinding(&mut out, first_seq + 3);
+    out
+}
+
+/// The realise at `intent` failed to build; the run turns back, a later `unwind` takes it over,
+/// and its reboot into G0 has no outcome recorded (interrupted).
+fn build_failed_then_unwinding(out: &mut Vec<Record>, intent: u64) {
     out.push(Record::Failed {
-        intent: first_seq + 3,
+        intent,
         message: "build of hello-2.12.drv failed".into(),
     });
     out.push(Record::UnwindStarted {
@@ -261,7 +268,6 @@ pub fn interrupted_records(first_seq: u64) -> Vec<Record> {
             expected_booted: store_path("nixos-system-web-24.05"),
         },
     });
-    out
 }
 
 /// A format-3 run (after `header_v3`): step 1 runs out of space and the chain is planned again
@@ -346,22 +352,7 @@ pub fn replanned_records(first_seq: u64) -> Vec<Record> {
             root,
         },
     );
-    out.push(Record::Failed {
-        intent: i,
-        message: "build of hello-2.12.drv failed".into(),
-    });
-    out.push(Record::UnwindStarted {
-        why: "a build failed".into(),
-    });
-    out.push(Record::Resumed {
-        pid: 777,
-        command: "unwind".into(),
-    });
-    out.push(Record::Intent {
-        transition: Transition::Reboot {
-            expected_booted: store_path("nixos-system-web-24.05"),
-        },
-    });
+    build_failed_then_unwinding(&mut out, i);
     out
 }
 
