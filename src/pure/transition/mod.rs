@@ -506,6 +506,42 @@ impl RunState {
         })
     }
 
+    /// Where an unwind requested in `phase` (nothing in flight) goes next.
+    fn unwinding_from(&self, phase: Phase) -> Phase {
+        match phase {
+            Phase::Preflight | Phase::Finished(_) => unreachable!("handled above"),
+            Phase::Pinning => Phase::Releasing(Outcome::Unwound { failed: false }),
+            Phase::Moving(m) => match (m.direction, m.stage) {
+                (Direction::Back, _) => phase,
+                (Direction::Forward, Stage::WriteDerivations | Stage::Realise) => Phase::Cleanup {
+                    gen: m.to,
+                    stage: CleanupStage::Unpin,
+                    then: AfterCleanup::Unwind,
+                },
+                // The profile may already point at `to`: walk back from it.
+                (Direction::Forward, Stage::SetProfile | Stage::Activate) => Phase::Moving(Move {
+                    from: m.to,
+                    to: m.from,
+                    direction: Direction::Back,
+                    stage: Stage::Realise,
+                }),
+                // The system stands at `to`; finishing the move frees space, then it turns.
+                (Direction::Forward, _) => phase,
+            },
+            Phase::Cleanup { gen, stage, .. } => Phase::Cleanup {
+                gen,
+                stage,
+                then: AfterCleanup::Unwind,
+            },
+            Phase::Releasing(Outcome::Unwound { failed }) => {
+                Phase::Releasing(Outcome::Unwound { failed })
+            }
+            Phase::Releasing(Outcome::ReachedTarget) => self.back_from(self.active, false),
+            Phase::Releasing(Outcome::Held { at }) => self.back_from(at, true),
+            Phase::Replanning { at } => self.back_from(at, self.failure.is_some()),
+        }
+    }
+
     fn not_allowed(&self, event: Event) -> NotAllowed {
         NotAllowed::Event {
             phase: self.phase,
@@ -544,15 +580,7 @@ pub fn next(state: &RunState, event: Event) -> Result<RunState, NotAllowed> {
                 steps,
                 reboot_after,
             },
-        ) if a == at => {
-            if steps <= at {
-                return Err(NotAllowed::ShortReplan { at, steps });
-            }
-            s.shape.steps = steps;
-            s.shape.reboot_after = reboot_after;
-            s.failure = None;
-            s.phase = s.forward(at);
-        }
+        ) if a == at => replanned(&mut s, at, steps, reboot_after)?,
         (Phase::Preflight, None, Event::UnwindRequested) => {
             s.unwind_requested = true;
             s.phase = Phase::Releasing(Outcome::Unwound { failed: false });
@@ -580,18 +608,7 @@ pub fn next(state: &RunState, event: Event) -> Result<RunState, NotAllowed> {
                 units_failed,
                 reboot_required,
             },
-        ) if g == gen => {
-            // Walking back the system returns where it came from: nothing to wait for there.
-            if m.direction == Direction::Forward && m.to == gen {
-                if units_failed {
-                    s.units_failed_at = Some(gen);
-                    s.units_failed_waiting = true;
-                }
-                if reboot_required {
-                    s.reboot_for = Some(gen);
-                }
-            }
-        }
+        ) if g == gen => activated(&mut s, m, gen, units_failed, reboot_required),
         (_, None, Event::Done(e)) | (_, None, Event::Failed(e, _)) => {
             return Err(NotAllowed::UnexpectedOutcome {
                 in_flight: None,
@@ -610,46 +627,37 @@ pub fn next(state: &RunState, event: Event) -> Result<RunState, NotAllowed> {
         (phase, None, Event::UnwindRequested) => {
             s.unwind_requested = true;
             s.stuck = None;
-            s.phase = match phase {
-                Phase::Preflight | Phase::Finished(_) => unreachable!("handled above"),
-                Phase::Pinning => Phase::Releasing(Outcome::Unwound { failed: false }),
-                Phase::Moving(m) => match (m.direction, m.stage) {
-                    (Direction::Back, _) => phase,
-                    (Direction::Forward, Stage::WriteDerivations | Stage::Realise) => {
-                        Phase::Cleanup {
-                            gen: m.to,
-                            stage: CleanupStage::Unpin,
-                            then: AfterCleanup::Unwind,
-                        }
-                    }
-                    // The profile may already point at `to`: walk back from it.
-                    (Direction::Forward, Stage::SetProfile | Stage::Activate) => {
-                        Phase::Moving(Move {
-                            from: m.to,
-                            to: m.from,
-                            direction: Direction::Back,
-                            stage: Stage::Realise,
-                        })
-                    }
-                    // The system stands at `to`; finishing the move frees space, then it turns.
-                    (Direction::Forward, _) => phase,
-                },
-                Phase::Cleanup { gen, stage, .. } => Phase::Cleanup {
-                    gen,
-                    stage,
-                    then: AfterCleanup::Unwind,
-                },
-                Phase::Releasing(Outcome::Unwound { failed }) => {
-                    Phase::Releasing(Outcome::Unwound { failed })
-                }
-                Phase::Releasing(Outcome::ReachedTarget) => s.back_from(s.active, false),
-                Phase::Releasing(Outcome::Held { at }) => s.back_from(at, true),
-                Phase::Replanning { at } => s.back_from(at, s.failure.is_some()),
-            };
+            s.phase = s.unwinding_from(phase);
         }
         (_, _, event) => return Err(s.not_allowed(event)),
     }
     Ok(s)
+}
+
+/// A re-plan from the complete generation `at`: the chain now has `steps` generations.
+fn replanned(s: &mut RunState, at: Gen, steps: Gen, reboot_after: u64) -> Result<(), NotAllowed> {
+    if steps <= at {
+        return Err(NotAllowed::ShortReplan { at, steps });
+    }
+    s.shape.steps = steps;
+    s.shape.reboot_after = reboot_after;
+    s.failure = None;
+    s.phase = s.forward(at);
+    Ok(())
+}
+
+/// `switch-to-configuration` reported failed units or a required reboot for `gen`.
+fn activated(s: &mut RunState, m: Move, gen: Gen, units_failed: bool, reboot_required: bool) {
+    // Walking back the system returns where it came from: nothing to wait for there.
+    if m.direction == Direction::Forward && m.to == gen {
+        if units_failed {
+            s.units_failed_at = Some(gen);
+            s.units_failed_waiting = true;
+        }
+        if reboot_required {
+            s.reboot_for = Some(gen);
+        }
+    }
 }
 
 fn done(s: &mut RunState, phase: Phase, e: Effect) {
