@@ -120,20 +120,48 @@ pub struct ReplayError {
 
 /// Fold a run's records (its `RunStarted` first) into the machine's state.
 pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, ReplayError> {
-    let mut spec = spec.initial();
-    let mut state = RunState::new(spec.shape());
-    let mut intents = BTreeMap::new();
-    let mut failures = Vec::new();
-    let mut activated = Vec::new();
-    let mut housekeeping = std::collections::BTreeSet::new();
-    let mut out_of_space = false;
-    let mut finished = false;
-    for (seq, r) in records {
+    let spec = spec.initial();
+    let mut r = Replay {
+        state: RunState::new(spec.shape()),
+        done: Replayed {
+            state: RunState::new(spec.shape()),
+            spec,
+            intents: BTreeMap::new(),
+            failures: Vec::new(),
+            activated: Vec::new(),
+            finished: false,
+        },
+        housekeeping: std::collections::BTreeSet::new(),
+        out_of_space: false,
+    };
+    for (seq, record) in records {
         let err = |why: String| ReplayError { seq: *seq, why };
-        let event = match r {
+        if let Some(ev) = r.event_of(*seq, record).map_err(err)? {
+            r.state = transition::next(&r.state, ev).map_err(|e| err(e.to_string()))?;
+        }
+    }
+    r.done.state = r.state;
+    Ok(r.done)
+}
+
+/// The fold of [`replay`]: what the records so far have built.
+struct Replay {
+    state: RunState,
+    /// Everything but the state, which is kept apart while the fold runs.
+    done: Replayed,
+    /// Housekeeping intents (recorded in a finished run; not the machine's).
+    housekeeping: std::collections::BTreeSet<Seq>,
+    /// The last attempt ran out of space: the next failure is of that kind.
+    out_of_space: bool,
+}
+
+impl Replay {
+    /// The machine's event for one record (`None`: the record does not move the machine).
+    fn event_of(&mut self, seq: Seq, r: &Record) -> Result<Option<Event>, String> {
+        Ok(match r {
             Record::RunStarted(_) | Record::Resumed { .. } => None,
             Record::RunFinished { .. } => {
-                finished = true;
+                self.done.finished = true;
                 None
             }
             Record::StrategyChosen { strategy, .. } => Some(Event::Begin {
@@ -143,96 +171,99 @@ pub fn replay(spec: &Spec, records: &[(Seq, Record)]) -> Result<Replayed, Replay
                 },
             }),
             Record::PlainAttemptFailed { .. } | Record::SpaceRanOut { .. } => {
-                out_of_space = true;
+                self.out_of_space = true;
                 None
             }
             Record::Replanned { at, steps, .. } => {
-                spec = spec.replanned(*at, steps).map_err(|e| err(e.to_string()))?;
+                let spec = self
+                    .done
+                    .spec
+                    .replanned(*at, steps)
+                    .map_err(|e| e.to_string())?;
+                self.done.spec = spec;
                 Some(Event::Replanned {
                     at: *at,
-                    steps: spec.steps.len() as transition::Gen,
-                    reboot_after: spec.reboot_after,
+                    steps: self.done.spec.steps.len() as transition::Gen,
+                    reboot_after: self.done.spec.reboot_after,
                 })
             }
             Record::UnwindStarted { .. } => Some(Event::UnwindRequested),
-            // Housekeeping before the next run, recorded in this finished one: not the machine's.
             Record::Intent { transition } if transition.is_housekeeping() => {
-                housekeeping.insert(*seq);
+                self.housekeeping.insert(seq);
                 None
             }
             Record::Done { intent, .. } | Record::Failed { intent, .. }
-                if housekeeping.contains(intent) =>
+                if self.housekeeping.contains(intent) =>
             {
                 None
             }
-            Record::Intent { transition } => {
-                let Some(e) = state
-                    .expected()
-                    .filter(|e| matches(&spec, &state, *e, transition))
-                else {
-                    return Err(err(format!(
-                        "intent {} is not what the run expects here ({:?})",
-                        transition.describe(),
-                        state.expected()
-                    )));
-                };
-                intents.insert(*seq, (e, transition.clone()));
-                Some(Event::Intent(e))
-            }
-            Record::Done { intent, .. } => {
-                let (e, _) = intents
-                    .get(intent)
-                    .ok_or_else(|| err(format!("done for unknown intent {intent}")))?;
-                Some(Event::Done(*e))
-            }
+            Record::Intent { transition } => Some(self.intent(seq, transition)?),
+            Record::Done { intent, .. } => Some(Event::Done(self.effect_of(*intent, "done")?)),
             Record::Failed { intent, message } => {
-                let (e, _) = intents
-                    .get(intent)
-                    .ok_or_else(|| err(format!("failed for unknown intent {intent}")))?;
-                let kind = kind_of(*e, out_of_space);
-                out_of_space = false;
-                failures.push((*e, message.clone()));
-                Some(Event::Failed(*e, kind))
+                let e = self.effect_of(*intent, "failed")?;
+                let kind = kind_of(e, std::mem::take(&mut self.out_of_space));
+                self.done.failures.push((e, message.clone()));
+                Some(Event::Failed(e, kind))
             }
             Record::Activated {
                 intent,
                 units_failed,
                 reboot_required,
-            } => {
-                let Some((Effect::Activate { gen }, _)) = intents.get(intent) else {
-                    return Err(err(format!(
-                        "activated for intent {intent}, not an activation"
-                    )));
-                };
-                let forward = matches!(
-                    state.phase,
-                    transition::Phase::Moving(m) if m.direction == transition::Direction::Forward
-                );
-                activated.push(ActivationReport {
-                    gen: *gen,
-                    forward,
-                    units_failed: (!reboot_required).then(|| units_failed.clone()),
-                    reboot_required: *reboot_required,
-                });
-                Some(Event::Activated {
-                    gen: *gen,
-                    units_failed: !reboot_required,
-                    reboot_required: *reboot_required,
-                })
-            }
-        };
-        if let Some(ev) = event {
-            state = transition::next(&state, ev).map_err(|e| err(e.to_string()))?;
-        }
+            } => Some(self.activated(*intent, units_failed, *reboot_required)?),
+        })
     }
-    Ok(Replayed {
-        state,
-        spec,
-        intents,
-        failures,
-        activated,
-        finished,
-    })
+
+    /// An intent must be the effect the machine expects next.
+    fn intent(&mut self, seq: Seq, transition: &Transition) -> Result<Event, String> {
+        let state = &self.state;
+        let Some(e) = state
+            .expected()
+            .filter(|e| matches(&self.done.spec, state, *e, transition))
+        else {
+            return Err(format!(
+                "intent {} is not what the run expects here ({:?})",
+                transition.describe(),
+                state.expected()
+            ));
+        };
+        self.done.intents.insert(seq, (e, transition.clone()));
+        Ok(Event::Intent(e))
+    }
+
+    fn effect_of(&self, intent: Seq, what: &str) -> Result<Effect, String> {
+        self.done
+            .intents
+            .get(&intent)
+            .map(|(e, _)| *e)
+            .ok_or_else(|| format!("{what} for unknown intent {intent}"))
+    }
+
+    /// An `activated` record: what the activation of its intent reported besides success.
+    fn activated(
+        &mut self,
+        intent: Seq,
+        units_failed: &[String],
+        reboot_required: bool,
+    ) -> Result<Event, String> {
+        let Some((Effect::Activate { gen }, _)) = self.done.intents.get(&intent) else {
+            return Err(format!("activated for intent {intent}, not an activation"));
+        };
+        let forward = matches!(
+            self.state.phase,
+            transition::Phase::Moving(m) if m.direction == transition::Direction::Forward
+        );
+        self.done.activated.push(ActivationReport {
+            gen: *gen,
+            forward,
+            units_failed: (!reboot_required).then(|| units_failed.to_vec()),
+            reboot_required,
+        });
+        Ok(Event::Activated {
+            gen: *gen,
+            units_failed: !reboot_required,
+            reboot_required,
+        })
+    }
 }
 
 /// The run's header with the chain as its re-plans left it: what the steps' derivations are
