@@ -493,23 +493,30 @@ pub struct Units {
     pub ambiguous: Vec<Vec<usize>>,
 }
 
+/// A unit output of the target, before matching.
+struct TargetUnit {
+    drv: StorePath,
+    version: String,
+    outputs: BTreeMap<String, StorePath>,
+}
+
+/// A version of a unit in G0: the version and its outputs (output name → path).
+type OldUnit = (String, BTreeMap<String, StorePath>);
+
 /// Match the target's unit outputs to G0's.
 pub fn match_units(target: &TargetGraph, g0: &G0Reading) -> Units {
-    // Target units by pname.
-    struct T {
-        drv: StorePath,
-        version: String,
-        outputs: BTreeMap<String, StorePath>,
-    }
-    let mut by_pname: BTreeMap<String, Vec<T>> = BTreeMap::new();
+    let mut by_pname: BTreeMap<String, Vec<TargetUnit>> = BTreeMap::new();
     for (drv, outputs) in target.unit_outputs() {
         let dn = drv.derivation_name().unwrap_or(drv.name());
         let (pname, version) = parse_drv_name(dn);
-        by_pname.entry(pname.to_string()).or_default().push(T {
-            drv: drv.clone(),
-            version: version.to_string(),
-            outputs,
-        });
+        by_pname
+            .entry(pname.to_string())
+            .or_default()
+            .push(TargetUnit {
+                drv: drv.clone(),
+                version: version.to_string(),
+                outputs,
+            });
     }
     // G0 units by pname, then by version: output → path.
     let mut g0_by_pname: BTreeMap<String, BTreeMap<String, BTreeMap<String, StorePath>>> =
@@ -522,81 +529,16 @@ pub fn match_units(target: &TargetGraph, g0: &G0Reading) -> Units {
             .or_default()
             .insert(n.output.clone(), p.clone());
     }
-
     let mut res = Units::default();
     let pnames: BTreeSet<String> = by_pname.keys().chain(g0_by_pname.keys()).cloned().collect();
     for pname in pnames {
-        let mut ts = by_pname.remove(&pname).unwrap_or_default();
-        let mut olds: Vec<(String, BTreeMap<String, StorePath>)> = g0_by_pname
+        let ts = by_pname.remove(&pname).unwrap_or_default();
+        let olds = g0_by_pname
             .remove(&pname)
             .map(|m| m.into_iter().collect())
             .unwrap_or_default();
-        let ambiguous = ts.len() > 1 || olds.len() > 1;
         let first = res.units.len();
-        // Unchanged first: every referenced output the same path.
-        let mut i = 0;
-        while i < ts.len() {
-            let t = &ts[i];
-            if let Some(k) = olds
-                .iter()
-                .position(|(_, outs)| t.outputs.iter().all(|(o, p)| outs.get(o) == Some(p)))
-            {
-                let (v, outs) = olds.remove(k);
-                let t = ts.remove(i);
-                res.units.push(Unit {
-                    name: pname.clone(),
-                    old_version: Some(v),
-                    new_version: Some(t.version),
-                    drv: Some(t.drv),
-                    new: t.outputs,
-                    old: outs,
-                    change: Change::Unchanged,
-                    ambiguous,
-                });
-            } else {
-                i += 1;
-            }
-        }
-        // The rest pair by version order.
-        ts.sort_by(|a, b| compare_versions(&a.version, &b.version));
-        olds.sort_by(|a, b| compare_versions(&a.0, &b.0));
-        let mut olds = olds.into_iter();
-        for t in ts {
-            match olds.next() {
-                Some((v, outs)) => res.units.push(Unit {
-                    name: pname.clone(),
-                    old_version: Some(v),
-                    new_version: Some(t.version),
-                    drv: Some(t.drv),
-                    new: t.outputs,
-                    old: outs,
-                    change: Change::Changed,
-                    ambiguous,
-                }),
-                None => res.units.push(Unit {
-                    name: pname.clone(),
-                    old_version: None,
-                    new_version: Some(t.version),
-                    drv: Some(t.drv),
-                    new: t.outputs,
-                    old: BTreeMap::new(),
-                    change: Change::Added,
-                    ambiguous,
-                }),
-            }
-        }
-        for (v, outs) in olds {
-            res.units.push(Unit {
-                name: pname.clone(),
-                old_version: Some(v),
-                new_version: None,
-                drv: None,
-                new: BTreeMap::new(),
-                old: outs,
-                change: Change::Removed,
-                ambiguous,
-            });
-        }
+        let ambiguous = match_pname(&pname, ts, olds, &mut res.units);
         let group: Vec<usize> = (first..res.units.len())
             .filter(|&u| res.units[u].change == Change::Changed)
             .collect();
@@ -605,6 +547,58 @@ pub fn match_units(target: &TargetGraph, g0: &G0Reading) -> Units {
         }
     }
     res
+}
+
+/// Match one pname's versions: unchanged ones first (every referenced output the same path), the
+/// rest paired by version order, what is left over added or removed. Returns whether the match
+/// was ambiguous (several versions on either side).
+fn match_pname(
+    pname: &str,
+    mut ts: Vec<TargetUnit>,
+    mut olds: Vec<OldUnit>,
+    units: &mut Vec<Unit>,
+) -> bool {
+    let ambiguous = ts.len() > 1 || olds.len() > 1;
+    let unit = |change, t: Option<TargetUnit>, old: Option<OldUnit>| {
+        let (old_version, old) = old.map_or((None, BTreeMap::new()), |(v, o)| (Some(v), o));
+        let (new_version, drv, new) = t.map_or((None, None, BTreeMap::new()), |t| {
+            (Some(t.version), Some(t.drv), t.outputs)
+        });
+        Unit {
+            name: pname.to_string(),
+            old_version,
+            new_version,
+            drv,
+            new,
+            old,
+            change,
+            ambiguous,
+        }
+    };
+    let mut i = 0;
+    while i < ts.len() {
+        let t = &ts[i];
+        let same = |(_, outs): &OldUnit| t.outputs.iter().all(|(o, p)| outs.get(o) == Some(p));
+        if let Some(k) = olds.iter().position(same) {
+            let old = olds.remove(k);
+            units.push(unit(Change::Unchanged, Some(ts.remove(i)), Some(old)));
+        } else {
+            i += 1;
+        }
+    }
+    ts.sort_by(|a, b| compare_versions(&a.version, &b.version));
+    olds.sort_by(|a, b| compare_versions(&a.0, &b.0));
+    let mut olds = olds.into_iter();
+    for t in ts {
+        units.push(match olds.next() {
+            Some(old) => unit(Change::Changed, Some(t), Some(old)),
+            None => unit(Change::Added, Some(t), None),
+        });
+    }
+    for old in olds {
+        units.push(unit(Change::Removed, None, Some(old)));
+    }
+    ambiguous
 }
 
 /// pnames that boot together with the kernel: the kernel (and its `modules` output), its module
