@@ -454,6 +454,60 @@ impl<'a> Greedy<'a> {
         freed
     }
 
+    /// Jobs without a G0 counterpart cannot stay old: they move (or are stubbed) first, with
+    /// every non-vital job when stubbing first.
+    fn forced_moves(&self, stub_first: bool) -> Vec<Move> {
+        self.p
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| !j.maskable || (stub_first && j.stub.is_some()))
+            .map(|(i, j)| Move {
+                job: i as u32,
+                // A stub only saves room when the new version is not on disk already.
+                to: if j.stub.is_some() && self.adds[i][Side::New.index()] > 0 {
+                    Side::Stub
+                } else {
+                    Side::New
+                },
+            })
+            .collect()
+    }
+
+    /// Why nothing more fits under `ceiling`: the job closest to fitting, what it lacks, the
+    /// non-vital jobs whose stub would free the most, and what a reboot would free (`after_moves`:
+    /// something moved already, so the booted generation may pin what a reboot releases).
+    fn stuck(&self, ceiling: u64, moves_done: usize, after_moves: bool) -> Stuck {
+        let p = self.p;
+        let (bottleneck, missing_next) = (0..p.jobs.len())
+            .filter(|&j| self.side[j] != Side::New)
+            .map(|j| {
+                let need = self.used + self.adds[j][Side::New.index()] + p.step_glue;
+                (j as u32, need.saturating_sub(ceiling))
+            })
+            .min_by_key(|&(j, miss)| (miss, j))
+            .map(|(j, m)| (Some(j), m))
+            .unwrap_or((None, 0));
+        let mut stub_candidates: Vec<(u32, u64)> = (0..p.jobs.len())
+            .filter(|&j| self.side[j] == Side::Old && p.jobs[j].stub.is_none())
+            .map(|j| (j as u32, self.frees[j][Side::Stub.index()]))
+            .filter(|&(_, f)| f > 0)
+            .collect();
+        stub_candidates.sort_by_key(|&(j, f)| (std::cmp::Reverse(f), j));
+        stub_candidates.truncate(5);
+        Stuck {
+            moves_done,
+            missing_next,
+            bottleneck,
+            stub_candidates,
+            reboot_would_free: if after_moves {
+                self.reboot_would_free()
+            } else {
+                0
+            },
+        }
+    }
+
     fn reboot_would_free(&self) -> u64 {
         self.glue.stale_booted
             + (0..self.count.len())
@@ -496,22 +550,7 @@ fn greedy(
     let mut remaining = p.jobs.len();
     let mut moves_done = 0;
 
-    // Jobs without a G0 counterpart cannot stay old: they move (or are stubbed) first.
-    let forced: Vec<Move> = p
-        .jobs
-        .iter()
-        .enumerate()
-        .filter(|(_, j)| !j.maskable || (stub_first && j.stub.is_some()))
-        .map(|(i, j)| Move {
-            job: i as u32,
-            // A stub only saves room when the new version is not on disk already.
-            to: if j.stub.is_some() && g.adds[i][Side::New.index()] > 0 {
-                Side::Stub
-            } else {
-                Side::New
-            },
-        })
-        .collect();
+    let forced = g.forced_moves(stub_first);
     if !forced.is_empty() {
         let peak = g.peak_of(&forced);
         if peak > ceiling {
@@ -574,33 +613,7 @@ fn greedy(
                     seq.push(Entry::Reboot);
                     continue;
                 }
-                let (bottleneck, missing_next) = (0..p.jobs.len())
-                    .filter(|&j| g.side[j] != Side::New)
-                    .map(|j| {
-                        let need = g.used + g.adds[j][Side::New.index()] + p.step_glue;
-                        (j as u32, need.saturating_sub(ceiling))
-                    })
-                    .min_by_key(|&(j, miss)| (miss, j))
-                    .map(|(j, m)| (Some(j), m))
-                    .unwrap_or((None, 0));
-                let mut stub_candidates: Vec<(u32, u64)> = (0..p.jobs.len())
-                    .filter(|&j| g.side[j] == Side::Old && p.jobs[j].stub.is_none())
-                    .map(|j| (j as u32, g.frees[j][Side::Stub.index()]))
-                    .filter(|&(_, f)| f > 0)
-                    .collect();
-                stub_candidates.sort_by_key(|&(j, f)| (std::cmp::Reverse(f), j));
-                stub_candidates.truncate(5);
-                return Err(Stuck {
-                    moves_done,
-                    missing_next,
-                    bottleneck,
-                    stub_candidates,
-                    reboot_would_free: if seq.is_empty() {
-                        0
-                    } else {
-                        g.reboot_would_free()
-                    },
-                });
+                return Err(g.stuck(ceiling, moves_done, !seq.is_empty()));
             }
         }
     }
