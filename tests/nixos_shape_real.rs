@@ -3,7 +3,8 @@
 //! cache holds every package, not it). The planner, asking the cache through `nix path-info
 //! --store`, reads it as local glue: jq is a build input, apart from the runtime packages, and
 //! every step's initrd is rewritten under the mask, so each generation's closure holds exactly the
-//! systemd version the mask states (not the target's).
+//! systemd version the mask states (not the target's). A unit whose restart trigger is a bare
+//! hash gets a trigger of its own in every step, so each switch restarts it.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -44,8 +45,15 @@ let
       test -e $nativeBuildInputs/name
       mkdir -p $out; for c in $contents; do ln -s $c $out/; done
     '';
-    toplevel = glue "nixos-system-shape-${release}" { inherit systemPath initrd; } ''
-      mkdir -p $out; ln -s $systemPath $out/sw; ln -s $initrd $out/initrd
+    # makeUnit's shape, with a restart trigger that is a bare hash of the config (no context).
+    unit = glue "unit-sshd.service" {
+      text = "[Unit]\nX-Restart-Triggers=${builtins.hashString "sha256" "sshd ${release}"}\n";
+      passAsFile = [ "text" ];
+    } ''
+      mkdir -p $out; cp $textPath $out/sshd.service
+    '';
+    toplevel = glue "nixos-system-shape-${release}" { inherit systemPath initrd unit; } ''
+      mkdir -p $out; ln -s $systemPath $out/sw; ln -s $initrd $out/initrd; ln -s $unit $out/unit
     '';
   };
   old = gen { release = "24.05"; systemdV = "255"; helloV = "2.12"; };
@@ -110,6 +118,8 @@ fn a_local_initrd_follows_the_mask_and_its_tools_are_build_inputs() {
     assert_eq!(runtime, ["hello", "systemd"].into());
     let p = planned.outcome.as_ref().expect("an unlimited disk fits");
     let mut steps_with_old_systemd = 0;
+    // Each step's restart trigger for sshd: a switch restarts it at every step.
+    let mut triggers: Vec<String> = Vec::new();
 
     let drvs = StoreDrvs(&nix);
     let mut mat = Materialiser::new(&input.target, &drvs);
@@ -152,10 +162,27 @@ fn a_local_initrd_follows_the_mask_and_its_tools_are_build_inputs() {
             step.index
         );
         let out = sd.display(&m.toplevel_out);
+        let unit = fs::read_to_string(format!("{out}/unit/sshd.service")).unwrap();
+        triggers.push(
+            unit.lines()
+                .find(|l| l.starts_with("X-Restart-Triggers="))
+                .unwrap()
+                .to_string(),
+        );
         bed.set_profile(&out).unwrap();
         replace_symlink(out.as_ref(), &bed.current_system_link()).unwrap();
         nix.remove_root(&root).unwrap();
     }
+    let distinct: BTreeSet<&String> = triggers.iter().collect();
+    assert_eq!(distinct.len(), triggers.len(), "{triggers:?}");
+    assert!(
+        !triggers.last().unwrap().contains("stepwise-step-"),
+        "the target keeps its own trigger: {triggers:?}"
+    );
+    assert!(
+        triggers.len() >= 2 && triggers[0].contains("stepwise-step-"),
+        "{triggers:?}"
+    );
     assert!(
         steps_with_old_systemd > 0,
         "a step keeps the old systemd (its initrd rewritten): {} steps",

@@ -127,6 +127,9 @@ pub struct PlannerSource<'a> {
     store: &'a dyn Store,
     masks: StepMasks,
     done: RefCell<Option<Result<Derived, String>>>,
+    /// The steps derived without restart-trigger marks, made only when a run's recorded step is
+    /// not among this version's (a run planned before the marks).
+    unmarked: RefCell<Option<Result<Vec<MaterialisedStep>, String>>>,
 }
 
 impl<'a> PlannerSource<'a> {
@@ -135,6 +138,7 @@ impl<'a> PlannerSource<'a> {
             store,
             masks,
             done: RefCell::new(None),
+            unmarked: RefCell::new(None),
         }
     }
 
@@ -154,8 +158,20 @@ impl<'a> PlannerSource<'a> {
         graph: &TargetGraph,
         masks: &[Mask],
     ) -> Result<Vec<MaterialisedStep>, String> {
+        self.materialise_with(graph, masks, true)
+    }
+
+    fn materialise_with(
+        &self,
+        graph: &TargetGraph,
+        masks: &[Mask],
+        mark_triggers: bool,
+    ) -> Result<Vec<MaterialisedStep>, String> {
         let src = StoreDrvs(self.store);
         let mut m = Materialiser::new(graph, &src);
+        if !mark_triggers {
+            m = m.without_trigger_marks();
+        }
         masks
             .iter()
             .map(|mask| {
@@ -198,12 +214,31 @@ impl<'a> PlannerSource<'a> {
     }
 
     fn step(&self, toplevel_drv: &StorePath) -> Result<Option<MaterialisedStep>, String> {
-        Ok(self
-            .all()?
-            .steps
-            .into_iter()
-            .rev()
-            .find(|s| &s.m.toplevel_drv == toplevel_drv))
+        let found = |steps: Vec<MaterialisedStep>| {
+            steps
+                .into_iter()
+                .rev()
+                .find(|s| &s.m.toplevel_drv == toplevel_drv)
+        };
+        if let Some(s) = found(self.all()?.steps) {
+            return Ok(Some(s));
+        }
+        // A run planned by a stepwise that did not mark restart triggers (the module's timer
+        // runs the new stepwise mid-chain once a step has upgraded it): its steps as it derived
+        // them. G0 (not a step) is found in neither.
+        if self.unmarked.borrow().is_none() {
+            let masks: Vec<Mask> = self.masks.masks.values().cloned().collect();
+            let r = self.graph().and_then(|g| {
+                if crate::plan::triggers::any_marked(&g) {
+                    self.materialise_with(&g, &masks, false)
+                } else {
+                    Ok(Vec::new())
+                }
+            });
+            *self.unmarked.borrow_mut() = Some(r);
+        }
+        let unmarked = self.unmarked.borrow().clone().expect("just made");
+        Ok(found(unmarked?))
     }
 }
 

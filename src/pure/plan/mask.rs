@@ -11,7 +11,8 @@
 //!    env variables), and the `.drv` path computed.
 //!
 //! Non-glue derivations are never touched. A glue derivation that mentions nothing masked keeps
-//! its path, so the empty mask gives the target itself.
+//! its path (but for a context-free restart trigger, which every step marks: `triggers.rs`), so
+//! the empty mask gives the target itself.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use super::triggers;
 use super::units::TargetGraph;
 use crate::drv::hash::{drv_path_of_aterm, SourceError};
 use crate::drv::{to_aterm, Derivation, DrvSource, HashError, Hasher, StoreDir, StorePath};
@@ -75,6 +77,9 @@ pub struct Materialiser<'a> {
     g: &'a TargetGraph,
     added: Rc<RefCell<HashMap<StorePath, Derivation>>>,
     hasher: Hasher<Layered<'a>>,
+    /// Mark context-free restart triggers (`triggers.rs`); off only to derive again the steps of
+    /// a run planned by a stepwise that did not mark them.
+    mark_triggers: bool,
 }
 
 /// Derivations come from the target graph, then from those this materialiser wrote, then from
@@ -109,7 +114,14 @@ impl<'a> Materialiser<'a> {
             g,
             added,
             hasher: Hasher::new(g.store_dir.clone(), source),
+            mark_triggers: true,
         }
+    }
+
+    /// Derive steps as a stepwise before restart-trigger marks did (for runs it planned).
+    pub fn without_trigger_marks(mut self) -> Self {
+        self.mark_triggers = false;
+        self
     }
 
     /// The generation for `mask`.
@@ -118,8 +130,13 @@ impl<'a> Materialiser<'a> {
         let sd = &g.store_dir;
         let mut rewritten: HashMap<StorePath, StorePath> = HashMap::new();
         let mut drvs = Vec::new();
+        let trigger_mark = triggers::step_mark(mask, sd).filter(|_| self.mark_triggers);
         for d in g.glue_bottom_up() {
-            let orig = &g.drvs[&d];
+            let name = d.derivation_name().unwrap_or(d.name()).to_string();
+            let marked = trigger_mark
+                .as_ref()
+                .and_then(|m| triggers::mark_triggers(&g.drvs[&d], &name, sd, m));
+            let orig = marked.as_ref().unwrap_or(&g.drvs[&d]);
             let mut reps: Vec<(StorePath, StorePath)> = Vec::new();
             let mut new = orig.clone();
             new.input_drvs.clear();
@@ -156,7 +173,7 @@ impl<'a> Materialiser<'a> {
                     reps.push((s.clone(), r.clone()));
                 }
             }
-            if reps.is_empty() {
+            if reps.is_empty() && marked.is_none() {
                 continue;
             }
             let rep = Replacer::new(sd, &reps);
@@ -168,7 +185,6 @@ impl<'a> Materialiser<'a> {
             for v in new.env.values_mut() {
                 *v = relabel(&rep.apply(v), &labels);
             }
-            let name = d.derivation_name().unwrap_or(d.name()).to_string();
             for (o, out) in new.outputs.iter_mut() {
                 if out.hash_algo.is_empty() {
                     out.path = None;
@@ -424,6 +440,74 @@ mod tests {
         // The target itself (empty mask) keeps its label.
         let target = m.materialise(&Mask::default()).unwrap();
         assert!(target.drvs.is_empty());
+    }
+
+    /// A unit whose `X-Restart-Triggers` is a bare hash (no store path) gets a different unit file
+    /// in each step, and the target keeps its own: every switch restarts it. Without the marks
+    /// (a run planned by an older stepwise) only what mentions a masked path is rewritten.
+    #[test]
+    fn a_context_free_restart_trigger_differs_in_every_step() {
+        use crate::drv::Output;
+        let sd = StoreDir::new("/nix/store").unwrap();
+        let p = |s: &str| sd.parse(&format!("/nix/store/{s}")).unwrap();
+        let new_h = p("0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-hello-2.13");
+        let old_h = p("1mdqa9w1p6cmli6976v4wi0sw9r4p5pr-hello-2.12");
+        let new_j = p("5mdqa9w1p6cmli6976v4wi0sw9r4p5pr-jq-1.7");
+        let old_j = p("6mdqa9w1p6cmli6976v4wi0sw9r4p5pr-jq-1.6");
+        let h_drv = p("2mdqa9w1p6cmli6976v4wi0sw9r4p5pr-hello-2.13.drv");
+        let j_drv = p("7mdqa9w1p6cmli6976v4wi0sw9r4p5pr-jq-1.7.drv");
+        let unit_drv = p("8mdqa9w1p6cmli6976v4wi0sw9r4p5pr-unit-sshd.service.drv");
+        let unit_out = p("9mdqa9w1p6cmli6976v4wi0sw9r4p5pr-unit-sshd.service");
+        let top_drv = p("3mdqa9w1p6cmli6976v4wi0sw9r4p5pr-nixos-system-h-24.11.drv");
+        let top_out = p("4mdqa9w1p6cmli6976v4wi0sw9r4p5pr-nixos-system-h-24.11");
+        let package = |out: &StorePath| {
+            let mut d = Derivation::default();
+            d.outputs
+                .insert("out".into(), Output::input_addressed(out.clone()));
+            d
+        };
+        let glue = |out: &StorePath, inputs: &[&StorePath]| {
+            let mut d = package(out);
+            for i in inputs {
+                d.input_drvs
+                    .insert((*i).clone(), ["out".to_string()].into());
+            }
+            d.env.insert(b"preferLocalBuild".to_vec(), b"1".to_vec());
+            d.env.insert(b"out".to_vec(), sd.display(out).into_bytes());
+            d
+        };
+        // The unit mentions no package: only its trigger says its configuration changed.
+        let mut unit = glue(&unit_out, &[]);
+        unit.env.insert(
+            b"text".to_vec(),
+            b"[Unit]\nX-Restart-Triggers=9f86d081884c7d65\n".to_vec(),
+        );
+        let top = glue(&top_out, &[&h_drv, &j_drv, &unit_drv]);
+        let drvs: BTreeMap<StorePath, Derivation> = [
+            (h_drv, package(&new_h)),
+            (j_drv, package(&new_j)),
+            (unit_drv.clone(), unit),
+            (top_drv.clone(), top),
+        ]
+        .into();
+        let g = TargetGraph::read(sd.clone(), top_drv, &drvs).unwrap();
+        let unit_of = |m: &Materialised| {
+            m.drvs
+                .iter()
+                .find(|d| d.name == "unit-sshd.service")
+                .map(|d| d.path.clone())
+                .unwrap_or_else(|| unit_drv.clone())
+        };
+        let one = Mask([(new_h.clone(), old_h), (new_j.clone(), old_j.clone())].into());
+        let two = Mask([(new_j, old_j)].into());
+        let mut m = Materialiser::new(&g, &drvs);
+        let (a, b) = (m.materialise(&one).unwrap(), m.materialise(&two).unwrap());
+        let target = m.materialise(&Mask::default()).unwrap();
+        let units = [unit_of(&a), unit_of(&b), unit_of(&target)];
+        assert_eq!(units[2], unit_drv, "the target is not rewritten");
+        assert!(units[0] != units[1] && units[0] != units[2] && units[1] != units[2]);
+        let mut older = Materialiser::new(&g, &drvs).without_trigger_marks();
+        assert_eq!(unit_of(&older.materialise(&one).unwrap()), unit_drv);
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub mod probe;
 pub mod replan;
 pub mod report;
 pub mod space;
+pub mod triggers;
 pub mod units;
 
 pub use boot::{BootPlan, BootStep, Initrd, ProfileFacts};
