@@ -158,9 +158,7 @@ pub fn decode(prev: &Link, seq: Seq, bytes: &[u8]) -> Result<Stored, EnvelopeErr
 mod tests {
     use super::*;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use crate::drv::store_path::hex;
 
     fn unhex(s: &str) -> Vec<u8> {
         (0..s.len())

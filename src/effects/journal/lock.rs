@@ -11,6 +11,7 @@
 //! The witness, kept outside the database, catches that. It is advisory: missing, torn or stale
 //! (a power cut) it tells nothing, and it never makes a sound journal fail.
 
+use crate::drv::store_path::hex;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -37,10 +38,6 @@ pub struct Witness {
     pub journal_id: [u8; 16],
     pub seq: u64,
     pub link: [u8; 32],
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {

@@ -1,5 +1,6 @@
 //! `journal show` (a readable audit, or JSON) and `journal export` (JSON lines), over `impl Write`.
 
+use crate::drv::store_path::hex;
 use std::io::{self, Write};
 
 use serde_json::{json, Value};
@@ -421,10 +422,6 @@ pub fn record_json(r: &Stored) -> Value {
         "link": hex(&r.link),
         "data": data,
     })
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// `journal export`: the header line, then one record per line, oldest first.
