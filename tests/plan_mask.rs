@@ -367,3 +367,75 @@ fn local_derivations_are_rewritten_under_the_mask() {
         "some local derivation read a masked package"
     );
 }
+
+/// A run planned by a stepwise that did not mark context-free restart triggers recorded its steps'
+/// toplevels as that version derived them: the planner source finds them (derived again without
+/// marks) and gives their derivations byte for byte, while this version's own steps carry the
+/// marks.
+#[test]
+fn steps_recorded_without_trigger_marks_are_derived_again_without_them() {
+    use stepwise::effects::model_store::{DrvSpec, ModelStore};
+    use stepwise::engine::run_plan::GenSource;
+    use stepwise::engine::steps::{PlannerSource, StepMasks};
+    use stepwise::plan::units::TargetGraph;
+
+    let ms = ModelStore::new(store_dir(), 1 << 30);
+    let pkg = |name: &str| {
+        let d = ms.add_derivation(&DrvSpec::new(name, 4096));
+        ms.make_substitutable(&d);
+        d
+    };
+    let (a1, a2) = (pkg("a-1.0"), pkg("a-2.0"));
+    let out = |d: &StorePath| ms.outputs_of(d)["out"].clone();
+    ms.prebuild(&a1).unwrap();
+    let unit = ms.add_derivation(
+        &DrvSpec::new("unit-sshd.service", 1024)
+            .env("preferLocalBuild", "1")
+            .env("text", "[Unit]\nX-Restart-Triggers=9f86d081884c7d65\n"),
+    );
+    let top = ms.add_derivation(
+        &DrvSpec::new("nixos-system-t-2", 4096)
+            .env("preferLocalBuild", "1")
+            .input(&a2, &["out"])
+            .input(&unit, &["out"])
+            .arg(&format!("/nix/store/{}", out(&a2))),
+    );
+    let mask = Mask([(out(&a2), out(&a1))].into());
+    let graph = TargetGraph::read(
+        store_dir(),
+        top.clone(),
+        &stepwise::engine::plan_inputs::StoreDrvs(&ms),
+    )
+    .unwrap();
+    let drvs = stepwise::engine::plan_inputs::StoreDrvs(&ms);
+    let marked = Materialiser::new(&graph, &drvs).materialise(&mask).unwrap();
+    let unmarked = Materialiser::new(&graph, &drvs)
+        .without_trigger_marks()
+        .materialise(&mask)
+        .unwrap();
+    assert_ne!(marked.toplevel_drv, unmarked.toplevel_drv);
+    let masks = StepMasks {
+        target_drv: top.clone(),
+        g0_toplevel: out(&a1),
+        masks: [(1, mask), (2, Mask::default())].into(),
+        reboot_after: 0,
+        local: Some(Default::default()),
+    };
+    let source = PlannerSource::new(&ms, masks);
+    let paths = |drvs: Vec<stepwise::engine::run_plan::DrvWrite>| -> Vec<StorePath> {
+        drvs.into_iter().map(|d| d.path).collect()
+    };
+    let want = |m: &stepwise::plan::Materialised| -> Vec<StorePath> {
+        m.drvs.iter().map(|d| d.path.clone()).collect()
+    };
+    assert_eq!(
+        paths(source.derivations(&marked.toplevel_drv).unwrap()),
+        want(&marked)
+    );
+    assert_eq!(
+        paths(source.derivations(&unmarked.toplevel_drv).unwrap()),
+        want(&unmarked)
+    );
+    // G0 (not a step) is neither.
+    assert!(source.derivations(&a1).unwrap().is_empty());
+}
