@@ -197,6 +197,27 @@ impl<'a> PlannerSource<'a> {
             .collect())
     }
 
+    /// The glue and package outputs of a generation that is not a step (G0), read from its own
+    /// `.drv` graph (which the run pins): what is left of it once its toplevel is gone. After a
+    /// planned reboot, G0's packages that an older booted system pinned are dead only now, and
+    /// its toplevel, collected before the reboot, no longer leads to them. Empty when the graph
+    /// cannot be read (no deriver, or its `.drv`s are gone).
+    fn graph_outputs(&self, toplevel_drv: &StorePath) -> BTreeSet<StorePath> {
+        let store_dir = self.store.store_dir().clone();
+        let Ok(graph) = TargetGraph::read(store_dir, toplevel_drv.clone(), &StoreDrvs(self.store))
+        else {
+            return BTreeSet::new();
+        };
+        let mut outs = graph.glue_outputs();
+        outs.extend(
+            graph
+                .unit_outputs()
+                .into_values()
+                .flat_map(|m| m.into_values()),
+        );
+        outs
+    }
+
     fn step(&self, toplevel_drv: &StorePath) -> Result<Option<MaterialisedStep>, String> {
         Ok(self
             .all()?
@@ -228,7 +249,7 @@ impl GenSource for PlannerSource<'_> {
         // The step's own glue outputs and the target's packages it upgrades: what a failed
         // realise of it may have left.
         let Some(s) = self.step(toplevel_drv)? else {
-            return Ok(BTreeSet::new());
+            return Ok(self.graph_outputs(toplevel_drv));
         };
         let mut paths: BTreeSet<StorePath> =
             s.m.drvs
