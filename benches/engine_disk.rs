@@ -9,6 +9,7 @@
 //!   then at its smaller version (a package the upgrade removes already gone, one it adds not yet
 //!   there). Measured as the plain upgrade of a fixture made of exactly that: that generation, then
 //!   the same with the package's new version (the same store paths as the real fixture's).
+//!
 //! Filesystems: tmpfs, ext4 and btrfs `compress-force=zstd` on loop devices; fixtures: package
 //! files of half random bytes (about 2:1 under zstd), and the same with half of each package
 //! identical in its old and new version under `auto-optimise-store`. The store and Nix's
