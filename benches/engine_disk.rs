@@ -1,6 +1,15 @@
 //! The smallest disk on which the fixture's upgrade completes, per filesystem: `stepwise upgrade`
-//! against the plain upgrade (realise + set profile + switch), and the lower bound (the smallest
-//! disk that holds the larger generation alone), each found by bisection over disk sizes (MiB).
+//! (all packages vital, and with the big packages `--non-vital`, the seed user's practice)
+//! against the plain upgrade (realise + set profile + switch), the vital bound and the lower
+//! bound, each found by bisection over disk sizes (MiB).
+//! - The lower bound holds the larger generation alone: no upgrade needs less.
+//! - The vital bound is the least any chain of whole-package moves needs while every package stays
+//!   installed: when the package whose larger version is the largest moves, the disk holds a
+//!   complete generation with its old version plus its new one. At best every other package is
+//!   then at its smaller version (a package the upgrade removes already gone, one it adds not yet
+//!   there). Measured as the plain upgrade of a fixture made of exactly that: that generation, then
+//!   the same with the package's new version (the same store paths as the real fixture's).
+//!
 //! Filesystems: tmpfs, ext4 and btrfs `compress-force=zstd` on loop devices; fixtures: package
 //! files of half random bytes (about 2:1 under zstd), and the same with half of each package
 //! identical in its old and new version under `auto-optimise-store`. The store and Nix's
@@ -8,7 +17,9 @@
 //! `cargo bench --bench engine_disk` (`--profile dev` to reuse the debug build)
 //! (`STEPWISE_BIN` for another binary; `ENGINE_DISK_ROWS=tmpfs,btrfs` for some rows only).
 
-use stepwise_testbed::{is_root, Bed, Disk, Fixture, FixtureSpec, Payload};
+use std::time::Instant;
+
+use stepwise_testbed::{is_root, Bed, Disk, Fixture, FixtureSpec, PackageSpec, Payload};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -107,8 +118,55 @@ fn smallest(mut lo: u64, mut hi: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
 struct Row {
     name: String,
     lower: Option<u64>,
+    vital: Option<u64>,
     plain: Option<u64>,
     steps: Option<u64>,
+    non_vital: Option<u64>,
+}
+
+/// The packages the seed user declares non-vital: the two big ones.
+const BIG: [&str; 2] = ["big-a", "big-b"];
+
+/// The vital bound's fixture (see the module's text): every package at its smaller version but
+/// the one whose larger version is the largest, which changes; the removed and the added packages
+/// left out. Sizes are the real fixture's NAR bytes.
+fn vital_spec(fx: &Fixture) -> (FixtureSpec, String) {
+    let larger = |pname: &str| {
+        let p = fx.package(pname);
+        let size = |v: &Option<stepwise_testbed::PackageVersionInfo>| v.as_ref().map(|v| v.bytes());
+        size(&p.old).zip(size(&p.new)).map(|(o, n)| o.max(n))
+    };
+    let mover = fx
+        .spec
+        .packages
+        .iter()
+        .filter(|p| fx.package(&p.pname).changes())
+        .filter_map(|p| larger(&p.pname).map(|b| (b, p.pname.clone())))
+        .max()
+        .expect("the fixture changes a package")
+        .1;
+    let mut spec = FixtureSpec {
+        packages: vec![],
+        ..fx.spec.clone()
+    };
+    for p in &fx.spec.packages {
+        let info = fx.package(&p.pname);
+        let (Some(old), Some(new)) = (&info.old, &info.new) else {
+            continue;
+        };
+        let mut q: PackageSpec = p.clone();
+        if p.pname != mover {
+            let smaller = if new.bytes() < old.bytes() {
+                &p.new
+            } else {
+                &p.old
+            };
+            q.old = smaller.clone();
+            q.new = smaller.clone();
+        }
+        spec = spec.package(q);
+    }
+    (spec, mover)
 }
 
 fn measure(name: String, spec: &FixtureSpec, fx: &Fixture, fs: Fs) -> Row {
@@ -118,13 +176,24 @@ fn measure(name: String, spec: &FixtureSpec, fx: &Fixture, fs: Fs) -> Row {
     let hi = fx.union_bytes.div_ceil(MIB) * 2 + 64;
     let alone = |new| smallest(lo, hi, |m| completes(spec, fs, m, Trial::Alone { new }));
     let lower = alone(false).zip(alone(true)).map(|(a, b)| a.max(b));
-    let plain = smallest(lo, hi, |m| completes(spec, fs, m, Trial::Plain));
-    let steps = smallest(lo, hi, |m| completes(spec, fs, m, Trial::Stepwise(&[])));
+    // Every upgrade ends holding the new generation: search above the lower bound.
+    let from = lower.unwrap_or(lo);
+    let (vspec, _) = vital_spec(fx);
+    let vital = smallest(lo, hi, |m| completes(&vspec, fs, m, Trial::Plain));
+    let plain = smallest(from, hi, |m| completes(spec, fs, m, Trial::Plain));
+    let steps = smallest(from, hi, |m| completes(spec, fs, m, Trial::Stepwise(&[])));
+    let non_vital_args = BIG.map(|p| format!("--non-vital={p}"));
+    let non_vital_args: Vec<&str> = non_vital_args.iter().map(String::as_str).collect();
+    let non_vital = smallest(from, hi, |m| {
+        completes(spec, fs, m, Trial::Stepwise(&non_vital_args))
+    });
     let row = Row {
         name,
         lower,
+        vital,
         plain,
         steps,
+        non_vital,
     };
     print_row(&row);
     row
@@ -134,20 +203,47 @@ fn show(x: Option<u64>) -> String {
     x.map_or("none".into(), |m| m.to_string())
 }
 
+const HEADER: [&str; 9] = [
+    "filesystem, fixture",
+    "plain",
+    "stepwise",
+    "stepwise, big non-vital",
+    "vital bound",
+    "lower bound",
+    "stepwise / plain",
+    "stepwise / vital",
+    "non-vital / lower",
+];
+
+fn print_cells(cells: [String; 9]) {
+    let widths = HEADER.map(str::len);
+    let mut line = String::from("|");
+    for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+        if i == 0 {
+            line += &format!(" {c:<28} |");
+        } else {
+            line += &format!(" {c:>w$} |");
+        }
+    }
+    println!("{line}");
+}
+
 fn print_row(r: &Row) {
     let ratio = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) => format!("{:.2}", a as f64 / b as f64),
         _ => "-".into(),
     };
-    println!(
-        "| {:<26} | {:>9} | {:>12} | {:>15} | {:>16} | {:>16} |",
-        r.name,
+    print_cells([
+        r.name.clone(),
         show(r.plain),
         show(r.steps),
+        show(r.non_vital),
+        show(r.vital),
         show(r.lower),
         ratio(r.steps, r.plain),
-        ratio(r.steps, r.lower),
-    );
+        ratio(r.steps, r.vital),
+        ratio(r.non_vital, r.lower),
+    ]);
 }
 
 fn main() {
@@ -173,18 +269,16 @@ fn main() {
         drop(bed);
         fixtures.push(fx);
     }
+    let started = Instant::now();
     println!("fixture: {}", fixtures[0].sizes_line());
-    println!("smallest disk (MiB) on which each completes; the lower bound holds the larger generation alone");
+    let (_, mover) = vital_spec(&fixtures[0]);
     println!(
-        "| {:<26} | {:>9} | {:>12} | {:>15} | {:>16} | {:>16} |",
-        "filesystem, fixture",
-        "plain",
-        "stepwise",
-        "lower bound",
-        "stepwise / plain",
-        "stepwise / lower"
+        "smallest disk (MiB) on which each completes; non-vital: {}; vital bound: {mover} moving; \
+         lower bound: the larger generation alone",
+        BIG.map(|p| format!("--non-vital {p}")).join(" ")
     );
-    println!("|{}|", ["-"; 6].map(|_| "---").join("|"));
+    print_cells(HEADER.map(String::from));
+    println!("|{}|", ["---"; 9].join("|"));
     let cases = [
         ("tmpfs", Fs::Tmpfs, 0, "half-random"),
         ("ext4", Fs::Ext4, 0, "half-random"),
@@ -197,4 +291,5 @@ fn main() {
             measure(format!("{}, {what}", fs.name()), spec, &fixtures[f], fs);
         }
     }
+    println!("measured in {:.0} s", started.elapsed().as_secs_f64());
 }

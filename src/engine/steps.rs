@@ -213,6 +213,38 @@ impl<'a> PlannerSource<'a> {
             .collect())
     }
 
+    /// The glue and package outputs of a generation that is not a step (G0), read from its own
+    /// `.drv` graph (which the run pins), once its toplevel is gone: after a planned reboot,
+    /// G0's packages that an older booted system pinned are dead only now, and G0's toplevel,
+    /// collected before the reboot, no longer leads to them. Outputs only the glue's builds used
+    /// are left out (the next steps' glue builds need them again). Empty while the toplevel is
+    /// valid (its closure says it all) or when the graph cannot be read.
+    fn graph_outputs(&self, toplevel_drv: &StorePath) -> BTreeSet<StorePath> {
+        let store_dir = self.store.store_dir().clone();
+        let Ok(graph) = TargetGraph::read(store_dir, toplevel_drv.clone(), &StoreDrvs(self.store))
+        else {
+            return BTreeSet::new();
+        };
+        let top_valid = graph.root_out().is_some_and(|out| {
+            self.store
+                .valid_paths(std::slice::from_ref(out))
+                .map_or(true, |v| !v.is_empty())
+        });
+        if top_valid {
+            return BTreeSet::new();
+        }
+        let build_only = graph.build_only_outputs();
+        let mut outs = graph.glue_outputs();
+        outs.extend(
+            graph
+                .unit_outputs()
+                .into_values()
+                .flat_map(|m| m.into_values())
+                .filter(|p| !build_only.contains(p)),
+        );
+        outs
+    }
+
     fn step(&self, toplevel_drv: &StorePath) -> Result<Option<MaterialisedStep>, String> {
         let found = |steps: Vec<MaterialisedStep>| {
             steps
@@ -263,7 +295,7 @@ impl GenSource for PlannerSource<'_> {
         // The step's own glue outputs and the target's packages it upgrades: what a failed
         // realise of it may have left.
         let Some(s) = self.step(toplevel_drv)? else {
-            return Ok(BTreeSet::new());
+            return Ok(self.graph_outputs(toplevel_drv));
         };
         let mut paths: BTreeSet<StorePath> =
             s.m.drvs
