@@ -702,3 +702,42 @@ fn path_infos(bed: &Bed, paths: &[String]) -> Result<BTreeMap<String, (u64, BTre
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real scale: the counts, a whole generation in tens of MiB, a few big packages and
+    /// a long tail of small ones.
+    #[test]
+    fn full_scale_has_real_counts_and_a_long_tail() {
+        let spec = ScaleSpec::full();
+        let pkgs = spec.packages();
+        assert_eq!(pkgs.len(), 1_300);
+        assert_eq!(spec.locals(), 200);
+        let mut sizes: Vec<u64> = pkgs.iter().map(|p| p.2).collect();
+        let total: u64 = sizes.iter().sum();
+        assert!((20 * MIB..100 * MIB).contains(&total), "{total} bytes");
+        sizes.sort_unstable();
+        assert!(
+            sizes[sizes.len() / 2] < 16 * KIB,
+            "median {}",
+            sizes[sizes.len() / 2]
+        );
+        let big = sizes.iter().filter(|&&s| s >= MIB).count();
+        assert!((2..=5).contains(&big), "{big} packages of a MiB or more");
+        // Every package but the kernel and firmware reads glibc: its bump rebuilds them all.
+        let reading_glibc = pkgs.iter().filter(|p| p.4.contains(&0)).count();
+        assert_eq!(reading_glibc, pkgs.len() - 3);
+    }
+
+    #[test]
+    fn the_text_names_every_kind_and_the_key_follows_the_spec() {
+        let text = ScaleSpec::reduced().nix_text(Path::new("/bed"));
+        for b in Bump::ALL {
+            assert!(text.contains(&format!("  {0} = {0}.toplevel;", b.attr())));
+        }
+        assert!(text.contains("/bed/run/disk.log"));
+        assert_ne!(ScaleSpec::reduced().key(), ScaleSpec::full().key());
+    }
+}
