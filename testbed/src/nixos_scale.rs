@@ -305,9 +305,10 @@ let
       firmware = at pkgs 4;
       tools = [ (pkg "jq-1.7.1" "bin/jq" 4000 [ glibc ]) (pkg "cpio-2.15" "bin/cpio" 2000 [ glibc ]) ];
       runtime = builtins.filter (p: p.name != linux.name && p.name != firmware.name) pkgs;
-      # nixos/modules/config/system-path.nix: buildEnv over environment.systemPackages.
-      systemPath = glue "system-path" { paths = runtime; } ''
-        mkdir -p $out; for p in $paths; do echo $p; done > $out/paths
+      # nixos/modules/config/system-path.nix: buildEnv over environment.systemPackages, which
+      # passes its package list as a file (1,300 store paths are more than one variable holds).
+      systemPath = glue "system-path" { paths = runtime; passAsFile = [ "paths" ]; } ''
+        mkdir -p $out; for p in $(cat $pathsPath); do echo $p; done > $out/paths
       '';
       # systemd-lib's makeUnit: one derivation per unit; generateUnits links them together.
       unit = name: p: glue "unit-${name}.service" {
