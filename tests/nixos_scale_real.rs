@@ -21,7 +21,9 @@ const MIB: u64 = 1024 * 1024;
 /// the bytes the step adds, plus `PEAK_SLACK`: measured, an offset of 1–1.7 MiB in every step of
 /// the one-package kinds and 2.3–3.1 MiB in every step of glibc's (constant across its 18 steps,
 /// not growing with what a step adds: Nix's own state while it runs, its database and `.drv`
-/// files in whole tmpfs pages, which the plan does not count).
+/// files in whole tmpfs pages, which the plan does not count). At real scale glibc's run exceeds
+/// it (8.2–9.7 MiB above the plan in each of its 40 steps, 10–12%): an open finding, not hidden
+/// by a wider tolerance; `STEPWISE_NIXOS_SCALE=full` fails on it.
 const PEAK_TOLERANCE: f64 = 0.10;
 const PEAK_SLACK: u64 = 4 * MIB;
 
