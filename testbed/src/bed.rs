@@ -270,6 +270,16 @@ impl Bed {
         self.optimise = on;
     }
 
+    /// Resizes the bed's tmpfs to `mib` MiB (fails without a tmpfs, or if it holds more).
+    pub fn resize_tmpfs(&mut self, mib: u64) -> Result<()> {
+        let m = self
+            .mount
+            .as_mut()
+            .ok_or_else(|| BedError::msg("the bed has no tmpfs to resize"))?;
+        m.resize(mib)
+            .map_err(|e| BedError::io("resizing the bed's tmpfs", e))
+    }
+
     /// The tmpfs size, if the bed has one.
     pub fn tmpfs_mib(&self) -> Option<u64> {
         self.mount.as_ref().map(TmpfsMount::size_mib)

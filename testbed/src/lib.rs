@@ -27,6 +27,7 @@ mod error;
 mod fixture;
 mod guard;
 mod mount;
+mod nixos_scale;
 mod prepared;
 mod process;
 mod series;
@@ -40,6 +41,9 @@ pub use fixture::{
 };
 pub use guard::{is_root, require_root, root_tests_required, REQUIRE_ROOT_ENV};
 pub use mount::{is_mount_point, loop_devices_of, wait_detached, LoopFs, LoopMount, TmpfsMount};
+pub use nixos_scale::{
+    Activation, Bump, ScaleBeds, ScaleFixture, ScaleGeneration, ScaleSpec, SCALE_DOWN,
+};
 pub use prepared::SlotLock;
 pub use process::{kill_group, kill_session, show_output, spawn_own_group, spawn_own_session};
 pub use series::{Revision, Series, SeriesSpec};

@@ -42,6 +42,26 @@ impl TmpfsMount {
         &self.path
     }
 
+    /// Remounts it with a new size (fails if it holds more than that).
+    pub fn resize(&mut self, size_mib: u64) -> io::Result<()> {
+        let options = format!("size={size_mib}m,mode=755");
+        mount(
+            None::<&str>,
+            &self.path,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(options.as_str()),
+        )
+        .map_err(|e| {
+            io::Error::other(format!(
+                "resizing the tmpfs at {} to {size_mib} MiB: {e}",
+                self.path.display()
+            ))
+        })?;
+        self.size_mib = size_mib;
+        Ok(())
+    }
+
     pub fn size_mib(&self) -> u64 {
         self.size_mib
     }

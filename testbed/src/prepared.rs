@@ -42,7 +42,7 @@ impl SlotLock {
 const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Takes the first free slot under `parent`.
-fn take_slot(parent: &Path) -> Result<SlotLock> {
+pub(crate) fn take_slot(parent: &Path) -> Result<SlotLock> {
     remove_stale_prepared();
     fs::create_dir_all(parent)
         .map_err(|e| BedError::io(format!("creating {}", parent.display()), e))?;

@@ -1,0 +1,116 @@
+//! The smallest tmpfs (MiB) on which each revision kind of the NixOS-shaped fixture at scale
+//! (testbed's `nixos_scale`) completes: `stepwise upgrade` against the plain upgrade (realise,
+//! set the profile, switch), each found by bisection, from G0 as an hourly GC left it with the
+//! target instantiated. The store and Nix's database share the disk. Prints a table; needs root.
+//! `STEPWISE_TESTBED_DIR=… cargo bench --bench nixos_scale` (reduced scale: 260 packages, 40
+//! local derivations); `STEPWISE_NIXOS_SCALE=full` for real scale (1,300 packages, 200 local
+//! derivations); `NIXOS_SCALE_KINDS=glibc,kernel` for some kinds only; `STEPWISE_BIN` for
+//! another binary.
+
+use stepwise_testbed::{is_root, Bump, ScaleBeds, ScaleSpec};
+
+const MIB: u64 = 1024 * 1024;
+
+fn stepwise_bin() -> std::path::PathBuf {
+    std::env::var_os("STEPWISE_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            let me = std::env::current_exe().unwrap();
+            me.parent().unwrap().parent().unwrap().join("stepwise")
+        })
+}
+
+/// Does the upgrade to `bump`'s target complete on a tmpfs of `mib` MiB?
+fn completes(beds: &ScaleBeds, bump: Bump, mib: u64, stepwise: bool) -> bool {
+    let Ok((bed, drv)) = beds.bed(mib, bump) else {
+        return false;
+    };
+    let out = &beds.fixture.targets[&bump].out;
+    if !stepwise {
+        return bed.install(&drv).is_ok();
+    }
+    let o = bed
+        .command(stepwise_bin())
+        .arg("--journal")
+        .arg(bed.journal_path())
+        .args(["-q", "upgrade", "--target", &drv])
+        .args(bed.system_args())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    o.status.success() && bed.current_system().as_deref() == Some(out.as_str())
+}
+
+/// The smallest size in [lo, hi] where `ok` holds (assumed monotone), or None.
+fn smallest(mut lo: u64, mut hi: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
+    if !ok(hi) {
+        return None;
+    }
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if ok(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(hi)
+}
+
+fn show(x: Option<u64>) -> String {
+    x.map_or("none".into(), |m| m.to_string())
+}
+
+fn main() {
+    // `cargo test --all-targets` runs bench binaries too: measure only under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!(
+            "nixos_scale: run with `cargo bench --bench nixos_scale`; skipped under cargo test"
+        );
+        return;
+    }
+    if !is_root() {
+        eprintln!("nixos_scale: needs root (tmpfs); skipped");
+        return;
+    }
+    assert!(stepwise_bin().exists(), "build the binary first");
+    let kinds = std::env::var("NIXOS_SCALE_KINDS").unwrap_or_default();
+    let wanted = |b: Bump| kinds.is_empty() || kinds.split(',').any(|k| k == b.attr());
+    let spec = ScaleSpec::from_env();
+    let beds = ScaleBeds::build(&spec).expect("building the fixture");
+    let fx = &beds.fixture;
+    println!(
+        "fixture: {} packages, {} local derivations, sizes scaled 1:{}; G0: {} paths, {:.1} MiB NAR, {:.1} MiB on tmpfs after a GC",
+        spec.packages,
+        spec.locals(),
+        stepwise_testbed::SCALE_DOWN,
+        fx.old.closure_paths,
+        fx.old.closure_nar as f64 / MIB as f64,
+        fx.g0_used as f64 / MIB as f64
+    );
+    println!("smallest tmpfs (MiB) on which each completes");
+    println!(
+        "| {:<8} | {:>11} | {:>9} | {:>8} | {:>16} |",
+        "revision", "|old ∪ new|", "plain", "stepwise", "stepwise / plain"
+    );
+    println!("|---|---|---|---|---|");
+    for bump in Bump::ALL.into_iter().filter(|b| wanted(*b)) {
+        let union = fx.union_nar[&bump];
+        let lo = fx.g0_used / MIB;
+        let hi = (fx.g0_used + 2 * (union - fx.old.closure_nar)).div_ceil(MIB) + 32;
+        let plain = smallest(lo, hi, |m| completes(&beds, bump, m, false));
+        let steps = smallest(lo, hi, |m| completes(&beds, bump, m, true));
+        let ratio = match (steps, plain) {
+            (Some(s), Some(p)) => format!("{:.2}", s as f64 / p as f64),
+            _ => "-".into(),
+        };
+        println!(
+            "| {:<8} | {:>11.1} | {:>9} | {:>8} | {:>16} |",
+            bump.attr(),
+            union as f64 / MIB as f64,
+            show(plain),
+            show(steps),
+            ratio
+        );
+    }
+}
