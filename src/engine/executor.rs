@@ -448,6 +448,21 @@ impl<'a> Executor<'a> {
                 }
             }
         }
+        let state = self.begin_where_unstarted(&spec, state, unwind)?;
+        if let Some(wait) = self.waiting_for_reboot(&spec, &state) {
+            return Ok(wait);
+        }
+        self.drive(spec, state, true)
+    }
+
+    /// A run killed before its strategy was recorded gets one (`resume`), and an `unwind` is
+    /// journaled as started; returns the state after both.
+    fn begin_where_unstarted(
+        &mut self,
+        spec: &Spec,
+        mut state: RunState,
+        unwind: bool,
+    ) -> Result<RunState, EngineError> {
         if state.phase == transition::Phase::Preflight && !unwind {
             // Killed between the header and the strategy: nothing was done. `auto` takes the
             // recorded stepwise plan when there is one: it is the way that was planned to fit,
@@ -484,10 +499,7 @@ impl<'a> Executor<'a> {
             })?;
             state = feed(state, Event::UnwindRequested)?;
         }
-        if let Some(wait) = self.waiting_for_reboot(&spec, &state) {
-            return Ok(wait);
-        }
-        self.drive(spec, state, true)
+        Ok(state)
     }
 
     /// Back from a reboot: only go on in the generation the run rebooted into; until then the run
@@ -1008,52 +1020,8 @@ impl<'a> Executor<'a> {
             chain: state.chain,
             of: state.last_gen(),
         });
-        let store_err = EffectFailure::from;
         let mut activated = None;
-        let result: EffectResult = match (e, t) {
-            (Effect::PinDerivations, _) => self.pin(spec, state).map_err(store_err),
-            (Effect::WriteDerivations { gen }, _) => self
-                .write_derivations(spec, state.chain, gen)
-                .map_err(store_err),
-            (Effect::Realise { gen }, _) => {
-                self.free_at_realise = self.store.space().ok().map(|s| s.free);
-                self.realise(spec, state.chain, gen)
-            }
-            (Effect::SetProfile { gen }, _) => {
-                self.set_profile(spec, gen_of(gen)).map_err(store_err)
-            }
-            (Effect::Activate { gen }, Transition::Activate { action, .. }) => self
-                .system
-                .activate(&gen_of(gen).out, (*action).into(), &mut |_| {})
-                .map(|a| {
-                    let note = activation_note((*action).into(), &a);
-                    activated = Some((gen, a));
-                    Effected::note(note)
-                })
-                .map_err(|e| {
-                    EffectFailure::from(match e {
-                        StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
-                        e => (FailureKind::Activation, e.to_string()),
-                    })
-                }),
-            (Effect::DropGeneration { gen }, _) => {
-                self.drop_generation(spec, gen_of(gen)).map_err(store_err)
-            }
-            (Effect::Unpin { gen }, _) => self
-                .unpin(spec, state.chain, gen)
-                .map(|()| Effected::default())
-                .map_err(store_err),
-            (Effect::Collect { .. }, Transition::Collect { paths, .. }) => {
-                self.collect(paths).map_err(store_err)
-            }
-            (Effect::Release, _) => self.release(spec).map_err(store_err),
-            (Effect::Reboot { .. }, _) => self
-                .system
-                .reboot(&spec.header.reboot_command)
-                .map(|()| Effected::note("reboot command run"))
-                .map_err(store_err),
-            (e, t) => unreachable!("{e:?} was recorded as {t:?}"),
-        };
+        let result = self.effect_result(spec, state, e, t, &mut activated);
         if let Some(RunEnd::Crashed { at }) = self.check(&format!("after-effect-{}", e.name())) {
             return Ok(Ran::Crashed(at));
         }
@@ -1092,50 +1060,120 @@ impl<'a> Executor<'a> {
                 )))
             }
             Err(EffectFailure { kind, message, .. }) => {
-                if kind == FailureKind::OutOfSpace {
-                    self.release_reserve();
-                }
-                // Only these failures are read back as out of space (the machine's fall-back,
-                // and a step's re-plan).
-                let out_of_space = kind == FailureKind::OutOfSpace
-                    && matches!(e, Effect::Realise { .. } | Effect::WriteDerivations { .. });
-                let kind = if out_of_space && state.chain == Chain::Direct {
-                    self.append(Record::PlainAttemptFailed {
-                        why: message.clone(),
-                    })?;
-                    FailureKind::OutOfSpace
-                } else if out_of_space {
-                    let g = spec.gen(state.chain, gen_of_effect(e));
-                    let estimated = spec
-                        .header
-                        .plan
-                        .iter()
-                        .find(|s| s.index == g.step)
-                        .map_or(0, |s| s.adds);
-                    self.append(Record::SpaceRanOut {
-                        step: g.step,
-                        estimated,
-                        free: self.free_at_realise.unwrap_or(0),
-                    })?;
-                    FailureKind::OutOfSpace
-                } else if kind == FailureKind::OutOfSpace {
-                    FailureKind::Other
-                } else {
-                    kind
-                };
-                self.append(Record::Failed {
-                    intent: seq,
-                    message: message.clone(),
-                })?;
-                (self.progress)(Progress::Failed {
-                    transition: t,
-                    message: &message,
-                });
-                // Classified as `record::replay` reads it back: one place decides.
-                let kind = record::kind_of(e, kind == FailureKind::OutOfSpace);
+                let kind = self.journal_failure(spec, state, (e, seq, t), kind, &message)?;
                 Ok(Ran::Outcome(vec![Event::Failed(e, kind)]))
             }
         }
+    }
+
+    /// Run the effect itself (nothing journaled); an activation's report goes to `activated`.
+    fn effect_result(
+        &mut self,
+        spec: &Spec,
+        state: &RunState,
+        e: Effect,
+        t: &Transition,
+        activated: &mut Option<(Gen, Activated)>,
+    ) -> EffectResult {
+        let store_err = EffectFailure::from;
+        let gen_of = |gen: Gen| spec.gen(state.chain, gen);
+        match (e, t) {
+            (Effect::PinDerivations, _) => self.pin(spec, state).map_err(store_err),
+            (Effect::WriteDerivations { gen }, _) => self
+                .write_derivations(spec, state.chain, gen)
+                .map_err(store_err),
+            (Effect::Realise { gen }, _) => {
+                self.free_at_realise = self.store.space().ok().map(|s| s.free);
+                self.realise(spec, state.chain, gen)
+            }
+            (Effect::SetProfile { gen }, _) => {
+                self.set_profile(spec, gen_of(gen)).map_err(store_err)
+            }
+            (Effect::Activate { gen }, Transition::Activate { action, .. }) => self
+                .system
+                .activate(&gen_of(gen).out, (*action).into(), &mut |_| {})
+                .map(|a| {
+                    let note = activation_note((*action).into(), &a);
+                    *activated = Some((gen, a));
+                    Effected::note(note)
+                })
+                .map_err(|e| {
+                    EffectFailure::from(match e {
+                        StoreError::OutOfSpace(m) => (FailureKind::OutOfSpace, m),
+                        e => (FailureKind::Activation, e.to_string()),
+                    })
+                }),
+            (Effect::DropGeneration { gen }, _) => {
+                self.drop_generation(spec, gen_of(gen)).map_err(store_err)
+            }
+            (Effect::Unpin { gen }, _) => self
+                .unpin(spec, state.chain, gen)
+                .map(|()| Effected::default())
+                .map_err(store_err),
+            (Effect::Collect { .. }, Transition::Collect { paths, .. }) => {
+                self.collect(paths).map_err(store_err)
+            }
+            (Effect::Release, _) => self.release(spec).map_err(store_err),
+            (Effect::Reboot { .. }, _) => self
+                .system
+                .reboot(&spec.header.reboot_command)
+                .map(|()| Effected::note("reboot command run"))
+                .map_err(store_err),
+            (e, t) => unreachable!("{e:?} was recorded as {t:?}"),
+        }
+    }
+
+    /// Journal a failed effect (out of space recorded as such first) and return its kind as
+    /// `record::replay` reads it back.
+    fn journal_failure(
+        &mut self,
+        spec: &Spec,
+        state: &RunState,
+        (e, seq, t): (Effect, Seq, &Transition),
+        kind: FailureKind,
+        message: &str,
+    ) -> Result<FailureKind, EngineError> {
+        if kind == FailureKind::OutOfSpace {
+            self.release_reserve();
+        }
+        // Only these failures are read back as out of space (the machine's fall-back,
+        // and a step's re-plan).
+        let out_of_space = kind == FailureKind::OutOfSpace
+            && matches!(e, Effect::Realise { .. } | Effect::WriteDerivations { .. });
+        let kind = if out_of_space && state.chain == Chain::Direct {
+            self.append(Record::PlainAttemptFailed {
+                why: message.to_string(),
+            })?;
+            FailureKind::OutOfSpace
+        } else if out_of_space {
+            let g = spec.gen(state.chain, gen_of_effect(e));
+            let estimated = spec
+                .header
+                .plan
+                .iter()
+                .find(|s| s.index == g.step)
+                .map_or(0, |s| s.adds);
+            self.append(Record::SpaceRanOut {
+                step: g.step,
+                estimated,
+                free: self.free_at_realise.unwrap_or(0),
+            })?;
+            FailureKind::OutOfSpace
+        } else if kind == FailureKind::OutOfSpace {
+            FailureKind::Other
+        } else {
+            kind
+        };
+        self.append(Record::Failed {
+            intent: seq,
+            message: message.to_string(),
+        })?;
+        (self.progress)(Progress::Failed {
+            transition: t,
+            message,
+        });
+        // Classified as `record::replay` reads it back: one place decides.
+        Ok(record::kind_of(e, kind == FailureKind::OutOfSpace))
     }
 
     fn pin(&self, spec: &Spec, state: &RunState) -> Result<Effected, StoreError> {
