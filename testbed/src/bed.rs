@@ -396,39 +396,68 @@ impl Bed {
         Ok(lines(&run_stdout(&mut cmd)?).into_iter().collect())
     }
 
-    /// NAR sizes of valid paths (`nix path-info --json`; the list shape before Nix 2.19 and the
-    /// map shape after are both read).
+    /// NAR sizes of valid paths (`nix path-info --json`, both of its shapes).
     pub fn nar_sizes<S: AsRef<OsStr>>(&self, paths: &[S]) -> Result<BTreeMap<String, u64>> {
-        if paths.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let mut cmd = self.command("nix");
-        cmd.args(["path-info", "--json"]).args(paths);
-        let out = run_stdout(&mut cmd)?;
-        let v: serde_json::Value = serde_json::from_str(&out)
-            .map_err(|e| BedError::msg(format!("parsing nix path-info's JSON: {e}")))?;
-        let mut sizes = BTreeMap::new();
-        let mut take = |path: &str, info: &serde_json::Value| {
-            if let Some(n) = info.get("narSize").and_then(serde_json::Value::as_u64) {
-                sizes.insert(path.to_string(), n);
-            }
-        };
-        match &v {
-            serde_json::Value::Array(items) => {
-                for it in items {
-                    if let Some(p) = it.get("path").and_then(serde_json::Value::as_str) {
+        Ok(self
+            .path_infos(paths)?
+            .into_iter()
+            .map(|(p, (nar, _))| (p, nar))
+            .collect())
+    }
+
+    /// NAR size and references of each of `paths` (`nix path-info --json`, both of its shapes).
+    pub fn path_infos<S: AsRef<OsStr>>(
+        &self,
+        paths: &[S],
+    ) -> Result<BTreeMap<String, (u64, BTreeSet<String>)>> {
+        let mut out = BTreeMap::new();
+        for chunk in paths.chunks(500) {
+            let mut cmd = self.command("nix");
+            cmd.args(["path-info", "--json"]).args(chunk);
+            let text = run_stdout(&mut cmd)?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| BedError::msg(format!("parsing nix path-info's JSON: {e}")))?;
+            let mut take = |path: &str, info: &serde_json::Value| {
+                let nar = info
+                    .get("narSize")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0);
+                let refs = info
+                    .get("references")
+                    .and_then(serde_json::Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|r| r.as_str())
+                            .map(|r| {
+                                // Nix 2.19+ lists base names.
+                                if r.starts_with('/') {
+                                    r.to_string()
+                                } else {
+                                    format!("{}/{r}", self.store_dir())
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.insert(path.to_string(), (nar, refs));
+            };
+            match &v {
+                serde_json::Value::Array(items) => {
+                    for it in items {
+                        if let Some(p) = it.get("path").and_then(serde_json::Value::as_str) {
+                            take(p, it);
+                        }
+                    }
+                }
+                serde_json::Value::Object(map) => {
+                    for (p, it) in map {
                         take(p, it);
                     }
                 }
+                _ => {}
             }
-            serde_json::Value::Object(map) => {
-                for (p, it) in map {
-                    take(p, it);
-                }
-            }
-            _ => {}
         }
-        Ok(sizes)
+        Ok(out)
     }
 
     /// The NAR size of one valid path.

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::bed::{base_dir, Bed, Disk, Holder};
-use crate::error::{run, run_stdout, BedError, Result};
+use crate::error::{run, BedError, Result};
 use crate::fixture::{nix_str, switch_script, Links};
 use crate::mount::{is_mount_point, unmount};
 use crate::prepared::{take_slot, SlotLock};
@@ -590,7 +590,7 @@ fn build_fixture(spec: &ScaleSpec, root: &Path, file: &Path, cache: &Path) -> Re
     }
     let all: Vec<String> = all.into_iter().collect();
     builder.copy_to_cache(cache, &all)?;
-    let packages = path_infos(&builder, &all)?;
+    let packages = builder.path_infos(&all)?;
     let generation = |a: &str| -> Result<ScaleGeneration> {
         let out = manifest[a]["out"]
             .as_str()
@@ -650,58 +650,6 @@ fn snapshot_g0(fx: &ScaleFixture, root: &Path, cache: &Path, snapshot: &Path) ->
     cp.arg("-a").arg(bed.nix_dir()).arg(snapshot);
     run(&mut cp)?;
     Ok(used)
-}
-
-/// NAR size and references of each of `paths` (`nix path-info --json`, both of its shapes).
-fn path_infos(bed: &Bed, paths: &[String]) -> Result<BTreeMap<String, (u64, BTreeSet<String>)>> {
-    let mut out = BTreeMap::new();
-    for chunk in paths.chunks(500) {
-        let mut cmd = bed.command("nix");
-        cmd.args(["path-info", "--json"]).args(chunk);
-        let text = run_stdout(&mut cmd)?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| BedError::msg(format!("parsing nix path-info's JSON: {e}")))?;
-        let mut take = |path: &str, info: &serde_json::Value| {
-            let nar = info
-                .get("narSize")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0);
-            let refs = info
-                .get("references")
-                .and_then(serde_json::Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|r| r.as_str())
-                        .map(|r| {
-                            // Nix 2.19+ lists base names.
-                            if r.starts_with('/') {
-                                r.to_string()
-                            } else {
-                                format!("{}/{r}", bed.store_dir())
-                            }
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.insert(path.to_string(), (nar, refs));
-        };
-        match &v {
-            serde_json::Value::Array(items) => {
-                for it in items {
-                    if let Some(p) = it.get("path").and_then(serde_json::Value::as_str) {
-                        take(p, it);
-                    }
-                }
-            }
-            serde_json::Value::Object(map) => {
-                for (p, it) in map {
-                    take(p, it);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
