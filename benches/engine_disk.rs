@@ -19,18 +19,10 @@
 
 use std::time::Instant;
 
-use stepwise_testbed::{is_root, Bed, Disk, Fixture, FixtureSpec, PackageSpec, Payload};
+use stepwise_testbed::bench::{should_measure, smallest, stepwise_bin};
+use stepwise_testbed::{Bed, Disk, Fixture, FixtureSpec, PackageSpec, Payload};
 
 const MIB: u64 = 1024 * 1024;
-
-fn stepwise_bin() -> std::path::PathBuf {
-    std::env::var_os("STEPWISE_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            let me = std::env::current_exe().unwrap();
-            me.parent().unwrap().parent().unwrap().join("stepwise")
-        })
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fs {
@@ -97,22 +89,6 @@ fn completes(spec: &FixtureSpec, fs: Fs, mib: u64, trial: Trial) -> bool {
         }
         _ => bed.install(&fx.new.drv).is_ok(),
     }
-}
-
-/// The smallest size in [lo, hi] where `ok` holds (assumed monotone), or None.
-fn smallest(mut lo: u64, mut hi: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
-    if !ok(hi) {
-        return None;
-    }
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if ok(mid) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    Some(hi)
 }
 
 struct Row {
@@ -247,18 +223,9 @@ fn print_row(r: &Row) {
 }
 
 fn main() {
-    // `cargo test --all-targets` runs bench binaries too: measure only under `cargo bench`.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!(
-            "engine_disk: run with `cargo bench --bench engine_disk`; skipped under cargo test"
-        );
+    if !should_measure("engine_disk") {
         return;
     }
-    if !is_root() {
-        eprintln!("engine_disk: needs root (tmpfs, loop devices); skipped");
-        return;
-    }
-    assert!(stepwise_bin().exists(), "build the binary first");
     let rows = std::env::var("ENGINE_DISK_ROWS").unwrap_or_default();
     let wanted = |key: &str| rows.is_empty() || rows.split(',').any(|r| r == key);
     let compressible = FixtureSpec::standard().with_payload(Payload::HalfRandom);

@@ -7,18 +7,10 @@
 //! derivations); `NIXOS_SCALE_KINDS=glibc,kernel` for some kinds only; `STEPWISE_BIN` for
 //! another binary.
 
-use stepwise_testbed::{is_root, Bump, ScaleBeds, ScaleSpec};
+use stepwise_testbed::bench::{should_measure, smallest, stepwise_bin};
+use stepwise_testbed::{Bump, ScaleBeds, ScaleSpec};
 
 const MIB: u64 = 1024 * 1024;
-
-fn stepwise_bin() -> std::path::PathBuf {
-    std::env::var_os("STEPWISE_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            let me = std::env::current_exe().unwrap();
-            me.parent().unwrap().parent().unwrap().join("stepwise")
-        })
-}
 
 /// Does the upgrade to `bump`'s target complete on a tmpfs of `mib` MiB?
 fn completes(beds: &ScaleBeds, bump: Bump, mib: u64, stepwise: bool) -> bool {
@@ -41,39 +33,14 @@ fn completes(beds: &ScaleBeds, bump: Bump, mib: u64, stepwise: bool) -> bool {
     o.status.success() && bed.current_system().as_deref() == Some(out.as_str())
 }
 
-/// The smallest size in [lo, hi] where `ok` holds (assumed monotone), or None.
-fn smallest(mut lo: u64, mut hi: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
-    if !ok(hi) {
-        return None;
-    }
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if ok(mid) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    Some(hi)
-}
-
 fn show(x: Option<u64>) -> String {
     x.map_or("none".into(), |m| m.to_string())
 }
 
 fn main() {
-    // `cargo test --all-targets` runs bench binaries too: measure only under `cargo bench`.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!(
-            "nixos_scale: run with `cargo bench --bench nixos_scale`; skipped under cargo test"
-        );
+    if !should_measure("nixos_scale") {
         return;
     }
-    if !is_root() {
-        eprintln!("nixos_scale: needs root (tmpfs); skipped");
-        return;
-    }
-    assert!(stepwise_bin().exists(), "build the binary first");
     let kinds = std::env::var("NIXOS_SCALE_KINDS").unwrap_or_default();
     let wanted = |b: Bump| kinds.is_empty() || kinds.split(',').any(|k| k == b.attr());
     let spec = ScaleSpec::from_env();

@@ -33,6 +33,8 @@ mod process;
 mod series;
 mod util;
 
+pub mod bench;
+
 pub use bed::{base_dir, Bed, Disk};
 pub use error::{is_out_of_space_message, BedError, Result};
 pub use fixture::{

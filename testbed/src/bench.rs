@@ -1,0 +1,45 @@
+//! What the disk benchmarks share: whether to measure at all, the binary they drive, and the
+//! bisection over disk sizes.
+
+use std::path::PathBuf;
+
+/// Whether `name` should measure: only under `cargo bench` (`cargo test --all-targets` runs
+/// bench binaries too) and as root (tmpfs and loop devices); says why not otherwise.
+pub fn should_measure(name: &str) -> bool {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("{name}: run with `cargo bench --bench {name}`; skipped under cargo test");
+        return false;
+    }
+    if !crate::is_root() {
+        eprintln!("{name}: needs root (tmpfs, loop devices); skipped");
+        return false;
+    }
+    assert!(stepwise_bin().exists(), "build the binary first");
+    true
+}
+
+/// The stepwise binary beside the bench's (`STEPWISE_BIN` for another).
+pub fn stepwise_bin() -> PathBuf {
+    std::env::var_os("STEPWISE_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            let me = std::env::current_exe().unwrap();
+            me.parent().unwrap().parent().unwrap().join("stepwise")
+        })
+}
+
+/// The smallest size in [lo, hi] where `ok` holds (assumed monotone), or None.
+pub fn smallest(mut lo: u64, mut hi: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
+    if !ok(hi) {
+        return None;
+    }
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if ok(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(hi)
+}
