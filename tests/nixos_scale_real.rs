@@ -17,14 +17,14 @@ use stepwise_testbed::{require_root, Bed, Bump, ScaleBeds, ScaleSpec};
 
 const MIB: u64 = 1024 * 1024;
 
-/// The measured used bytes at a step's activation may exceed the plan's peak by this fraction of
-/// the bytes the step adds, plus `PEAK_SLACK`: measured, an offset of 1–1.7 MiB in every step of
-/// the one-package kinds and 2.3–3.1 MiB in every step of glibc's (constant across its 18 steps,
-/// not growing with what a step adds: Nix's own state while it runs, its database and `.drv`
-/// files in whole tmpfs pages, which the plan does not count). At real scale glibc's run exceeds
-/// it (8.2–9.7 MiB above the plan in each of its 40 steps, 10–12%): an open finding, not hidden
-/// by a wider tolerance; `STEPWISE_NIXOS_SCALE=full` fails on it.
-const PEAK_TOLERANCE: f64 = 0.10;
+/// The measured used bytes at a step's activation, less the run's reserve file, may exceed the
+/// plan's peak by this fraction of the bytes the step adds, plus `PEAK_SLACK`, for what the plan
+/// does not count: the journal (its run header holds the plan's masks, ~0.6 MB at reduced scale,
+/// a few MiB at real scale) and SQLite's transient files. Measured with the estimate's per-path
+/// rounding and Nix's bookkeeping (`plan::disk`): glibc's step 1 +0.2 MiB (reduced) and +3.2 MiB
+/// (real scale, 62 steps), every later step 0.3–1.4 MiB below the plan; without them glibc's
+/// steps were 8–10 MiB above it at real scale.
+const PEAK_TOLERANCE: f64 = 0.05;
 const PEAK_SLACK: u64 = 4 * MIB;
 
 /// One fixture per process: built (or taken from the slot's cache) by the first test.
@@ -125,6 +125,7 @@ fn upgrade(bump: Bump) {
         plan["shortfall"]
     );
     let plain_fits = plan["frame"]["plain_fits"] == true;
+    let reserve = u64_of(&plan["frame"]["reserve"]);
     // Steps even where the plain upgrade fits, so that every kind's masks are checked.
     let o = stepwise(
         &bed,
@@ -189,15 +190,17 @@ fn upgrade(bump: Bump) {
         let peak = u64_of(&plan_step["peak"]);
         let adds = u64_of(&plan_step["adds"]);
         let allowed = peak + (adds as f64 * PEAK_TOLERANCE) as u64 + PEAK_SLACK;
-        if a.used > allowed {
+        // The run holds its reserve file on the store's filesystem: the plan keeps the reserve
+        // free under its ceiling and does not count it in a step's peak.
+        let used = a.used.saturating_sub(reserve);
+        if used > allowed {
             over.push(format!(
-                "step {}: {} bytes used at its activation, the plan's peak {peak} (+{adds} added)",
+                "step {}: {used} bytes used at its activation (without the {reserve} bytes of the reserve), the plan's peak {peak} (+{adds} added)",
                 k + 1,
-                a.used
             ));
         }
-        worst = worst.max(a.used as f64 / peak as f64);
-        rows.push((peak, a.used));
+        worst = worst.max(used as f64 / peak as f64);
+        rows.push((peak, used));
     }
     let mib_of = |b: u64| b as f64 / MIB as f64;
     let max_planned = rows.iter().map(|r| r.0).max().unwrap_or(0);

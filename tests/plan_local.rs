@@ -629,6 +629,21 @@ fn nixos_shape_every_revision_kind() {
             "{rev:?}: G0 has {paths} paths"
         );
         let (planned, seen) = run_built(&b);
+        // `linux-6.6-modules-shrunk` is a local derivation whose pname is the kernel's: the
+        // kernel stays a package of G0, changed only by the kernel's revision, never "added".
+        let linux: Vec<String> = planned
+            .units
+            .units
+            .iter()
+            .filter(|u| u.name == "linux")
+            .map(|u| format!("{:?}", u.change))
+            .collect();
+        let expected = if rev == Revision::Kernel {
+            "Changed"
+        } else {
+            "Unchanged"
+        };
+        assert_eq!(linux, [expected], "{rev:?}: the kernel's unit");
         assert!(
             input_locals >= shape_locals,
             "{rev:?}: {input_locals} local"

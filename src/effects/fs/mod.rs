@@ -68,11 +68,13 @@ pub fn used_bytes(path: &Path) -> Result<u64, StoreError> {
 /// walked (`lstat`, no file is read), hard links counted once per path and once overall; a file
 /// is the path's own when no link to it lies outside the path but `<store>/.links`.
 /// `on_disk`: valid paths with their NAR sizes; `live_nar`: NAR bytes of all live paths (0 where
-/// the filesystem does not compress).
+/// the filesystem does not compress); `state_dir`: Nix's state directory, whose database and
+/// build logs grow with each path a step adds when it shares the store's filesystem.
 pub fn measure_store(
     store: &StoreDir,
     on_disk: &[(StorePath, u64)],
     live_nar: u64,
+    state_dir: Option<&Path>,
 ) -> Result<DiskCost, StoreError> {
     use std::collections::{HashMap, HashSet};
     let store_dir = Path::new(store.as_str());
@@ -90,8 +92,11 @@ pub fn measure_store(
         optimised,
         fs_used: used_bytes(store_dir)?,
         live_nar,
+        block: block_size(store_dir)?,
+        state_on_store_fs: state_dir.is_some_and(|d| same_filesystem(d, store_dir)),
         ..Default::default()
     };
+    let mut samples = Vec::with_capacity(on_disk.len());
     let mut everywhere: HashSet<(u64, u64)> = HashSet::new();
     for (path, nar) in on_disk {
         let root = store.to_path(path);
@@ -115,8 +120,25 @@ pub fn measure_store(
         cost.sample_nar += nar;
         cost.sample_allocated += all;
         cost.own_bytes.insert(path.clone(), own);
+        samples.push((*nar, all));
     }
+    cost.fit_path_overhead(&samples);
     Ok(cost)
+}
+
+/// The filesystem's allocation unit (`f_frsize`).
+fn block_size(path: &Path) -> Result<u64, StoreError> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(|e| io_err(path)(e.into()))?;
+    Ok(st.fragment_size() as u64)
+}
+
+/// Whether `a` exists and lies on the filesystem `b` is on.
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    }
 }
 
 fn walk(

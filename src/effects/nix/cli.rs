@@ -45,6 +45,9 @@ pub struct NixCli {
     substituters: Vec<String>,
     query_timeout: Option<Duration>,
     cancel: CancelToken,
+    /// Nix's state directory (its database, and beside it the build logs): `NIX_STATE_DIR` of
+    /// the commands' environment or of this process, else `/nix/var/nix`.
+    state_dir: PathBuf,
 }
 
 /// An evaluation that failed: the user's configuration (bad input), unless the store's disk was
@@ -78,6 +81,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 impl NixCli {
     /// Detect the Nix version, the store dir and the substituters once.
     pub fn new(config: NixCliConfig) -> Result<Self> {
+        let state_dir = config
+            .env
+            .iter()
+            .find(|(k, _)| k == "NIX_STATE_DIR")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var_os("NIX_STATE_DIR"))
+            .map_or_else(|| PathBuf::from("/nix/var/nix"), PathBuf::from);
         let runner = Runner::new(config.env.clone(), None).map_err(|source| StoreError::Io {
             path: PathBuf::from("<tokio runtime>"),
             source,
@@ -127,6 +137,7 @@ impl NixCli {
             substituters,
             query_timeout: config.query_timeout,
             cancel: CancelToken::new(),
+            state_dir,
         })
     }
 
@@ -564,7 +575,7 @@ impl Store for NixCli {
         } else {
             0
         };
-        crate::effects::fs::measure_store(sd, on_disk, live_nar)
+        crate::effects::fs::measure_store(sd, on_disk, live_nar, Some(&self.state_dir))
     }
 
     fn gc_roots(&self) -> Result<Vec<(PathBuf, StorePath)>> {

@@ -12,7 +12,14 @@
 //!   sample's ratio without credit for deduplication (new files may share nothing), plus a
 //!   margin on filesystems that compress (a new version need not compress as well as the
 //!   sample), never below [`COMPRESSED_FLOOR_PPM`], and never below 1 where the filesystem
-//!   does not compress (block rounding only adds).
+//!   does not compress (block rounding only adds);
+//! - where the filesystem does not compress, never below its NAR size plus the sample's mean
+//!   rounding per path ([`DiskCost::path_overhead`]). One ratio over the sample is set by its
+//!   large files, where rounding is nothing; a step of a thousand small paths (a mass rebuild)
+//!   pays a block or two per file, and was under-estimated by ~6 KiB a path;
+//! - and for each path Nix's own bookkeeping beside it, on the store's filesystem when Nix's
+//!   state is ([`DiskCost::bookkeeping`]): its rows in Nix's database, and for a derivation a
+//!   step builds (glue, configuration-specific derivations) the `.drv` file and the build log.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +41,10 @@ pub const COMPRESSED_FLOOR_PPM: u64 = 333_334;
 /// The margin on a compressing filesystem's measured ratio: 10%, for new versions that compress
 /// worse than the old ones and for the metadata btrfs keeps per extent beside the data blocks.
 pub const COMPRESSED_MARGIN_PPM: u64 = 100_000;
+
+/// Bytes Nix's database grows by for each path it registers (its `ValidPaths` row, its
+/// `Refs` rows): about 0.5 KiB measured on the real-scale fixture's steps, doubled.
+pub const NIX_DB_BYTES_PER_PATH: u64 = 1024;
 
 /// What was measured on the store's filesystem (empty: nothing measured, sizes stay NAR bytes).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +74,16 @@ pub struct DiskCost {
     /// see `replan::learnt_cost_ppm`): the run's own evidence that estimates here were low.
     #[serde(default)]
     pub learnt_ppm: u64,
+    /// The filesystem's allocation unit (`f_frsize`; 0: not measured).
+    #[serde(default)]
+    pub block: u64,
+    /// Whether Nix's state directory (its database, build logs) is on the store's filesystem.
+    #[serde(default)]
+    pub state_on_store_fs: bool,
+    /// The sample's mean bytes per path beyond its NAR size, where the filesystem does not
+    /// compress (block rounding of each file; 0 where it compresses or nothing was measured).
+    #[serde(default)]
+    pub path_overhead: u64,
 }
 
 impl DiskCost {
@@ -97,13 +118,7 @@ impl DiskCost {
     /// The ratio applied to a path not yet on disk (see the module comment), in ppm, with what
     /// the run learnt from a step that ran out of space on top.
     pub fn ratio_ppm(&self) -> u64 {
-        let base = self.base_ratio_ppm();
-        if self.learnt_ppm <= PPM {
-            return base;
-        }
-        (base as u128 * self.learnt_ppm as u128)
-            .div_ceil(PPM as u128)
-            .min(u64::MAX as u128) as u64
+        self.scale_learnt(self.base_ratio_ppm())
     }
 
     fn base_ratio_ppm(&self) -> u64 {
@@ -119,9 +134,57 @@ impl DiskCost {
         }
     }
 
-    /// Disk bytes of a path not yet on disk, from its NAR size.
+    /// Disk bytes of a path not yet on disk, from its NAR size: NAR × ratio, at least NAR plus
+    /// the mean rounding per path, and Nix's database rows for it.
     pub fn estimate(&self, nar: u64) -> u64 {
-        ((nar as u128 * self.ratio_ppm() as u128).div_ceil(PPM as u128)) as u64
+        self.contents(nar) + self.bookkeeping(false)
+    }
+
+    /// Disk bytes of a path a step builds (glue, a configuration-specific derivation) from its
+    /// NAR size: [`Self::estimate`] and its derivation file and build log.
+    pub fn estimate_built(&self, nar: u64) -> u64 {
+        self.contents(nar) + self.bookkeeping(true)
+    }
+
+    fn contents(&self, nar: u64) -> u64 {
+        let scaled = ((nar as u128 * self.ratio_ppm() as u128).div_ceil(PPM as u128)) as u64;
+        if self.compresses {
+            return scaled;
+        }
+        scaled.max(self.scale_learnt(nar.saturating_add(self.path_overhead)))
+    }
+
+    /// What Nix writes beside a path it registers, on the store's filesystem: its database rows,
+    /// and for a path a step `built` the derivation file and the build log (a block each).
+    pub fn bookkeeping(&self, built: bool) -> u64 {
+        if !self.is_measured() || !self.state_on_store_fs {
+            return 0;
+        }
+        NIX_DB_BYTES_PER_PATH + if built { 2 * self.block } else { 0 }
+    }
+
+    /// The mean bytes per path beyond its NAR size over `samples` (NAR, allocated), where the
+    /// filesystem does not compress: what one ratio misses for a path of small files.
+    pub fn fit_path_overhead(&mut self, samples: &[(u64, u64)]) {
+        let excess: u128 = samples
+            .iter()
+            .map(|&(nar, allocated)| allocated.saturating_sub(nar) as u128)
+            .sum();
+        self.path_overhead = if self.compresses || samples.is_empty() {
+            0
+        } else {
+            (excess.div_ceil(samples.len() as u128)).min(u64::MAX as u128) as u64
+        };
+    }
+
+    /// `bytes` with what the run learnt from a step that ran out of space on top.
+    fn scale_learnt(&self, bytes: u64) -> u64 {
+        if self.learnt_ppm <= PPM {
+            return bytes;
+        }
+        (bytes as u128 * self.learnt_ppm as u128)
+            .div_ceil(PPM as u128)
+            .min(u64::MAX as u128) as u64
     }
 
     /// Disk bytes of a path: measured when on disk and measured, else estimated.
@@ -186,9 +249,22 @@ impl DiskCost {
                     r(COMPRESSED_FLOOR_PPM)
                 )
             } else {
-                "the measured ratio, at least 1: this filesystem does not compress".into()
+                format!(
+                    "the measured ratio, at least 1: this filesystem does not compress; \
+                     and at least NAR + {} a path, the sample's mean rounding",
+                    super::report::human_bytes(self.path_overhead)
+                )
             }
-        )
+        ) + &if self.bookkeeping(true) > 0 {
+            format!(
+                "; Nix's state shares the filesystem: {} a path for its database, {} more a \
+                 derivation built",
+                super::report::human_bytes(self.bookkeeping(false)),
+                super::report::human_bytes(self.bookkeeping(true) - self.bookkeeping(false))
+            )
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -283,6 +359,53 @@ mod tests {
         // Not compressing: the filesystem figure is not used.
         c.compresses = false;
         assert_eq!(c.measured_ratio_ppm(), PPM);
+    }
+
+    #[test]
+    fn many_small_paths_pay_the_samples_mean_rounding() {
+        // One 1 MiB file (rounding nothing) and three small paths of 100 NAR bytes in a 4 KiB
+        // block each: the ratio says 1.01, each small path really costs 41×.
+        let mut c = cost(false, 0, 0);
+        let samples = [(1 << 20, 1 << 20), (100, 4096), (100, 4096), (100, 4096)];
+        for (nar, alloc) in samples {
+            c.sample_nar += nar;
+            c.sample_allocated += alloc;
+        }
+        c.fit_path_overhead(&samples);
+        assert_eq!(c.path_overhead, (3 * 3996u64).div_ceil(4));
+        assert_eq!(c.estimate(100), 100 + c.path_overhead);
+        // The sample's total is never under-stated, and a large path keeps the ratio.
+        let total: u64 = samples.iter().map(|s| c.estimate(s.0)).sum();
+        assert!(total >= c.sample_allocated, "{total}");
+        assert_eq!(
+            c.estimate(100 << 20),
+            (100u64 << 20) * c.ratio_ppm() / PPM + 1
+        );
+        // A path of less than its NAR size does not lower the mean.
+        c.fit_path_overhead(&[(1000, 0), (100, 4096)]);
+        assert_eq!(c.path_overhead, 1998);
+        // Where the filesystem compresses, the measured ratio alone (rounding shows in it).
+        c.compresses = true;
+        c.fit_path_overhead(&samples);
+        assert_eq!(c.path_overhead, 0);
+    }
+
+    #[test]
+    fn nix_bookkeeping_counts_where_its_state_shares_the_filesystem() {
+        let mut c = cost(false, 1000, 1000);
+        c.block = 4096;
+        assert_eq!(c.estimate(1000), 1000, "state elsewhere");
+        c.state_on_store_fs = true;
+        assert_eq!(c.estimate(1000), 1000 + NIX_DB_BYTES_PER_PATH);
+        assert_eq!(
+            c.estimate_built(1000),
+            1000 + NIX_DB_BYTES_PER_PATH + 2 * 4096
+        );
+        assert_eq!(
+            DiskCost::default().estimate_built(1000),
+            1000,
+            "nothing measured"
+        );
     }
 
     #[test]

@@ -48,6 +48,23 @@ pub fn parse_drv_name(name: &str) -> (&str, &str) {
     (name, "")
 }
 
+/// A name without its version numbers: [`parse_drv_name`]'s pname, and the version's components
+/// (split at `-`) that do not start with a digit, joined by `-`. A derivation keeps its shape
+/// across versions (`linux-6.6.0-shrunk` and `linux-6.6.1-shrunk` are both `linux`+`shrunk`)
+/// while a package named like its prefix keeps its own (`linux-6.6.1` is `linux`+``).
+pub fn name_shape(name: &str) -> String {
+    let (pname, version) = parse_drv_name(name);
+    let words: Vec<&str> = version
+        .split('-')
+        .filter(|w| w.chars().next().is_some_and(|c| !c.is_ascii_digit()))
+        .collect();
+    if words.is_empty() {
+        pname.to_string()
+    } else {
+        format!("{pname}+{}", words.join("-"))
+    }
+}
+
 /// A package as it appears in a closure: its name, version, and which output this path is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PackageName {
@@ -176,6 +193,21 @@ fn component_less(c1: &str, c2: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_shape_drops_version_numbers_only() {
+        assert_eq!(name_shape("linux-6.6.1-shrunk"), "linux+shrunk");
+        assert_eq!(name_shape("linux-6.6.0-shrunk"), "linux+shrunk");
+        assert_eq!(name_shape("linux-6.6.1"), "linux");
+        assert_eq!(
+            name_shape("linux-6.6.1-modules-shrunk"),
+            "linux+modules-shrunk"
+        );
+        assert_eq!(name_shape("initrd-linux-6.6.1"), "initrd-linux");
+        assert_eq!(name_shape("glibc-2.39-52"), "glibc");
+        assert_eq!(name_shape("etc-metadata.erofs"), "etc-metadata.erofs");
+        assert_eq!(name_shape("cfg17.conf"), "cfg17.conf");
+    }
     use std::cmp::Ordering::*;
 
     fn split(n: &str) -> (String, String, String) {

@@ -207,7 +207,7 @@ pub struct Planned {
 /// in NAR bytes), order the moves, and turn the order into steps with their masks.
 pub fn plan(input: &PlanInput) -> Result<Planned, PlanError> {
     let glue_pnames = input.target.glue_pnames();
-    let g0 = read_g0(&input.g0, &glue_pnames, &input.target.local_pnames());
+    let g0 = read_g0(&input.g0, &glue_pnames, &input.target.local_shapes());
     let units = match_units(&input.target, &g0);
     let known: BTreeSet<&str> = units.units.iter().map(|u| u.name.as_str()).collect();
     if let Some(n) = input
@@ -431,13 +431,16 @@ fn space_problems(
     let (base, base_old) = base_sets(input, units, g0, &mut table);
     let jobs = jobs_with_closures(input, units, jobs_units, &mut table, &mut columns);
     // G0's glue size stands for each step's glue (the target's is not built yet): in the disk's
-    // bytes the estimate of its NAR size, as the new glue is not on disk.
-    let step_glue_nar: u64 = g0
-        .glue
-        .iter()
-        .filter_map(|p| input.facts.get(p))
-        .map(|f| f.size)
-        .sum();
+    // bytes the estimate of each path's NAR size as a path the step builds, as the new glue is
+    // not on disk.
+    let glue_sizes = || {
+        g0.glue
+            .iter()
+            .filter_map(|p| input.facts.get(p))
+            .map(|f| f.size)
+    };
+    let step_glue_nar: u64 = glue_sizes().sum();
+    let step_glue: u64 = glue_sizes().map(|n| input.disk.estimate_built(n)).sum();
     let problem = SpaceProblem {
         sizes: columns.sizes,
         present: columns.present,
@@ -446,7 +449,7 @@ fn space_problems(
         jobs,
         base,
         base_old,
-        step_glue: input.disk.estimate(step_glue_nar),
+        step_glue,
         used: input.used,
         ceiling: (input.used + input.free).saturating_sub(input.reserve),
         reboot_allowed: input.options.reboot_allowed,

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::names::{compare_versions, parse_drv_name, PackageName};
+use super::names::{compare_versions, name_shape, parse_drv_name, PackageName};
 use crate::drv::{Derivation, DrvSource, StoreDir, StorePath};
 
 /// Glue: cheap to build locally, never substituted. `preferLocalBuild = "1"` or
@@ -258,10 +258,15 @@ impl TargetGraph {
         Self::pnames(&self.glue)
     }
 
-    /// pnames of the local derivations: G0's outputs of these names are its own local builds
-    /// (glue), whatever their derivers' attributes say.
-    pub fn local_pnames(&self) -> BTreeSet<String> {
-        Self::pnames(&self.local)
+    /// Name shapes ([`name_shape`]) of the local derivations: G0's outputs of these shapes are
+    /// its own local builds (glue), whatever their derivers' attributes say. Shapes, not pnames:
+    /// `linux-6.6.1-modules-shrunk`'s pname is the kernel's, `linux`.
+    pub fn local_shapes(&self) -> BTreeSet<String> {
+        self.local
+            .iter()
+            .filter_map(|d| d.derivation_name())
+            .map(name_shape)
+            .collect()
     }
 
     fn pnames(drvs: &BTreeSet<StorePath>) -> BTreeSet<String> {
@@ -373,20 +378,20 @@ pub struct G0Reading {
     pub units: BTreeMap<StorePath, PackageName>,
 }
 
-/// Walk G0's closure from the toplevel through glue. `local_pnames`: the target's local
-/// derivations' names; G0's paths of these names were built locally too (its initrd), so they are
-/// glue even when their derivers are not glue by attributes.
+/// Walk G0's closure from the toplevel through glue. `local_shapes`: the target's local
+/// derivations' name shapes; G0's paths of these shapes were built locally too (its initrd), so
+/// they are glue even when their derivers are not glue by attributes.
 pub fn read_g0(
     g0: &G0Side,
     glue_pnames: &BTreeSet<String>,
-    local_pnames: &BTreeSet<String>,
+    local_shapes: &BTreeSet<String>,
 ) -> G0Reading {
     let mut r = G0Reading::default();
     let Some(top) = &g0.toplevel else {
         return r;
     };
     let is_glue = |p: &StorePath, r: &mut G0Reading| -> bool {
-        if p == top || local_pnames.contains(parse_drv_name(p.name()).0) {
+        if p == top || local_shapes.contains(&name_shape(p.name())) {
             return true;
         }
         let info = g0.paths.get(p);
