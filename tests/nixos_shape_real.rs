@@ -3,8 +3,9 @@
 //! cache holds every package, not it). The planner, asking the cache through `nix path-info
 //! --store`, reads it as local glue: jq is a build input, apart from the runtime packages, and
 //! every step's initrd is rewritten under the mask, so each generation's closure holds exactly the
-//! systemd version the mask states (not the target's). A unit whose restart trigger is a bare
-//! hash gets a trigger of its own in every step, so each switch restarts it.
+//! systemd version the mask states (not the target's). The system-path is buildEnv's
+//! `__structuredAttrs` form, its packages only in `__json`. A unit whose restart trigger is a
+//! bare hash gets a trigger of its own in every step, so each switch restarts it.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -37,8 +38,19 @@ let
     systemd = pkg "systemd-${systemdV}" [ glibc ] 2048;
     hello = pkg "hello-${helloV}" [ glibc ] 2048;
     jq = pkg "jq-1.7" [ glibc ] 64;
-    systemPath = glue "system-path" { paths = [ glibc systemd hello ]; } ''
-      mkdir -p $out; for p in $paths; do ln -s $p $out/; done
+    # buildEnv's structured-attributes form (current nixpkgs): the packages are only in
+    # `__json`, as `pkgs = [ { paths = [ … ]; priority = …; } ]`, read from `.attrs.json`; no
+    # attribute is an environment variable, `$out` included.
+    systemPath = glue "system-path" {
+      __structuredAttrs = true;
+      pkgs = map (p: { paths = [ p ]; priority = 5; }) [ glibc systemd hello ];
+    } ''
+      PATH=/usr/bin:/bin
+      out=$(sed -n 's/.*"outputs":{"out":"\([^"]*\)".*/\1/p' .attrs.json)
+      mkdir -p $out
+      for p in $(grep -o '"paths":\["[^"]*"' .attrs.json | sed 's/.*\["//; s/"$//'); do
+        ln -s $p $out/
+      done
     '';
     # make-initrd-ng's shape: contents copied in, tools in nativeBuildInputs, not glue.
     initrd = sh "initrd-linux-6.6" { contents = [ systemd ]; nativeBuildInputs = [ jq ]; } ''
@@ -162,6 +174,18 @@ fn a_local_initrd_follows_the_mask_and_its_tools_are_build_inputs() {
             step.index
         );
         let out = sd.display(&m.toplevel_out);
+        // system-path (structured attributes) links the packages the mask states.
+        let mut linked: Vec<String> = fs::read_dir(format!("{out}/sw"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        linked.sort();
+        assert_eq!(linked.len(), 3, "step {}: {linked:?}", step.index);
+        assert!(
+            linked.contains(&stated.to_string()),
+            "step {}: system-path links {linked:?}, the mask states {stated}",
+            step.index
+        );
         let unit = fs::read_to_string(format!("{out}/unit/sshd.service")).unwrap();
         triggers.push(
             unit.lines()
