@@ -73,18 +73,16 @@ let
 in { inherit old new; }
 "#;
 
-#[test]
-fn a_local_initrd_follows_the_mask_and_its_tools_are_build_inputs() {
-    if !require_root("nixos_shape_real") {
-        return;
-    }
+/// A bed running `old.toplevel` (collected), with every package of both generations on its
+/// cache; glue and the initrd are not. Returns the bed, its temporary directory (the cache), the
+/// target's derivation and the packages' outputs.
+fn running_old() -> (Bed, tempfile::TempDir, String, Vec<String>) {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     fs::create_dir_all(&cache).unwrap();
     let file = tmp.path().join("system.nix");
     fs::write(&file, SYSTEM).unwrap();
     let bed = Bed::create(Disk::Unlimited, Some(&cache)).unwrap();
-    // Every package of both generations is on the cache; glue and the initrd are not.
     let mut pkgs = Vec::new();
     for g in ["old", "new"] {
         for p in ["glibc", "systemd", "hello", "jq"] {
@@ -101,7 +99,31 @@ fn a_local_initrd_follows_the_mask_and_its_tools_are_build_inputs() {
     // Not booted: the old packages are freed step by step, so the plan moves them one at a time.
     bed.add_root("target-drv", &target_drv).unwrap();
     bed.gc().unwrap();
+    (bed, tmp, target_drv, outs)
+}
 
+/// What a generation's system-path links (sorted) and its sshd unit's restart-trigger line.
+fn links_and_trigger(out: &str) -> (Vec<String>, String) {
+    let mut linked: Vec<String> = fs::read_dir(format!("{out}/sw"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    linked.sort();
+    let unit = fs::read_to_string(format!("{out}/unit/sshd.service")).unwrap();
+    let trigger = unit
+        .lines()
+        .find(|l| l.starts_with("X-Restart-Triggers="))
+        .unwrap()
+        .to_string();
+    (linked, trigger)
+}
+
+#[test]
+fn a_local_initrd_follows_the_mask_and_its_tools_are_build_inputs() {
+    if !require_root("nixos_shape_real") {
+        return;
+    }
+    let (bed, _tmp, target_drv, outs) = running_old();
     let nix = NixCli::new(NixCliConfig {
         env: bed.env(),
         ..Default::default()
@@ -175,24 +197,14 @@ fn a_local_initrd_follows_the_mask_and_its_tools_are_build_inputs() {
         );
         let out = sd.display(&m.toplevel_out);
         // system-path (structured attributes) links the packages the mask states.
-        let mut linked: Vec<String> = fs::read_dir(format!("{out}/sw"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        linked.sort();
+        let (linked, trigger) = links_and_trigger(&out);
         assert_eq!(linked.len(), 3, "step {}: {linked:?}", step.index);
         assert!(
             linked.contains(&stated.to_string()),
             "step {}: system-path links {linked:?}, the mask states {stated}",
             step.index
         );
-        let unit = fs::read_to_string(format!("{out}/unit/sshd.service")).unwrap();
-        triggers.push(
-            unit.lines()
-                .find(|l| l.starts_with("X-Restart-Triggers="))
-                .unwrap()
-                .to_string(),
-        );
+        triggers.push(trigger);
         bed.set_profile(&out).unwrap();
         replace_symlink(out.as_ref(), &bed.current_system_link()).unwrap();
         nix.remove_root(&root).unwrap();
