@@ -220,7 +220,7 @@ fn no_replan_fitting_while_an_older_system_is_booted_reboots_and_reaches_the_tar
     assert_eq!(at(&w.s.store), (w.target.clone(), w.target.clone()));
     // The plan had no reboot; the re-plan needed one: into step 1, from r0.
     assert_eq!(reboot_intents(&log), 1);
-    assert_eq!(booted_before(&log), [w.r0.clone()]);
+    assert_eq!(booted_before(&log), std::slice::from_ref(&w.r0));
     assert!(!valid(&w, &w.r0), "r0 collected after the reboot");
     assert!(!valid(&w, &w.old_pkg0), "what only r0 pinned collected");
     let kinds: Vec<&str> = log.last_run().iter().map(|(_, r)| r.kind_name()).collect();

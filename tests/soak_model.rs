@@ -55,9 +55,12 @@ struct Figures {
     exit_100: u64,
     run_reboots: u64,
     exit_3: u64,
-    /// Boots the soak made because a plan did not fit while an older generation stayed booted
-    /// (the planner plans reboots only to free what G0 pins as the booted system; issue 16).
+    /// Boots the soak made because a re-plan mid-run did not fit while an older generation
+    /// stayed booted (the engine reboots for a re-plan itself: this stays 0).
     operator_boots: u64,
+    /// Boots the soak made because a new run's plan did not fit while an older generation stayed
+    /// booted (the planner plans reboots only to free what G0 pins as the booted system).
+    operator_boots_new_run: u64,
     /// Boots whose `resume` stopped (exit 3) because the disk was fuller for that hour: the run
     /// waits at a complete generation and the next tick continues it.
     boot_stops: u64,
@@ -249,14 +252,14 @@ impl Soak {
                 let no_room = why.contains("no re-plan fits");
                 self.last_stop = why;
                 if no_room {
-                    self.boot_if_an_older_generation_is_booted();
+                    self.boot_if_an_older_generation_is_booted(false);
                 }
             }
             Ok(_) => {}
             Err(e @ stepwise::error::Error::NoRoom { .. }) => {
                 self.f.exit_3 += 1;
                 self.last_stop = e.to_string();
-                self.boot_if_an_older_generation_is_booted();
+                self.boot_if_an_older_generation_is_booted(true);
             }
             Err(e @ stepwise::error::Error::Stopped { .. }) => {
                 self.f.exit_3 += 1;
@@ -271,14 +274,18 @@ impl Soak {
     /// generation older than the running one is booted: reboot, so that what only the booted
     /// system pins can go (the module's GC before the next tick deletes it). The planner plans
     /// reboots only into a step it made, not into the generation a run starts or stands at.
-    fn boot_if_an_older_generation_is_booted(&mut self) {
+    fn boot_if_an_older_generation_is_booted(&mut self, new_run: bool) {
         let booted = self
             .s
             .store
             .read_system_link(Path::new(common::model::BOOTED))
             .unwrap();
         if booted.is_some_and(|b| b != running(&self.s)) {
-            self.f.operator_boots += 1;
+            if new_run {
+                self.f.operator_boots_new_run += 1;
+            } else {
+                self.f.operator_boots += 1;
+            }
             self.boot_as(Boot::Operator);
         }
     }
@@ -319,6 +326,20 @@ impl Soak {
                     return;
                 }
                 Ok(ContinueOutcome::Ran(RunEnd::Stopped { why })) => {
+                    if std::env::var("SOAK_DEBUG").is_ok() {
+                        let j = Journal::open_read_only(&self.journal).unwrap();
+                        for (seq, r) in stepwise::engine::RunLog::last_run(&j) {
+                            eprintln!("{seq}: {r:?}");
+                        }
+                        eprintln!(
+                            "booted {:?} running {}",
+                            self.s
+                                .store
+                                .read_system_link(Path::new(common::model::BOOTED))
+                                .unwrap(),
+                            running(&self.s)
+                        );
+                    }
                     panic!("hour {}: the boot's resume stopped: {why}", self.f.hours)
                 }
                 Ok(_) => return,
@@ -429,7 +450,7 @@ fn a_model_year_of_hourly_upgrades_with_faults() {
     let bytes = std::fs::metadata(&soak.journal).unwrap().len();
     eprintln!(
         "model soak (seed {seed:#x}): {} hours, {} revisions all reached, {} timer ticks, {} power cuts, \
-         {} boots ({} reboots by runs, {} by the operator after a plan did not fit), {} stops, {} capacity faults, {} exit-3 ticks, activations exiting 4: {}, 100: {}; \
+         {} boots ({} reboots by runs; by the operator: {} after a re-plan did not fit, {} after a new run's plan did not fit), {} stops, {} capacity faults, {} exit-3 ticks, activations exiting 4: {}, 100: {}; \
          disk {} KiB; journal {} KiB with {runs} runs retained ({} KiB per run) in {:.1} s",
         f.hours,
         f.revisions,
@@ -438,6 +459,7 @@ fn a_model_year_of_hourly_upgrades_with_faults() {
         f.boots,
         f.run_reboots,
         f.operator_boots,
+        f.operator_boots_new_run,
         f.stops,
         f.capacity_faults,
         f.exit_3,
