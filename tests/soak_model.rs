@@ -326,20 +326,6 @@ impl Soak {
                     return;
                 }
                 Ok(ContinueOutcome::Ran(RunEnd::Stopped { why })) => {
-                    if std::env::var("SOAK_DEBUG").is_ok() {
-                        let j = Journal::open_read_only(&self.journal).unwrap();
-                        for (seq, r) in stepwise::engine::RunLog::last_run(&j) {
-                            eprintln!("{seq}: {r:?}");
-                        }
-                        eprintln!(
-                            "booted {:?} running {}",
-                            self.s
-                                .store
-                                .read_system_link(Path::new(common::model::BOOTED))
-                                .unwrap(),
-                            running(&self.s)
-                        );
-                    }
                     panic!("hour {}: the boot's resume stopped: {why}", self.f.hours)
                 }
                 Ok(_) => return,
