@@ -977,7 +977,7 @@ impl<'a> Executor<'a> {
         why: &str,
     ) -> Result<Effect, EngineError> {
         (self.progress)(Progress::Info(&format!(
-            "no re-plan fits ({why}) while an older generation was booted: booting the one the \
+            "no re-plan fits ({why}) while another system was booted: booting the generation the \
              run stands at (unless it is booted already) and collecting what the old one pinned \
              first"
         )));

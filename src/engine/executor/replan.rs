@@ -1,11 +1,11 @@
 //! Re-planning a chain whose step ran out of space (the machine's `Replanning` phase): the disk
 //! measured again, the planner run from the generation the run stands at (its closure as G0: what
 //! is still to move is what it lacks) with the cost per byte the failure taught, and the new steps
-//! journaled (`replanned`) before anything else happens. When nothing fits while the run knows an
-//! older generation booted, it reboots into the generation it stands at first (if it may; a
-//! machine that booted it already is not rebooted again), collects what the old boot pinned and
-//! re-plans; otherwise the run stops at that complete generation and `resume` re-plans with
-//! whatever room there is then.
+//! journaled (`replanned`) before anything else happens. When nothing fits while another system
+//! is booted, it reboots into the generation it stands at first (if it may; a machine that booted
+//! it already is not rebooted again), collects what the old boot pinned and re-plans; otherwise
+//! the run stops at that complete generation and `resume` re-plans with whatever room there is
+//! then.
 
 use super::super::plan_inputs::{gather_from, Gathering, SystemLinks};
 use super::super::preflight::no_room as shortfall_why;
@@ -21,7 +21,7 @@ pub(super) enum Replan {
     Fits(Box<Spec>, Event),
     /// Nothing fits from where the run stands: why, for the user (the run stops, exit 3).
     NothingFits(String),
-    /// Nothing fits (why) while an older generation is booted: reboot into the generation the
+    /// Nothing fits (why) while another system is booted: reboot into the generation the
     /// run stands at (this effect, [`RunState::reboot_to_replan`]) and re-plan after the boot.
     RebootFirst(Effect, String),
 }
@@ -53,7 +53,7 @@ impl Executor<'_> {
             )))
         };
         // Only a shortfall of room is what a reboot can help with.
-        let reboot = self.reboot_to_make_room(spec, state, &here.out);
+        let reboot = self.reboot_to_make_room(spec, state, at, &here.out);
         let no_room = |why: String| match reboot {
             Some(e) => Ok(Replan::RebootFirst(e, why)),
             None => stop(why),
@@ -120,16 +120,17 @@ impl Executor<'_> {
         Ok(Replan::Fits(Box::new(new_spec), ev))
     }
 
-    /// The reboot into the generation the run stands at (`here`) while the run knows an older
-    /// one booted: what that one pins may be what no re-plan finds room for. When the machine
-    /// has booted `here` already (a power cut's boot), the reboot is journaled as probed and only
-    /// the collect of what the old boot pinned runs, whatever the reboot policy; otherwise the
-    /// run must be allowed to reboot (`--reboot when-needed`), and outside the reboot window the
-    /// executor stops before it.
+    /// The reboot into the generation the run stands at (`here`, generation `at`) while another
+    /// system is booted: what that one pins may be what no re-plan finds room for. The run must
+    /// be allowed to reboot (`--reboot when-needed`), and outside the reboot window the executor
+    /// stops before it. When the machine has booted `here` already (a power cut's boot) but the
+    /// run has not journaled booting it, the reboot is journaled as probed and only the collect
+    /// of what the generation the run knew booted pinned runs, whatever the reboot policy.
     fn reboot_to_make_room(
         &self,
         spec: &Spec,
         state: &RunState,
+        at: Gen,
         here: &StorePath,
     ) -> Option<Effect> {
         let e = state.reboot_to_replan()?;
@@ -137,9 +138,12 @@ impl Executor<'_> {
             .system
             .read_system_link(&spec.header.booted_system)
             .ok()
-            .flatten();
-        (booted.as_ref() == Some(here) || spec.header.reboot == RebootPolicy::WhenNeeded)
-            .then_some(e)
+            .flatten()?;
+        if &booted == here {
+            (state.booted != at).then_some(e)
+        } else {
+            (spec.header.reboot == RebootPolicy::WhenNeeded).then_some(e)
+        }
     }
 
     /// The planner's input from generation `here`, the disk measured now.

@@ -36,12 +36,13 @@
 //!
 //! The planner plans reboots only into steps it makes, never into the generation a re-plan starts
 //! from; yet an older generation still booted may pin what the rest of the chain needs. So when
-//! nothing fits while the run stands at `at` and has not booted `at` (as far as its journal
-//! says), the executor may make the move `at → at` ([`RunState::reboot_to_replan`]): only its
-//! Reboot and CollectBooted stages (the inverse table's rows: nothing undoes a reboot; the
-//! collect is undone by realising `at`, which is complete), then [`Phase::Replanning`] at `at`
-//! again. Once `at` is booted there is no such move, so a run reboots for a re-plan at most once
-//! per generation it stands at.
+//! nothing fits while the run stands at `at`, the executor may make the move `at → at`
+//! ([`RunState::reboot_to_replan`]): only its Reboot and CollectBooted stages (the inverse
+//! table's rows: nothing undoes a reboot; the collect is undone by realising `at`, which is
+//! complete), then [`Phase::Replanning`] at `at` again. Whether a reboot can help is the world's
+//! question, not the machine's (the machine's `booted` is G0 until the run's first reboot, even
+//! on a machine that booted an older system): the executor makes it only while the machine has
+//! not booted `at`, so after it the next re-plan that does not fit stops.
 //!
 //! The journal records Intent/Done/Failed around each effect; replaying those records through
 //! [`next`] rebuilds the state exactly ([`replay`]), which is how `resume` knows where it stands.
@@ -427,16 +428,13 @@ impl RunState {
         }
     }
 
-    /// In [`Phase::Replanning`] at `at`, `at` not booted (as far as the run knows): the reboot
-    /// into `at` the executor may make when no re-plan fits (only a reboot frees what the
-    /// booted generation pins). The move `at → at` it starts has only its Reboot and
-    /// CollectBooted stages and returns to re-planning. Once `at` is booted there is none: the
-    /// run stops if nothing fits.
+    /// In [`Phase::Replanning`] at `at`: the reboot into `at` the executor may make when no
+    /// re-plan fits and the machine has not booted `at` (only a reboot frees what the booted
+    /// system pins). The move `at → at` it starts has only its Reboot and CollectBooted stages
+    /// and returns to re-planning.
     pub fn reboot_to_replan(&self) -> Option<Effect> {
         match (self.phase, self.in_flight) {
-            (Phase::Replanning { at }, None) if self.booted != at => {
-                Some(Effect::Reboot { gen: at })
-            }
+            (Phase::Replanning { at }, None) => Some(Effect::Reboot { gen: at }),
             _ => None,
         }
     }
