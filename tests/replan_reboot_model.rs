@@ -33,6 +33,8 @@ struct World {
     g0: StorePath,
     target_drv: StorePath,
     target: StorePath,
+    /// Fill the disk before step 1's realise already (the re-plan is then from G0).
+    fill_at_g0: bool,
 }
 
 fn package(s: &Series, name: &str) -> StorePath {
@@ -80,6 +82,7 @@ fn world() -> World {
         g0,
         target_drv,
         target,
+        fill_at_g0: false,
     }
 }
 
@@ -104,7 +107,10 @@ fn hook<'a>(
     crash_at: Option<usize>,
 ) -> Box<dyn FnMut(&str) -> bool + 'a> {
     Box::new(move |name: &str| {
-        if name == "before-intent-realise" && !*filled.borrow() && at(&w.s.store).1 != w.g0 {
+        if name == "before-intent-realise"
+            && !*filled.borrow()
+            && (w.fill_at_g0 || at(&w.s.store).1 != w.g0)
+        {
             *filled.borrow_mut() = true;
             let free = w.s.store.space().unwrap().free;
             w.s.store.set_used_elsewhere(free.saturating_sub(LEAVE));
@@ -226,6 +232,30 @@ fn no_replan_fitting_while_an_older_system_is_booted_reboots_and_reaches_the_tar
     let kinds: Vec<&str> = log.last_run().iter().map(|(_, r)| r.kind_name()).collect();
     assert!(kinds.contains(&"spaceRanOut") && kinds.contains(&"replanned"));
     assert!(!kinds.contains(&"unwindStarted"));
+}
+
+/// The same from G0: the step-1 realise runs out of space, and r0 (booted, older than G0) pins
+/// what the re-plan needs. The run's record says G0 booted (it has not rebooted), yet the
+/// machine boots r0: the run reboots into G0, collects r0 and re-plans.
+#[test]
+fn no_replan_fitting_from_g0_while_an_older_system_is_booted_reboots_into_g0() {
+    let mut w = world();
+    w.fill_at_g0 = true;
+    let mut log = MemLog::default();
+    let (end, _) = run_to_the_end(&w, &mut log, None);
+    assert!(reached(&end), "{end:?}");
+    assert_eq!(at(&w.s.store), (w.target.clone(), w.target.clone()));
+    assert_eq!(booted_before(&log), std::slice::from_ref(&w.r0));
+    assert!(!valid(&w, &w.old_pkg0), "what only r0 pinned collected");
+    let replans = log
+        .last_run()
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::Replanned { at, .. } => Some(*at),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(replans, [0]);
 }
 
 /// Without the reboot (the run may not reboot, or it is outside the reboot window) the run stops
