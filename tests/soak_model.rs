@@ -14,15 +14,18 @@
 //!     STEPWISE_SOAK_SEED=N …                                        # another seed
 //!
 //! Not yet a year on every seed. Power cuts end the process at the next checkpoint, so a cut is
-//! never journaled as the effect's failure (it was: a cut after an activation read as a failed
-//! activation and walked the chain back). With that, seed 1 runs the 8760 hours; the default
-//! seed stops at hour 432, seeds 2 and 3 at hours 28 and 221, each where a boot's `resume`
-//! after a cut re-plans mid-chain and nothing fits: an older generation (the run's G0) stays
-//! booted and pins what the move needs, and the failed realise's partial output fills the rest.
-//! The planner plans reboots only into a step it made, never into the generation a re-plan
-//! starts from. When no plan (a new run's, or a re-plan's) fits while an older generation is
-//! booted, the soak reboots as an operator would (counted apart in the figures); a boot's
-//! `resume` that then stops for room waits for the module's GC before the next tick.
+//! never journaled as the effect's failure. A realise that runs out of space leaves nothing of
+//! its output (as Nix does). When a re-plan mid-run does not fit while another system is booted
+//! (the run's G0, or an older system a plain upgrade left booted), the run reboots into the
+//! generation it stands at, collects what the old boot pinned (named by its `bootedBefore`
+//! record) and re-plans, so the soak's operator no longer reboots for a re-plan
+//! (`operator_boots` stays 0). It still reboots when a new run's plan does not fit while an older
+//! generation is booted (the planner plans reboots only into a step it made), counted apart; a
+//! boot's `resume` that then stops for room waits for the module's GC before the next tick.
+//! Seeds 1, 2 and 3 run the 8760 hours. The default seed stops at a boot's `resume` after a power
+//! cut that unpinned a system older than the run's G0: the run never recorded that system (it
+//! rebooted nothing), so its collect cannot name it, and no re-plan from G0 fits until the
+//! module's GC deletes it before the next tick.
 
 mod common;
 
@@ -421,6 +424,10 @@ fn a_model_year_of_hourly_upgrades_with_faults() {
         "the last revision: {f:?}"
     );
     assert_eq!(f.reached, f.revisions, "every revision reached: {f:?}");
+    assert_eq!(
+        f.operator_boots, 0,
+        "a re-plan that does not fit reboots by itself: {f:?}"
+    );
     let generations = soak
         .s
         .store
