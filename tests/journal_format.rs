@@ -534,6 +534,43 @@ fn activated_records_are_format_3_and_read_back() {
     );
 }
 
+/// `bootedBefore` (kind 13) is a format-3 record: it raises the marker, reads back as written
+/// (the JSON export names it), and in a record claiming format 2 it is damage.
+#[test]
+fn booted_before_records_are_format_3_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let mut j = Journal::open(&path).unwrap();
+    let run = j.begin_run(sample::header()).unwrap();
+    let written = sample::booted_before_records(2);
+    for r in written.clone() {
+        j.append(run, r).unwrap();
+    }
+    drop(j);
+    let (records, marker) = formats(&path);
+    assert_eq!(records, [2, 3, 2, 2]);
+    assert_eq!(marker, 3);
+    let j = Journal::open_read_only(&path).unwrap();
+    let read: Vec<Record> = j
+        .all_records()
+        .iter()
+        .skip(1)
+        .map(|r| r.record.clone())
+        .collect();
+    assert_eq!(read, written);
+    let json = stepwise::effects::journal::render::record_json(&j.all_records()[1]);
+    assert_eq!(json["kind"], "bootedBefore");
+    assert!(json["data"]["toplevel"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("nixos-system-web-old")));
+    let payload = written[0].encode_payload().unwrap();
+    assert!(Record::decode_payload(2, 13, &payload).is_err());
+    assert_eq!(
+        Record::decode_payload(3, 13, &payload),
+        Ok(Some(written[0].clone()))
+    );
+}
+
 /// A kind format 2 did not have, in a record that claims format 2, is damage, not an unknown
 /// kind of a newer stepwise.
 #[test]

@@ -1,7 +1,8 @@
 //! An in-memory store implementing the same traits as the real one, for the engine's property and
 //! crash tests. It behaves like Nix where stepwise can tell: a disk of fixed capacity that runs out
-//! (a realise that does not fit fails out of space and leaves a partial path taking the rest of
-//! the disk until it is deleted), real `.drv` text (parsed with `crate::drv`), a reference graph,
+//! (a realise that does not fit fails out of space and, as Nix does, removes what it wrote of the
+//! output; other writes that do not fit leave a partial path taking the rest of the disk until
+//! it is deleted), real `.drv` text (parsed with `crate::drv`), a reference graph,
 //! substitutable paths, GC roots, profiles with generations, current/booted system links, and
 //! activation. Deterministic: no clock, no randomness.
 //!
@@ -135,7 +136,8 @@ struct Model {
     capacity: u64,
     used_elsewhere: u64,
     objects: BTreeMap<StorePath, Object>,
-    /// Invalid leftovers of a realise that ran out of space: bytes on disk until deleted.
+    /// Invalid leftovers of a write (not a realise) that ran out of space: bytes on disk until
+    /// deleted.
     partial: BTreeMap<StorePath, u64>,
     derivations: BTreeMap<StorePath, Derivation>,
     substitutes: BTreeMap<StorePath, Substitute>,
@@ -734,7 +736,7 @@ impl Model {
                 .get(&p)
                 .copied()
                 .unwrap_or(DEFAULT_BUILD_SIZE);
-            self.add_object(
+            self.add_output(
                 store_dir,
                 &p,
                 Object {
@@ -743,10 +745,24 @@ impl Model {
                     deriver: Some(drv.clone()),
                     contents: None,
                 },
-            )
-            .map_err(|message| RealiseError::OutOfSpace { message })?;
+            )?;
         }
         Ok(())
+    }
+
+    /// Add an output a realise builds or substitutes. When it does not fit, nothing of it stays:
+    /// Nix builds in a sandbox's scratch store and unpacks a substitute after deleting the path,
+    /// and removes what it wrote when the build or the copy fails.
+    fn add_output(
+        &mut self,
+        store_dir: &StoreDir,
+        path: &StorePath,
+        obj: Object,
+    ) -> std::result::Result<(), RealiseError> {
+        self.add_object(store_dir, path, obj).map_err(|message| {
+            self.partial.remove(path);
+            RealiseError::OutOfSpace { message }
+        })
     }
 
     fn ensure_valid(
@@ -765,18 +781,16 @@ impl Model {
                 }
             }
             events(RealiseEvent::Copying(path.clone()));
-            return self
-                .add_object(
-                    store_dir,
-                    path,
-                    Object {
-                        size: s.nar_size,
-                        references: s.references.clone(),
-                        deriver: s.deriver.clone(),
-                        contents: None,
-                    },
-                )
-                .map_err(|message| RealiseError::OutOfSpace { message });
+            return self.add_output(
+                store_dir,
+                path,
+                Object {
+                    size: s.nar_size,
+                    references: s.references.clone(),
+                    deriver: s.deriver.clone(),
+                    contents: None,
+                },
+            );
         }
         match self.deriver_of(path) {
             Some(d) => self.realise_drv(store_dir, &d, events),
@@ -1400,9 +1414,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, RealiseError::OutOfSpace { .. }), "{e}");
         assert_eq!(
-            s.space().unwrap().free,
-            0,
-            "the partial output fills the disk"
+            s.used(),
+            used_before,
+            "a failed realise removes what it wrote, as Nix does"
         );
         let out = s.outputs_of(&big)["out"].clone();
         assert!(s
@@ -1410,6 +1424,20 @@ mod tests {
             .unwrap()
             .is_empty());
         s.delete(std::slice::from_ref(&out)).unwrap();
+        assert_eq!(s.used(), used_before);
+    }
+
+    #[test]
+    fn a_substitute_that_does_not_fit_leaves_nothing() {
+        let s = store(10_000);
+        let big = s.add_derivation(&DrvSpec::new("big-1.0", 50_000));
+        let out = s.outputs_of(&big)["out"].clone();
+        s.add_substitutable(&out, 50_000, &[]);
+        let used_before = s.used();
+        let e = s
+            .realise(&big, Path::new("/r/big"), &mut |_| {})
+            .unwrap_err();
+        assert!(matches!(e, RealiseError::OutOfSpace { .. }), "{e}");
         assert_eq!(s.used(), used_before);
     }
 

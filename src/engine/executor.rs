@@ -776,6 +776,9 @@ impl<'a> Executor<'a> {
                         continue;
                     }
                     replan::Replan::NothingFits(why) => return Ok(RunEnd::Stopped { why }),
+                    replan::Replan::RebootFirst(e, why) => {
+                        self.reboot_first(spec, &state, e, &why)?
+                    }
                 },
                 Next::Await(e) => unreachable!("settled before driving: {e:?}"),
                 Next::Choose => unreachable!("the chain is chosen before driving"),
@@ -926,14 +929,21 @@ impl<'a> Executor<'a> {
                 let mut paths = self
                     .collectable(spec, state, gen)
                     .map_err(|e| e.to_string())?;
-                // After a reboot that the activation asked for (exit 100), the generation the
-                // move left was still running when it was collected: it is dead only now.
                 if let transition::Phase::Moving(m) = state.phase {
-                    if m.stage == transition::Stage::CollectBooted && m.from != gen {
+                    // After a reboot that the activation asked for (exit 100), the generation
+                    // the move left was still running when it was collected: it is dead only now.
+                    if m.stage == transition::Stage::CollectBooted
+                        && m.from != gen
+                        && m.from != m.to
+                    {
                         paths.extend(
                             self.collectable(spec, state, m.from)
                                 .map_err(|e| e.to_string())?,
                         );
+                    }
+                    // After a reboot for a re-plan: what the system booted until then pinned.
+                    if m.stage == transition::Stage::CollectBooted && m.from == m.to {
+                        paths.extend(self.left_by_the_old_boot().map_err(|e| e.to_string())?);
                     }
                 }
                 let paths: Vec<StorePath> = paths.into_iter().collect();
@@ -953,6 +963,67 @@ impl<'a> Executor<'a> {
                 expected_booted: g(gen).out.clone(),
             },
         })
+    }
+
+    /// No re-plan fits (`why`) and the run reboots first (`e`, the reboot into the generation it
+    /// stands at). When the reboot will happen now (the machine has not booted that generation
+    /// already and the window allows it), journal the system booted until then (`bootedBefore`):
+    /// the only record of it once the machine has booted another. Returns the effect to drive.
+    fn reboot_first(
+        &mut self,
+        spec: &Spec,
+        state: &RunState,
+        e: Effect,
+        why: &str,
+    ) -> Result<Effect, EngineError> {
+        (self.progress)(Progress::Info(&format!(
+            "no re-plan fits ({why}) while another system was booted: booting the generation the \
+             run stands at (unless it is booted already) and collecting what the old one pinned \
+             first"
+        )));
+        if self.probe(spec, state, e) || self.outside_reboot_window(spec, state, e).is_some() {
+            return Ok(e);
+        }
+        let booted = self
+            .system
+            .read_system_link(&spec.header.booted_system)
+            .ok()
+            .flatten();
+        if let Some(toplevel) = booted {
+            self.append(Record::BootedBefore { toplevel })?;
+        }
+        Ok(e)
+    }
+
+    /// The closure of the system booted before the run's last reboot for a re-plan (its
+    /// `bootedBefore`), where nothing live needs it.
+    fn left_by_the_old_boot(&self) -> Result<BTreeSet<StorePath>, StoreError> {
+        let records = self.log.last_run();
+        let Some(old) = records.iter().rev().find_map(|(_, r)| match r {
+            Record::BootedBefore { toplevel } => Some(toplevel.clone()),
+            _ => None,
+        }) else {
+            return Ok(BTreeSet::new());
+        };
+        if self
+            .store
+            .valid_paths(std::slice::from_ref(&old))?
+            .is_empty()
+        {
+            return Ok(BTreeSet::new());
+        }
+        let live = self.store.live_paths()?;
+        let dead: Vec<StorePath> = self
+            .store
+            .closure(std::slice::from_ref(&old))?
+            .into_iter()
+            .filter(|p| !live.contains(p))
+            .collect();
+        Ok(
+            super::garbage::with_dead_referrers(self.store, dead, &live)?
+                .into_iter()
+                .collect(),
+        )
     }
 
     /// The paths of generation `gen` (its closure if it is still valid, and whatever of its

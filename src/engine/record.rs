@@ -159,7 +159,8 @@ impl Replay {
     /// The machine's event for one record (`None`: the record does not move the machine).
     fn event_of(&mut self, seq: Seq, r: &Record) -> Result<Option<Event>, String> {
         Ok(match r {
-            Record::RunStarted(_) | Record::Resumed { .. } => None,
+            // What was booted before a reboot for a re-plan: for the collect after it.
+            Record::RunStarted(_) | Record::Resumed { .. } | Record::BootedBefore { .. } => None,
             Record::RunFinished { .. } => {
                 self.done.finished = true;
                 None
@@ -218,6 +219,7 @@ impl Replay {
         let state = &self.state;
         let Some(e) = state
             .expected()
+            .or_else(|| state.reboot_to_replan())
             .filter(|e| matches(&self.done.spec, state, *e, transition))
         else {
             return Err(format!(

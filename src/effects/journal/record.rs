@@ -254,6 +254,11 @@ pub enum Record {
         units_failed: Vec<String>,
         reboot_required: bool,
     },
+    /// Kind 13 (format 3): no re-plan fitted and the run reboots into the generation it stands
+    /// at to make room; `toplevel` is the system booted until then. Written just before that
+    /// reboot's intent: once booted, what only `toplevel` pinned is dead, and the collect after
+    /// the reboot deletes it (nothing else names it after the boot).
+    BootedBefore { toplevel: StorePath },
 }
 
 /// The highest kind tag of format 1.
@@ -261,7 +266,7 @@ pub const MAX_KIND_V1: u16 = 9;
 /// The highest kind tag of format 2 (format 2 added none).
 pub const MAX_KIND_V2: u16 = 9;
 /// The highest kind tag this build knows (format 3 adds kinds from 10 on).
-pub const MAX_KIND: u16 = 12;
+pub const MAX_KIND: u16 = 13;
 
 impl Record {
     /// The journal format this record is written in: the oldest that has it. Kinds 1–9 are format
@@ -272,7 +277,7 @@ impl Record {
             Record::RunStarted(h) if !h.fits_format_2() => 3,
             Record::Intent { transition } => transition.format().max(2),
             Record::SpaceRanOut { .. } | Record::Replanned { .. } => 3,
-            Record::Activated { .. } => 3,
+            Record::Activated { .. } | Record::BootedBefore { .. } => 3,
             _ => 2,
         }
     }
@@ -292,6 +297,7 @@ impl Record {
             Record::SpaceRanOut { .. } => 10,
             Record::Replanned { .. } => 11,
             Record::Activated { .. } => 12,
+            Record::BootedBefore { .. } => 13,
         }
     }
 
@@ -310,6 +316,7 @@ impl Record {
             Record::SpaceRanOut { .. } => "spaceRanOut",
             Record::Replanned { .. } => "replanned",
             Record::Activated { .. } => "activated",
+            Record::BootedBefore { .. } => "bootedBefore",
         }
     }
 
@@ -354,6 +361,7 @@ impl Record {
                 units_failed,
                 reboot_required,
             } => postcard::to_stdvec(&(intent, units_failed, reboot_required)),
+            Record::BootedBefore { toplevel } => postcard::to_stdvec(toplevel),
         }
     }
 
@@ -432,6 +440,9 @@ impl Record {
                     reboot_required,
                 }
             }
+            13 => Record::BootedBefore {
+                toplevel: all(payload)?,
+            },
             _ => return Ok(None),
         }))
     }

@@ -171,6 +171,9 @@ fn describe_record(r: &Record) -> String {
         Record::Resumed { pid, command } => {
             format!("taken over by `stepwise {command}` (pid {pid})")
         }
+        Record::BootedBefore { toplevel } => {
+            format!("no re-plan fits: rebooting to make room; {toplevel} was booted until then")
+        }
         Record::Activated {
             intent,
             units_failed,

@@ -386,3 +386,24 @@ pub fn activated_records(first_seq: u64) -> Vec<Record> {
     }
     out
 }
+
+/// Format 3's `bootedBefore` (kind 13) as a run writes it: no re-plan fitted from step 1 while an
+/// older system was booted, so the run reboots into step 1. Kept apart from the golden runs;
+/// `first_seq` is the seq the first record will get.
+pub fn booted_before_records(first_seq: u64) -> Vec<Record> {
+    vec![
+        Record::BootedBefore {
+            toplevel: store_path("nixos-system-web-old"),
+        },
+        Record::Intent {
+            transition: Transition::Reboot {
+                expected_booted: store_path("nixos-system-web-step1"),
+            },
+        },
+        Record::Done {
+            intent: first_seq + 1,
+            added: None,
+            freed: None,
+        },
+    ]
+}

@@ -1,11 +1,14 @@
 //! Re-planning a chain whose step ran out of space (the machine's `Replanning` phase): the disk
 //! measured again, the planner run from the generation the run stands at (its closure as G0: what
 //! is still to move is what it lacks) with the cost per byte the failure taught, and the new steps
-//! journaled (`replanned`) before anything else happens. When nothing fits, the run stops at that
-//! complete generation; `resume` re-plans with whatever room there is then.
+//! journaled (`replanned`) before anything else happens. When nothing fits while another system
+//! is booted, it reboots into the generation it stands at first (if it may; a machine that booted
+//! it already is not rebooted again), collects what the old boot pinned and re-plans; otherwise
+//! the run stops at that complete generation and `resume` re-plans with whatever room there is
+//! then.
 
 use super::super::plan_inputs::{gather_from, Gathering, SystemLinks};
-use super::super::preflight::no_room;
+use super::super::preflight::no_room as shortfall_why;
 use super::super::upgrade::recorded_step;
 use super::*;
 use crate::effects::journal::{human_bytes, PlannedStep, RebootPolicy};
@@ -18,6 +21,9 @@ pub(super) enum Replan {
     Fits(Box<Spec>, Event),
     /// Nothing fits from where the run stands: why, for the user (the run stops, exit 3).
     NothingFits(String),
+    /// Nothing fits (why) while another system is booted: reboot into the generation the
+    /// run stands at (this effect, [`RunState::reboot_to_replan`]) and re-plan after the boot.
+    RebootFirst(Effect, String),
 }
 
 impl Executor<'_> {
@@ -46,6 +52,12 @@ impl Executor<'_> {
                 here.label, here.out
             )))
         };
+        // Only a shortfall of room is what a reboot can help with.
+        let reboot = self.reboot_to_make_room(spec, state, at, &here.out);
+        let no_room = |why: String| match reboot {
+            Some(e) => Ok(Replan::RebootFirst(e, why)),
+            None => stop(why),
+        };
         let mut input = match self.gather_here(spec, &here.out) {
             Ok(i) => i,
             Err(e) => return stop(format!("measuring the disk again failed: {e}")),
@@ -56,7 +68,7 @@ impl Executor<'_> {
         let plan = match crate::plan::plan(&input).map(|p| p.outcome) {
             Ok(Ok(plan)) => plan,
             Ok(Err(shortfall)) => {
-                return stop(match no_room(&shortfall) {
+                return no_room(match shortfall_why(&shortfall) {
                     crate::error::Error::NoRoom { what, help } => std::iter::once(what)
                         .chain(help)
                         .collect::<Vec<_>>()
@@ -75,7 +87,7 @@ impl Executor<'_> {
             let failed_drv = spec.steps.get(at as usize).map(|g| &g.drv);
             let same = tops.first().map(|(drv, _)| drv) == failed_drv;
             if retries_without_more_room(same, ran_out, input.free) {
-                return stop(format!(
+                return no_room(format!(
                     "the best plan tries the same step again, with {} free where it failed with {}",
                     human_bytes(input.free),
                     human_bytes(ran_out.free)
@@ -106,6 +118,32 @@ impl Executor<'_> {
             reboot_after: new_spec.reboot_after,
         };
         Ok(Replan::Fits(Box::new(new_spec), ev))
+    }
+
+    /// The reboot into the generation the run stands at (`here`, generation `at`) while another
+    /// system is booted: what that one pins may be what no re-plan finds room for. The run must
+    /// be allowed to reboot (`--reboot when-needed`), and outside the reboot window the executor
+    /// stops before it. When the machine has booted `here` already (a power cut's boot) but the
+    /// run has not journaled booting it, the reboot is journaled as probed and only the collect
+    /// of what the generation the run knew booted pinned runs, whatever the reboot policy.
+    fn reboot_to_make_room(
+        &self,
+        spec: &Spec,
+        state: &RunState,
+        at: Gen,
+        here: &StorePath,
+    ) -> Option<Effect> {
+        let e = state.reboot_to_replan()?;
+        let booted = self
+            .system
+            .read_system_link(&spec.header.booted_system)
+            .ok()
+            .flatten()?;
+        if &booted == here {
+            (state.booted != at).then_some(e)
+        } else {
+            (spec.header.reboot == RebootPolicy::WhenNeeded).then_some(e)
+        }
     }
 
     /// The planner's input from generation `here`, the disk measured now.

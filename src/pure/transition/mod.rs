@@ -34,6 +34,16 @@
 //! `resume` re-plans again, with whatever room there is then. A re-plan has no effect on the world,
 //! so it has no inverse: walking back from a replanned chain is walking back any chain.
 //!
+//! The planner plans reboots only into steps it makes, never into the generation a re-plan starts
+//! from; yet an older generation still booted may pin what the rest of the chain needs. So when
+//! nothing fits while the run stands at `at`, the executor may make the move `at → at`
+//! ([`RunState::reboot_to_replan`]): only its Reboot and CollectBooted stages (the inverse
+//! table's rows: nothing undoes a reboot; the collect is undone by realising `at`, which is
+//! complete), then [`Phase::Replanning`] at `at` again. Whether a reboot can help is the world's
+//! question, not the machine's (the machine's `booted` is G0 until the run's first reboot, even
+//! on a machine that booted an older system): the executor makes it only while the machine has
+//! not booted `at`, so after it the next re-plan that does not fit stops.
+//!
 //! The journal records Intent/Done/Failed around each effect; replaying those records through
 //! [`next`] rebuilds the state exactly ([`replay`]), which is how `resume` knows where it stands.
 
@@ -418,6 +428,17 @@ impl RunState {
         }
     }
 
+    /// In [`Phase::Replanning`] at `at`: the reboot into `at` the executor may make when no
+    /// re-plan fits and the machine has not booted `at` (only a reboot frees what the booted
+    /// system pins). The move `at → at` it starts has only its Reboot and CollectBooted stages
+    /// and returns to re-planning.
+    pub fn reboot_to_replan(&self) -> Option<Effect> {
+        match (self.phase, self.in_flight) {
+            (Phase::Replanning { at }, None) => Some(Effect::Reboot { gen: at }),
+            _ => None,
+        }
+    }
+
     /// The last generation of the current chain: the target.
     pub fn last_gen(&self) -> Gen {
         match self.chain {
@@ -581,6 +602,15 @@ pub fn next(state: &RunState, event: Event) -> Result<RunState, NotAllowed> {
                 reboot_after,
             },
         ) if a == at => replanned(&mut s, at, steps, reboot_after)?,
+        (Phase::Replanning { at }, None, Event::Intent(e)) if Some(e) == s.reboot_to_replan() => {
+            s.in_flight = Some(e);
+            s.phase = Phase::Moving(Move {
+                from: at,
+                to: at,
+                direction: Direction::Forward,
+                stage: Stage::Reboot,
+            });
+        }
         (Phase::Preflight, None, Event::UnwindRequested) => {
             s.unwind_requested = true;
             s.phase = Phase::Releasing(Outcome::Unwound { failed: false });
@@ -695,6 +725,8 @@ fn done(s: &mut RunState, phase: Phase, e: Effect) {
                 None => {
                     s.phase = match m.direction {
                         Direction::Forward if s.unwind_requested => s.turn_around(m.to),
+                        // The reboot that made room for a re-plan (`reboot_to_replan`).
+                        Direction::Forward if m.from == m.to => Phase::Replanning { at: m.to },
                         Direction::Forward if m.to == s.last_gen() => {
                             Phase::Releasing(Outcome::ReachedTarget)
                         }

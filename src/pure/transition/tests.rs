@@ -738,3 +738,116 @@ proptest! {
         prop_assert_eq!(replay(sh, events.iter().copied()).unwrap(), s);
     }
 }
+
+/// A run at 1 after step 2 ran out of space, G0 still booted: where no re-plan may fit.
+fn replanning_at_1_with_g0_booted() -> (RunState, World, Vec<Event>) {
+    let mut s = RunState::new(shape(3, false, FailurePolicy::Unwind));
+    let mut world = World::new();
+    world.booted = 0;
+    let mut events = vec![Event::Begin {
+        chain: Chain::Steps,
+    }];
+    s = next(&s, events[0]).unwrap();
+    while s.next_action() != (Next::Replan { at: 1 }) {
+        let Next::Run(e) = s.next_action() else {
+            panic!("unexpected {:?}", s.next_action())
+        };
+        s = next(&s, Event::Intent(e)).unwrap();
+        events.push(Event::Intent(e));
+        let ev = if e == (Effect::Realise { gen: 2 }) {
+            Event::Failed(e, FailureKind::OutOfSpace)
+        } else {
+            world.apply(&s, e);
+            Event::Done(e)
+        };
+        s = next(&s, ev).unwrap();
+        events.push(ev);
+    }
+    (s, world, events)
+}
+
+#[test]
+fn no_replan_fitting_reboots_into_the_generation_the_run_stands_at_then_replans() {
+    let (mut s, mut world, mut events) = replanning_at_1_with_g0_booted();
+    // G0 stayed booted: it pins what it shared with the generations the run left.
+    assert!(world.valid.contains(&0), "the booted G0 stays on disk");
+    assert_eq!(s.expected(), None, "a re-plan comes first");
+    assert_eq!(s.reboot_to_replan(), Some(Effect::Reboot { gen: 1 }));
+    // The executor makes the reboot only when no re-plan fits: the machine still asks to re-plan.
+    assert_eq!(s.next_action(), Next::Replan { at: 1 });
+    for e in [Effect::Reboot { gen: 1 }, Effect::Collect { gen: 0 }] {
+        s = next(&s, Event::Intent(e)).unwrap();
+        assert_eq!(s.in_flight, Some(e));
+        assert!(matches!(
+            s.phase,
+            Phase::Moving(Move {
+                from: 1,
+                to: 1,
+                direction: Direction::Forward,
+                ..
+            })
+        ));
+        world.apply(&s, e);
+        s = next(&s, Event::Done(e)).unwrap();
+        events.extend([Event::Intent(e), Event::Done(e)]);
+        if e == (Effect::Reboot { gen: 1 }) {
+            assert_eq!(s.next_action(), Next::Run(Effect::Collect { gen: 0 }));
+        }
+    }
+    // Booted into 1, what G0 pinned collected: the run re-plans from 1.
+    assert_eq!((s.booted, s.booted_before), (1, 0));
+    assert!(!world.valid.contains(&0), "G0 collected after the reboot");
+    assert_eq!(s.phase, Phase::Replanning { at: 1 });
+    assert_eq!((world.profile, world.current), (1, 1));
+    let ev = Event::Replanned {
+        at: 1,
+        steps: 4,
+        reboot_after: 0,
+    };
+    s = next(&s, ev).unwrap();
+    events.push(ev);
+    assert_eq!(s.expected(), Some(Effect::WriteDerivations { gen: 2 }));
+    let sh = shape(3, false, FailurePolicy::Unwind);
+    assert_eq!(replay(sh, events.iter().copied()).unwrap(), s);
+}
+
+#[test]
+fn the_reboot_for_a_replan_is_only_into_the_generation_the_run_stands_at() {
+    let (s, _, _) = replanning_at_1_with_g0_booted();
+    for wrong in [Effect::Reboot { gen: 0 }, Effect::Reboot { gen: 2 }] {
+        assert!(matches!(
+            next(&s, Event::Intent(wrong)),
+            Err(NotAllowed::UnexpectedIntent { .. })
+        ));
+    }
+    // At G0 too: the machine booted before the run may be older than G0.
+    let mut at_g0 = s.clone();
+    at_g0.phase = Phase::Replanning { at: 0 };
+    assert_eq!(at_g0.reboot_to_replan(), Some(Effect::Reboot { gen: 0 }));
+    let r = next(&at_g0, Event::Intent(Effect::Reboot { gen: 0 })).unwrap();
+    let r = next(&r, Event::Done(Effect::Reboot { gen: 0 })).unwrap();
+    assert_eq!(r.next_action(), Next::Run(Effect::Collect { gen: 0 }));
+    // Nowhere but in re-planning.
+    let mut moving = s.clone();
+    moving.phase = moving.forward(1);
+    assert_eq!(moving.reboot_to_replan(), None);
+    assert!(next(&moving, Event::Intent(Effect::Reboot { gen: 1 })).is_err());
+}
+
+#[test]
+fn the_reboot_for_a_replan_fails_stuck_and_an_unwind_walks_back_after_its_collect() {
+    let (s, _, _) = replanning_at_1_with_g0_booted();
+    let reboot = Effect::Reboot { gen: 1 };
+    let s = next(&s, Event::Intent(reboot)).unwrap();
+    // The reboot command failed: only a retry helps (`resume`), the chain is not walked back.
+    let f = next(&s, Event::Failed(reboot, FailureKind::Other)).unwrap();
+    assert_eq!(f.next_action(), Next::Stop(reboot, FailureKind::Other));
+    let s = next(&s, Event::Done(reboot)).unwrap();
+    // An unwind asked before the collect finishes the move, then walks back from 1.
+    let mut u = next(&s, Event::UnwindRequested).unwrap();
+    let collect = Effect::Collect { gen: 0 };
+    assert_eq!(u.next_action(), Next::Run(collect));
+    u = next(&u, Event::Intent(collect)).unwrap();
+    u = next(&u, Event::Done(collect)).unwrap();
+    assert_eq!(u.expected(), Some(Effect::Realise { gen: 0 }));
+}
