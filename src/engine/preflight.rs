@@ -86,7 +86,12 @@ pub fn leftovers(
     let paths: Vec<StorePath> = input
         .facts
         .iter()
-        .filter(|(p, f)| f.present && !live.contains(*p) && !g0_closure.contains(*p))
+        .filter(|(p, f)| {
+            f.present
+                && !live.contains(*p)
+                && !g0_closure.contains(*p)
+                && !input.booted.contains(*p)
+        })
         .map(|(p, _)| p.clone())
         .collect();
     let paths = super::garbage::with_dead_referrers(store, paths, &live)?;
