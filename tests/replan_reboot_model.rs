@@ -17,9 +17,7 @@ use common::model::{at, check_system, continue_req, request, FixedClock, Series,
 use stepwise::drv::StorePath;
 use stepwise::effects::journal::{RebootPolicy, RebootWindow, Record, Strategy};
 use stepwise::effects::{Store, System};
-use stepwise::engine::plan_inputs::gather;
 use stepwise::engine::{ContinueOutcome, MemLog, RunEnd, RunLog, Seams, UpgradeOutcome};
-use stepwise::plan::PlanOptions;
 use stepwise::transition::Outcome;
 
 /// Bytes left free before the second realise: less than its step adds.
@@ -37,8 +35,6 @@ struct World {
     target: StorePath,
     /// Fill the disk before step 1's realise already (the re-plan is then from G0).
     fill_at_g0: bool,
-    /// Fill the disk at all (off: the run has the room its plan counted on).
-    fill: bool,
 }
 
 fn package(s: &Series, name: &str) -> StorePath {
@@ -87,7 +83,6 @@ fn world() -> World {
         target_drv,
         target,
         fill_at_g0: false,
-        fill: true,
     }
 }
 
@@ -113,7 +108,6 @@ fn hook<'a>(
 ) -> Box<dyn FnMut(&str) -> bool + 'a> {
     Box::new(move |name: &str| {
         if name == "before-intent-realise"
-            && w.fill
             && !*filled.borrow()
             && (w.fill_at_g0 || at(&w.s.store).1 != w.g0)
         {
@@ -385,105 +379,4 @@ fn crashed_at_every_checkpoint_of_a_reboot_for_a_replan_then_resumed() {
         .filter(|x| *x == "after-intent-collect")
         .count();
     assert!(collects >= 4, "{crashed_at:?}");
-}
-
-/// Whether a new run's plan fits with `used` bytes taken elsewhere, and whether it reboots.
-fn plan_on(w: &World, used: u64) -> Option<bool> {
-    w.s.store.set_used_elsewhere(used);
-    let prepared = stepwise::engine::upgrade::prepare(
-        &stepwise_request(w),
-        &w.s.store,
-        &w.s.store,
-        &mut |_| {},
-    );
-    w.s.store.set_used_elsewhere(0);
-    match prepared.ok()? {
-        stepwise::engine::upgrade::Prepared::Run(r) => {
-            Some(r.header.plan.iter().any(|s| s.reboot_after == Some(true)))
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
-/// A new run's plan (not a re-plan) counts what the older booted system r0 pins outside G0 as
-/// freed by a reboot: on the tightest disk its plan fits, the chain reboots, the run names r0
-/// (`bootedBefore`) before that reboot and collects what only r0 pinned after it. Without those
-/// pins in the plan, nothing frees r0's pkg0 and that disk fits no order.
-#[test]
-fn a_new_plan_counts_what_an_older_booted_system_pins_as_freed_by_its_reboot() {
-    let w = world();
-    let free = w.s.store.space().unwrap().free;
-    let step = 50 * KIB;
-    let tightest = (0..free / step)
-        .map(|k| k * step)
-        .take_while(|&used| plan_on(&w, used).is_some())
-        .last()
-        .expect("fits with the whole disk");
-    assert_eq!(
-        plan_on(&w, tightest),
-        Some(true),
-        "the tightest disk's plan reboots"
-    );
-    // The plan's reboot frees r0's pkg0, which is in neither G0 nor the target.
-    w.s.store.set_used_elsewhere(tightest);
-    let input = gather(
-        &w.s.store,
-        &w.s.store,
-        &w.target_drv,
-        &stepwise_request(&w).links,
-        Some(0),
-        PlanOptions {
-            reboot_allowed: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let pkg0 = input.facts[&w.old_pkg0].size;
-    let planned = stepwise::plan::plan(&input).unwrap();
-    let frees: u64 = planned
-        .outcome
-        .expect("fits")
-        .steps
-        .iter()
-        .map(|s| s.space.reboot_frees)
-        .sum();
-    assert!(
-        frees >= pkg0,
-        "the reboots free {frees}, r0's pkg0 is {pkg0}"
-    );
-    // Run on that disk, crashed at every checkpoint in turn (before and after `bootedBefore`,
-    // the reboot, the collect after it), restarted as the machine would.
-    let mut crashed_at = Vec::new();
-    for k in 1.. {
-        let mut w = world();
-        w.fill = false;
-        w.s.store.set_used_elsewhere(tightest);
-        let mut log = MemLog::default();
-        let (end, crashed) = run_to_the_end(&w, &mut log, Some(k));
-        let why = format!("crash at {k} ({crashed:?})");
-        assert!(reached(&end), "{why}: {end:?}");
-        assert_eq!(
-            at(&w.s.store),
-            (w.target.clone(), w.target.clone()),
-            "{why}"
-        );
-        assert_eq!(booted_before(&log), std::slice::from_ref(&w.r0), "{why}");
-        assert!(!valid(&w, &w.old_pkg0), "{why}: what only r0 pinned left");
-        let kinds: Vec<&str> = log.last_run().iter().map(|(_, r)| r.kind_name()).collect();
-        assert!(!kinds.contains(&"spaceRanOut"), "{why}: {kinds:?}");
-        match crashed {
-            Some(c) => crashed_at.push(c),
-            None => break,
-        }
-    }
-    for c in [
-        "before-intent-reboot",
-        "after-intent-reboot",
-        "after-outcome-reboot",
-    ] {
-        assert!(
-            crashed_at.iter().any(|x| x == c),
-            "{c} not in {crashed_at:?}"
-        );
-    }
 }

@@ -804,9 +804,6 @@ impl<'a> Executor<'a> {
             if let Some(end) = self.outside_reboot_window(spec, &state, e) {
                 return Ok(end);
             }
-            if matches!(e, Effect::Reboot { .. }) {
-                self.name_the_old_boot(spec, &state)?;
-            }
             let t = match self.concretise(spec, &state, e) {
                 Ok(t) => t,
                 Err(why) => {
@@ -944,10 +941,8 @@ impl<'a> Executor<'a> {
                                 .map_err(|e| e.to_string())?,
                         );
                     }
-                    // After any reboot: what a system outside the chain booted until then
-                    // pinned (a re-plan's reboot, or a chain's first with an older system
-                    // booted), named by `bootedBefore`.
-                    if m.stage == transition::Stage::CollectBooted {
+                    // After a reboot for a re-plan: what the system booted until then pinned.
+                    if m.stage == transition::Stage::CollectBooted && m.from == m.to {
                         paths.extend(self.left_by_the_old_boot().map_err(|e| e.to_string())?);
                     }
                 }
@@ -998,30 +993,6 @@ impl<'a> Executor<'a> {
             self.append(Record::BootedBefore { toplevel })?;
         }
         Ok(e)
-    }
-
-    /// Before a reboot's intent: when the machine booted a system that is none of the chain's
-    /// generations (an older one, switched away from without a reboot), journal it
-    /// (`bootedBefore`) unless the run has already, so that the collect after the reboot can free
-    /// what it pinned; the plan counted on that.
-    fn name_the_old_boot(&mut self, spec: &Spec, state: &RunState) -> Result<(), EngineError> {
-        let Some(booted) = self
-            .system
-            .read_system_link(&spec.header.booted_system)
-            .ok()
-            .flatten()
-        else {
-            return Ok(());
-        };
-        let in_chain = (0..=state.last_gen()).any(|g| spec.gen(state.chain, g).out == booted);
-        let named =
-            self.log.last_run().iter().any(
-                |(_, r)| matches!(r, Record::BootedBefore { toplevel } if *toplevel == booted),
-            );
-        if !in_chain && !named {
-            self.append(Record::BootedBefore { toplevel: booted })?;
-        }
-        Ok(())
     }
 
     /// The closure of the system booted before the run's last reboot for a re-plan (its

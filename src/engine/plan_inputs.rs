@@ -171,7 +171,6 @@ pub fn gather_from(
         Some(b) => store.closure(std::slice::from_ref(b))?,
         None => BTreeSet::new(),
     };
-    add_booted_only_facts(store, what.g0_top, booted_top.as_ref(), &booted, &mut facts)?;
     let generations = system.generations(&what.links.profile)?;
     let profile = crate::plan::ProfileFacts {
         generations: generations.len(),
@@ -263,31 +262,6 @@ fn g0_side(
 }
 
 /// The facts of a path in the store.
-/// The booted system, when it is not G0 (switched away from without a reboot), holds paths on
-/// disk that neither G0 nor the target has. They are in the plan, pinned by the boot: the first
-/// reboot frees them unless another root keeps them, and the executor collects them after it
-/// (`bootedBefore`). Without them a plan cannot see what a reboot would free.
-fn add_booted_only_facts(
-    store: &dyn Store,
-    g0_top: &StorePath,
-    booted_top: Option<&StorePath>,
-    booted: &BTreeSet<StorePath>,
-    facts: &mut BTreeMap<StorePath, PathFacts>,
-) -> Result<(), Error> {
-    if booted_top.map_or(true, |b| b == g0_top) {
-        return Ok(());
-    }
-    let only: Vec<StorePath> = booted
-        .iter()
-        .filter(|p| !facts.contains_key(*p))
-        .cloned()
-        .collect();
-    for (p, i) in store.path_infos(&only)? {
-        facts.insert(p, local_facts(&i));
-    }
-    Ok(())
-}
-
 fn local_facts(i: &PathInfo) -> PathFacts {
     PathFacts {
         size: i.nar_size,

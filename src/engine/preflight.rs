@@ -86,12 +86,7 @@ pub fn leftovers(
     let paths: Vec<StorePath> = input
         .facts
         .iter()
-        .filter(|(p, f)| {
-            f.present
-                && !live.contains(*p)
-                && !g0_closure.contains(*p)
-                && !input.booted.contains(*p)
-        })
+        .filter(|(p, f)| f.present && !live.contains(*p) && !g0_closure.contains(*p))
         .map(|(p, _)| p.clone())
         .collect();
     let paths = super::garbage::with_dead_referrers(store, paths, &live)?;
