@@ -4,7 +4,8 @@
 //! target instantiated. The store and Nix's database share the disk. Prints a table; needs root.
 //! `STEPWISE_TESTBED_DIR=… cargo bench --bench nixos_scale` (reduced scale: 260 packages, 40
 //! local derivations); `STEPWISE_NIXOS_SCALE=full` for real scale (1,300 packages, 200 local
-//! derivations); `NIXOS_SCALE_KINDS=glibc,kernel` for some kinds only; `STEPWISE_BIN` for
+//! derivations); `NIXOS_SCALE_KINDS=glibc,kernel` for some kinds only; `NIXOS_SCALE_MIB=LO-HI`
+//! to bisect within LO–HI MiB only (a full-scale run takes minutes a trial); `STEPWISE_BIN` for
 //! another binary.
 
 use stepwise_testbed::bench::{should_measure, smallest, stepwise_bin};
@@ -31,6 +32,13 @@ fn completes(beds: &ScaleBeds, bump: Bump, mib: u64, stepwise: bool) -> bool {
         .output()
         .unwrap();
     o.status.success() && bed.current_system().as_deref() == Some(out.as_str())
+}
+
+/// `NIXOS_SCALE_MIB=LO-HI`, when set.
+fn range() -> Option<(u64, u64)> {
+    let v = std::env::var("NIXOS_SCALE_MIB").ok()?;
+    let (lo, hi) = v.split_once('-')?;
+    Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?))
 }
 
 fn show(x: Option<u64>) -> String {
@@ -63,8 +71,10 @@ fn main() {
     println!("|---|---|---|---|---|");
     for bump in Bump::ALL.into_iter().filter(|b| wanted(*b)) {
         let union = fx.union_nar[&bump];
-        let lo = fx.g0_used / MIB;
-        let hi = (fx.g0_used + 2 * (union - fx.old.closure_nar)).div_ceil(MIB) + 32;
+        let (lo, hi) = range().unwrap_or((
+            fx.g0_used / MIB,
+            (fx.g0_used + 2 * (union - fx.old.closure_nar)).div_ceil(MIB) + 32,
+        ));
         let plain = smallest(lo, hi, |m| completes(&beds, bump, m, false));
         let steps = smallest(lo, hi, |m| completes(&beds, bump, m, true));
         let ratio = match (steps, plain) {
