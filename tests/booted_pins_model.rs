@@ -23,15 +23,6 @@ fn valid(s: &Series, p: &StorePath) -> bool {
         .is_empty()
 }
 
-/// The output of the package named `pname-version` in the store.
-fn package(s: &Series, name: &str) -> StorePath {
-    s.store
-        .all_valid()
-        .into_iter()
-        .find(|p| !p.is_derivation() && p.name() == name)
-        .unwrap_or_else(|| panic!("no {name} in the store"))
-}
-
 #[test]
 fn a_reboot_frees_g0s_packages_an_older_booted_system_pinned() {
     // pkg0 and pkg1 big, pkg2 small. Room for the upgrade with one big package's two versions
@@ -58,7 +49,7 @@ fn a_reboot_frees_g0s_packages_an_older_booted_system_pinned() {
         matches!(o, UpgradeOutcome::Ran(RunEnd::Finished { .. })),
         "{o:?}"
     );
-    let old_pkg1 = package(&s, "pkg1-0.0");
+    let old_pkg1 = s.output_named("pkg1-0.0");
 
     // r2 bumps both big ones: a step, a reboot into it (freeing the old version the step
     // replaced), the next step.

@@ -502,73 +502,62 @@ fn options_make_the_header_format_3_and_raise_the_marker() {
     assert_eq!(read, &header);
 }
 
-/// `activated` (kind 12) is a format-3 record: it raises the marker, reads back as written, and
-/// in a record claiming format 2 it is damage.
-#[test]
-fn activated_records_are_format_3_and_read_back() {
+/// `written` appended to a new run: the formats of the records and the file's marker, the
+/// records read back, and the first record's JSON.
+fn write_and_read_back(written: &[Record]) -> (Vec<u16>, u16, Vec<Record>, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("journal.redb");
     let mut j = Journal::open(&path).unwrap();
     let run = j.begin_run(sample::header()).unwrap();
-    let written = sample::activated_records(2);
-    for r in written.clone() {
-        j.append(run, r).unwrap();
+    for r in written {
+        j.append(run, r.clone()).unwrap();
     }
     drop(j);
     let (records, marker) = formats(&path);
+    let j = Journal::open_read_only(&path).unwrap();
+    let all = j.all_records();
+    let read = all.iter().skip(1).map(|r| r.record.clone()).collect();
+    let json = stepwise::effects::journal::render::record_json(&all[1]);
+    (records, marker, read, json)
+}
+
+/// A format-3 record of `kind` is damage in a record claiming format 2 and reads back in one
+/// claiming format 3.
+fn only_format_3_decodes(kind: u16, r: &Record) {
+    let payload = r.encode_payload().unwrap();
+    assert!(Record::decode_payload(2, kind, &payload).is_err());
+    assert_eq!(
+        Record::decode_payload(3, kind, &payload),
+        Ok(Some(r.clone()))
+    );
+}
+
+/// `activated` (kind 12) is a format-3 record: it raises the marker, reads back as written, and
+/// in a record claiming format 2 it is damage.
+#[test]
+fn activated_records_are_format_3_and_read_back() {
+    let written = sample::activated_records(2);
+    let (records, marker, read, _) = write_and_read_back(&written);
     assert_eq!(records, [2, 2, 3, 2, 2, 3, 2]);
     assert_eq!(marker, 3);
-    let j = Journal::open_read_only(&path).unwrap();
-    let read: Vec<Record> = j
-        .all_records()
-        .iter()
-        .skip(1)
-        .map(|r| r.record.clone())
-        .collect();
     assert_eq!(read, written);
-    let payload = written[1].encode_payload().unwrap();
-    assert!(Record::decode_payload(2, 12, &payload).is_err());
-    assert_eq!(
-        Record::decode_payload(3, 12, &payload),
-        Ok(Some(written[1].clone()))
-    );
+    only_format_3_decodes(12, &written[1]);
 }
 
 /// `bootedBefore` (kind 13) is a format-3 record: it raises the marker, reads back as written
 /// (the JSON export names it), and in a record claiming format 2 it is damage.
 #[test]
 fn booted_before_records_are_format_3_and_read_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.redb");
-    let mut j = Journal::open(&path).unwrap();
-    let run = j.begin_run(sample::header()).unwrap();
     let written = sample::booted_before_records(2);
-    for r in written.clone() {
-        j.append(run, r).unwrap();
-    }
-    drop(j);
-    let (records, marker) = formats(&path);
+    let (records, marker, read, json) = write_and_read_back(&written);
     assert_eq!(records, [2, 3, 2, 2]);
     assert_eq!(marker, 3);
-    let j = Journal::open_read_only(&path).unwrap();
-    let read: Vec<Record> = j
-        .all_records()
-        .iter()
-        .skip(1)
-        .map(|r| r.record.clone())
-        .collect();
     assert_eq!(read, written);
-    let json = stepwise::effects::journal::render::record_json(&j.all_records()[1]);
     assert_eq!(json["kind"], "bootedBefore");
     assert!(json["data"]["toplevel"]
         .as_str()
         .is_some_and(|t| t.ends_with("nixos-system-web-old")));
-    let payload = written[0].encode_payload().unwrap();
-    assert!(Record::decode_payload(2, 13, &payload).is_err());
-    assert_eq!(
-        Record::decode_payload(3, 13, &payload),
-        Ok(Some(written[0].clone()))
-    );
+    only_format_3_decodes(13, &written[0]);
 }
 
 /// A kind format 2 did not have, in a record that claims format 2, is damage, not an unknown

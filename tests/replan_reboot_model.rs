@@ -37,21 +37,13 @@ struct World {
     fill_at_g0: bool,
 }
 
-fn package(s: &Series, name: &str) -> StorePath {
-    s.store
-        .all_valid()
-        .into_iter()
-        .find(|p| !p.is_derivation() && p.name() == name)
-        .unwrap_or_else(|| panic!("no {name} in the store"))
-}
-
 /// r0 booted; r1 (pkg0 bumped) switched to without a reboot; r2 (pkg0 and pkg1 bumped) the
 /// target: two steps that fit without a reboot (pkg0's r1 version is G0's alone).
 fn world() -> World {
     let mut s = Series::new(&[4000, 3000, 100], 15_600 * KIB);
     let r0 = at(&s.store).0;
     s.store.set_running_system(&r0, true);
-    let old_pkg0 = package(&s, "pkg0-0.0");
+    let old_pkg0 = s.output_named("pkg0-0.0");
     let r1 = s.revise(&[0], |_, b| b);
     let stop = AtomicBool::new(false);
     let clock = FixedClock(0.into());
@@ -272,18 +264,8 @@ fn the_reboot_for_a_replan_keeps_the_reboot_policy_and_window() {
         upper_minute: 300,
     });
     let mut log = MemLog::default();
-    let end = stepwise::engine::upgrade(
-        &req,
-        &mut seams(&w, &stop, &clock, hook(&w, &passed, &filled, None)),
-        &mut log,
-    )
-    .unwrap();
-    let UpgradeOutcome::Ran(RunEnd::Stopped { why }) = &end else {
-        panic!("{end:?}")
-    };
+    let why = stopped_upgrade(&w, &req, &clock, &filled, &mut log);
     assert!(why.contains("outside the reboot window"), "{why}");
-    assert_eq!(w.s.store.reboots(), 0);
-    assert!(booted_before(&log).is_empty());
     check_system(&w.s.store).unwrap();
     // Inside the window: the reboot, then the boot's `resume` reaches the target.
     clock.0.set(150);
@@ -309,20 +291,34 @@ fn the_reboot_for_a_replan_keeps_the_reboot_policy_and_window() {
     let w = world();
     let mut req = stepwise_request(&w);
     req.reboot = RebootPolicy::Never;
-    let (passed, filled) = (RefCell::new(0), RefCell::new(false));
     let mut log = MemLog::default();
+    let why = stopped_upgrade(&w, &req, &clock, &RefCell::new(false), &mut log);
+    assert!(why.contains("no re-plan fits"), "{why}");
+}
+
+/// `req`'s run, on `w` with the disk filled before step 2's realise (unless `filled` already),
+/// stops without rebooting or naming a booted system: why.
+fn stopped_upgrade(
+    w: &World,
+    req: &stepwise::engine::UpgradeRequest,
+    clock: &FixedClock,
+    filled: &RefCell<bool>,
+    log: &mut MemLog,
+) -> String {
+    let stop = AtomicBool::new(false);
+    let passed = RefCell::new(0);
     let end = stepwise::engine::upgrade(
-        &req,
-        &mut seams(&w, &stop, &clock, hook(&w, &passed, &filled, None)),
-        &mut log,
+        req,
+        &mut seams(w, &stop, clock, hook(w, &passed, filled, None)),
+        log,
     )
     .unwrap();
-    let UpgradeOutcome::Ran(RunEnd::Stopped { why }) = &end else {
+    let UpgradeOutcome::Ran(RunEnd::Stopped { why }) = end else {
         panic!("{end:?}")
     };
-    assert!(why.contains("no re-plan fits"), "{why}");
     assert_eq!(w.s.store.reboots(), 0);
-    assert!(booted_before(&log).is_empty());
+    assert!(booted_before(log).is_empty());
+    why
 }
 
 /// Crashed at every checkpoint of the run in turn (those of the reboot for the re-plan among

@@ -98,6 +98,15 @@ impl Series {
         self.toplevel_drv()
     }
 
+    /// The output of the package named `pname-version` in the store.
+    pub fn output_named(&self, name: &str) -> StorePath {
+        self.store
+            .all_valid()
+            .into_iter()
+            .find(|p| !p.is_derivation() && p.name() == name)
+            .unwrap_or_else(|| panic!("no {name} in the store"))
+    }
+
     /// The toplevel's output path.
     pub fn out(&self, drv: &StorePath) -> StorePath {
         self.store.outputs_of(drv)["out"].clone()
