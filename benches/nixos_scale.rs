@@ -5,8 +5,8 @@
 //! `STEPWISE_TESTBED_DIR=… cargo bench --bench nixos_scale` (reduced scale: 260 packages, 40
 //! local derivations); `STEPWISE_NIXOS_SCALE=full` for real scale (1,300 packages, 200 local
 //! derivations); `NIXOS_SCALE_KINDS=glibc,kernel` for some kinds only; `NIXOS_SCALE_MIB=LO-HI`
-//! to bisect within LO–HI MiB only (a full-scale run takes minutes a trial); `STEPWISE_BIN` for
-//! another binary.
+//! to bisect within LO–HI MiB only (a full-scale run takes minutes a trial);
+//! `NIXOS_SCALE_WHICH=plain` or `stepwise` for one of the two; `STEPWISE_BIN` for another binary.
 
 use stepwise_testbed::bench::{should_measure, smallest, stepwise_bin};
 use stepwise_testbed::{Bump, ScaleBeds, ScaleSpec};
@@ -75,8 +75,15 @@ fn main() {
             fx.g0_used / MIB,
             (fx.g0_used + 2 * (union - fx.old.closure_nar)).div_ceil(MIB) + 32,
         ));
-        let plain = smallest(lo, hi, |m| completes(&beds, bump, m, false));
-        let steps = smallest(lo, hi, |m| completes(&beds, bump, m, true));
+        let which = std::env::var("NIXOS_SCALE_WHICH").unwrap_or_default();
+        let run = |stepwise: bool| {
+            let name = if stepwise { "stepwise" } else { "plain" };
+            (which.is_empty() || which == name)
+                .then(|| smallest(lo, hi, |m| completes(&beds, bump, m, stepwise)))
+                .flatten()
+        };
+        let plain = run(false);
+        let steps = run(true);
         let ratio = match (steps, plain) {
             (Some(s), Some(p)) => format!("{:.2}", s as f64 / p as f64),
             _ => "-".into(),
