@@ -758,14 +758,7 @@ impl<'a> Executor<'a> {
                         why: format!("{} failed ({kind:?})", e.name()),
                     });
                 }
-                Next::Finished(o) => {
-                    self.append(Record::RunFinished {
-                        outcome: record::outcome(o),
-                    })?;
-                    let replayed = record::replay(spec, &self.log.last_run())
-                        .map_err(|e| EngineError::Replay(e.to_string()))?;
-                    return Ok(self.finished(spec, o, &replayed));
-                }
+                Next::Finished(o) => return self.journal_finished(spec, o),
                 Next::Replan { at } => match self.replan(spec, &state, at)? {
                     replan::Replan::Fits(new_spec, ev) => {
                         *spec = *new_spec;
@@ -844,6 +837,16 @@ impl<'a> Executor<'a> {
                 }
             }
         }
+    }
+
+    /// The run's end, journaled (`runFinished`), and what it did, read back from the journal.
+    fn journal_finished(&mut self, spec: &Spec, o: Outcome) -> Result<RunEnd, EngineError> {
+        self.append(Record::RunFinished {
+            outcome: record::outcome(o),
+        })?;
+        let replayed = record::replay(spec, &self.log.last_run())
+            .map_err(|e| EngineError::Replay(e.to_string()))?;
+        Ok(self.finished(spec, o, &replayed))
     }
 
     /// A reboot outside the run's window does not happen: the run stops before it, at a complete
