@@ -77,9 +77,24 @@ impl<'a> Naive<'a> {
             .filter(|x| !self.present.contains(x))
             .map(|&x| self.size(x))
             .sum();
+        let paths = gen
+            .iter()
+            .filter(|&&x| x < GLUE_BASE && !self.present.contains(&x))
+            .count() as u64;
+        // The first step builds every changed glue path; a later one the glue its jobs' packages
+        // are read by.
+        let glue = if self.steps_done == 1 || self.p.glue_paths_by_job.is_empty() {
+            self.p.step_glue_paths
+        } else {
+            moves
+                .iter()
+                .map(|m| self.p.glue_paths_by_job[m.job as usize])
+                .sum::<u64>()
+                .min(self.p.step_glue_paths)
+        };
         self.present.extend(gen.iter().copied());
         self.used += adds;
-        let peak = self.used;
+        let peak = self.used + self.p.transient(paths + glue);
         let gone: Vec<usize> = self
             .prev
             .difference(&gen)
@@ -144,6 +159,9 @@ struct Gen {
     glue: u64,
     ceiling_frac: u32,
     reboot: bool,
+    /// Bytes a registered path holds while its step's realise runs, the glue's paths, and
+    /// per job the glue paths that read it (empty: all).
+    transient: (u64, u64, Vec<u64>),
 }
 
 fn gen() -> impl Strategy<Value = Gen> {
@@ -168,6 +186,11 @@ fn gen() -> impl Strategy<Value = Gen> {
             0u64..50,
             0u32..130,
             any::<bool>(),
+            prop_oneof![
+                Just((0u64, 0u64, Vec::new())),
+                (1u64..200, 0u64..4, Just(Vec::new())),
+                (1u64..200, 0u64..6, prop::collection::vec(0u64..4, 8)),
+            ],
         )
             .prop_map(
                 |(
@@ -181,6 +204,7 @@ fn gen() -> impl Strategy<Value = Gen> {
                     glue,
                     ceiling_frac,
                     reboot,
+                    transient,
                 )| Gen {
                     sizes,
                     jobs,
@@ -192,6 +216,7 @@ fn gen() -> impl Strategy<Value = Gen> {
                     glue,
                     ceiling_frac,
                     reboot,
+                    transient,
                 },
             )
     })
@@ -255,6 +280,12 @@ fn build(g: &Gen) -> SpaceProblem {
         base,
         base_old,
         step_glue: g.glue,
+        step_glue_paths: g.transient.1,
+        glue_paths_by_job: match g.transient.2.is_empty() {
+            true => Vec::new(),
+            false => g.transient.2[..g.jobs.len()].to_vec(),
+        },
+        registration_transient: g.transient.0,
         used,
         ceiling: u64::MAX,
         reboot_allowed: g.reboot,
@@ -369,6 +400,9 @@ fn two_big_packages_one_at_a_time() {
         base: vec![4],
         base_old: vec![],
         step_glue: 1,
+        step_glue_paths: 0,
+        glue_paths_by_job: Vec::new(),
+        registration_transient: 0,
         used: 210,
         ceiling: 320,
         reboot_allowed: false,
@@ -380,6 +414,48 @@ fn two_big_packages_one_at_a_time() {
     assert_eq!(o.steps[0].space.frees, 100);
     assert_eq!(o.steps[1].space.frees, 101);
     assert_eq!(o.steps[1].space.used_after, 211);
+}
+
+/// Nix's write-ahead log: each path a step's realise registers (its glue's too) holds some bytes
+/// while that realise runs. They count in the step's peak and in the plain upgrade's, never after.
+#[test]
+fn a_realise_holds_its_registrations_at_the_peak_only() {
+    // As in two_big_packages_one_at_a_time, with 20 bytes a registration and one glue path.
+    let mut p = SpaceProblem {
+        sizes: vec![100, 100, 100, 100, 10],
+        present: vec![true, false, true, false, true],
+        keep: vec![false; 5],
+        booted: vec![false; 5],
+        jobs: (0..2)
+            .map(|j| Job {
+                name: format!("{j}"),
+                old: vec![2 * j, 4],
+                new: vec![2 * j + 1, 4],
+                stub: None,
+                maskable: true,
+            })
+            .collect(),
+        base: vec![4],
+        base_old: vec![],
+        step_glue: 1,
+        step_glue_paths: 1,
+        glue_paths_by_job: Vec::new(),
+        registration_transient: 20,
+        used: 210,
+        ceiling: 352,
+        reboot_allowed: false,
+    };
+    // Both packages and the glue in one realise: 3 registrations.
+    assert_eq!(p.plain_peak(), 411 + 60);
+    let o = order(&p).unwrap();
+    assert_eq!(o.steps.len(), 2);
+    assert_eq!(o.peak, 312 + 40);
+    assert_eq!(o.steps[1].space.used_after, 211);
+    p.ceiling = 351;
+    assert!(
+        order(&p).is_err(),
+        "one byte short of the second step's realise"
+    );
 }
 
 /// The booted system pins G0: nothing is freed without a reboot; with one, the plan fits.
@@ -409,6 +485,9 @@ fn booted_pins_need_a_reboot() {
         base: vec![],
         base_old: vec![],
         step_glue: 0,
+        step_glue_paths: 0,
+        glue_paths_by_job: Vec::new(),
+        registration_transient: 0,
         used: 200,
         ceiling: 300,
         reboot_allowed: false,
@@ -454,6 +533,9 @@ fn non_vital_is_stubbed_and_returns() {
         base: vec![],
         base_old: vec![],
         step_glue: 0,
+        step_glue_paths: 0,
+        glue_paths_by_job: Vec::new(),
+        registration_transient: 0,
         used: 200,
         ceiling: 250,
         reboot_allowed: false,

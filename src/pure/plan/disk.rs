@@ -19,7 +19,10 @@
 //!   pays a block or two per file, and was under-estimated by ~6 KiB a path;
 //! - and for each path Nix's own bookkeeping beside it, on the store's filesystem when Nix's
 //!   state is ([`DiskCost::bookkeeping`]): its rows in Nix's database, and for a derivation a
-//!   step builds (glue, configuration-specific derivations) the `.drv` file and the build log.
+//!   step builds (glue, configuration-specific derivations) the `.drv` file and the build log;
+//! - while a realise runs, Nix's write-ahead log beside the database
+//!   ([`DiskCost::registration_transient`] a path it registers): a step's peak and the plain
+//!   upgrade's count it, what stays after does not.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +48,18 @@ pub const COMPRESSED_MARGIN_PPM: u64 = 100_000;
 /// Bytes Nix's database grows by for each path it registers (its `ValidPaths` row, its
 /// `Refs` rows): about 0.5 KiB measured on the real-scale fixture's steps, doubled.
 pub const NIX_DB_BYTES_PER_PATH: u64 = 1024;
+
+/// Bytes Nix's SQLite write-ahead log grows by for each path one process registers: a
+/// transaction each, of a few whole pages (`ValidPaths`, `Refs` and their indexes). The log is
+/// reset only at a checkpoint, which Nix defers to 40,000 pages, and deleted when the process
+/// exits: it is a step's transient, not a lasting cost. Measured on Nix 2.8 with the real-scale
+/// fixture (`cargo bench --bench nix_transient`): 32–43 KiB a path (the mass rebuild's realise of
+/// 316 paths: 10.3 MiB of log, gone after it), hence 40 KiB.
+pub const NIX_WAL_BYTES_PER_PATH: u64 = 40 * 1024;
+
+/// The most the write-ahead log holds: Nix's checkpoint interval, 40,000 frames of a 4 KiB
+/// page and its 24-byte header.
+pub const NIX_WAL_MAX_BYTES: u64 = 40_000 * (4096 + 24);
 
 /// What was measured on the store's filesystem (empty: nothing measured, sizes stay NAR bytes).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +178,15 @@ impl DiskCost {
         NIX_DB_BYTES_PER_PATH + if built { 2 * self.block } else { 0 }
     }
 
+    /// What each path a realise registers holds beside it while the realise runs (Nix's
+    /// write-ahead log), where Nix's state shares the store's filesystem.
+    pub fn registration_transient(&self) -> u64 {
+        if !self.is_measured() || !self.state_on_store_fs {
+            return 0;
+        }
+        NIX_WAL_BYTES_PER_PATH
+    }
+
     /// The mean bytes per path beyond its NAR size over `samples` (NAR, allocated), where the
     /// filesystem does not compress: what one ratio misses for a path of small files.
     pub fn fit_path_overhead(&mut self, samples: &[(u64, u64)]) {
@@ -258,9 +282,11 @@ impl DiskCost {
         ) + &if self.bookkeeping(true) > 0 {
             format!(
                 "; Nix's state shares the filesystem: {} a path for its database, {} more a \
-                 derivation built",
+                 derivation built, and {} a path registered while its realise runs (the \
+                 database's write-ahead log)",
                 super::report::human_bytes(self.bookkeeping(false)),
-                super::report::human_bytes(self.bookkeeping(true) - self.bookkeeping(false))
+                super::report::human_bytes(self.bookkeeping(true) - self.bookkeeping(false)),
+                super::report::human_bytes(self.registration_transient())
             )
         } else {
             String::new()
@@ -395,7 +421,9 @@ mod tests {
         let mut c = cost(false, 1000, 1000);
         c.block = 4096;
         assert_eq!(c.estimate(1000), 1000, "state elsewhere");
+        assert_eq!(c.registration_transient(), 0, "state elsewhere");
         c.state_on_store_fs = true;
+        assert_eq!(c.registration_transient(), NIX_WAL_BYTES_PER_PATH);
         assert_eq!(c.estimate(1000), 1000 + NIX_DB_BYTES_PER_PATH);
         assert_eq!(
             c.estimate_built(1000),
@@ -406,6 +434,7 @@ mod tests {
             1000,
             "nothing measured"
         );
+        assert_eq!(DiskCost::default().registration_transient(), 0);
     }
 
     #[test]

@@ -185,9 +185,12 @@ pub fn merge(p: &SpaceProblem, seq: &[Entry], limit: u64) -> Order {
                 // Join the open step when its peak stays within the limit (the sum over-counts
                 // paths shared by the joining moves: conservative).
                 if sim.is_open() {
-                    let extra: u64 = ms.iter().map(|&m| sim.extra_adds(m)).sum();
+                    let (bytes, paths) = ms
+                        .iter()
+                        .map(|&m| sim.extra_adds(m))
+                        .fold((0, 0), |(b, n), (x, y)| (b + x, n + y));
                     let same_job = ms.iter().any(|m| moves.iter().any(|x| x.job == m.job));
-                    if same_job || sim.open_peak() + extra > limit {
+                    if same_job || sim.open_peak(paths, ms) + bytes > limit {
                         close(&mut sim, &mut moves, &mut steps);
                     }
                 }
@@ -232,14 +235,27 @@ struct Greedy<'a> {
     present: Vec<bool>,
     booted: Vec<bool>,
     side: Vec<Side>,
-    /// Per job, indexed by target side: bytes the move would add / free.
+    /// Per job, indexed by target side: bytes the move would add / free, and the paths it would
+    /// add.
     adds: Vec<[u64; 3]>,
+    add_paths: Vec<[u64; 3]>,
     frees: Vec<[u64; 3]>,
     credit_job: Vec<u32>,
     credit_side: Vec<Side>,
     used: u64,
     glue: GlueLedger,
     first_done: bool,
+    last: LastStep,
+}
+
+/// The last step the greedy made, for a move that joins it: the bytes at its peak, the paths its
+/// realise registers, the jobs it moves, and whether it is the chain's first step.
+#[derive(Default)]
+struct LastStep {
+    peak_bytes: u64,
+    paths: u64,
+    jobs: Vec<u32>,
+    first: bool,
 }
 
 fn targets(from: Side) -> &'static [Side] {
@@ -285,12 +301,14 @@ impl<'a> Greedy<'a> {
             booted: p.booted.clone(),
             side: vec![Side::Old; p.jobs.len()],
             adds: vec![[0; 3]; p.jobs.len()],
+            add_paths: vec![[0; 3]; p.jobs.len()],
             frees: vec![[0; 3]; p.jobs.len()],
             credit_job: vec![NO_CREDIT; n],
             credit_side: vec![Side::Old; n],
             used: p.used,
             glue: GlueLedger::default(),
             first_done: false,
+            last: LastStep::default(),
         };
         for j in &p.jobs {
             for &x in &j.old {
@@ -303,12 +321,9 @@ impl<'a> Greedy<'a> {
         }
         for (ji, j) in p.jobs.iter().enumerate() {
             for s in [Side::New, Side::Stub] {
-                g.adds[ji][s.index()] = j
-                    .closure(s)
-                    .iter()
-                    .filter(|&&x| !g.present[x as usize])
-                    .map(|&x| p.sizes[x as usize])
-                    .sum();
+                let absent = || j.closure(s).iter().filter(|&&x| !g.present[x as usize]);
+                g.adds[ji][s.index()] = absent().map(|&x| p.sizes[x as usize]).sum();
+                g.add_paths[ji][s.index()] = absent().count() as u64;
             }
         }
         for x in 0..n as u32 {
@@ -335,11 +350,16 @@ impl<'a> Greedy<'a> {
         for i in a..b {
             let (j, s) = self.inv[i];
             if s != Side::Old {
-                let e = &mut self.adds[j as usize][s.index()];
+                let (e, n) = (
+                    &mut self.adds[j as usize][s.index()],
+                    &mut self.add_paths[j as usize][s.index()],
+                );
                 if v {
                     *e -= size;
+                    *n -= 1;
                 } else {
                     *e += size;
+                    *n += 1;
                 }
             }
         }
@@ -382,27 +402,58 @@ impl<'a> Greedy<'a> {
         }
     }
 
+    /// What moving job `j` to `s` as a step of its own needs beyond what is used now: the bytes
+    /// it adds, the step's glue, and the transient of the realise that registers both.
+    fn step_need(&self, j: usize, s: Side) -> u64 {
+        let glue = self.p.glue_paths(!self.first_done, [j as u32]);
+        self.adds[j][s.index()]
+            + self.p.step_glue
+            + self.p.transient(self.add_paths[j][s.index()] + glue)
+    }
+
     /// Peak of a step made of these moves.
     fn peak_of(&self, moves: &[Move]) -> u64 {
         if let [m] = moves {
-            return self.used + self.adds[m.job as usize][m.to.index()] + self.p.step_glue;
+            return self.used + self.step_need(m.job as usize, m.to);
         }
         let mut seen = std::collections::HashSet::new();
-        let mut add = 0;
+        let (mut add, mut paths) = (0, 0);
         for m in moves {
             for &x in self.p.jobs[m.job as usize].closure(m.to) {
                 if !self.present[x as usize] && seen.insert(x) {
                     add += self.p.sizes[x as usize];
+                    paths += 1;
                 }
             }
         }
-        self.used + add + self.p.step_glue
+        let glue = self
+            .p
+            .glue_paths(!self.first_done, moves.iter().map(|m| m.job));
+        self.used + add + self.p.step_glue + self.p.transient(paths + glue)
+    }
+
+    /// The peak of the last step if `m` joined it.
+    fn join_peak(&self, m: Move) -> u64 {
+        let (j, s) = (m.job as usize, m.to.index());
+        let jobs = self.last.jobs.iter().copied().chain([m.job]);
+        let glue = self.p.glue_paths(self.last.first, jobs);
+        self.last.peak_bytes
+            + self.adds[j][s]
+            + self
+                .p
+                .transient(self.last.paths + self.add_paths[j][s] + glue)
     }
 
     /// Apply moves as a new step, or (`new_step` false) as part of the last step: moves that
     /// add nothing join it without a glue build of their own.
     fn apply(&mut self, moves: &[Move], new_step: bool) {
         let glue = if new_step { self.p.step_glue } else { 0 };
+        if new_step {
+            self.last = LastStep {
+                first: !self.first_done,
+                ..LastStep::default()
+            };
+        }
         let mut from = Vec::with_capacity(moves.len());
         for m in moves {
             let j = m.job as usize;
@@ -417,11 +468,18 @@ impl<'a> Greedy<'a> {
                 if !self.present[x as usize] {
                     self.set_present(x, true);
                     added += self.p.sizes[x as usize];
+                    self.last.paths += 1;
                 }
                 self.recredit(x);
             }
+            self.last.jobs.push(m.job);
         }
         self.used += added + glue;
+        self.last.peak_bytes = if new_step {
+            self.used
+        } else {
+            self.last.peak_bytes + added
+        };
         let mut freed = 0;
         for (m, &s) in moves.iter().zip(&from) {
             let job: &Job = &self.p.jobs[m.job as usize];
@@ -482,7 +540,7 @@ impl<'a> Greedy<'a> {
         let (bottleneck, missing_next) = (0..p.jobs.len())
             .filter(|&j| self.side[j] != Side::New)
             .map(|j| {
-                let need = self.used + self.adds[j][Side::New.index()] + p.step_glue;
+                let need = self.used + self.step_need(j, Side::New);
                 (j as u32, need.saturating_sub(ceiling))
             })
             .min_by_key(|&(j, miss)| (miss, j))
@@ -585,7 +643,9 @@ fn greedy(
                 match seq.last_mut() {
                     // A job moves at most once per step.
                     Some(Entry::Moves(last))
-                        if free_ride && last.iter().all(|x| x.job != m.job) =>
+                        if free_ride
+                            && last.iter().all(|x| x.job != m.job)
+                            && g.join_peak(m) <= ceiling =>
                     {
                         g.apply(&[m], false);
                         last.push(m);
@@ -617,11 +677,12 @@ fn greedy(
             }
         }
     }
-    if seq.is_empty() && g.used + p.step_glue > ceiling {
+    let glue_only = g.used + p.step_glue + p.transient(p.step_glue_paths);
+    if seq.is_empty() && glue_only > ceiling {
         // Nothing changes but the glue, and even that does not fit.
         return Err(Stuck {
             moves_done: 0,
-            missing_next: g.used + p.step_glue - ceiling,
+            missing_next: glue_only - ceiling,
             bottleneck: None,
             stub_candidates: Vec::new(),
             reboot_would_free: 0,
@@ -639,7 +700,6 @@ fn pick(g: &Greedy, ceiling: u64, last: Option<&[Move]>, allow_return: bool) -> 
             best = Some((key, m));
         }
     };
-    let glue = g.p.step_glue;
     for (j, job) in g.p.jobs.iter().enumerate() {
         let s = g.side[j];
         if s == Side::New || (s == Side::Stub && !allow_return) {
@@ -647,7 +707,12 @@ fn pick(g: &Greedy, ceiling: u64, last: Option<&[Move]>, allow_return: bool) -> 
         }
         let (a, f) = (g.adds[j][Side::New.index()], g.frees[j][Side::New.index()]);
         let can_join = last.is_some_and(|ms| ms.iter().all(|m| m.job != j as u32));
-        if (a == 0 && can_join) || g.used + a + glue <= ceiling {
+        let mv = Move {
+            job: j as u32,
+            to: Side::New,
+        };
+        let joins = a == 0 && can_join && g.join_peak(mv) <= ceiling;
+        if joins || g.used + g.step_need(j, Side::New) <= ceiling {
             let key = if a == 0 {
                 (0, 0, 0, j as u32)
             } else if f.saturating_mul(100) >= a.saturating_mul(99) {
@@ -657,20 +722,14 @@ fn pick(g: &Greedy, ceiling: u64, last: Option<&[Move]>, allow_return: bool) -> 
             } else {
                 (2, u64::MAX - f, a, j as u32)
             };
-            consider(
-                key,
-                Move {
-                    job: j as u32,
-                    to: Side::New,
-                },
-            );
+            consider(key, mv);
         }
         if s == Side::Old && job.stub.is_some() {
             let (a, f) = (
                 g.adds[j][Side::Stub.index()],
                 g.frees[j][Side::Stub.index()],
             );
-            if f > a && g.used + a + glue <= ceiling {
+            if f > a && g.used + g.step_need(j, Side::Stub) <= ceiling {
                 consider(
                     (3, u64::MAX - (f - a), 0, j as u32),
                     Move {

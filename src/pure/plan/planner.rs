@@ -450,6 +450,9 @@ fn space_problems(
         base,
         base_old,
         step_glue,
+        step_glue_paths: changed_glue_outputs(input),
+        glue_paths_by_job: glue_paths_by_job(input, units, jobs_units),
+        registration_transient: input.disk.registration_transient(),
         used: input.used,
         ceiling: (input.used + input.free).saturating_sub(input.reserve),
         reboot_allowed: input.options.reboot_allowed,
@@ -458,12 +461,76 @@ fn space_problems(
     let nar_problem = SpaceProblem {
         sizes: columns.nar_sizes,
         step_glue: step_glue_nar,
+        registration_transient: 0,
         ..problem.clone()
     };
     disk.g0_closure_nar = nar_problem.g0_size();
     disk.target_closure_nar = nar_problem.target_size();
     disk.plain_peak_nar = nar_problem.plain_peak();
     (problem, nar_problem, disk)
+}
+
+/// How many paths the first step's glue build registers at most: the target's glue outputs not
+/// on disk. Glue whose inputs the upgrade leaves alone has G0's output, on disk, in every step, so
+/// no step builds it; any other glue is built at most once a step.
+fn changed_glue_outputs(input: &PlanInput) -> u64 {
+    input
+        .target
+        .glue
+        .iter()
+        .map(|d| glue_outputs_to_build(input, d))
+        .sum()
+}
+
+/// The outputs of glue derivation `drv` not on disk.
+fn glue_outputs_to_build(input: &PlanInput, drv: &StorePath) -> u64 {
+    let on_disk = |p: &StorePath| input.facts.get(p).is_some_and(|f| f.present);
+    input.target.drvs.get(drv).map_or(0, |d| {
+        d.outputs
+            .values()
+            .filter(|o| !o.path.as_ref().is_some_and(on_disk))
+            .count() as u64
+    })
+}
+
+/// Per job, how many glue paths a later step that moves it builds: the outputs (not on disk) of
+/// the glue that reads one of its packages, directly or through other glue. A job with a unit
+/// the target has no derivation for (a removed package) counts all of them.
+fn glue_paths_by_job(input: &PlanInput, units: &Units, jobs_units: &[Vec<usize>]) -> Vec<u64> {
+    let t = &input.target;
+    // Package derivation → the glue that reads it.
+    let mut readers: BTreeMap<&StorePath, BTreeSet<&StorePath>> = BTreeMap::new();
+    for g in &t.glue {
+        let mut stack = vec![g];
+        let mut seen = BTreeSet::new();
+        while let Some(d) = stack.pop() {
+            for i in t.drvs.get(d).into_iter().flat_map(|x| x.input_drvs.keys()) {
+                if !seen.insert(i) {
+                    continue;
+                }
+                if t.glue.contains(i) {
+                    stack.push(i);
+                } else {
+                    readers.entry(i).or_default().insert(g);
+                }
+            }
+        }
+    }
+    jobs_units
+        .iter()
+        .map(|members| {
+            let mut glue = BTreeSet::new();
+            for &u in members {
+                let Some(d) = units.units[u].drv.as_ref() else {
+                    return u64::MAX;
+                };
+                glue.extend(readers.get(d).into_iter().flatten().copied());
+            }
+            glue.into_iter()
+                .map(|g| glue_outputs_to_build(input, g))
+                .sum()
+        })
+        .collect()
 }
 
 /// What every generation holds (unchanged packages and the target glue's sources, its

@@ -80,6 +80,18 @@ pub struct SpaceProblem {
     pub base_old: Vec<PathIdx>,
     /// What each step's own glue adds (built locally; estimate). Freed once the next step is in.
     pub step_glue: u64,
+    /// How many glue paths the first step builds: every glue output the target changes.
+    #[serde(default)]
+    pub step_glue_paths: u64,
+    /// Per job, how many of those a later step that moves it builds: the glue that reads its
+    /// packages (a step's glue is the target's rewritten under its mask, so its output changes
+    /// exactly when something it reads moves). Empty: every step builds them all.
+    #[serde(default)]
+    pub glue_paths_by_job: Vec<u64>,
+    /// Bytes each path a realise registers holds beside it only while that realise runs: Nix's
+    /// SQLite write-ahead log, where Nix's state shares the store's filesystem (0 where not).
+    #[serde(default)]
+    pub registration_transient: u64,
     /// Bytes used on the store's filesystem now.
     pub used: u64,
     /// `used` may never exceed this: capacity minus the reserve.
@@ -141,10 +153,10 @@ impl SpaceProblem {
     }
 
     /// What the plain upgrade needs at its peak: everything now on disk plus what the target
-    /// adds.
+    /// adds, registered by one realise.
     pub fn plain_peak(&self) -> u64 {
         let mut seen = vec![false; self.sizes.len()];
-        let mut add = self.step_glue;
+        let (mut add, mut paths) = (self.step_glue, self.step_glue_paths);
         for &p in self
             .jobs
             .iter()
@@ -153,9 +165,34 @@ impl SpaceProblem {
         {
             if !self.present[p as usize] && !std::mem::replace(&mut seen[p as usize], true) {
                 add += self.sizes[p as usize];
+                paths += 1;
             }
         }
-        self.used + add
+        self.used + add + self.transient(paths)
+    }
+
+    /// What one realise that registers `paths` store paths holds beyond their bytes while it
+    /// runs. Nix's write-ahead log takes a few pages for every registration (each its own
+    /// transaction) and is reset only at a checkpoint, which Nix defers to 40,000 pages; it is
+    /// deleted when the process exits.
+    pub fn transient(&self, paths: u64) -> u64 {
+        if self.registration_transient == 0 {
+            return 0;
+        }
+        paths
+            .saturating_mul(self.registration_transient)
+            .min(super::disk::NIX_WAL_MAX_BYTES)
+    }
+
+    /// How many glue paths a step builds that moves `jobs` (`first`: the chain's first step).
+    pub fn glue_paths(&self, first: bool, jobs: impl IntoIterator<Item = u32>) -> u64 {
+        if first || self.glue_paths_by_job.is_empty() {
+            return self.step_glue_paths;
+        }
+        jobs.into_iter()
+            .map(|j| self.glue_paths_by_job[j as usize])
+            .fold(0u64, u64::saturating_add)
+            .min(self.step_glue_paths)
     }
 }
 
@@ -228,6 +265,8 @@ pub struct Simulator<'a> {
     // The open step.
     open: bool,
     step_adds: u64,
+    /// Paths the open step's realise registers (its glue's not included).
+    step_paths: u64,
     step_moves: Vec<Move>,
 }
 
@@ -253,6 +292,7 @@ impl<'a> Simulator<'a> {
             first_done: false,
             open: false,
             step_adds: 0,
+            step_paths: 0,
             step_moves: Vec::new(),
         }
     }
@@ -269,24 +309,33 @@ impl<'a> Simulator<'a> {
         self.present[p as usize]
     }
 
-    /// What `m` would add to the open step (or to a new one), without changing anything.
-    pub fn extra_adds(&self, m: Move) -> u64 {
+    /// What `m` would add to the open step (or to a new one), without changing anything: bytes
+    /// and paths.
+    pub fn extra_adds(&self, m: Move) -> (u64, u64) {
         self.p.jobs[m.job as usize]
             .closure(m.to)
             .iter()
             .filter(|&&x| !self.present[x as usize])
-            .map(|&x| self.p.sizes[x as usize])
-            .sum()
+            .fold((0, 0), |(b, n), &x| (b + self.p.sizes[x as usize], n + 1))
     }
 
     /// The peak of the open step if `m` joined it (a new step if none is open).
     pub fn peak_with(&self, m: Move) -> u64 {
-        self.used + self.extra_adds(m) + if self.open { 0 } else { self.p.step_glue }
+        let (bytes, paths) = self.extra_adds(m);
+        let glue = if self.open { 0 } else { self.p.step_glue };
+        self.used + bytes + glue + self.open_transient(paths, &[m])
     }
 
-    /// The peak of the open step so far.
-    pub fn open_peak(&self) -> u64 {
-        self.used
+    /// The peak of the open step so far, if `more` joined it, registering `paths` more.
+    pub fn open_peak(&self, paths: u64, more: &[Move]) -> u64 {
+        self.used + self.open_transient(paths, more)
+    }
+
+    /// The transient of the open step's realise, if `more` joined it, registering `paths` more.
+    fn open_transient(&self, paths: u64, more: &[Move]) -> u64 {
+        let jobs = self.step_moves.iter().chain(more).map(|m| m.job);
+        let glue = self.p.glue_paths(!self.first_done, jobs);
+        self.p.transient(self.step_paths + paths + glue)
     }
 
     pub fn is_open(&self) -> bool {
@@ -307,6 +356,7 @@ impl<'a> Simulator<'a> {
             if !self.present[x as usize] {
                 self.present[x as usize] = true;
                 self.step_adds += self.p.sizes[x as usize];
+                self.step_paths += 1;
                 self.used += self.p.sizes[x as usize];
             }
         }
@@ -321,7 +371,8 @@ impl<'a> Simulator<'a> {
             self.step_adds = self.p.step_glue;
             self.used += self.p.step_glue;
         }
-        let peak = self.used;
+        let peak = self.used + self.open_transient(0, &[]);
+        self.step_paths = 0;
         let mut freed = 0u64;
         let moves = std::mem::take(&mut self.step_moves);
         let mut release = |sim: &mut Self, x: PathIdx| {
