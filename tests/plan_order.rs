@@ -83,14 +83,14 @@ impl<'a> Naive<'a> {
             .count() as u64;
         // The first step builds every changed glue path; a later one the glue its jobs' packages
         // are read by.
-        let glue = if self.steps_done == 1 || self.p.glue_paths_by_job.is_empty() {
+        let glue = if self.steps_done == 1 || self.p.glue_by_job.is_empty() {
             self.p.step_glue_paths
         } else {
-            moves
+            let read: BTreeSet<u32> = moves
                 .iter()
-                .map(|m| self.p.glue_paths_by_job[m.job as usize])
-                .sum::<u64>()
-                .min(self.p.step_glue_paths)
+                .flat_map(|m| self.p.glue_by_job[m.job as usize].iter().copied())
+                .collect();
+            read.iter().map(|&g| self.p.glue_outputs[g as usize]).sum()
         };
         self.present.extend(gen.iter().copied());
         self.used += adds;
@@ -159,9 +159,9 @@ struct Gen {
     glue: u64,
     ceiling_frac: u32,
     reboot: bool,
-    /// Bytes a registered path holds while its step's realise runs, the glue's paths, and
-    /// per job the glue paths that read it (empty: all).
-    transient: (u64, u64, Vec<u64>),
+    /// Bytes a registered path holds while its step's realise runs, the outputs of each changed
+    /// glue derivation, and per job the glue that reads it (empty: all of it, every step).
+    transient: (u64, Vec<u64>, Vec<Vec<u32>>),
 }
 
 fn gen() -> impl Strategy<Value = Gen> {
@@ -187,9 +187,18 @@ fn gen() -> impl Strategy<Value = Gen> {
             0u32..130,
             any::<bool>(),
             prop_oneof![
-                Just((0u64, 0u64, Vec::new())),
-                (1u64..200, 0u64..4, Just(Vec::new())),
-                (1u64..200, 0u64..6, prop::collection::vec(0u64..4, 8)),
+                Just((0u64, Vec::new(), Vec::new())),
+                (
+                    1u64..200,
+                    prop::collection::vec(1u64..3, 0..3),
+                    Just(Vec::new())
+                ),
+                (
+                    1u64..200,
+                    prop::collection::vec(1u64..3, 4),
+                    prop::collection::vec(prop::collection::btree_set(0u32..4, 0..4), 8)
+                        .prop_map(|v| v.into_iter().map(|s| s.into_iter().collect()).collect()),
+                ),
             ],
         )
             .prop_map(
@@ -280,8 +289,9 @@ fn build(g: &Gen) -> SpaceProblem {
         base,
         base_old,
         step_glue: g.glue,
-        step_glue_paths: g.transient.1,
-        glue_paths_by_job: match g.transient.2.is_empty() {
+        step_glue_paths: g.transient.1.iter().sum(),
+        glue_outputs: g.transient.1.clone(),
+        glue_by_job: match g.transient.2.is_empty() {
             true => Vec::new(),
             false => g.transient.2[..g.jobs.len()].to_vec(),
         },
@@ -401,7 +411,8 @@ fn two_big_packages_one_at_a_time() {
         base_old: vec![],
         step_glue: 1,
         step_glue_paths: 0,
-        glue_paths_by_job: Vec::new(),
+        glue_outputs: Vec::new(),
+        glue_by_job: Vec::new(),
         registration_transient: 0,
         used: 210,
         ceiling: 320,
@@ -439,7 +450,8 @@ fn a_realise_holds_its_registrations_at_the_peak_only() {
         base_old: vec![],
         step_glue: 1,
         step_glue_paths: 1,
-        glue_paths_by_job: Vec::new(),
+        glue_outputs: Vec::new(),
+        glue_by_job: Vec::new(),
         registration_transient: 20,
         used: 210,
         ceiling: 352,
@@ -486,7 +498,8 @@ fn booted_pins_need_a_reboot() {
         base_old: vec![],
         step_glue: 0,
         step_glue_paths: 0,
-        glue_paths_by_job: Vec::new(),
+        glue_outputs: Vec::new(),
+        glue_by_job: Vec::new(),
         registration_transient: 0,
         used: 200,
         ceiling: 300,
@@ -534,7 +547,8 @@ fn non_vital_is_stubbed_and_returns() {
         base_old: vec![],
         step_glue: 0,
         step_glue_paths: 0,
-        glue_paths_by_job: Vec::new(),
+        glue_outputs: Vec::new(),
+        glue_by_job: Vec::new(),
         registration_transient: 0,
         used: 200,
         ceiling: 250,

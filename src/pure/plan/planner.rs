@@ -441,6 +441,7 @@ fn space_problems(
     };
     let step_glue_nar: u64 = glue_sizes().sum();
     let step_glue: u64 = glue_sizes().map(|n| input.disk.estimate_built(n)).sum();
+    let (glue_outputs, glue_by_job) = glue_by_job(input, units, jobs_units);
     let problem = SpaceProblem {
         sizes: columns.sizes,
         present: columns.present,
@@ -450,8 +451,9 @@ fn space_problems(
         base,
         base_old,
         step_glue,
-        step_glue_paths: changed_glue_outputs(input),
-        glue_paths_by_job: glue_paths_by_job(input, units, jobs_units),
+        step_glue_paths: glue_outputs.iter().sum(),
+        glue_outputs,
+        glue_by_job,
         registration_transient: input.disk.registration_transient(),
         used: input.used,
         ceiling: (input.used + input.free).saturating_sub(input.reserve),
@@ -470,19 +472,9 @@ fn space_problems(
     (problem, nar_problem, disk)
 }
 
-/// How many paths the first step's glue build registers at most: the target's glue outputs not
-/// on disk. Glue whose inputs the upgrade leaves alone has G0's output, on disk, in every step, so
-/// no step builds it; any other glue is built at most once a step.
-fn changed_glue_outputs(input: &PlanInput) -> u64 {
-    input
-        .target
-        .glue
-        .iter()
-        .map(|d| glue_outputs_to_build(input, d))
-        .sum()
-}
-
-/// The outputs of glue derivation `drv` not on disk.
+/// The outputs of glue derivation `drv` not on disk: what building it registers. Glue whose
+/// inputs the upgrade leaves alone has G0's output, on disk, in every step, so no step builds it;
+/// any other glue is built at most once a step.
 fn glue_outputs_to_build(input: &PlanInput, drv: &StorePath) -> u64 {
     let on_disk = |p: &StorePath| input.facts.get(p).is_some_and(|f| f.present);
     input.target.drvs.get(drv).map_or(0, |d| {
@@ -493,14 +485,24 @@ fn glue_outputs_to_build(input: &PlanInput, drv: &StorePath) -> u64 {
     })
 }
 
-/// Per job, how many glue paths a later step that moves it builds: the outputs (not on disk) of
-/// the glue that reads one of its packages, directly or through other glue. A job with a unit
-/// the target has no derivation for (a removed package) counts all of them.
-fn glue_paths_by_job(input: &PlanInput, units: &Units, jobs_units: &[Vec<usize>]) -> Vec<u64> {
+/// The glue the target changes (how many outputs each builds), and per job the indices of the
+/// glue that reads one of its packages, directly or through other glue. A job with a unit the
+/// target has no derivation for (a removed package) is read by all of it.
+fn glue_by_job(
+    input: &PlanInput,
+    units: &Units,
+    jobs_units: &[Vec<usize>],
+) -> (Vec<u64>, Vec<Vec<u32>>) {
     let t = &input.target;
-    // Package derivation → the glue that reads it.
-    let mut readers: BTreeMap<&StorePath, BTreeSet<&StorePath>> = BTreeMap::new();
-    for g in &t.glue {
+    let changed: Vec<(&StorePath, u64)> = t
+        .glue
+        .iter()
+        .map(|d| (d, glue_outputs_to_build(input, d)))
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    // Package derivation → the changed glue that reads it.
+    let mut readers: BTreeMap<&StorePath, BTreeSet<u32>> = BTreeMap::new();
+    for (gi, &(g, _)) in changed.iter().enumerate() {
         let mut stack = vec![g];
         let mut seen = BTreeSet::new();
         while let Some(d) = stack.pop() {
@@ -511,26 +513,26 @@ fn glue_paths_by_job(input: &PlanInput, units: &Units, jobs_units: &[Vec<usize>]
                 if t.glue.contains(i) {
                     stack.push(i);
                 } else {
-                    readers.entry(i).or_default().insert(g);
+                    readers.entry(i).or_default().insert(gi as u32);
                 }
             }
         }
     }
-    jobs_units
+    let all: Vec<u32> = (0..changed.len() as u32).collect();
+    let by_job = jobs_units
         .iter()
         .map(|members| {
             let mut glue = BTreeSet::new();
             for &u in members {
                 let Some(d) = units.units[u].drv.as_ref() else {
-                    return u64::MAX;
+                    return all.clone();
                 };
                 glue.extend(readers.get(d).into_iter().flatten().copied());
             }
-            glue.into_iter()
-                .map(|g| glue_outputs_to_build(input, g))
-                .sum()
+            glue.into_iter().collect()
         })
-        .collect()
+        .collect();
+    (changed.iter().map(|&(_, n)| n).collect(), by_job)
 }
 
 /// What every generation holds (unchanged packages and the target glue's sources, its

@@ -83,11 +83,15 @@ pub struct SpaceProblem {
     /// How many glue paths the first step builds: every glue output the target changes.
     #[serde(default)]
     pub step_glue_paths: u64,
-    /// Per job, how many of those a later step that moves it builds: the glue that reads its
-    /// packages (a step's glue is the target's rewritten under its mask, so its output changes
-    /// exactly when something it reads moves). Empty: every step builds them all.
+    /// The glue derivations the target changes: how many outputs each builds.
     #[serde(default)]
-    pub glue_paths_by_job: Vec<u64>,
+    pub glue_outputs: Vec<u64>,
+    /// Per job, the glue (indices into `glue_outputs`, sorted) a later step that moves it
+    /// builds: the glue that reads its packages. A step's glue is the target's rewritten under
+    /// the step's mask, so its output changes exactly when something it reads moves. Empty:
+    /// every step builds all of it.
+    #[serde(default)]
+    pub glue_by_job: Vec<Vec<u32>>,
     /// Bytes each path a realise registers holds beside it only while that realise runs: Nix's
     /// SQLite write-ahead log, where Nix's state shares the store's filesystem (0 where not).
     #[serde(default)]
@@ -184,14 +188,21 @@ impl SpaceProblem {
             .min(super::disk::NIX_WAL_MAX_BYTES)
     }
 
-    /// How many glue paths a step builds that moves `jobs` (`first`: the chain's first step).
+    /// How many glue paths a step builds that moves `jobs` (`first`: the chain's first step):
+    /// the outputs of the union of the glue that reads them.
     pub fn glue_paths(&self, first: bool, jobs: impl IntoIterator<Item = u32>) -> u64 {
-        if first || self.glue_paths_by_job.is_empty() {
+        if first || self.glue_by_job.is_empty() {
             return self.step_glue_paths;
         }
-        jobs.into_iter()
-            .map(|j| self.glue_paths_by_job[j as usize])
-            .fold(0u64, u64::saturating_add)
+        let mut glue: Vec<u32> = jobs
+            .into_iter()
+            .flat_map(|j| self.glue_by_job[j as usize].iter().copied())
+            .collect();
+        glue.sort_unstable();
+        glue.dedup();
+        glue.iter()
+            .map(|&g| self.glue_outputs[g as usize])
+            .sum::<u64>()
             .min(self.step_glue_paths)
     }
 }
