@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use stepwise_testbed::bench::{should_measure, stepwise_bin};
-use stepwise_testbed::{Bed, Bump, ScaleBeds, ScaleSpec};
+use stepwise_testbed::bench::{scale_beds, scale_kinds, should_measure, stepwise_bin};
+use stepwise_testbed::Bed;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -68,10 +68,7 @@ fn main() {
     if !should_measure("nix_transient") {
         return;
     }
-    let kinds = std::env::var("NIXOS_SCALE_KINDS").unwrap_or_default();
-    let wanted = |b: Bump| kinds.is_empty() || kinds.split(',').any(|k| k == b.attr());
-    let spec = ScaleSpec::from_env();
-    let beds = ScaleBeds::build(&spec).expect("building the fixture");
+    let (spec, beds) = scale_beds();
     let fx = &beds.fixture;
     println!(
         "fixture: {} packages, {} local derivations; the plain upgrade's realise on a roomy tmpfs (MiB)",
@@ -82,7 +79,7 @@ fn main() {
         "| revision | paths added | used before | planned plain peak | high-water | used after | transient | WAL high-water | WAL per path (KiB) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for bump in Bump::ALL.into_iter().filter(|b| wanted(*b)) {
+    for bump in scale_kinds() {
         let adds = fx.union_nar[&bump] - fx.old.closure_nar;
         let roomy = (fx.g0_used + 4 * adds).div_ceil(MIB) + 128;
         let (bed, drv) = beds.bed(roomy, bump).expect("a bed");

@@ -8,8 +8,8 @@
 //! to bisect within LO–HI MiB only (a full-scale run takes minutes a trial);
 //! `NIXOS_SCALE_WHICH=plain` or `stepwise` for one of the two; `STEPWISE_BIN` for another binary.
 
-use stepwise_testbed::bench::{should_measure, smallest, stepwise_bin};
-use stepwise_testbed::{Bump, ScaleBeds, ScaleSpec};
+use stepwise_testbed::bench::{scale_beds, scale_kinds, should_measure, smallest, stepwise_bin};
+use stepwise_testbed::{Bump, ScaleBeds};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -49,10 +49,7 @@ fn main() {
     if !should_measure("nixos_scale") {
         return;
     }
-    let kinds = std::env::var("NIXOS_SCALE_KINDS").unwrap_or_default();
-    let wanted = |b: Bump| kinds.is_empty() || kinds.split(',').any(|k| k == b.attr());
-    let spec = ScaleSpec::from_env();
-    let beds = ScaleBeds::build(&spec).expect("building the fixture");
+    let (spec, beds) = scale_beds();
     let fx = &beds.fixture;
     println!(
         "fixture: {} packages, {} local derivations, sizes scaled 1:{}; G0: {} paths, {:.1} MiB NAR, {:.1} MiB on tmpfs after a GC",
@@ -69,7 +66,7 @@ fn main() {
         "revision", "|old ∪ new|", "plain", "stepwise", "stepwise / plain"
     );
     println!("|---|---|---|---|---|");
-    for bump in Bump::ALL.into_iter().filter(|b| wanted(*b)) {
+    for bump in scale_kinds() {
         let union = fx.union_nar[&bump];
         let (lo, hi) = range().unwrap_or((
             fx.g0_used / MIB,

@@ -1,5 +1,5 @@
-//! What the disk benchmarks share: whether to measure at all, the binary they drive, and the
-//! bisection over disk sizes.
+//! What the disk benchmarks share: whether to measure at all, the binary they drive, the
+//! bisection over disk sizes, and the NixOS-shaped fixture with the kinds asked for.
 
 use std::path::PathBuf;
 
@@ -42,4 +42,22 @@ pub fn smallest(mut lo: u64, mut hi: u64, ok: impl Fn(u64) -> bool) -> Option<u6
         }
     }
     Some(hi)
+}
+
+/// The revision kinds of the NixOS-shaped fixture that `NIXOS_SCALE_KINDS` (attribute names,
+/// comma-separated) asks for; all of them when it is unset.
+pub fn scale_kinds() -> Vec<crate::Bump> {
+    let kinds = std::env::var("NIXOS_SCALE_KINDS").unwrap_or_default();
+    crate::Bump::ALL
+        .into_iter()
+        .filter(|b| kinds.is_empty() || kinds.split(',').any(|k| k == b.attr()))
+        .collect()
+}
+
+/// The NixOS-shaped fixture at the scale `STEPWISE_NIXOS_SCALE` asks for, built or read from the
+/// test beds' cache.
+pub fn scale_beds() -> (crate::ScaleSpec, crate::ScaleBeds) {
+    let spec = crate::ScaleSpec::from_env();
+    let beds = crate::ScaleBeds::build(&spec).expect("building the fixture");
+    (spec, beds)
 }
