@@ -93,6 +93,9 @@ impl<'a> Naive<'a> {
             read.iter().map(|&g| self.p.glue_outputs[g as usize]).sum()
         };
         self.present.extend(gen.iter().copied());
+        // Build logs stay for good.
+        let logs = glue * self.p.log_per_build;
+        let adds = adds + logs;
         self.used += adds;
         let peak = self.used + self.p.transient(paths + glue);
         let gone: Vec<usize> = self
@@ -162,6 +165,8 @@ struct Gen {
     /// Bytes a registered path holds while its step's realise runs, the outputs of each changed
     /// glue derivation, and per job the glue that reads it (empty: all of it, every step).
     transient: (u64, Vec<u64>, Vec<Vec<u32>>),
+    /// Bytes a glue build leaves for good (its log).
+    log: u64,
 }
 
 fn gen() -> impl Strategy<Value = Gen> {
@@ -200,6 +205,7 @@ fn gen() -> impl Strategy<Value = Gen> {
                         .prop_map(|v| v.into_iter().map(|s| s.into_iter().collect()).collect()),
                 ),
             ],
+            prop_oneof![Just(0u64), 1u64..20],
         )
             .prop_map(
                 |(
@@ -214,6 +220,7 @@ fn gen() -> impl Strategy<Value = Gen> {
                     ceiling_frac,
                     reboot,
                     transient,
+                    log,
                 )| Gen {
                     sizes,
                     jobs,
@@ -226,6 +233,7 @@ fn gen() -> impl Strategy<Value = Gen> {
                     ceiling_frac,
                     reboot,
                     transient,
+                    log,
                 },
             )
     })
@@ -296,6 +304,7 @@ fn build(g: &Gen) -> SpaceProblem {
             false => g.transient.2[..g.jobs.len()].to_vec(),
         },
         registration_transient: g.transient.0,
+        log_per_build: g.log,
         used,
         ceiling: u64::MAX,
         reboot_allowed: g.reboot,
@@ -414,6 +423,7 @@ fn two_big_packages_one_at_a_time() {
         glue_outputs: Vec::new(),
         glue_by_job: Vec::new(),
         registration_transient: 0,
+        log_per_build: 0,
         used: 210,
         ceiling: 320,
         reboot_allowed: false,
@@ -453,6 +463,7 @@ fn a_realise_holds_its_registrations_at_the_peak_only() {
         glue_outputs: Vec::new(),
         glue_by_job: Vec::new(),
         registration_transient: 20,
+        log_per_build: 0,
         used: 210,
         ceiling: 352,
         reboot_allowed: false,
@@ -501,6 +512,7 @@ fn booted_pins_need_a_reboot() {
         glue_outputs: Vec::new(),
         glue_by_job: Vec::new(),
         registration_transient: 0,
+        log_per_build: 0,
         used: 200,
         ceiling: 300,
         reboot_allowed: false,
@@ -550,6 +562,7 @@ fn non_vital_is_stubbed_and_returns() {
         glue_outputs: Vec::new(),
         glue_by_job: Vec::new(),
         registration_transient: 0,
+        log_per_build: 0,
         used: 200,
         ceiling: 250,
         reboot_allowed: false,

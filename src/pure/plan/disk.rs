@@ -19,7 +19,8 @@
 //!   pays a block or two per file, and was under-estimated by ~6 KiB a path;
 //! - and for each path Nix's own bookkeeping beside it, on the store's filesystem when Nix's
 //!   state is ([`DiskCost::bookkeeping`]): its rows in Nix's database, and for a derivation a
-//!   step builds (glue, configuration-specific derivations) the `.drv` file and the build log;
+//!   step builds (glue, configuration-specific derivations) the `.drv` file; its build log
+//!   ([`DiskCost::build_log`]) stays for good, one for every glue build of every step;
 //! - while a realise runs, Nix's write-ahead log beside the database
 //!   ([`DiskCost::registration_transient`] a path it registers): a step's peak and the plain
 //!   upgrade's count it, what stays after does not.
@@ -172,12 +173,23 @@ impl DiskCost {
     }
 
     /// What Nix writes beside a path it registers, on the store's filesystem: its database rows,
-    /// and for a path a step `built` the derivation file and the build log (a block each).
+    /// and for a path a step `built` the derivation file (a block). Its build log is
+    /// [`Self::build_log`]: it stays when the path goes.
     pub fn bookkeeping(&self, built: bool) -> u64 {
         if !self.is_measured() || !self.state_on_store_fs {
             return 0;
         }
-        NIX_DB_BYTES_PER_PATH + if built { 2 * self.block } else { 0 }
+        NIX_DB_BYTES_PER_PATH + if built { self.block } else { 0 }
+    }
+
+    /// What a build leaves in Nix's log directory (a compressed log: a block), on the store's
+    /// filesystem when Nix's state is. No collect deletes it: a chain leaves one for every glue
+    /// build of every step.
+    pub fn build_log(&self) -> u64 {
+        if !self.is_measured() || !self.state_on_store_fs {
+            return 0;
+        }
+        self.block
     }
 
     /// What each path a realise registers holds beside it while the realise runs (Nix's
@@ -284,10 +296,11 @@ impl DiskCost {
         ) + &if self.bookkeeping(true) > 0 {
             format!(
                 "; Nix's state shares the filesystem: {} a path for its database, {} more a \
-                 derivation built, and {} a path registered while its realise runs (the \
-                 database's write-ahead log)",
+                 derivation built and {} for its log (which stays), and {} a path registered \
+                 while its realise runs (the database's write-ahead log)",
                 super::report::human_bytes(self.bookkeeping(false)),
                 super::report::human_bytes(self.bookkeeping(true) - self.bookkeeping(false)),
+                super::report::human_bytes(self.build_log()),
                 super::report::human_bytes(self.registration_transient())
             )
         } else {
@@ -427,16 +440,15 @@ mod tests {
         c.state_on_store_fs = true;
         assert_eq!(c.registration_transient(), NIX_WAL_BYTES_PER_PATH);
         assert_eq!(c.estimate(1000), 1000 + NIX_DB_BYTES_PER_PATH);
-        assert_eq!(
-            c.estimate_built(1000),
-            1000 + NIX_DB_BYTES_PER_PATH + 2 * 4096
-        );
+        assert_eq!(c.estimate_built(1000), 1000 + NIX_DB_BYTES_PER_PATH + 4096);
+        assert_eq!(c.build_log(), 4096);
         assert_eq!(
             DiskCost::default().estimate_built(1000),
             1000,
             "nothing measured"
         );
         assert_eq!(DiskCost::default().registration_transient(), 0);
+        assert_eq!(DiskCost::default().build_log(), 0);
     }
 
     #[test]

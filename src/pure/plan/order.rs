@@ -256,6 +256,8 @@ struct LastStep {
     paths: u64,
     jobs: Vec<u32>,
     first: bool,
+    /// The logs of its glue builds (in `used` and `peak_bytes`).
+    logs: u64,
 }
 
 fn targets(from: Side) -> &'static [Side] {
@@ -409,6 +411,7 @@ impl<'a> Greedy<'a> {
         self.adds[j][s.index()]
             + self.p.step_glue
             + self.p.transient(self.add_paths[j][s.index()] + glue)
+            + self.p.logs(glue)
     }
 
     /// Peak of a step made of these moves.
@@ -429,7 +432,7 @@ impl<'a> Greedy<'a> {
         let glue = self
             .p
             .glue_paths(!self.first_done, moves.iter().map(|m| m.job));
-        self.used + add + self.p.step_glue + self.p.transient(paths + glue)
+        self.used + add + self.p.step_glue + self.p.transient(paths + glue) + self.p.logs(glue)
     }
 
     /// The peak of the last step if `m` joined it.
@@ -437,11 +440,12 @@ impl<'a> Greedy<'a> {
         let (j, s) = (m.job as usize, m.to.index());
         let jobs = self.last.jobs.iter().copied().chain([m.job]);
         let glue = self.p.glue_paths(self.last.first, jobs);
-        self.last.peak_bytes
+        self.last.peak_bytes - self.last.logs
             + self.adds[j][s]
             + self
                 .p
                 .transient(self.last.paths + self.add_paths[j][s] + glue)
+            + self.p.logs(glue)
     }
 
     /// Apply moves as a new step, or (`new_step` false) as part of the last step: moves that
@@ -474,11 +478,18 @@ impl<'a> Greedy<'a> {
             }
             self.last.jobs.push(m.job);
         }
-        self.used += added + glue;
+        // The step's glue builds leave their logs for good: what joining adds to them.
+        let logs = self.p.logs(
+            self.p
+                .glue_paths(self.last.first, self.last.jobs.iter().copied()),
+        );
+        let more_logs = logs - self.last.logs;
+        self.last.logs = logs;
+        self.used += added + glue + more_logs;
         self.last.peak_bytes = if new_step {
             self.used
         } else {
-            self.last.peak_bytes + added
+            self.last.peak_bytes + added + more_logs
         };
         let mut freed = 0;
         for (m, &s) in moves.iter().zip(&from) {
@@ -677,7 +688,8 @@ fn greedy(
             }
         }
     }
-    let glue_only = g.used + p.step_glue + p.transient(p.step_glue_paths);
+    let glue_only =
+        g.used + p.step_glue + p.transient(p.step_glue_paths) + p.logs(p.step_glue_paths);
     if seq.is_empty() && glue_only > ceiling {
         // Nothing changes but the glue, and even that does not fit.
         return Err(Stuck {

@@ -455,6 +455,7 @@ fn space_problems(
         glue_outputs,
         glue_by_job,
         registration_transient: input.disk.registration_transient(),
+        log_per_build: input.disk.build_log(),
         used: input.used,
         ceiling: (input.used + input.free).saturating_sub(input.reserve),
         reboot_allowed: input.options.reboot_allowed,
@@ -464,6 +465,7 @@ fn space_problems(
         sizes: columns.nar_sizes,
         step_glue: step_glue_nar,
         registration_transient: 0,
+        log_per_build: 0,
         ..problem.clone()
     };
     disk.g0_closure_nar = nar_problem.g0_size();

@@ -92,6 +92,10 @@ pub struct SpaceProblem {
     /// every step builds all of it.
     #[serde(default)]
     pub glue_by_job: Vec<Vec<u32>>,
+    /// Bytes each glue build leaves for good in Nix's log directory, where that shares the
+    /// store's filesystem: a collect deletes store paths, never build logs.
+    #[serde(default)]
+    pub log_per_build: u64,
     /// Bytes each path a realise registers holds beside it only while that realise runs: Nix's
     /// SQLite write-ahead log, where Nix's state shares the store's filesystem (0 where not).
     #[serde(default)]
@@ -157,7 +161,7 @@ impl SpaceProblem {
     }
 
     /// What the plain upgrade needs at its peak: everything now on disk plus what the target
-    /// adds, registered by one realise.
+    /// adds, registered by one realise, and the logs of its glue builds.
     pub fn plain_peak(&self) -> u64 {
         let mut seen = vec![false; self.sizes.len()];
         let (mut add, mut paths) = (self.step_glue, self.step_glue_paths);
@@ -172,7 +176,12 @@ impl SpaceProblem {
                 paths += 1;
             }
         }
-        self.used + add + self.transient(paths)
+        self.used + add + self.transient(paths) + self.logs(self.step_glue_paths)
+    }
+
+    /// The build logs `glue` glue builds leave.
+    pub fn logs(&self, glue: u64) -> u64 {
+        glue.saturating_mul(self.log_per_build)
     }
 
     /// What one realise that registers `paths` store paths holds beyond their bytes while it
@@ -334,19 +343,25 @@ impl<'a> Simulator<'a> {
     pub fn peak_with(&self, m: Move) -> u64 {
         let (bytes, paths) = self.extra_adds(m);
         let glue = if self.open { 0 } else { self.p.step_glue };
-        self.used + bytes + glue + self.open_transient(paths, &[m])
+        let (transient, logs) = self.open_extra(paths, &[m]);
+        self.used + bytes + glue + transient + logs
     }
 
     /// The peak of the open step so far, if `more` joined it, registering `paths` more.
     pub fn open_peak(&self, paths: u64, more: &[Move]) -> u64 {
-        self.used + self.open_transient(paths, more)
+        let (transient, logs) = self.open_extra(paths, more);
+        self.used + transient + logs
     }
 
-    /// The transient of the open step's realise, if `more` joined it, registering `paths` more.
-    fn open_transient(&self, paths: u64, more: &[Move]) -> u64 {
+    /// What the open step writes beyond its paths, if `more` joined it, registering `paths`
+    /// more: its realise's transient, and the logs of its glue builds.
+    fn open_extra(&self, paths: u64, more: &[Move]) -> (u64, u64) {
         let jobs = self.step_moves.iter().chain(more).map(|m| m.job);
         let glue = self.p.glue_paths(!self.first_done, jobs);
-        self.p.transient(self.step_paths + paths + glue)
+        (
+            self.p.transient(self.step_paths + paths + glue),
+            self.p.logs(glue),
+        )
     }
 
     pub fn is_open(&self) -> bool {
@@ -382,7 +397,10 @@ impl<'a> Simulator<'a> {
             self.step_adds = self.p.step_glue;
             self.used += self.p.step_glue;
         }
-        let peak = self.used + self.open_transient(0, &[]);
+        let (transient, logs) = self.open_extra(0, &[]);
+        self.used += logs;
+        self.step_adds += logs;
+        let peak = self.used + transient;
         self.step_paths = 0;
         let mut freed = 0u64;
         let moves = std::mem::take(&mut self.step_moves);
