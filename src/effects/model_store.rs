@@ -646,12 +646,12 @@ impl Model {
             return BTreeSet::new();
         };
         let mut refs: BTreeSet<StorePath> = d.input_srcs.clone();
+        let mentions = crate::plan::units::PathMentions::of(d, store_dir);
         for (i, outs) in &d.input_drvs {
             if let Some(id) = self.derivations.get(i) {
                 for o in outs {
                     if let Some(p) = id.outputs.get(o).and_then(|o| o.path.clone()) {
-                        if !crate::plan::units::named_only_as_build_tool(d, &store_dir.display(&p))
-                        {
+                        if !mentions.only_as_build_tool(&p) {
                             refs.insert(p);
                         }
                     }

@@ -17,13 +17,14 @@
 //! are unchanged. When several units share a pname on a side, the unchanged ones pair first and
 //! the rest pair by version order; such a set moves as one job and the plan says so.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::names::{compare_versions, name_shape, parse_drv_name, PackageName};
-use crate::drv::{Derivation, DrvSource, StoreDir, StorePath};
+use crate::drv::store_path::{HASH_BYTES, HASH_CHARS};
+use crate::drv::{nix32, Derivation, DrvSource, StoreDir, StorePath};
 
 /// Glue: cheap to build locally, never substituted. `preferLocalBuild = "1"` or
 /// `allowSubstitutes = ""` (what `true`/`false` become in the environment), or the same keys in
@@ -52,37 +53,71 @@ const BUILD_TOOL_KEYS: [&str; 5] = [
     "SHELL",
 ];
 
-/// Whether `path` appears in `drv` only as a build tool (see [`TargetGraph::build_only_outputs`]).
-pub fn named_only_as_build_tool(drv: &Derivation, path: &str) -> bool {
-    let p = path.as_bytes();
-    let has = |v: &[u8]| v.windows(p.len()).any(|w| w == p);
-    let mut named = drv.builder.as_slice() == p || has(&drv.builder);
-    if drv.args.iter().any(|a| has(a)) {
-        return false;
-    }
-    for (k, v) in &drv.env {
-        if !has(v) {
-            continue;
+/// Where one derivation names store paths: where only build tools go (the builder,
+/// [`BUILD_TOOL_KEYS`]) and where an output could keep them (arguments, any other variable or
+/// `__json` key). One scan of the derivation, then a lookup per input: scanning it again for each
+/// input made the planner quadratic in system-path's inputs (68 s at 100,000 paths).
+#[derive(Debug, Default)]
+pub struct PathMentions {
+    tool: HashSet<[u8; HASH_BYTES]>,
+    kept: HashSet<[u8; HASH_BYTES]>,
+}
+
+impl PathMentions {
+    pub fn of(drv: &Derivation, store_dir: &StoreDir) -> Self {
+        let mut m = PathMentions::default();
+        let prefix = format!("{}/", store_dir.as_str());
+        let scan = |set: &mut HashSet<_>, v: &[u8]| set.extend(hashes_after(v, prefix.as_bytes()));
+        scan(&mut m.tool, &drv.builder);
+        for a in &drv.args {
+            scan(&mut m.kept, a);
         }
-        if k.as_slice() == b"__json" {
-            let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(v) else {
-                return false;
-            };
-            for (k, v) in m {
-                if v.to_string().contains(path) {
-                    if !BUILD_TOOL_KEYS.contains(&k.as_str()) {
-                        return false;
-                    }
-                    named = true;
+        for (k, v) in &drv.env {
+            if k.as_slice() == b"__json" {
+                let Ok(serde_json::Value::Object(json)) = serde_json::from_slice(v) else {
+                    scan(&mut m.kept, v);
+                    continue;
+                };
+                for (k, v) in json {
+                    let set = if BUILD_TOOL_KEYS.contains(&k.as_str()) {
+                        &mut m.tool
+                    } else {
+                        &mut m.kept
+                    };
+                    scan(set, v.to_string().as_bytes());
                 }
+            } else if BUILD_TOOL_KEYS.iter().any(|b| b.as_bytes() == k.as_slice()) {
+                scan(&mut m.tool, v);
+            } else {
+                scan(&mut m.kept, v);
             }
-        } else if BUILD_TOOL_KEYS.iter().any(|b| b.as_bytes() == k.as_slice()) {
-            named = true;
-        } else {
-            return false;
         }
+        m
     }
-    named
+
+    /// Whether `path` is named, and named only as a build tool (see
+    /// [`TargetGraph::build_only_outputs`]).
+    pub fn only_as_build_tool(&self, path: &StorePath) -> bool {
+        let h = path.hash_bytes();
+        self.tool.contains(h) && !self.kept.contains(h)
+    }
+}
+
+/// The hash parts of the store paths `text` names: each `prefix` (the store directory and a
+/// slash) followed by 32 nix32 characters and a dash.
+fn hashes_after<'a>(
+    text: &'a [u8],
+    prefix: &'a [u8],
+) -> impl Iterator<Item = [u8; HASH_BYTES]> + 'a {
+    let len = prefix.len() + HASH_CHARS + 1;
+    (0..text.len().saturating_sub(len - 1)).filter_map(move |i| {
+        let w = &text[i..i + len];
+        if !w.starts_with(prefix) || w[len - 1] != b'-' {
+            return None;
+        }
+        let hash = std::str::from_utf8(&w[prefix.len()..len - 1]).ok()?;
+        nix32::decode(hash, HASH_BYTES).ok()?.try_into().ok()
+    })
 }
 
 #[derive(Debug, Error)]
@@ -285,6 +320,7 @@ impl TargetGraph {
         let mut seen: BTreeSet<StorePath> = BTreeSet::new();
         for d in &self.glue {
             let drv = &self.drvs[d];
+            let mentions = PathMentions::of(drv, &self.store_dir);
             for (i, outs) in &drv.input_drvs {
                 if self.glue.contains(i) {
                     continue;
@@ -294,7 +330,7 @@ impl TargetGraph {
                         continue;
                     };
                     seen.insert(p.clone());
-                    if !named_only_as_build_tool(drv, &self.store_dir.display(p)) {
+                    if !mentions.only_as_build_tool(p) {
                         runtime.insert(p.clone());
                     }
                 }
@@ -723,6 +759,61 @@ mod tests {
             r#"{"allowSubstitutes":true}"#
         )])));
         assert!(!is_glue(&drv(&[("__json", "not json")])));
+    }
+
+    #[test]
+    fn a_path_is_a_build_tool_only_where_build_tools_go_and_nowhere_else() {
+        let (gcc, hello, bash, jq) = (
+            path(1, "gcc-13"),
+            path(2, "hello-2.12"),
+            path(3, "bash-5.2"),
+            path(4, "jq-1.7"),
+        );
+        let s = |p: &StorePath| sd().display(p);
+        let mut d = drv(&[
+            ("nativeBuildInputs", &format!("{} {}/bin", s(&gcc), s(&jq))),
+            ("stdenv", &s(&hello)),
+            ("paths", &format!("x{}/share/doc", s(&hello))),
+            (
+                "__json",
+                &format!(
+                    r#"{{"depsBuildBuild":["{}"],"pkgs":["{}"]}}"#,
+                    s(&bash),
+                    s(&jq)
+                ),
+            ),
+        ]);
+        d.builder = s(&bash).into_bytes();
+        let m = PathMentions::of(&d, &sd());
+        assert!(m.only_as_build_tool(&gcc));
+        assert!(m.only_as_build_tool(&bash), "builder and a __json tool key");
+        assert!(!m.only_as_build_tool(&hello), "also in `paths`: kept");
+        assert!(
+            !m.only_as_build_tool(&jq),
+            "also under a __json key that keeps it"
+        );
+        assert!(
+            !m.only_as_build_tool(&path(5, "absent")),
+            "named nowhere: kept"
+        );
+        d.args.push(s(&gcc).into_bytes());
+        assert!(
+            !PathMentions::of(&d, &sd()).only_as_build_tool(&gcc),
+            "an argument keeps it"
+        );
+        let bad = drv(&[
+            ("nativeBuildInputs", &s(&gcc)),
+            ("__json", &format!("[{}", s(&gcc))),
+        ]);
+        assert!(
+            !PathMentions::of(&bad, &sd()).only_as_build_tool(&gcc),
+            "unreadable __json keeps it"
+        );
+        let other_dir = StoreDir::new("/gnu/store").unwrap();
+        assert!(
+            !PathMentions::of(&d, &other_dir).only_as_build_tool(&bash),
+            "another store's paths"
+        );
     }
 
     #[test]
