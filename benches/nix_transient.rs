@@ -9,10 +9,6 @@
 //! nix_transient` (root); `NIXOS_SCALE_KINDS=glibc` for some kinds only.
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
 
 use stepwise_testbed::bench::{scale_beds, scale_kinds, should_measure, stepwise_bin};
 use stepwise_testbed::Bed;
@@ -39,31 +35,6 @@ fn planned_plain_peak(bed: &Bed, drv: &str) -> u64 {
     plan["frame"]["plain_peak"].as_u64().unwrap()
 }
 
-/// The highest disk use and write-ahead log seen while `f` runs.
-fn high_water(bed: &Bed, f: impl FnOnce()) -> (u64, u64) {
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let done = done.clone();
-        let root = bed.nix_dir();
-        let wal = bed.state_dir().join("db").join("db.sqlite-wal");
-        thread::spawn(move || {
-            let (mut used, mut log) = (0u64, 0u64);
-            while !done.load(Ordering::Relaxed) {
-                if let Ok(s) = nix::sys::statvfs::statvfs(&root) {
-                    let u = (s.blocks() - s.blocks_free()) * s.fragment_size();
-                    used = used.max(u);
-                }
-                log = log.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
-                thread::sleep(Duration::from_millis(1));
-            }
-            (used, log)
-        })
-    };
-    f();
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap()
-}
-
 fn main() {
     if !should_measure("nix_transient") {
         return;
@@ -86,9 +57,9 @@ fn main() {
         let planned = planned_plain_peak(&bed, &drv);
         let paths_before = bed.valid_paths().unwrap().len();
         let before = bed.used_bytes();
-        let (peak, wal) = high_water(&bed, || {
-            bed.realise(&[&drv]).expect("realising the target");
-        });
+        let (realised, seen) = bed.high_water(|| bed.realise(&[&drv]));
+        realised.expect("realising the target");
+        let (peak, wal) = (seen.used, seen.wal);
         let after = bed.used_bytes();
         let added = bed
             .valid_paths()

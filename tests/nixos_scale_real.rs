@@ -5,7 +5,8 @@
 //! the exact target with no help; every generation it activates holds exactly the package versions
 //! its step's mask states (what the fixture's switch-to-configuration saw in the closure); the
 //! disk's used bytes at each activation (after the step's realise, before its collect) are within
-//! `PEAK_TOLERANCE` of the plan's peak. glibc's runs on a disk the plain upgrade does not fit
+//! `PEAK_TOLERANCE` of the plan's peak, and so is the high-water of the whole run (sampled: the
+//! realises' write-ahead logs, the collects). glibc's runs on a disk the plain upgrade does not fit
 //! (tried: it runs out of space); the other kinds change one package and what reads it, so the
 //! plain upgrade is already one such step, and their disk is one the plain upgrade just fits.
 //! Root only. Prints a table of the figures.
@@ -127,10 +128,12 @@ fn upgrade(bump: Bump) {
     let plain_fits = plan["frame"]["plain_fits"] == true;
     let reserve = u64_of(&plan["frame"]["reserve"]);
     // Steps even where the plain upgrade fits, so that every kind's masks are checked.
-    let o = stepwise(
-        &bed,
-        &["-q", "upgrade", "--strategy", "stepwise", "--target", &drv],
-    );
+    let (o, whole_run) = bed.high_water(|| {
+        stepwise(
+            &bed,
+            &["-q", "upgrade", "--strategy", "stepwise", "--target", &drv],
+        )
+    });
     assert_eq!(o.status.code(), Some(0), "{bump:?}: {}", show(&o));
     assert_eq!(bed.current_system().as_deref(), Some(target.out.as_str()));
     assert_eq!(bed.profile_target().as_deref(), Some(target.out.as_str()));
@@ -225,6 +228,25 @@ fn upgrade(bump: Bump) {
     assert!(
         over.is_empty(),
         "{bump:?}: above the plan's peak: {over:#?}"
+    );
+    // Between activations too, where nothing above looks: each realise's write-ahead log (gone
+    // by its activation) and each collect's deletions, which write to the log as they free.
+    let allowed = planned
+        .iter()
+        .map(|s| u64_of(&s["peak"]) + (u64_of(&s["adds"]) as f64 * PEAK_TOLERANCE) as u64)
+        .max()
+        .unwrap_or(0)
+        + PEAK_SLACK;
+    let high = whole_run.used.saturating_sub(reserve);
+    println!(
+        "{bump:?}: high-water over the whole run {:.1} MiB (sampled every ms, without the reserve), write-ahead log at most {:.1} MiB; the plan's highest step {:.1} MiB",
+        mib_of(high),
+        mib_of(whole_run.wal),
+        mib_of(max_planned),
+    );
+    assert!(
+        high <= allowed,
+        "{bump:?}: {high} bytes used at the run's high-water, above the plan's highest step {max_planned} and its tolerance"
     );
     drop(bed);
 

@@ -582,6 +582,28 @@ impl Bed {
             .unwrap_or(0)
     }
 
+    /// What `f` returns, and the highest disk use and size of Nix's write-ahead log
+    /// (`db.sqlite-wal`) seen while it ran. Sampled every millisecond from another thread, so the
+    /// figures are lower bounds of the true high-water marks: a measurement, never a gate.
+    pub fn high_water<T>(&self, f: impl FnOnce() -> T) -> (T, HighWater) {
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let wal = self.state_dir().join("db").join("db.sqlite-wal");
+        std::thread::scope(|scope| {
+            let sampler = scope.spawn(|| {
+                let mut seen = HighWater::default();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    seen.used = seen.used.max(self.used_bytes());
+                    seen.wal = seen.wal.max(fs::metadata(&wal).map_or(0, |m| m.len()));
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                seen
+            });
+            let out = f();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            (out, sampler.join().expect("the disk sampler"))
+        })
+    }
+
     /// Size of the filesystem holding the store.
     pub fn capacity(&self) -> u64 {
         self.statvfs()
@@ -595,6 +617,15 @@ impl Bed {
             .map(|s| bytes(s.blocks_available(), s.fragment_size()))
             .unwrap_or(0)
     }
+}
+
+/// The highest figures [`Bed::high_water`] saw, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HighWater {
+    /// Used bytes of the filesystem holding the store.
+    pub used: u64,
+    /// Nix's SQLite write-ahead log.
+    pub wal: u64,
 }
 
 impl Drop for Bed {

@@ -35,7 +35,7 @@ mod util;
 
 pub mod bench;
 
-pub use bed::{base_dir, Bed, Disk};
+pub use bed::{base_dir, Bed, Disk, HighWater};
 pub use error::{is_out_of_space_message, BedError, Result};
 pub use fixture::{
     nix_str, Fixture, FixtureSpec, GenerationInfo, Links, PackageInfo, PackageSpec,
