@@ -7,10 +7,15 @@ mod common;
 use common::golden::{check as golden, one_document};
 use common::synthetic::{store_dir, system, Params};
 use stepwise::output::write_document;
+use stepwise::plan::disk::DiskCost;
 use stepwise::plan::plan;
 use stepwise::plan::report::{json_body, write_human, Header};
 
 fn render(free: u64, booted: bool) -> (String, String) {
+    render_on(free, booted, DiskCost::default())
+}
+
+fn render_on(free: u64, booted: bool, disk: DiskCost) -> (String, String) {
     let mut s = system(&Params {
         paths: 40,
         units: 8,
@@ -22,6 +27,7 @@ fn render(free: u64, booted: bool) -> (String, String) {
         kernel: true,
     });
     s.input.used = 3 << 30;
+    s.input.disk = disk;
     s.input.options.non_vital = vec!["pkg3".into()];
     let planned = plan(&s.input).unwrap();
     let sd = store_dir();
@@ -53,4 +59,25 @@ fn a_plan_that_does_not_fit() {
     let (human, json) = render(40 << 20, true);
     golden("plan_nofit.txt", &human);
     golden("plan_nofit.json", &json);
+}
+
+/// Measured on an ext4 where Nix's state shares the store's filesystem: disk and NAR figures side
+/// by side, and Nix's bookkeeping (write-ahead log, build logs) in the plain peak.
+#[test]
+fn a_plan_on_a_measured_disk() {
+    let disk = DiskCost {
+        filesystem: "ext4".into(),
+        sample_paths: 40,
+        sample_nar: 20 << 20,
+        sample_allocated: 21 << 20,
+        sample_allocated_unique: 21 << 20,
+        fs_used: 3 << 30,
+        block: 4096,
+        state_on_store_fs: true,
+        path_overhead: 2048,
+        ..Default::default()
+    };
+    let (human, json) = render_on(1 << 30, false, disk);
+    golden("plan_measured.txt", &human);
+    golden("plan_measured.json", &json);
 }

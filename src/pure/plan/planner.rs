@@ -169,6 +169,20 @@ pub struct DiskFigures {
     pub g0_closure_nar: u64,
     pub target_closure_nar: u64,
     pub plain_peak_nar: u64,
+    /// Nix's bookkeeping in the plain peak, estimated (0 where Nix's state is on another
+    /// filesystem): the paths its one realise registers, the write-ahead log they hold while it
+    /// runs (`wal_per_path` each, up to Nix's checkpoint), and the build logs its glue builds
+    /// leave (`build_log` each).
+    #[serde(default)]
+    pub plain_registrations: u64,
+    #[serde(default)]
+    pub wal_per_path: u64,
+    #[serde(default)]
+    pub plain_wal: u64,
+    #[serde(default)]
+    pub build_log: u64,
+    #[serde(default)]
+    pub plain_build_logs: u64,
 }
 
 /// Why no plan fits, in the user's words.
@@ -471,6 +485,11 @@ fn space_problems(
     disk.g0_closure_nar = nar_problem.g0_size();
     disk.target_closure_nar = nar_problem.target_size();
     disk.plain_peak_nar = nar_problem.plain_peak();
+    disk.plain_registrations = problem.plain_adds().1;
+    disk.wal_per_path = problem.registration_transient;
+    disk.plain_wal = problem.transient(disk.plain_registrations);
+    disk.build_log = problem.log_per_build;
+    disk.plain_build_logs = problem.logs(problem.step_glue_paths);
     (problem, nar_problem, disk)
 }
 

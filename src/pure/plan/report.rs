@@ -373,6 +373,22 @@ fn write_disk_figures(w: &mut dyn Write, d: &super::planner::DiskFigures) -> io:
         human_bytes(d.g0_closure_nar),
         human_bytes(d.target_closure_nar),
         human_bytes(d.plain_peak_nar)
+    )?;
+    if d.plain_wal + d.plain_build_logs == 0 {
+        return Ok(());
+    }
+    writeln!(
+        w,
+        "  Nix's bookkeeping   {} write-ahead log while one realise registers {} paths ({} each, gone when it exits)",
+        human_bytes(d.plain_wal),
+        d.plain_registrations,
+        human_bytes(d.wal_per_path),
+    )?;
+    writeln!(
+        w,
+        "                      {} build logs of {} glue builds (kept); both estimated, in the plain peak",
+        human_bytes(d.plain_build_logs),
+        d.plain_build_logs / d.build_log.max(1),
     )
 }
 

@@ -163,6 +163,12 @@ impl SpaceProblem {
     /// What the plain upgrade needs at its peak: everything now on disk plus what the target
     /// adds, registered by one realise, and the logs of its glue builds.
     pub fn plain_peak(&self) -> u64 {
+        let (add, paths) = self.plain_adds();
+        self.used + add + self.transient(paths) + self.logs(self.step_glue_paths)
+    }
+
+    /// What the plain upgrade's one realise adds: bytes, and the paths it registers.
+    pub fn plain_adds(&self) -> (u64, u64) {
         let mut seen = vec![false; self.sizes.len()];
         let (mut add, mut paths) = (self.step_glue, self.step_glue_paths);
         for &p in self
@@ -176,7 +182,7 @@ impl SpaceProblem {
                 paths += 1;
             }
         }
-        self.used + add + self.transient(paths) + self.logs(self.step_glue_paths)
+        (add, paths)
     }
 
     /// The build logs `glue` glue builds leave.
