@@ -228,15 +228,16 @@ fn twelve_revisions_through_power_cuts_boots_and_timer_ticks() {
 /// cut, then a boot into an intermediate step pins that step; the rest of the chain is re-planned
 /// when a step runs out of space, and a reboot the plan asks for frees what an older booted
 /// system pinned of G0. The default seed reaches every revision (80 s on Nix 2.8, two busy
-/// cores). Other seeds stop at a planner limit: a new run's plan does not count what an older
-/// booted system pins outside G0 as freed by a reboot (seed 987654321, revision 6 or later:
-/// "1.7 MiB more would be needed to move mid-c", r4 booted; the same seed fails the test above
-/// at revision 8 with r4 booted under r7; seed 12345, revision 8). A run that asked for a reboot
-/// before a power cut has the machine boot.
+/// cores), and so does seed 12345 (94 s; it stopped at revision 8 before the plan counted Nix's
+/// write-ahead log and build logs). Seed 987654321 stops at a planner limit: a new run's plan
+/// does not count what an older booted system pins outside G0 as freed by a reboot (revision 6:
+/// "1.8 MiB more would be needed to move mid-c", r4 booted; the same seed fails the test above
+/// at revision 8 with r4 booted under r7). A run that asked for a reboot before a power cut has
+/// the machine boot.
 /// Run it with
 /// `STEPWISE_REQUIRE_ROOT_TESTS=1 cargo test --test soak_real -- --ignored --nocapture`.
 #[test]
-#[ignore = "other seeds than the default hit a planner limit (booted pins outside G0); see above"]
+#[ignore = "seed 987654321 hits a planner limit (booted pins outside G0); see above"]
 fn twelve_revisions_on_the_tightest_disk() {
     if !require_root("soak: twelve revisions on the tightest disk") {
         return;
