@@ -444,17 +444,17 @@ fn space_problems(
     let mut columns = PathColumns::new(input, &table, &mut disk);
     let (base, base_old) = base_sets(input, units, g0, &mut table);
     let jobs = jobs_with_closures(input, units, jobs_units, &mut table, &mut columns);
-    // G0's glue size stands for each step's glue (the target's is not built yet): in the disk's
-    // bytes the estimate of each path's NAR size as a path the step builds, as the new glue is
-    // not on disk.
-    let glue_sizes = || {
+    // G0's glue stands for each step's glue (the target's is not built yet): in the disk's bytes
+    // each path's estimate as a path the step builds, or what G0's version takes if more.
+    let g0_glue = || {
         g0.glue
             .iter()
-            .filter_map(|p| input.facts.get(p))
-            .map(|f| f.size)
+            .filter_map(|p| Some((p, input.facts.get(p)?)))
     };
-    let step_glue_nar: u64 = glue_sizes().sum();
-    let step_glue: u64 = glue_sizes().map(|n| input.disk.estimate_built(n)).sum();
+    let step_glue_nar: u64 = g0_glue().map(|(_, f)| f.size).sum();
+    let step_glue: u64 = g0_glue()
+        .map(|(p, f)| input.disk.estimate_rebuilt(p, f.size, f.present))
+        .sum();
     let (glue_outputs, glue_by_job) = glue_by_job(input, units, jobs_units);
     let problem = SpaceProblem {
         sizes: columns.sizes,
