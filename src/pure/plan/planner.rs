@@ -442,7 +442,7 @@ fn space_problems(
     };
     let mut table = PathTable::new(&input.facts);
     let mut columns = PathColumns::new(input, &table, &mut disk);
-    let fixed = fixed_glue_outputs(&input.target, units, &input.options.non_vital);
+    let fixed = fixed_glue_outputs(&input.target, units);
     let (base, base_old) = base_sets(input, units, g0, &fixed, &mut table);
     let jobs = jobs_with_closures(input, units, jobs_units, &mut table, &mut columns);
     // G0's glue stands for each step's glue (the target's is not built yet): in the disk's bytes
@@ -559,21 +559,15 @@ fn glue_by_job(
 }
 
 /// The outputs of target glue that no step changes: glue that reads, directly or through other
-/// glue, no package a step masks (a changed one, kept at its G0 version, or a non-vital one,
-/// stubbed), and writes no restart trigger a step marks. Under every mask it is the target's own
-/// derivation, so where its output is G0's (on disk) no step rebuilds it: on a real system, the
-/// initrd of an upgrade that leaves the kernel and what the initrd holds alone. Its build tools
-/// are not in G0's closure, so they count as added, and an added package a step never masks.
-fn fixed_glue_outputs(t: &TargetGraph, units: &Units, non_vital: &[String]) -> BTreeSet<StorePath> {
-    let masked = |u: &super::units::Unit| match u.change {
-        Change::Unchanged | Change::Removed => false,
-        Change::Changed => true,
-        Change::Added => non_vital.contains(&u.name),
-    };
-    let never_masked: BTreeSet<&StorePath> = units
+/// glue, only packages the upgrade leaves alone (never stubbed: only a job is), and writes no
+/// restart trigger a step marks. Under every mask it is the target's own derivation, so where
+/// its output is G0's (on disk) no step rebuilds it: on a real system, the initrd of any upgrade
+/// that leaves the kernel and what the initrd holds alone.
+fn fixed_glue_outputs(t: &TargetGraph, units: &Units) -> BTreeSet<StorePath> {
+    let unchanged: BTreeSet<&StorePath> = units
         .units
         .iter()
-        .filter(|u| !masked(u))
+        .filter(|u| u.change == Change::Unchanged)
         .filter_map(|u| u.drv.as_ref())
         .collect();
     let mut may_change: BTreeSet<StorePath> = BTreeSet::new();
@@ -586,7 +580,7 @@ fn fixed_glue_outputs(t: &TargetGraph, units: &Units, non_vital: &[String]) -> B
                 if t.glue.contains(i) {
                     may_change.contains(i)
                 } else {
-                    !never_masked.contains(i)
+                    !unchanged.contains(i)
                 }
             });
         if changes {
@@ -921,16 +915,12 @@ mod tests {
         }
     }
 
-    /// Glue that reads no package a step masks and writes no context-free trigger is fixed (an
-    /// added build tool is never masked); glue with such a trigger (every step marks it), glue
-    /// reading a changed package or a non-vital added one (stubbed), and glue reading any of
-    /// those are not.
+    /// Glue that reads only unchanged packages and writes no context-free trigger is fixed; glue
+    /// with such a trigger (every step marks it), glue reading a changed package, and glue
+    /// reading either of those are not.
     #[test]
-    fn fixed_glue_reads_no_package_a_step_masks_and_no_step_marks_it() {
+    fn fixed_glue_reads_only_unchanged_packages_and_no_step_marks_it() {
         let (a, c) = (sp("a-1.drv"), sp("c-2.drv"));
-        let (cpio, zstd) = (sp("cpio-2.15.drv"), sp("zstd-1.5.drv"));
-        let initrd = sp("initrd-linux.drv");
-        let initrd_nv = sp("initrd-other.drv");
         let quiet = sp("unit-a.service.drv");
         let marked = sp("unit-b.service.drv");
         let moved = sp("unit-c.service.drv");
@@ -962,15 +952,9 @@ mod tests {
             ),
             (&moved, drv("unit-c.service", &[&c], "[Service]\n")),
             (&above_marked, drv("units", &[&marked], "")),
-            (&initrd, drv("initrd-linux", &[&a, &cpio], "")),
-            (&initrd_nv, drv("initrd-other", &[&a, &zstd], "")),
             (
                 &root,
-                drv(
-                    "nixos-system",
-                    &[&quiet, &moved, &above_marked, &initrd, &initrd_nv],
-                    "",
-                ),
+                drv("nixos-system", &[&quiet, &moved, &above_marked], ""),
             ),
         ];
         for (p, d) in entries {
@@ -979,23 +963,16 @@ mod tests {
         }
         g.drvs.insert(a.clone(), drv("a-1", &[], ""));
         g.drvs.insert(c.clone(), drv("c-2", &[], ""));
-        g.drvs.insert(cpio.clone(), drv("cpio-2.15", &[], ""));
-        g.drvs.insert(zstd.clone(), drv("zstd-1.5", &[], ""));
-        // Build tools are not in G0's closure: added, and masked only when non-vital.
         let units = Units {
             units: vec![
                 unit("a", &a, Change::Unchanged),
                 unit("c", &c, Change::Changed),
-                unit("cpio", &cpio, Change::Added),
-                unit("zstd", &zstd, Change::Added),
             ],
             ambiguous: vec![],
         };
         assert_eq!(
-            fixed_glue_outputs(&g, &units, &["zstd".to_string()]),
-            [sp("unit-a.service"), sp("initrd-linux")]
-                .into_iter()
-                .collect()
+            fixed_glue_outputs(&g, &units),
+            [sp("unit-a.service")].into_iter().collect()
         );
     }
 }
