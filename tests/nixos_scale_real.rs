@@ -239,7 +239,7 @@ fn upgrade(bump: Bump) {
         + PEAK_SLACK;
     let high = whole_run.used.saturating_sub(reserve);
     println!(
-        "{bump:?}: high-water over the whole run {:.2} MiB (sampled every ms, without the reserve), write-ahead log at most {:.2} MiB; the plan's highest step {:.2} MiB",
+        "{bump:?}: high-water over the whole run {:.1} MiB (sampled every ms, without the reserve), write-ahead log at most {:.1} MiB; the plan's highest step {:.1} MiB",
         mib_of(high),
         mib_of(whole_run.wal),
         mib_of(max_planned),

@@ -442,15 +442,13 @@ fn space_problems(
     };
     let mut table = PathTable::new(&input.facts);
     let mut columns = PathColumns::new(input, &table, &mut disk);
-    let fixed = fixed_glue_outputs(&input.target, units);
-    let (base, base_old) = base_sets(input, units, g0, &fixed, &mut table);
+    let (base, base_old) = base_sets(input, units, g0, &mut table);
     let jobs = jobs_with_closures(input, units, jobs_units, &mut table, &mut columns);
     // G0's glue stands for each step's glue (the target's is not built yet): in the disk's bytes
     // each path's estimate as a path the step builds, or what G0's version takes if more.
     let g0_glue = || {
         g0.glue
             .iter()
-            .filter(|p| !fixed.contains(*p))
             .filter_map(|p| Some((p, input.facts.get(p)?)))
     };
     let step_glue_nar: u64 = g0_glue().map(|(_, f)| f.size).sum();
@@ -558,48 +556,12 @@ fn glue_by_job(
     (changed.iter().map(|&(_, n)| n).collect(), by_job)
 }
 
-/// The outputs of target glue that no step changes: glue that reads, directly or through other
-/// glue, only packages the upgrade leaves alone (never stubbed: only a job is), and writes no
-/// restart trigger a step marks. Under every mask it is the target's own derivation, so where
-/// its output is G0's (on disk) no step rebuilds it: on a real system, the initrd of any upgrade
-/// that leaves the kernel and what the initrd holds alone.
-fn fixed_glue_outputs(t: &TargetGraph, units: &Units) -> BTreeSet<StorePath> {
-    let unchanged: BTreeSet<&StorePath> = units
-        .units
-        .iter()
-        .filter(|u| u.change == Change::Unchanged)
-        .filter_map(|u| u.drv.as_ref())
-        .collect();
-    let mut may_change: BTreeSet<StorePath> = BTreeSet::new();
-    let mut fixed = BTreeSet::new();
-    for d in t.glue_bottom_up() {
-        let drv = &t.drvs[&d];
-        let name = d.derivation_name().unwrap_or(d.name());
-        let changes = super::triggers::mark_triggers(drv, name, &t.store_dir, b" ").is_some()
-            || drv.input_drvs.keys().any(|i| {
-                if t.glue.contains(i) {
-                    may_change.contains(i)
-                } else {
-                    !unchanged.contains(i)
-                }
-            });
-        if changes {
-            may_change.insert(d);
-        } else {
-            fixed.extend(drv.outputs.values().filter_map(|o| o.path.clone()));
-        }
-    }
-    fixed
-}
-
-/// What every generation holds (unchanged packages, the target glue's sources, its
-/// `inputSrcs`, and G0's glue no step changes) and what only G0 holds (removed packages and the
-/// rest of G0's glue). One walk each.
+/// What every generation holds (unchanged packages and the target glue's sources, its
+/// `inputSrcs`) and what only G0 holds (removed packages and G0's glue). One walk each.
 fn base_sets(
     input: &PlanInput,
     units: &Units,
     g0: &G0Reading,
-    fixed: &BTreeSet<StorePath>,
     table: &mut PathTable,
 ) -> (Vec<PathIdx>, Vec<PathIdx>) {
     let srcs = input
@@ -608,20 +570,13 @@ fn base_sets(
         .iter()
         .flat_map(|d| input.target.drvs[d].input_srcs.iter());
     let of_change = |change: Change| units.units.iter().filter(move |u| u.change == change);
-    let (kept_glue, g0_only_glue): (Vec<&StorePath>, Vec<&StorePath>) =
-        g0.glue.iter().partition(|p| fixed.contains(*p));
     let mut base = table.closure(
         of_change(Change::Unchanged)
             .flat_map(|u| u.new.values())
-            .chain(srcs)
-            .chain(kept_glue),
+            .chain(srcs),
     );
     let mut base_old = table.closure(of_change(Change::Removed).flat_map(|u| u.old.values()));
-    base_old.extend(
-        g0_only_glue
-            .iter()
-            .filter_map(|p| table.idx.get(*p).copied()),
-    );
+    base_old.extend(g0.glue.iter().filter_map(|p| table.idx.get(p).copied()));
     base.sort_unstable();
     base.dedup();
     base_old.sort_unstable();
@@ -874,105 +829,5 @@ impl Planned {
             .into_iter()
             .map(|n| Stub::for_package(store_dir, n))
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::drv::{Derivation, Output};
-    use crate::plan::units::Unit;
-
-    /// A store path with a hash made from its name.
-    fn sp(name: &str) -> StorePath {
-        use sha2::{Digest, Sha256};
-        let h = crate::drv::nix32::encode(&Sha256::digest(name.as_bytes())[..20]);
-        StorePath::from_base_name(&format!("{h}-{name}")).unwrap()
-    }
-
-    fn drv(out: &str, inputs: &[&StorePath], text: &str) -> Derivation {
-        let mut d = Derivation::default();
-        d.outputs
-            .insert("out".into(), Output::input_addressed(sp(out)));
-        for i in inputs {
-            d.input_drvs
-                .insert((*i).clone(), ["out".to_string()].into());
-        }
-        d.env.insert(b"text".to_vec(), text.as_bytes().to_vec());
-        d
-    }
-
-    fn unit(name: &str, drv: &StorePath, change: Change) -> Unit {
-        Unit {
-            name: name.into(),
-            old_version: None,
-            new_version: None,
-            drv: Some(drv.clone()),
-            new: BTreeMap::new(),
-            old: BTreeMap::new(),
-            change,
-            ambiguous: false,
-        }
-    }
-
-    /// Glue that reads only unchanged packages and writes no context-free trigger is fixed; glue
-    /// with such a trigger (every step marks it), glue reading a changed package, and glue
-    /// reading either of those are not.
-    #[test]
-    fn fixed_glue_reads_only_unchanged_packages_and_no_step_marks_it() {
-        let (a, c) = (sp("a-1.drv"), sp("c-2.drv"));
-        let quiet = sp("unit-a.service.drv");
-        let marked = sp("unit-b.service.drv");
-        let moved = sp("unit-c.service.drv");
-        let above_marked = sp("units.drv");
-        let root = sp("nixos-system.drv");
-        let mut g = TargetGraph {
-            store_dir: crate::drv::StoreDir::new("/nix/store").unwrap(),
-            root: root.clone(),
-            drvs: BTreeMap::new(),
-            glue: BTreeSet::new(),
-            local: BTreeSet::new(),
-        };
-        let entries = [
-            (
-                &quiet,
-                drv(
-                    "unit-a.service",
-                    &[&a],
-                    "[Service]\nX-Restart-Triggers=/nix/store/x\n",
-                ),
-            ),
-            (
-                &marked,
-                drv(
-                    "unit-b.service",
-                    &[&a],
-                    "[Service]\nX-Restart-Triggers=0123abcd\n",
-                ),
-            ),
-            (&moved, drv("unit-c.service", &[&c], "[Service]\n")),
-            (&above_marked, drv("units", &[&marked], "")),
-            (
-                &root,
-                drv("nixos-system", &[&quiet, &moved, &above_marked], ""),
-            ),
-        ];
-        for (p, d) in entries {
-            g.drvs.insert(p.clone(), d);
-            g.glue.insert(p.clone());
-        }
-        g.drvs.insert(a.clone(), drv("a-1", &[], ""));
-        g.drvs.insert(c.clone(), drv("c-2", &[], ""));
-        let units = Units {
-            units: vec![
-                unit("a", &a, Change::Unchanged),
-                unit("c", &c, Change::Changed),
-            ],
-            ambiguous: vec![],
-        };
-        assert_eq!(
-            fixed_glue_outputs(&g, &units),
-            [sp("unit-a.service")].into_iter().collect()
-        );
     }
 }
