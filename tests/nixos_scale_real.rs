@@ -238,10 +238,15 @@ fn upgrade(bump: Bump) {
         .unwrap_or(0)
         + PEAK_SLACK;
     let high = whole_run.used.saturating_sub(reserve);
+    let journal = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(bed.journal_path()).map_or(0, |m| m.blocks() * 512)
+    };
     println!(
-        "{bump:?}: high-water over the whole run {:.1} MiB (sampled every ms, without the reserve), write-ahead log at most {:.1} MiB; the plan's highest step {:.1} MiB",
+        "{bump:?}: high-water over the whole run {:.2} MiB (sampled every ms, without the reserve), write-ahead log at most {:.2} MiB, journal {:.2} MiB at the end (not planned); the plan's highest step {:.2} MiB",
         mib_of(high),
         mib_of(whole_run.wal),
+        mib_of(journal),
         mib_of(max_planned),
     );
     assert!(
